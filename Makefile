@@ -1,0 +1,35 @@
+# Thin wrapper over meson/ninja for the common commands.
+BUILD ?= build
+RELEASE ?= build-release
+
+.PHONY: all deps setup build run check bench clean
+
+all: build
+
+deps:
+	./scripts/install-deps.sh
+
+$(BUILD)/build.ninja:
+	meson setup $(BUILD)
+
+setup: $(BUILD)/build.ninja
+
+build: setup
+	ninja -C $(BUILD)
+
+# Runs the built-in default: a 1 GiB memory export "disk0" (Ctrl-C stops it).
+run: build
+	./$(BUILD)/blockd
+
+check: build
+	./scripts/run-tests.sh
+
+$(RELEASE)/build.ninja:
+	meson setup $(RELEASE) --buildtype=release -Db_sanitize=none -Dwerror=true
+
+bench: $(RELEASE)/build.ninja
+	ninja -C $(RELEASE)
+	BLOCKD=$(CURDIR)/$(RELEASE)/blockd SOURCE_DIR=$(CURDIR) BUILD_DIR=$(CURDIR)/$(RELEASE) ./tests/bench/run-bench.sh
+
+clean:
+	rm -rf $(BUILD) $(RELEASE)

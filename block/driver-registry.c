@@ -1,0 +1,30 @@
+/* The table of block drivers, by name. */
+#include "block/driver.h"
+#include "block/plugin-host/plugin-host.h"
+
+static GHashTable *drivers; /* name -> const BlockDriver * */
+
+void block_driver_register(const BlockDriver *drv)
+{
+    if (!drivers)
+        drivers = g_hash_table_new(g_str_hash, g_str_equal);
+    g_hash_table_replace(drivers, (gpointer)drv->name, (gpointer)drv);
+}
+
+const BlockDriver *block_driver_find(const char *name)
+{
+    block_drivers_init();
+    return g_hash_table_lookup(drivers, name);
+}
+
+extern const BlockDriver block_driver_raw;
+
+void block_drivers_init(void)
+{
+    static gsize done;
+    if (g_once_init_enter(&done)) {
+        block_driver_register(&block_driver_raw);
+        plugin_host_register_drivers();
+        g_once_init_leave(&done, 1);
+    }
+}

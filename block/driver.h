@@ -1,0 +1,78 @@
+/* The node <-> driver seam: a table of callbacks shaped like
+ * struct nbdkit_plugin, so that the nbdkit plugin host is a thin adapter.
+ *
+ * Every callback gets the driver instance's opaque pointer.  Data callbacks
+ * return 0 on success or a negative errno.  The node layer has already
+ * validated ranges and flags and serialises nothing: a driver that is not
+ * thread-safe must lock itself (the plugin host enforces nbdkit thread
+ * models this way).  Optional callbacks may be NULL; node.c supplies the
+ * generic fallbacks (FUA by flush, zero by write, cache by read, no extents
+ * means all data). */
+#pragma once
+
+#include <stdbool.h>
+#include <stdint.h>
+#include <glib.h>
+#include "block/extents.h"
+
+/* Flag bits passed to data callbacks: identical to NBDKIT_FLAG_*. */
+#define BLOCK_FLAG_MAY_TRIM  (1u << 0)
+#define BLOCK_FLAG_FUA       (1u << 1)
+#define BLOCK_FLAG_REQ_ONE   (1u << 2)
+#define BLOCK_FLAG_FAST_ZERO (1u << 3)
+
+/* Levels for can_fua / can_cache: identical to NBDKIT_FUA_* / NBDKIT_CACHE_*. */
+#define BLOCK_SUPPORT_NONE    0
+#define BLOCK_SUPPORT_EMULATE 1
+#define BLOCK_SUPPORT_NATIVE  2
+
+typedef struct BlockOptions BlockOptions;
+typedef struct BlockNode BlockNode;
+
+typedef struct BlockDriver {
+    const char *name;
+
+    /* Creates an instance from the node's options (already validated for
+     * unknown keys by the options helper), or NULL with *errp set.
+     * `self` is the node being created: drivers that have children add them
+     * with node_add_child(). */
+    void *(*open)(BlockNode *self, BlockOptions *opts, bool read_only, GError **errp);
+    void (*close)(void *opaque);
+
+    /* Metadata, asked once at open time; the node caches the results.
+     * Return -errno on failure (open fails). */
+    int64_t (*get_size)(void *opaque);
+    int (*can_write)(void *opaque);      /* bool */
+    int (*can_flush)(void *opaque);      /* bool */
+    int (*can_trim)(void *opaque);       /* bool */
+    int (*can_zero)(void *opaque);       /* bool: native zero callback usable */
+    int (*can_fast_zero)(void *opaque);  /* bool */
+    int (*can_fua)(void *opaque);        /* BLOCK_SUPPORT_* */
+    int (*can_cache)(void *opaque);      /* BLOCK_SUPPORT_* */
+    int (*can_extents)(void *opaque);    /* bool */
+    int (*can_multi_conn)(void *opaque); /* bool: one flush covers all writers */
+    int (*is_rotational)(void *opaque);  /* bool */
+    /* Block size constraints; all zero means "no information". */
+    int (*block_size)(void *opaque, uint32_t *minimum, uint32_t *preferred, uint32_t *maximum);
+
+    /* Data path. */
+    int (*pread)(void *opaque, void *buf, uint32_t count, uint64_t offset, uint32_t flags);
+    int (*pwrite)(void *opaque, const void *buf, uint32_t count, uint64_t offset, uint32_t flags);
+    int (*flush)(void *opaque, uint32_t flags);
+    int (*trim)(void *opaque, uint32_t count, uint64_t offset, uint32_t flags);
+    int (*zero)(void *opaque, uint32_t count, uint64_t offset, uint32_t flags);
+    int (*extents)(void *opaque, uint32_t count, uint64_t offset, uint32_t flags, BlockExtents *extents);
+    int (*cache)(void *opaque, uint32_t count, uint64_t offset, uint32_t flags);
+
+    /* Optional zero-copy read: if the bytes [offset, offset+count) live in
+     * a file descriptor, return 0 and set *fd and *fd_offset so the caller
+     * can sendfile()/splice() them; return -ENOTSUP otherwise. */
+    int (*read_fd)(void *opaque, uint32_t count, uint64_t offset, int *fd, uint64_t *fd_offset);
+} BlockDriver;
+
+/* Registers a driver under its name (called from block_drivers_init). */
+void block_driver_register(const BlockDriver *drv);
+/* The driver registered under `name`, or NULL. */
+const BlockDriver *block_driver_find(const char *name);
+/* Registers every built-in driver; safe to call more than once. */
+void block_drivers_init(void);

@@ -1,0 +1,182 @@
+/* The raw format driver: passes I/O through to its `file` child, optionally
+ * restricted to a window [offset, offset+size) of it. */
+#include "block/driver.h"
+#include "block/node.h"
+#include "block/options.h"
+
+#include <errno.h>
+
+typedef struct RawState {
+    BlockNode *child;
+    uint64_t offset, size;
+} RawState;
+
+/* The child named by the `file` option: a node name, or nested options of a new node. */
+static BlockNode *raw_open_child(BlockNode *self, BlockOptions *opts, GError **errp)
+{
+    JsonObject *nested = block_options_get_object(opts, "file");
+    if (nested) {
+        g_autoptr(JsonObject) copy = json_object_new();
+        GList *members = json_object_get_members(nested);
+        for (GList *l = members; l; l = l->next)
+            json_object_set_member(copy, l->data, json_node_copy(json_object_get_member(nested, l->data)));
+        g_list_free(members);
+        if (!json_object_has_member(copy, "node-name")) {
+            /* An implicit child gets a name derived from its parent. */
+            g_autofree char *name = g_strdup_printf("%s-file", node_name(self));
+            json_object_set_string_member(copy, "node-name", name);
+        }
+        return node_create(copy, errp);
+    }
+    const char *name = block_options_get_str(opts, "file", true, errp);
+    if (!name)
+        return NULL;
+    BlockNode *child = node_find(name);
+    if (!child)
+        g_set_error(errp, G_IO_ERROR, G_IO_ERROR_NOT_FOUND,
+                    "Cannot find device='' nor node-name='%s'", name);
+    return child;
+}
+
+static void *raw_open(BlockNode *self, BlockOptions *opts, bool read_only, GError **errp)
+{
+    BlockNode *child = raw_open_child(self, opts, errp);
+    if (!child)
+        return NULL;
+    uint64_t child_size = node_size(child);
+    uint64_t offset = 0, size = UINT64_MAX;
+    if (!block_options_get_size(opts, "offset", false, &offset, errp) ||
+        !block_options_get_size(opts, "size", false, &size, errp))
+        return NULL;
+    if (offset > child_size) {
+        g_set_error(errp, G_IO_ERROR, G_IO_ERROR_INVALID_ARGUMENT,
+                    "Offset (%" G_GUINT64_FORMAT ") cannot be greater than size of the "
+                    "containing file (%" G_GUINT64_FORMAT ")", (guint64)offset, (guint64)child_size);
+        return NULL;
+    }
+    if (size == UINT64_MAX)
+        size = child_size - offset;
+    if (size > child_size - offset) {
+        g_set_error(errp, G_IO_ERROR, G_IO_ERROR_INVALID_ARGUMENT,
+                    "The sum of offset (%" G_GUINT64_FORMAT ") and size (%" G_GUINT64_FORMAT
+                    ") has to be smaller or equal to the actual size of the containing file (%"
+                    G_GUINT64_FORMAT ")", (guint64)offset, (guint64)size, (guint64)child_size);
+        return NULL;
+    }
+    if (!read_only && node_read_only(child)) {
+        g_set_error(errp, G_IO_ERROR, G_IO_ERROR_READ_ONLY,
+                    "Node '%s' is read-only; open '%s' with read-only=on",
+                    node_name(child), node_name(self));
+        return NULL;
+    }
+    node_add_child(self, child);
+    RawState *s = g_new0(RawState, 1);
+    s->child = child;
+    s->offset = offset;
+    s->size = size;
+    return s;
+}
+
+static void raw_close(void *opaque) { g_free(opaque); }
+static int64_t raw_get_size(void *opaque) { return (int64_t)((RawState *)opaque)->size; }
+
+static const NodeCaps *child_caps(void *opaque) { return node_caps(((RawState *)opaque)->child); }
+static int raw_can_write(void *o) { return !node_read_only(((RawState *)o)->child); }
+static int raw_can_flush(void *o) { return child_caps(o)->can_flush; }
+static int raw_can_trim(void *o) { return child_caps(o)->can_trim; }
+static int raw_can_zero(void *o) { return child_caps(o)->can_zero; }
+static int raw_can_fast_zero(void *o) { return child_caps(o)->can_fast_zero; }
+static int raw_can_fua(void *o) { return child_caps(o)->fua ? BLOCK_SUPPORT_NATIVE : BLOCK_SUPPORT_NONE; }
+static int raw_can_cache(void *o) { return child_caps(o)->cache ? BLOCK_SUPPORT_NATIVE : BLOCK_SUPPORT_NONE; }
+static int raw_can_extents(void *o) { return child_caps(o)->can_extents; }
+static int raw_can_multi_conn(void *o) { return child_caps(o)->can_multi_conn; }
+static int raw_is_rotational(void *o) { return child_caps(o)->is_rotational; }
+
+static int raw_block_size(void *o, uint32_t *min, uint32_t *pref, uint32_t *max)
+{
+    const NodeCaps *c = child_caps(o);
+    *min = c->block_min;
+    *pref = c->block_preferred;
+    *max = c->block_max;
+    return 0;
+}
+
+static int raw_pread(void *o, void *buf, uint32_t count, uint64_t offset, uint32_t flags)
+{
+    RawState *s = o;
+    return node_pread(s->child, buf, count, offset + s->offset);
+}
+
+static int raw_pwrite(void *o, const void *buf, uint32_t count, uint64_t offset, uint32_t flags)
+{
+    RawState *s = o;
+    return node_pwrite(s->child, buf, count, offset + s->offset, flags);
+}
+
+static int raw_flush(void *o, uint32_t flags) { return node_flush(((RawState *)o)->child); }
+
+static int raw_trim(void *o, uint32_t count, uint64_t offset, uint32_t flags)
+{
+    RawState *s = o;
+    return node_trim(s->child, count, offset + s->offset, flags);
+}
+
+static int raw_zero(void *o, uint32_t count, uint64_t offset, uint32_t flags)
+{
+    RawState *s = o;
+    return node_zero(s->child, count, offset + s->offset, flags);
+}
+
+static int raw_cache(void *o, uint32_t count, uint64_t offset, uint32_t flags)
+{
+    RawState *s = o;
+    return node_cache(s->child, count, offset + s->offset);
+}
+
+/* Asks the child in its own coordinates, then shifts the answer back. */
+static int raw_extents(void *o, uint32_t count, uint64_t offset, uint32_t flags, BlockExtents *out)
+{
+    RawState *s = o;
+    BlockExtents *inner = extents_new(offset + s->offset, s->offset + s->size);
+    if (!inner)
+        return -errno;
+    int r = node_block_status(s->child, count, offset + s->offset, flags, inner);
+    for (size_t i = 0; r == 0 && i < extents_count(inner); i++) {
+        BlockExtent e = extents_get(inner, i);
+        r = extents_add(out, e.offset - s->offset, e.length, e.type);
+    }
+    extents_free(inner);
+    return r;
+}
+
+static int raw_read_fd(void *o, uint32_t count, uint64_t offset, int *fd, uint64_t *fd_offset)
+{
+    RawState *s = o;
+    return node_read_fd(s->child, count, offset + s->offset, fd, fd_offset);
+}
+
+const BlockDriver block_driver_raw = {
+    .name = "raw",
+    .open = raw_open,
+    .close = raw_close,
+    .get_size = raw_get_size,
+    .can_write = raw_can_write,
+    .can_flush = raw_can_flush,
+    .can_trim = raw_can_trim,
+    .can_zero = raw_can_zero,
+    .can_fast_zero = raw_can_fast_zero,
+    .can_fua = raw_can_fua,
+    .can_cache = raw_can_cache,
+    .can_extents = raw_can_extents,
+    .can_multi_conn = raw_can_multi_conn,
+    .is_rotational = raw_is_rotational,
+    .block_size = raw_block_size,
+    .pread = raw_pread,
+    .pwrite = raw_pwrite,
+    .flush = raw_flush,
+    .trim = raw_trim,
+    .zero = raw_zero,
+    .extents = raw_extents,
+    .cache = raw_cache,
+    .read_fd = raw_read_fd,
+};

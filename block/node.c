@@ -1,0 +1,422 @@
+/* The node graph and the node I/O entry points (see block/node.h). */
+#include "block/node.h"
+#include "block/options.h"
+
+#include <errno.h>
+#include <string.h>
+
+struct BlockNode {
+    char *name;
+    const BlockDriver *drv;
+    void *opaque;
+    uint64_t size;
+    bool read_only;
+    bool native_zero;     /* driver's zero callback may be used */
+    NodeCaps caps;
+    gint refcount;
+    GPtrArray *children;  /* BlockNode *, each holding a reference */
+};
+
+static GMutex graph_lock;
+static GHashTable *graph_by_name; /* name -> BlockNode * (graph's reference) */
+static GPtrArray *graph_order;    /* creation order, same references */
+
+/* Zero buffer for emulated write-zeroes; allocated once, never written. */
+#define ZERO_BUFFER_SIZE (4u << 20)
+static const void *zero_buffer(void)
+{
+    static void *buf;
+    static gsize done;
+    if (g_once_init_enter(&done)) {
+        buf = g_malloc0(ZERO_BUFFER_SIZE);
+        g_once_init_leave(&done, 1);
+    }
+    return buf;
+}
+
+static void graph_init_locked(void)
+{
+    if (!graph_by_name) {
+        graph_by_name = g_hash_table_new(g_str_hash, g_str_equal);
+        graph_order = g_ptr_array_new();
+    }
+}
+
+/* QEMU's rule: a letter first, then letters, digits, '-', '.', '_'; at most 31 chars. */
+static bool node_name_valid(const char *name)
+{
+    if (!g_ascii_isalpha(name[0]) || strlen(name) > 31)
+        return false;
+    for (const char *p = name; *p; p++)
+        if (!g_ascii_isalnum(*p) && !strchr("-._", *p))
+            return false;
+    return true;
+}
+
+/* A driver's optional boolean callback, or `fallback` when absent. */
+static int ask(int (*cb)(void *), void *opaque, int fallback)
+{
+    return cb ? cb(opaque) : fallback;
+}
+
+/* Fills node->caps from the driver; -errno if a callback fails. */
+static int node_compute_caps(BlockNode *node)
+{
+    const BlockDriver *d = node->drv;
+    void *op = node->opaque;
+    NodeCaps *c = &node->caps;
+    int r;
+
+    int64_t size = d->get_size(op);
+    if (size < 0)
+        return (int)size;
+    node->size = (uint64_t)size;
+
+#define ASK(field, cb, fallback)                                                      \
+    do {                                                                             \
+        if ((r = ask(d->cb, op, (fallback))) < 0)                                    \
+            return r;                                                                \
+        field = r;                                                                   \
+    } while (0)
+
+    int can_write;
+    ASK(can_write, can_write, d->pwrite != NULL);
+    c->can_write = !node->read_only && can_write;
+    if (!c->can_write)
+        node->read_only = true;
+    ASK(c->can_flush, can_flush, d->flush != NULL);
+    ASK(c->is_rotational, is_rotational, 0);
+    ASK(c->can_extents, can_extents, d->extents != NULL);
+    ASK(c->can_multi_conn, can_multi_conn, 0);
+    ASK(c->cache, can_cache, d->cache ? BLOCK_SUPPORT_NATIVE : BLOCK_SUPPORT_NONE);
+    if (c->can_write) {
+        ASK(c->can_trim, can_trim, d->trim != NULL);
+        int native;
+        ASK(native, can_zero, d->zero != NULL);
+        node->native_zero = native && d->zero;
+        c->can_zero = true; /* emulated with zero buffers when not native */
+        /* Without a native zero every FAST_ZERO request fails at once, which is fast. */
+        ASK(c->can_fast_zero, can_fast_zero, d->zero == NULL);
+        ASK(c->fua, can_fua, d->flush ? BLOCK_SUPPORT_EMULATE : BLOCK_SUPPORT_NONE);
+        if (c->fua == BLOCK_SUPPORT_EMULATE && !d->flush)
+            c->fua = BLOCK_SUPPORT_NONE;
+    }
+#undef ASK
+    c->can_flush = c->can_flush && d->flush;
+    if (d->block_size) {
+        r = d->block_size(op, &c->block_min, &c->block_preferred, &c->block_max);
+        if (r < 0)
+            return r;
+    }
+    return 0;
+}
+
+BlockNode *node_create(JsonObject *options, GError **errp)
+{
+    BlockOptions *opts = block_options_new(options, "");
+    BlockNode *node = NULL;
+    const char *driver = block_options_get_str(opts, "driver", true, errp);
+    if (!driver)
+        goto out;
+    const char *name = block_options_get_str(opts, "node-name", true, errp);
+    if (!name)
+        goto out;
+    if (!node_name_valid(name)) {
+        g_set_error(errp, G_IO_ERROR, G_IO_ERROR_INVALID_ARGUMENT, "Invalid node-name: '%s'", name);
+        goto out;
+    }
+    g_mutex_lock(&graph_lock);
+    graph_init_locked();
+    bool duplicate = g_hash_table_contains(graph_by_name, name);
+    g_mutex_unlock(&graph_lock);
+    if (duplicate) {
+        g_set_error(errp, G_IO_ERROR, G_IO_ERROR_EXISTS,
+                    "Duplicate nodes with node-name='%s'", name);
+        goto out;
+    }
+    const BlockDriver *drv = block_driver_find(driver);
+    if (!drv) {
+        g_set_error(errp, G_IO_ERROR, G_IO_ERROR_INVALID_ARGUMENT,
+                    "Parameter 'driver' does not accept value '%s'", driver);
+        goto out;
+    }
+    bool read_only = false;
+    if (!block_options_get_bool(opts, "read-only", &read_only, errp))
+        goto out;
+    /* "discard": QEMU ignores trims unless discard=unmap; blockd passes them
+     * on by default (like nbdkit) and lets discard=ignore turn them off. */
+    const char *discard = block_options_get_str(opts, "discard", false, errp);
+    bool trim_off = false;
+    if (discard) {
+        if (strcmp(discard, "ignore") == 0 || strcmp(discard, "off") == 0) {
+            trim_off = true;
+        } else if (strcmp(discard, "unmap") != 0 && strcmp(discard, "on") != 0) {
+            g_set_error(errp, G_IO_ERROR, G_IO_ERROR_INVALID_ARGUMENT,
+                        "Parameter 'discard' does not accept value '%s'", discard);
+            goto out;
+        }
+    } else if (errp && *errp) {
+        goto out;
+    }
+
+    node = g_new0(BlockNode, 1);
+    node->name = g_strdup(name);
+    node->drv = drv;
+    node->read_only = read_only;
+    node->refcount = 1;
+    node->children = g_ptr_array_new_with_free_func((GDestroyNotify)node_unref);
+    node->opaque = drv->open(node, opts, read_only, errp);
+    if (!node->opaque)
+        goto fail;
+    if (!block_options_check_all_used(opts, errp))
+        goto fail;
+    int r = node_compute_caps(node);
+    if (r < 0) {
+        g_set_error(errp, G_IO_ERROR, g_io_error_from_errno(-r),
+                    "Could not open node '%s': %s", name, g_strerror(-r));
+        goto fail;
+    }
+    if (trim_off)
+        node->caps.can_trim = false;
+
+    g_mutex_lock(&graph_lock);
+    if (g_hash_table_contains(graph_by_name, name)) {
+        g_mutex_unlock(&graph_lock);
+        g_set_error(errp, G_IO_ERROR, G_IO_ERROR_EXISTS,
+                    "Duplicate nodes with node-name='%s'", name);
+        goto fail;
+    }
+    g_hash_table_insert(graph_by_name, node->name, node);
+    g_ptr_array_add(graph_order, node);
+    g_mutex_unlock(&graph_lock);
+    goto out;
+
+fail:
+    node_unref(node);
+    node = NULL;
+out:
+    block_options_free(opts);
+    return node;
+}
+
+BlockNode *node_find(const char *name)
+{
+    g_mutex_lock(&graph_lock);
+    graph_init_locked();
+    BlockNode *node = g_hash_table_lookup(graph_by_name, name);
+    g_mutex_unlock(&graph_lock);
+    return node;
+}
+
+GPtrArray *node_list(void)
+{
+    g_mutex_lock(&graph_lock);
+    graph_init_locked();
+    GPtrArray *list = g_ptr_array_new();
+    for (guint i = 0; i < graph_order->len; i++)
+        g_ptr_array_add(list, graph_order->pdata[i]);
+    g_mutex_unlock(&graph_lock);
+    return list;
+}
+
+bool node_delete(const char *name, GError **errp)
+{
+    g_mutex_lock(&graph_lock);
+    graph_init_locked();
+    BlockNode *node = g_hash_table_lookup(graph_by_name, name);
+    if (!node) {
+        g_mutex_unlock(&graph_lock);
+        g_set_error(errp, G_IO_ERROR, G_IO_ERROR_NOT_FOUND,
+                    "Failed to find node with node-name='%s'", name);
+        return false;
+    }
+    if (node_users(node) > 0) {
+        g_mutex_unlock(&graph_lock);
+        g_set_error(errp, G_IO_ERROR, G_IO_ERROR_BUSY,
+                    "Node '%s' is busy: it is in use by %u user(s)", name, node_users(node));
+        return false;
+    }
+    g_hash_table_remove(graph_by_name, name);
+    g_ptr_array_remove(graph_order, node);
+    g_mutex_unlock(&graph_lock);
+    node_unref(node);
+    return true;
+}
+
+void node_graph_shutdown(void)
+{
+    g_mutex_lock(&graph_lock);
+    graph_init_locked();
+    GPtrArray *order = graph_order;
+    graph_order = g_ptr_array_new();
+    g_hash_table_remove_all(graph_by_name);
+    g_mutex_unlock(&graph_lock);
+    /* Newest first: parents were created after their children. */
+    for (guint i = order->len; i > 0; i--)
+        node_unref(order->pdata[i - 1]);
+    g_ptr_array_free(order, TRUE);
+}
+
+BlockNode *node_ref(BlockNode *node)
+{
+    g_atomic_int_inc(&node->refcount);
+    return node;
+}
+
+void node_unref(BlockNode *node)
+{
+    if (!node || !g_atomic_int_dec_and_test(&node->refcount))
+        return;
+    if (node->opaque && node->drv->close)
+        node->drv->close(node->opaque);
+    g_ptr_array_free(node->children, TRUE);
+    g_free(node->name);
+    g_free(node);
+}
+
+unsigned node_users(BlockNode *node)
+{
+    return (unsigned)g_atomic_int_get(&node->refcount) - 1;
+}
+
+void node_add_child(BlockNode *parent, BlockNode *child)
+{
+    g_ptr_array_add(parent->children, node_ref(child));
+}
+
+const char *node_name(BlockNode *node) { return node->name; }
+const char *node_driver_name(BlockNode *node) { return node->drv->name; }
+uint64_t node_size(BlockNode *node) { return node->size; }
+bool node_read_only(BlockNode *node) { return node->read_only; }
+const NodeCaps *node_caps(BlockNode *node) { return &node->caps; }
+
+static void assert_range(BlockNode *node, uint64_t count, uint64_t offset)
+{
+    g_assert(offset <= node->size && count <= node->size - offset);
+}
+
+int node_pread(BlockNode *node, void *buf, uint32_t count, uint64_t offset)
+{
+    assert_range(node, count, offset);
+    if (count == 0)
+        return 0;
+    return node->drv->pread(node->opaque, buf, count, offset, 0);
+}
+
+/* Strips FUA the driver cannot do natively; true if a flush must follow. */
+static bool fua_needs_flush(BlockNode *node, uint32_t *flags)
+{
+    if (!(*flags & BLOCK_FLAG_FUA) || node->caps.fua == BLOCK_SUPPORT_NATIVE)
+        return false;
+    *flags &= ~BLOCK_FLAG_FUA;
+    return node->caps.fua == BLOCK_SUPPORT_EMULATE;
+}
+
+static int flush_after(BlockNode *node, int r, bool needed)
+{
+    if (r == 0 && needed)
+        r = node->drv->flush(node->opaque, 0);
+    return r;
+}
+
+int node_pwrite(BlockNode *node, const void *buf, uint32_t count, uint64_t offset, uint32_t flags)
+{
+    assert_range(node, count, offset);
+    g_assert(!node->read_only);
+    bool flush = fua_needs_flush(node, &flags);
+    int r = count ? node->drv->pwrite(node->opaque, buf, count, offset, flags) : 0;
+    return flush_after(node, r, flush);
+}
+
+int node_flush(BlockNode *node)
+{
+    if (!node->drv->flush)
+        return 0;
+    return node->drv->flush(node->opaque, 0);
+}
+
+int node_trim(BlockNode *node, uint32_t count, uint64_t offset, uint32_t flags)
+{
+    assert_range(node, count, offset);
+    g_assert(!node->read_only);
+    bool flush = fua_needs_flush(node, &flags);
+    int r = 0;
+    if (count && node->caps.can_trim && node->drv->trim)
+        r = node->drv->trim(node->opaque, count, offset, flags);
+    return flush_after(node, r, flush);
+}
+
+int node_zero(BlockNode *node, uint32_t count, uint64_t offset, uint32_t flags)
+{
+    assert_range(node, count, offset);
+    g_assert(!node->read_only);
+    bool flush = fua_needs_flush(node, &flags);
+    if (count == 0)
+        return flush_after(node, 0, flush);
+    if (node->native_zero) {
+        int r = node->drv->zero(node->opaque, count, offset, flags);
+        if (r != -ENOTSUP && r != -EOPNOTSUPP)
+            return flush_after(node, r, flush);
+    }
+    if (flags & BLOCK_FLAG_FAST_ZERO)
+        return -ENOTSUP;
+    /* Fallback: write zero buffers (never punches holes). */
+    const void *zeroes = zero_buffer();
+    while (count > 0) {
+        uint32_t n = MIN(count, ZERO_BUFFER_SIZE);
+        int r = node->drv->pwrite(node->opaque, zeroes, n, offset, 0);
+        if (r < 0)
+            return r;
+        count -= n;
+        offset += n;
+    }
+    return flush_after(node, 0, flush);
+}
+
+int node_cache(BlockNode *node, uint32_t count, uint64_t offset)
+{
+    assert_range(node, count, offset);
+    if (count == 0)
+        return 0;
+    if (node->caps.cache == BLOCK_SUPPORT_NATIVE)
+        return node->drv->cache ? node->drv->cache(node->opaque, count, offset, 0) : 0;
+    /* Emulate by reading into a scratch buffer and dropping it. */
+    enum { SCRATCH = 1u << 20 };
+    g_autofree void *scratch = g_malloc(MIN(count, SCRATCH));
+    while (count > 0) {
+        uint32_t n = MIN(count, SCRATCH);
+        int r = node->drv->pread(node->opaque, scratch, n, offset, 0);
+        if (r < 0)
+            return r;
+        count -= n;
+        offset += n;
+    }
+    return 0;
+}
+
+int node_block_status(BlockNode *node, uint32_t count, uint64_t offset, uint32_t flags,
+                      BlockExtents *extents)
+{
+    assert_range(node, count, offset);
+    g_assert(count > 0);
+    if (node->caps.can_extents) {
+        size_t before = extents_count(extents);
+        uint64_t next = extents_next_offset(extents);
+        int r = node->drv->extents(node->opaque, count, offset, flags, extents);
+        if (r < 0)
+            return r;
+        if (extents_count(extents) > before || extents_next_offset(extents) > next)
+            return 0;
+        return -EINVAL; /* the driver must describe at least one extent */
+    }
+    /* No extent information: everything is data. */
+    return extents_add(extents, offset, count, 0);
+}
+
+int node_read_fd(BlockNode *node, uint32_t count, uint64_t offset, int *fd, uint64_t *fd_offset)
+{
+    assert_range(node, count, offset);
+    if (!node->drv->read_fd)
+        return -ENOTSUP;
+    return node->drv->read_fd(node->opaque, count, offset, fd, fd_offset);
+}

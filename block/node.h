@@ -1,0 +1,83 @@
+/* The node graph and the single I/O entry point (DESIGN seam 2).
+ *
+ * Every reader and writer (NBD exports, jobs, QMP) touches data only through
+ * the node_* functions below.  They are synchronous and thread-safe.  Data
+ * functions take byte ranges that the caller has already validated against
+ * node_size() (they assert it) and return 0 or a negative errno.
+ * Generic fallbacks live here, once: FUA by flush, zero by writing zero
+ * buffers, cache by reading, no extents means all data. */
+#pragma once
+
+#include <stdbool.h>
+#include <stdint.h>
+#include <glib.h>
+#include <json-glib/json-glib.h>
+#include "block/driver.h"
+#include "block/extents.h"
+
+typedef struct BlockNode BlockNode;
+
+/* What a node can do, computed once when it is opened. */
+typedef struct NodeCaps {
+    bool can_write;
+    bool can_flush;
+    bool can_trim;
+    bool can_zero;        /* write-zeroes accepted (native or emulated) */
+    bool can_fast_zero;   /* FAST_ZERO flag honoured */
+    int fua;              /* BLOCK_SUPPORT_* */
+    int cache;            /* BLOCK_SUPPORT_* */
+    bool can_extents;     /* driver reports real extents */
+    bool can_multi_conn;  /* writes from any user are visible to all after flush */
+    bool is_rotational;
+    uint32_t block_min, block_preferred, block_max; /* all 0: no constraints */
+} NodeCaps;
+
+/* Creates a node from options: `driver` and `node-name` keys are required.
+ * read_only is also taken from the `read-only` option.  The node is added
+ * to the graph (node_find can see it) with one reference held by the graph. */
+BlockNode *node_create(JsonObject *options, GError **errp);
+/* Removes a node from the graph; fails if it is in use (children, exports). */
+bool node_delete(const char *name, GError **errp);
+/* Finds a node by name; the result is borrowed from the graph. */
+BlockNode *node_find(const char *name);
+/* Lists all nodes in creation order (borrowed pointers; free the array). */
+GPtrArray *node_list(void);
+/* Closes and frees every node (at exit), parents before children. */
+void node_graph_shutdown(void);
+
+/* Takes a reference on a node (users such as exports and parents do). */
+BlockNode *node_ref(BlockNode *node);
+/* Drops a reference; the last one closes the driver. */
+void node_unref(BlockNode *node);
+/* Number of users other than the graph itself. */
+unsigned node_users(BlockNode *node);
+/* Records `child` as a child of `parent` (takes a reference on child). */
+void node_add_child(BlockNode *parent, BlockNode *child);
+
+/* The node's unique name. */
+const char *node_name(BlockNode *node);
+/* The name of the node's driver. */
+const char *node_driver_name(BlockNode *node);
+/* Size in bytes. */
+uint64_t node_size(BlockNode *node);
+/* True if opened read-only (or the driver cannot write). */
+bool node_read_only(BlockNode *node);
+/* The capabilities computed at open. */
+const NodeCaps *node_caps(BlockNode *node);
+
+/* Reads count bytes at offset into buf. */
+int node_pread(BlockNode *node, void *buf, uint32_t count, uint64_t offset);
+/* Writes; BLOCK_FLAG_FUA makes the data durable before returning. */
+int node_pwrite(BlockNode *node, const void *buf, uint32_t count, uint64_t offset, uint32_t flags);
+/* Makes every completed write durable. */
+int node_flush(BlockNode *node);
+/* Discards (a hint); FUA allowed. */
+int node_trim(BlockNode *node, uint32_t count, uint64_t offset, uint32_t flags);
+/* Writes zeroes; MAY_TRIM allows holes, FAST_ZERO fails with -ENOTSUP unless fast, FUA allowed. */
+int node_zero(BlockNode *node, uint32_t count, uint64_t offset, uint32_t flags);
+/* Prefetch hint. */
+int node_cache(BlockNode *node, uint32_t count, uint64_t offset);
+/* Appends extents starting at offset to `extents` (made with extents_new(offset, size)). */
+int node_block_status(BlockNode *node, uint32_t count, uint64_t offset, uint32_t flags, BlockExtents *extents);
+/* Zero-copy read: the fd and offset holding [offset, offset+count), or -ENOTSUP. */
+int node_read_fd(BlockNode *node, uint32_t count, uint64_t offset, int *fd, uint64_t *fd_offset);

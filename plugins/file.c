@@ -1,0 +1,406 @@
+/* file: a disk backed by a regular file or a block device.
+ *
+ * Holes: trim punches them, zero uses ZERO_RANGE (or punches when the
+ * client allows holes), and block status finds them with SEEK_DATA /
+ * SEEK_HOLE.  When fallocate cannot do a zero request the callback fails
+ * with ENOTSUP: the host then writes zero buffers, or reports the request
+ * as not fast when the client asked for a fast zero.
+ *
+ * Instance safety (see null.c for the scheme): config() fills globals,
+ * get_ready() builds an instance holding the file name, open() references
+ * it and opens its own descriptor. */
+
+#define NBDKIT_API_VERSION 2
+#include <nbdkit-plugin.h>
+
+#include <fcntl.h>
+#include <linux/falloc.h>
+#include <linux/fs.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/ioctl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#define THREAD_MODEL NBDKIT_THREAD_MODEL_PARALLEL
+
+struct file_instance {
+  unsigned refs;                /* atomic */
+  char *filename;
+};
+
+struct file_conn {
+  struct file_instance *inst;
+  int fd;
+  bool readonly;
+  bool is_block;
+  int can_punch_hole;           /* atomic: cleared on first EOPNOTSUPP */
+  int can_zero_range;           /* atomic: cleared on first EOPNOTSUPP */
+};
+
+static char *config_filename;
+static struct file_instance *current;
+
+static void
+instance_unref (struct file_instance *inst)
+{
+  if (inst && __atomic_sub_fetch (&inst->refs, 1, __ATOMIC_ACQ_REL) == 0) {
+    free (inst->filename);
+    free (inst);
+  }
+}
+
+static int
+file_config (const char *key, const char *value)
+{
+  if (strcmp (key, "file") == 0) {
+    free (config_filename);
+    config_filename = nbdkit_realpath (value);
+    return config_filename ? 0 : -1;
+  }
+  nbdkit_error ("unknown parameter '%s'", key);
+  return -1;
+}
+
+static int
+file_config_complete (void)
+{
+  if (!config_filename) {
+    nbdkit_error ("you must supply the file=<FILENAME> parameter");
+    return -1;
+  }
+  return 0;
+}
+
+static int
+file_get_ready (void)
+{
+  struct file_instance *inst = calloc (1, sizeof *inst);
+  if (!inst) {
+    nbdkit_error ("calloc: %m");
+    return -1;
+  }
+  inst->refs = 1;
+  inst->filename = config_filename;
+  config_filename = NULL;
+  instance_unref (current);
+  current = inst;
+  return 0;
+}
+
+static void
+file_cleanup (void)
+{
+  instance_unref (current);
+  current = NULL;
+  free (config_filename);
+  config_filename = NULL;
+}
+
+static void *
+file_open (int readonly)
+{
+  if (!current) {
+    nbdkit_error ("plugin is not configured");
+    return NULL;
+  }
+  struct file_conn *h = calloc (1, sizeof *h);
+  if (!h) {
+    nbdkit_error ("calloc: %m");
+    return NULL;
+  }
+  const char *name = current->filename;
+  h->fd = open (name, (readonly ? O_RDONLY : O_RDWR) | O_CLOEXEC);
+  if (h->fd == -1) {
+    nbdkit_error ("open: %s: %m", name);
+    free (h);
+    return NULL;
+  }
+  struct stat st;
+  if (fstat (h->fd, &st) == -1 || !(S_ISREG (st.st_mode) || S_ISBLK (st.st_mode))) {
+    nbdkit_error ("%s: not a regular file or block device", name);
+    close (h->fd);
+    free (h);
+    return NULL;
+  }
+  h->readonly = readonly;
+  h->is_block = S_ISBLK (st.st_mode);
+  h->can_punch_hole = h->can_zero_range = 1;
+  __atomic_add_fetch (&current->refs, 1, __ATOMIC_RELAXED);
+  h->inst = current;
+  return h;
+}
+
+static void
+file_close (void *handle)
+{
+  struct file_conn *h = handle;
+  close (h->fd);
+  instance_unref (h->inst);
+  free (h);
+}
+
+static int64_t
+file_get_size (void *handle)
+{
+  struct file_conn *h = handle;
+  if (h->is_block) {
+    uint64_t size;
+    if (ioctl (h->fd, BLKGETSIZE64, &size) == -1) {
+      nbdkit_error ("ioctl BLKGETSIZE64: %m");
+      return -1;
+    }
+    return size;
+  }
+  struct stat st;
+  if (fstat (h->fd, &st) == -1) {
+    nbdkit_error ("fstat: %m");
+    return -1;
+  }
+  return st.st_size;
+}
+
+static int
+file_can_write (void *handle)
+{
+  return !((struct file_conn *) handle)->readonly;
+}
+
+static int
+file_always (void *handle)
+{
+  return 1;
+}
+
+static int
+file_native (void *handle)
+{
+  return NBDKIT_FUA_NATIVE; /* == NBDKIT_CACHE_NATIVE */
+}
+
+static int
+sync_if_fua (struct file_conn *h, uint32_t flags)
+{
+  if ((flags & NBDKIT_FLAG_FUA) && fdatasync (h->fd) == -1) {
+    nbdkit_error ("fdatasync: %m");
+    return -1;
+  }
+  return 0;
+}
+
+static int
+file_pread (void *handle, void *buf, uint32_t count, uint64_t offset,
+            uint32_t flags)
+{
+  struct file_conn *h = handle;
+  char *p = buf;
+  while (count > 0) {
+    ssize_t r = pread (h->fd, p, count, offset);
+    if (r == -1) {
+      nbdkit_error ("pread: %m");
+      return -1;
+    }
+    if (r == 0) {
+      nbdkit_error ("pread: unexpected end of file");
+      errno = EIO;
+      return -1;
+    }
+    p += r; count -= r; offset += r;
+  }
+  return 0;
+}
+
+static int
+file_pwrite (void *handle, const void *buf, uint32_t count, uint64_t offset,
+             uint32_t flags)
+{
+  struct file_conn *h = handle;
+  const char *p = buf;
+  while (count > 0) {
+    ssize_t r = pwrite (h->fd, p, count, offset);
+    if (r == -1) {
+      nbdkit_error ("pwrite: %m");
+      return -1;
+    }
+    p += r; count -= r; offset += r;
+  }
+  return sync_if_fua (h, flags);
+}
+
+static int
+file_flush (void *handle, uint32_t flags)
+{
+  struct file_conn *h = handle;
+  if (fdatasync (h->fd) == -1) {
+    nbdkit_error ("fdatasync: %m");
+    return -1;
+  }
+  return 0;
+}
+
+static bool
+is_enotsup (int err)
+{
+  return err == EOPNOTSUPP || err == ENOTSUP || err == ENODEV;
+}
+
+/* fallocate with `mode`; 1 done, 0 unsupported (and remembered), -1 error. */
+static int
+try_fallocate (struct file_conn *h, int *supported, int mode,
+               uint32_t count, uint64_t offset)
+{
+  if (!__atomic_load_n (supported, __ATOMIC_RELAXED))
+    return 0;
+  if (fallocate (h->fd, mode, offset, count) == 0)
+    return 1;
+  if (is_enotsup (errno)) {
+    __atomic_store_n (supported, 0, __ATOMIC_RELAXED);
+    return 0;
+  }
+  nbdkit_error ("fallocate: %m");
+  return -1;
+}
+
+static int
+file_trim (void *handle, uint32_t count, uint64_t offset, uint32_t flags)
+{
+  struct file_conn *h = handle;
+  /* Trim is a hint: when holes are not supported, doing nothing is right. */
+  if (try_fallocate (h, &h->can_punch_hole,
+                     FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE,
+                     count, offset) == -1)
+    return -1;
+  return sync_if_fua (h, flags);
+}
+
+static int
+file_zero (void *handle, uint32_t count, uint64_t offset, uint32_t flags)
+{
+  struct file_conn *h = handle;
+  int r = 0;
+  if (flags & NBDKIT_FLAG_MAY_TRIM)
+    r = try_fallocate (h, &h->can_punch_hole,
+                       FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE,
+                       count, offset);
+  if (r == 0)
+    r = try_fallocate (h, &h->can_zero_range,
+                       FALLOC_FL_ZERO_RANGE | FALLOC_FL_KEEP_SIZE,
+                       count, offset);
+  if (r == -1)
+    return -1;
+  if (r == 0) {
+    errno = ENOTSUP;            /* the host falls back to writing zeroes */
+    return -1;
+  }
+  return sync_if_fua (h, flags);
+}
+
+static int
+file_cache (void *handle, uint32_t count, uint64_t offset, uint32_t flags)
+{
+  struct file_conn *h = handle;
+  if (flags != 0) {
+    nbdkit_error ("cache: unexpected flags 0x%x", flags);
+    errno = EINVAL;
+    return -1;
+  }
+  int err = posix_fadvise (h->fd, offset, count, POSIX_FADV_WILLNEED);
+  if (err) {
+    errno = err;
+    nbdkit_error ("posix_fadvise: %m");
+    return -1;
+  }
+  return 0;
+}
+
+static int
+file_extents (void *handle, uint32_t count, uint64_t offset, uint32_t flags,
+              struct nbdkit_extents *extents)
+{
+  struct file_conn *h = handle;
+  const uint64_t end = offset + count;
+  const bool req_one = flags & NBDKIT_FLAG_REQ_ONE;
+  while (offset < end) {
+    off_t data = lseek (h->fd, offset, SEEK_DATA);
+    if (data == -1 && errno != ENXIO) {
+      nbdkit_error ("lseek: SEEK_DATA: %m");
+      return -1;
+    }
+    if (data == -1 || (uint64_t) data > offset) {
+      /* A hole up to the next data, or to the end of the file. */
+      uint64_t hole_end = data == -1 ? end : (uint64_t) data;
+      if (nbdkit_add_extent (extents, offset, hole_end - offset,
+                             NBDKIT_EXTENT_HOLE | NBDKIT_EXTENT_ZERO) == -1)
+        return -1;
+      offset = hole_end;
+      if (req_one || data == -1)
+        break;
+      continue;
+    }
+    off_t hole = lseek (h->fd, offset, SEEK_HOLE);
+    if (hole == -1) {
+      nbdkit_error ("lseek: SEEK_HOLE: %m");
+      return -1;
+    }
+    if (nbdkit_add_extent (extents, offset, hole - offset, 0) == -1)
+      return -1;
+    offset = hole;
+    if (req_one)
+      break;
+  }
+  return 0;
+}
+
+#ifdef BLOCKD_BUILTIN
+/* blockd's zero-copy read hook: the bytes live in our descriptor at the
+ * same offset.  Declared in plugins/builtin-plugins.h. */
+int blockd_file_read_fd (void *handle, uint32_t count, uint64_t offset,
+                         int *fd, uint64_t *fd_offset);
+
+int
+blockd_file_read_fd (void *handle, uint32_t count, uint64_t offset,
+                     int *fd, uint64_t *fd_offset)
+{
+  struct file_conn *h = handle;
+  *fd = h->fd;
+  *fd_offset = offset;
+  return 0;
+}
+#endif
+
+static struct nbdkit_plugin plugin = {
+  .name              = "file",
+  .longname          = "blockd file plugin",
+  .version           = "1.0",
+  .description       = "a disk backed by a file or block device",
+  .config            = file_config,
+  .config_complete   = file_config_complete,
+  .config_help       = "file=<FILENAME>  (required) The file or device to serve.",
+  .magic_config_key  = "file",
+  .get_ready         = file_get_ready,
+  .cleanup           = file_cleanup,
+  .open              = file_open,
+  .close             = file_close,
+  .get_size          = file_get_size,
+  .can_write         = file_can_write,
+  .can_flush         = file_always,
+  .can_trim          = file_always,
+  .can_zero          = file_always,
+  .can_fast_zero     = file_always,
+  .can_fua           = file_native,
+  .can_cache         = file_native,
+  .can_extents       = file_always,
+  .can_multi_conn    = file_always,
+  .pread             = file_pread,
+  .pwrite            = file_pwrite,
+  .flush             = file_flush,
+  .trim              = file_trim,
+  .zero              = file_zero,
+  .cache             = file_cache,
+  .extents           = file_extents,
+  .errno_is_preserved = 1,
+};
+
+NBDKIT_REGISTER_PLUGIN (plugin)

@@ -1,0 +1,20 @@
+#!/bin/sh
+# Installs the Debian 12 packages blockd needs to build, test and benchmark.
+# Runs apt-get only when something is missing (always refreshes lists under CI).
+set -eu
+PACKAGES="gcc make meson ninja-build pkg-config python3
+libglib2.0-dev libjson-glib-dev libgnutls28-dev libnbd-dev nbdkit-plugin-dev
+nbdkit libnbd-bin python3-libnbd qemu-utils qemu-system-common fio gnutls-bin"
+
+missing=""
+for p in $PACKAGES; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing="$missing $p"
+done
+if [ -z "$missing" ] && [ "${CI:-}" != "true" ]; then
+    exit 0
+fi
+SUDO=""
+[ "$(id -u)" -eq 0 ] || SUDO="sudo"
+export DEBIAN_FRONTEND=noninteractive
+$SUDO apt-get update -q
+$SUDO apt-get install -y -q --no-install-recommends $PACKAGES

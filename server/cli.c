@@ -1,0 +1,140 @@
+/* Command-line parsing (see server/cli.h). */
+#include "server/cli.h"
+#include "server/keyval.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+
+typedef struct ParseState {
+    CliConfig *cfg;
+} ParseState;
+
+static void item_free(CliItem *item)
+{
+    g_free(item->text);
+    if (item->opts)
+        json_object_unref(item->opts);
+    g_free(item);
+}
+
+const char *cli_kind_option(CliKind kind)
+{
+    switch (kind) {
+    case CLI_BLOCKDEV: return "--blockdev";
+    case CLI_NBD_SERVER: return "--nbd-server";
+    case CLI_EXPORT: return "--export";
+    }
+    return "?";
+}
+
+static gboolean add_item(CliConfig *cfg, CliKind kind, const char *value, GError **errp)
+{
+    GError *err = NULL;
+    JsonObject *opts = keyval_parse(value, &err);
+    if (!opts) {
+        g_set_error(errp, G_OPTION_ERROR, G_OPTION_ERROR_BAD_VALUE, "%s %s: %s",
+                    cli_kind_option(kind), value, err->message);
+        g_error_free(err);
+        return FALSE;
+    }
+    CliItem *item = g_new0(CliItem, 1);
+    item->kind = kind;
+    item->text = g_strdup(value);
+    item->opts = opts;
+    g_ptr_array_add(cfg->items, item);
+    return TRUE;
+}
+
+static gboolean on_blockdev(const char *name, const char *value, gpointer data, GError **errp)
+{
+    return add_item(((ParseState *)data)->cfg, CLI_BLOCKDEV, value, errp);
+}
+
+static gboolean on_nbd_server(const char *name, const char *value, gpointer data, GError **errp)
+{
+    return add_item(((ParseState *)data)->cfg, CLI_NBD_SERVER, value, errp);
+}
+
+static gboolean on_export(const char *name, const char *value, gpointer data, GError **errp)
+{
+    return add_item(((ParseState *)data)->cfg, CLI_EXPORT, value, errp);
+}
+
+static const char summary[] =
+    "Serves block devices over NBD, the way qemu-storage-daemon does.\n"
+    "\n"
+    "With no --blockdev, --nbd-server or --export it serves a 1 GiB in-memory\n"
+    "export 'disk0' on a Unix socket and on 127.0.0.1:10809.\n"
+    "\n"
+    "  --blockdev driver=memory,node-name=N,size=SIZE\n"
+    "  --blockdev driver=file,node-name=N,filename=PATH[,read-only=on]\n"
+    "  --blockdev driver=raw,node-name=N,file=CHILD[,offset=OFF][,size=SIZE]\n"
+    "  --blockdev driver=null-co,node-name=N[,size=SIZE]\n"
+    "  --nbd-server addr.type=unix,addr.path=PATH[,max-connections=N]\n"
+    "  --nbd-server addr.type=inet,addr.host=HOST,addr.port=PORT[,max-connections=N]\n"
+    "  --export type=nbd,id=ID,node-name=N[,name=NAME][,writable=on][,description=TEXT]\n"
+    "\n"
+    "Under systemd socket activation (LISTEN_PID/LISTEN_FDS) the inherited\n"
+    "sockets are served.  See blockd(8).";
+
+CliConfig *cli_parse(int argc, char **argv, GError **errp)
+{
+    CliConfig *cfg = g_new0(CliConfig, 1);
+    cfg->items = g_ptr_array_new_with_free_func((GDestroyNotify)item_free);
+    ParseState state = { .cfg = cfg };
+    gboolean version = FALSE;
+    gboolean daemonize = FALSE;
+    char *pidfile = NULL;
+
+    GOptionEntry entries[] = {
+        { "blockdev", 0, 0, G_OPTION_ARG_CALLBACK, (gpointer)on_blockdev,
+          "Add a block node", "OPTIONS" },
+        { "nbd-server", 0, 0, G_OPTION_ARG_CALLBACK, (gpointer)on_nbd_server,
+          "Listen for NBD clients (may be given more than once)", "OPTIONS" },
+        { "export", 0, 0, G_OPTION_ARG_CALLBACK, (gpointer)on_export,
+          "Export a node over NBD", "OPTIONS" },
+        { "pidfile", 0, 0, G_OPTION_ARG_FILENAME, &pidfile,
+          "Write the process id to FILE once exports are ready", "FILE" },
+        { "daemonize", 0, 0, G_OPTION_ARG_NONE, &daemonize,
+          "Run in the background once start-up succeeded", NULL },
+        { "version", 'V', 0, G_OPTION_ARG_NONE, &version, "Print the version and exit", NULL },
+        { NULL },
+    };
+    GOptionContext *ctx = g_option_context_new("- block storage daemon");
+    GOptionGroup *group = g_option_group_new("blockd", "blockd options", "blockd options", &state, NULL);
+    g_option_group_add_entries(group, entries);
+    g_option_context_set_main_group(ctx, group);
+    g_option_context_set_summary(ctx, summary);
+    g_option_context_set_strict_posix(ctx, FALSE);
+
+    bool ok = g_option_context_parse(ctx, &argc, &argv, errp);
+    if (ok && argc > 1) {
+        g_set_error(errp, G_OPTION_ERROR, G_OPTION_ERROR_FAILED,
+                    "Unexpected argument '%s'", argv[1]);
+        ok = false;
+    }
+    g_option_context_free(ctx);
+    if (ok && version) {
+        printf("blockd %s\n", BLOCKD_VERSION);
+        g_free(pidfile);
+        cli_config_free(cfg);
+        exit(EXIT_SUCCESS);
+    }
+    if (!ok) {
+        g_free(pidfile);
+        cli_config_free(cfg);
+        return NULL;
+    }
+    cfg->pidfile = pidfile;
+    cfg->daemonize = daemonize;
+    return cfg;
+}
+
+void cli_config_free(CliConfig *cfg)
+{
+    if (!cfg)
+        return;
+    g_ptr_array_free(cfg->items, TRUE);
+    g_free(cfg->pidfile);
+    g_free(cfg);
+}

@@ -1,0 +1,31 @@
+/* The command line: qemu-storage-daemon style options, kept in order. */
+#pragma once
+
+#include <stdbool.h>
+#include <glib.h>
+#include <json-glib/json-glib.h>
+
+typedef enum CliKind {
+    CLI_BLOCKDEV,
+    CLI_NBD_SERVER,
+    CLI_EXPORT,
+} CliKind;
+
+typedef struct CliItem {
+    CliKind kind;
+    char *text;        /* the option as given, for error messages */
+    JsonObject *opts;  /* parsed key=value list */
+} CliItem;
+
+typedef struct CliConfig {
+    GPtrArray *items;  /* CliItem *, in command-line order */
+    char *pidfile;
+    bool daemonize;
+} CliConfig;
+
+/* Parses argv; prints help/version and exits for --help/--version; NULL + error on bad input. */
+CliConfig *cli_parse(int argc, char **argv, GError **errp);
+/* Frees a parsed configuration. */
+void cli_config_free(CliConfig *cfg);
+/* The option name of an item ("--blockdev", ...). */
+const char *cli_kind_option(CliKind kind);

@@ -1,0 +1,265 @@
+/* Exports: named, shareable views of a node for the NBD server (see server/export.h). */
+#include "server/export.h"
+
+#include <errno.h>
+#include <string.h>
+
+struct Export {
+    gint refcount;
+    char *id;
+    char *name;
+    char *description;
+    BlockNode *node;
+    bool read_only;
+    NodeCaps caps;
+    GPtrArray *contexts; /* ExportMetaContext * */
+};
+
+static GMutex registry_lock;
+static GPtrArray *registry; /* Export *, creation order, registry's reference */
+
+/* Node calls take 32-bit counts; larger effect lengths are split on this boundary. */
+#define EXPORT_SPLIT (1u << 30)
+
+static int base_allocation_status(Export *exp, const ExportMetaContext *ctx, uint64_t length,
+                                  uint64_t offset, uint32_t flags, BlockExtents *out)
+{
+    uint64_t end = offset + length;
+    uint64_t pos = offset;
+    while (pos < end) {
+        uint32_t n = (uint32_t)MIN(end - pos, EXPORT_SPLIT);
+        int r = node_block_status(exp->node, n, pos, flags, out);
+        if (r < 0)
+            return r;
+        uint64_t next = extents_next_offset(out);
+        /* One call is enough for REQ_ONE, and a driver that stopped early
+         * has told us all it cheaply knows. */
+        if ((flags & BLOCK_FLAG_REQ_ONE) || next < pos + n || next <= pos)
+            break;
+        pos = next;
+    }
+    return 0;
+}
+
+static void context_free(ExportMetaContext *ctx)
+{
+    g_free(ctx->name);
+    g_free(ctx);
+}
+
+static void export_free(Export *exp)
+{
+    g_ptr_array_free(exp->contexts, TRUE);
+    node_unref(exp->node);
+    g_free(exp->id);
+    g_free(exp->name);
+    g_free(exp->description);
+    g_free(exp);
+}
+
+static Export *find_locked(const char *id, const char *name)
+{
+    for (guint i = 0; registry && i < registry->len; i++) {
+        Export *e = registry->pdata[i];
+        if ((id && strcmp(e->id, id) == 0) || (name && strcmp(e->name, name) == 0))
+            return e;
+    }
+    return NULL;
+}
+
+Export *export_add(const ExportConfig *cfg, GError **errp)
+{
+    const char *name = cfg->name ? cfg->name : cfg->node_name;
+    if (strlen(name) > 4096) {
+        g_set_error(errp, G_IO_ERROR, G_IO_ERROR_INVALID_ARGUMENT,
+                    "export name '%.32s...' is too long (NBD limits names to 4096 bytes)", name);
+        return NULL;
+    }
+    if (cfg->description && strlen(cfg->description) > 4096) {
+        g_set_error(errp, G_IO_ERROR, G_IO_ERROR_INVALID_ARGUMENT,
+                    "export description is too long (NBD limits it to 4096 bytes)");
+        return NULL;
+    }
+    BlockNode *node = node_find(cfg->node_name);
+    if (!node) {
+        g_set_error(errp, G_IO_ERROR, G_IO_ERROR_NOT_FOUND,
+                    "Cannot find device='%s' nor node-name='%s'", cfg->node_name, cfg->node_name);
+        return NULL;
+    }
+    if (cfg->writable && node_read_only(node)) {
+        g_set_error(errp, G_IO_ERROR, G_IO_ERROR_READ_ONLY,
+                    "Cannot export node '%s' writable: it is read-only", cfg->node_name);
+        return NULL;
+    }
+
+    Export *exp = g_new0(Export, 1);
+    exp->refcount = 1;
+    exp->id = g_strdup(cfg->id);
+    exp->name = g_strdup(name);
+    exp->description = g_strdup(cfg->description);
+    exp->node = node_ref(node);
+    exp->read_only = !cfg->writable;
+    exp->caps = *node_caps(node);
+    if (exp->read_only) {
+        exp->caps.can_write = false;
+        exp->caps.can_trim = false;
+        exp->caps.can_zero = false;
+        exp->caps.can_fast_zero = false;
+        exp->caps.fua = BLOCK_SUPPORT_NONE;
+    }
+    exp->contexts = g_ptr_array_new_with_free_func((GDestroyNotify)context_free);
+    ExportMetaContext *base = g_new0(ExportMetaContext, 1);
+    base->name = g_strdup("base:allocation");
+    base->block_status = base_allocation_status;
+    g_ptr_array_add(exp->contexts, base);
+
+    g_mutex_lock(&registry_lock);
+    if (!registry)
+        registry = g_ptr_array_new();
+    Export *clash = find_locked(cfg->id, NULL);
+    Export *clash_name = find_locked(NULL, name);
+    if (clash || clash_name) {
+        g_mutex_unlock(&registry_lock);
+        if (clash)
+            g_set_error(errp, G_IO_ERROR, G_IO_ERROR_EXISTS,
+                        "Block export id '%s' is already in use", cfg->id);
+        else
+            g_set_error(errp, G_IO_ERROR, G_IO_ERROR_EXISTS,
+                        "NBD server already has export named '%s'", name);
+        export_free(exp);
+        return NULL;
+    }
+    g_ptr_array_add(registry, exp);
+    g_mutex_unlock(&registry_lock);
+    return exp;
+}
+
+bool export_remove(const char *id, GError **errp)
+{
+    g_mutex_lock(&registry_lock);
+    Export *exp = find_locked(id, NULL);
+    if (exp)
+        g_ptr_array_remove(registry, exp);
+    g_mutex_unlock(&registry_lock);
+    if (!exp) {
+        g_set_error(errp, G_IO_ERROR, G_IO_ERROR_NOT_FOUND, "Export '%s' is not found", id);
+        return false;
+    }
+    export_unref(exp);
+    return true;
+}
+
+void export_remove_all(void)
+{
+    g_mutex_lock(&registry_lock);
+    GPtrArray *all = registry;
+    registry = NULL;
+    g_mutex_unlock(&registry_lock);
+    if (!all)
+        return;
+    for (guint i = 0; i < all->len; i++)
+        export_unref(all->pdata[i]);
+    g_ptr_array_free(all, TRUE);
+}
+
+Export *export_lookup(const char *name)
+{
+    g_mutex_lock(&registry_lock);
+    Export *exp = find_locked(NULL, name);
+    /* The empty name is the default export: the first one, as with nbdkit. */
+    if (!exp && name[0] == '\0' && registry && registry->len > 0)
+        exp = registry->pdata[0];
+    if (exp)
+        export_ref(exp);
+    g_mutex_unlock(&registry_lock);
+    return exp;
+}
+
+GPtrArray *export_list(void)
+{
+    GPtrArray *list = g_ptr_array_new_with_free_func((GDestroyNotify)export_unref);
+    g_mutex_lock(&registry_lock);
+    for (guint i = 0; registry && i < registry->len; i++)
+        g_ptr_array_add(list, export_ref(registry->pdata[i]));
+    g_mutex_unlock(&registry_lock);
+    return list;
+}
+
+Export *export_ref(Export *exp)
+{
+    g_atomic_int_inc(&exp->refcount);
+    return exp;
+}
+
+void export_unref(Export *exp)
+{
+    if (exp && g_atomic_int_dec_and_test(&exp->refcount))
+        export_free(exp);
+}
+
+const char *export_id(Export *exp) { return exp->id; }
+const char *export_name(Export *exp) { return exp->name; }
+const char *export_description(Export *exp) { return exp->description; }
+uint64_t export_size(Export *exp) { return node_size(exp->node); }
+bool export_read_only(Export *exp) { return exp->read_only; }
+const NodeCaps *export_caps(Export *exp) { return &exp->caps; }
+GPtrArray *export_meta_contexts(Export *exp) { return exp->contexts; }
+
+int export_pread(Export *exp, void *buf, uint32_t count, uint64_t offset)
+{
+    return node_pread(exp->node, buf, count, offset);
+}
+
+int export_pwrite(Export *exp, const void *buf, uint32_t count, uint64_t offset, uint32_t flags)
+{
+    g_assert(!exp->read_only);
+    return node_pwrite(exp->node, buf, count, offset, flags);
+}
+
+int export_flush(Export *exp)
+{
+    return node_flush(exp->node);
+}
+
+/* Runs a 32-bit node operation over a 64-bit range in pieces. */
+typedef int (*RangeOp)(BlockNode *node, uint32_t count, uint64_t offset, uint32_t flags);
+
+static int split_range(Export *exp, RangeOp op, uint64_t count, uint64_t offset, uint32_t flags)
+{
+    while (count > 0) {
+        uint32_t n = (uint32_t)MIN(count, EXPORT_SPLIT);
+        int r = op(exp->node, n, offset, flags);
+        if (r < 0)
+            return r;
+        count -= n;
+        offset += n;
+    }
+    return 0;
+}
+
+int export_trim(Export *exp, uint64_t count, uint64_t offset, uint32_t flags)
+{
+    g_assert(!exp->read_only);
+    return split_range(exp, node_trim, count, offset, flags);
+}
+
+int export_zero(Export *exp, uint64_t count, uint64_t offset, uint32_t flags)
+{
+    g_assert(!exp->read_only);
+    return split_range(exp, node_zero, count, offset, flags);
+}
+
+static int cache_op(BlockNode *node, uint32_t count, uint64_t offset, uint32_t flags)
+{
+    return node_cache(node, count, offset);
+}
+
+int export_cache(Export *exp, uint64_t count, uint64_t offset)
+{
+    return split_range(exp, cache_op, count, offset, 0);
+}
+
+int export_read_fd(Export *exp, uint32_t count, uint64_t offset, int *fd, uint64_t *fd_offset)
+{
+    return node_read_fd(exp->node, count, offset, fd, fd_offset);
+}

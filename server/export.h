@@ -1,0 +1,75 @@
+/* The NBD server <-> export seam (DESIGN seam 1).
+ *
+ * The protocol code sees an export as a name, a size, capabilities, block
+ * size constraints, meta contexts and I/O calls; never nodes or plugins.
+ * Requests are validated once, by the protocol code, before they get here.
+ * All functions are thread-safe. */
+#pragma once
+
+#include <stdbool.h>
+#include <stdint.h>
+#include <glib.h>
+#include "block/extents.h"
+#include "block/node.h"
+
+typedef struct Export Export;
+
+/* One block-status context an export offers (e.g. "base:allocation"). */
+typedef struct ExportMetaContext {
+    char *name;
+    /* Appends extents from `offset` (at least one; may stop early) to `out`,
+     * which was made with extents_new(offset, export size); 0 or -errno. */
+    int (*block_status)(Export *exp, const struct ExportMetaContext *ctx, uint64_t length,
+                        uint64_t offset, uint32_t flags, BlockExtents *out);
+    void *opaque;
+} ExportMetaContext;
+
+/* Options of a new export, as given by --export or block-export-add. */
+typedef struct ExportConfig {
+    const char *id;          /* unique export id */
+    const char *node_name;   /* node to serve */
+    const char *name;        /* NBD export name; NULL = node_name */
+    const char *description; /* may be NULL */
+    bool writable;
+} ExportConfig;
+
+/* Creates and registers an export; fails on duplicate id/name or a missing node. */
+Export *export_add(const ExportConfig *cfg, GError **errp);
+/* Unregisters the export with this id; open connections keep their reference. */
+bool export_remove(const char *id, GError **errp);
+/* Drops every export (at shutdown). */
+void export_remove_all(void);
+
+/* The export a client names; "" falls back to the first export. New reference or NULL. */
+Export *export_lookup(const char *name);
+/* All exports in creation order, each with a new reference (free with g_ptr_array_unref). */
+GPtrArray *export_list(void);
+/* Takes a reference. */
+Export *export_ref(Export *exp);
+/* Drops a reference. */
+void export_unref(Export *exp);
+
+/* The export's id. */
+const char *export_id(Export *exp);
+/* The NBD name. */
+const char *export_name(Export *exp);
+/* The description or NULL. */
+const char *export_description(Export *exp);
+/* Size in bytes. */
+uint64_t export_size(Export *exp);
+/* True unless the export is writable and its node can write. */
+bool export_read_only(Export *exp);
+/* Capabilities of the served node (write-side ones cleared when read-only). */
+const NodeCaps *export_caps(Export *exp);
+/* The contexts selectable on this export (borrowed; stable for the export's life). */
+GPtrArray *export_meta_contexts(Export *exp);
+
+/* I/O, forwarded to the node: 0 or -errno. Ranges are already validated. */
+int export_pread(Export *exp, void *buf, uint32_t count, uint64_t offset);
+int export_pwrite(Export *exp, const void *buf, uint32_t count, uint64_t offset, uint32_t flags);
+int export_flush(Export *exp);
+int export_trim(Export *exp, uint64_t count, uint64_t offset, uint32_t flags);
+int export_zero(Export *exp, uint64_t count, uint64_t offset, uint32_t flags);
+int export_cache(Export *exp, uint64_t count, uint64_t offset);
+/* Zero-copy read source (see node_read_fd); -ENOTSUP when unavailable. */
+int export_read_fd(Export *exp, uint32_t count, uint64_t offset, int *fd, uint64_t *fd_offset);

@@ -1,0 +1,10 @@
+/* Parsing of qemu-storage-daemon style option strings. */
+#pragma once
+
+#include <glib.h>
+#include <json-glib/json-glib.h>
+
+/* Parses "key=value,a.b=value" (a literal comma is written ",,") into a JSON
+ * object with string leaves, dotted keys becoming nested objects; a string
+ * starting with '{' is parsed as a JSON object instead.  NULL + error if malformed. */
+JsonObject *keyval_parse(const char *str, GError **errp);

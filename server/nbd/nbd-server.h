@@ -1,0 +1,24 @@
+/* The NBD server: listening sockets and client connections.
+ *
+ * Accepting runs on the GLib main loop; each connection gets a receive
+ * thread and its requests run on a worker pool.  Exports are looked up
+ * through server/export.h at handshake time. */
+#pragma once
+
+#include <stdbool.h>
+#include <glib.h>
+
+typedef struct NbdServer NbdServer;
+
+/* A server with no listeners; max_connections 0 means unlimited. */
+NbdServer *nbd_server_new(unsigned max_connections);
+/* Listens on a Unix socket at `path` (an existing socket file is replaced). */
+bool nbd_server_listen_unix(NbdServer *srv, const char *path, GError **errp);
+/* Listens on host:port (TCP); port "0" picks a free one. */
+bool nbd_server_listen_inet(NbdServer *srv, const char *host, const char *port, GError **errp);
+/* Accepts on an already listening socket (systemd socket activation). */
+bool nbd_server_listen_fd(NbdServer *srv, int fd, GError **errp);
+/* The NBD URIs clients can use for `export_name`, one per listener. */
+GPtrArray *nbd_server_uris(NbdServer *srv, const char *export_name);
+/* Stops listening, disconnects every client, waits for their threads, frees. */
+void nbd_server_free(NbdServer *srv);

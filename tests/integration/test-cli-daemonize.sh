@@ -1,0 +1,41 @@
+#!/usr/bin/env bash
+# --daemonize returns 0 only after a successful start-up; the daemon serves.
+set -euo pipefail
+source "$(dirname "$0")/lib.sh"
+require_tool nbdinfo
+
+daemon_pid=
+kill_daemon() {  # the daemon is not our child: poll for its exit
+    local i
+    kill -TERM "$daemon_pid" 2>/dev/null || return 0
+    for ((i = 0; i < 300; i++)); do
+        kill -0 "$daemon_pid" 2>/dev/null || return 0
+        sleep 0.1
+    done
+    kill -KILL "$daemon_pid" 2>/dev/null || true
+    fail "daemonized blockd did not exit within 30 s of SIGTERM"
+}
+trap 'st=$?; [[ -z $daemon_pid ]] || kill -KILL "$daemon_pid" 2>/dev/null || true; exit $st' ERR
+
+# Failure: a missing image; the parent must report it and exit non-zero.
+st=0
+timeout 30 "$BLOCKD" --daemonize --pidfile "$TMP/bad.pid" \
+    --blockdev "driver=file,node-name=f0,filename=$TMP/missing.img" \
+    --export type=nbd,id=e0,node-name=f0 \
+    --nbd-server "addr.type=unix,addr.path=$TMP/bad.sock" >"$TMP/out" 2>"$TMP/err" || st=$?
+[[ $st -ne 0 && $st -ne 124 ]] || fail "--daemonize with a missing image: exit $st, want failure"
+grep -qF missing.img "$TMP/err" || fail "--daemonize failure not reported on stderr: $(cat "$TMP/err")"
+[[ ! -e $TMP/bad.pid ]] || fail "failed --daemonize left a pidfile (pid $(cat "$TMP/bad.pid"))"
+
+# Success: exit 0 once serving; the pidfile names the daemon.
+timeout 30 "$BLOCKD" --daemonize --pidfile "$BLOCKD_PIDFILE" \
+    --blockdev driver=memory,node-name=m0,size=2M \
+    --export type=nbd,id=e0,node-name=m0 \
+    --nbd-server "addr.type=unix,addr.path=$SOCK" >"$TMP/out" 2>"$TMP/err" ||
+    fail "--daemonize exited $?: $(cat "$TMP/err")"
+[[ -s $BLOCKD_PIDFILE ]] || fail "--daemonize returned before writing the pidfile"
+daemon_pid=$(cat "$BLOCKD_PIDFILE")
+kill -0 "$daemon_pid" || fail "daemon $daemon_pid is not running"
+[[ $(nbdinfo --size "$URI") == 2097152 ]] || fail "daemonized blockd does not serve"
+kill_daemon
+[[ ! -e $BLOCKD_PIDFILE ]] || fail "pidfile still exists after the daemon exited"

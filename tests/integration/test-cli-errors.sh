@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# Bad command lines exit non-zero with exactly one stderr line naming the culprit.
+set -euo pipefail
+source "$(dirname "$0")/lib.sh"
+
+server=(--nbd-server "addr.type=unix,addr.path=$SOCK")
+mem=(--blockdev driver=memory,node-name=m0,size=1M)
+exp=(--export type=nbd,id=e0,node-name=m0)
+
+# expect_error CULPRIT ARGS...: blockd ARGS fails with one line mentioning CULPRIT.
+expect_error() {
+    local culprit=$1 st=0
+    shift
+    timeout 20 "$BLOCKD" "$@" >"$TMP/out" 2>"$TMP/err" </dev/null || st=$?
+    [[ $st -ne 0 && $st -ne 124 ]] || fail "blockd $*: exit status $st, want a failure"
+    [[ $(wc -l <"$TMP/err") -eq 1 ]] ||
+        fail "blockd $*: want exactly one line on stderr, got:
+$(cat "$TMP/err")"
+    grep -qF -- "$culprit" "$TMP/err" || fail "blockd $*: stderr does not name '$culprit': $(cat "$TMP/err")"
+    [[ ! -e $SOCK ]] || fail "blockd $*: left $SOCK behind"
+}
+
+expect_error --no-such-option --no-such-option "${mem[@]}" "${exp[@]}" "${server[@]}"
+expect_error foo --blockdev driver=memory,node-name=m0,size=1M,foo=1 "${exp[@]}" "${server[@]}"
+expect_error nosuchnode "${mem[@]}" --export type=nbd,id=e0,node-name=nosuchnode "${server[@]}"
+expect_error 12Q --blockdev driver=memory,node-name=m0,size=12Q "${exp[@]}" "${server[@]}"
+expect_error m0 "${mem[@]}" --blockdev driver=memory,node-name=m0,size=2M "${exp[@]}" "${server[@]}"
+expect_error nosuchdriver --blockdev driver=nosuchdriver,node-name=m0 "${exp[@]}" "${server[@]}"
+expect_error "$TMP/missing.img" --blockdev "driver=file,node-name=f0,filename=$TMP/missing.img" \
+    --export type=nbd,id=e0,node-name=f0 "${server[@]}"
