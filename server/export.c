@@ -198,6 +198,7 @@ void export_unref(Export *exp)
 }
 
 const char *export_id(Export *exp) { return exp->id; }
+const char *export_node_name(Export *exp) { return node_name(exp->node); }
 const char *export_name(Export *exp) { return exp->name; }
 const char *export_description(Export *exp) { return exp->description; }
 uint64_t export_size(Export *exp) { return node_size(exp->node); }

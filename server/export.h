@@ -51,6 +51,8 @@ void export_unref(Export *exp);
 
 /* The export's id. */
 const char *export_id(Export *exp);
+/* The name of the node the export serves. */
+const char *export_node_name(Export *exp);
 /* The NBD name. */
 const char *export_name(Export *exp);
 /* The description or NULL. */

@@ -11,7 +11,7 @@ static bool copy_wire_string(const uint8_t *p, size_t len, char **out, const cha
         *why = "string longer than 4096 bytes";
         return false;
     }
-    if (memchr(p, 0, len)) {
+    if (len && memchr(p, 0, len)) {
         *why = "string contains NUL";
         return false;
     }

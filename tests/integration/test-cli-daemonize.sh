@@ -4,18 +4,16 @@ set -euo pipefail
 source "$(dirname "$0")/lib.sh"
 require_tool nbdinfo
 
-daemon_pid=
-kill_daemon() {  # the daemon is not our child: poll for its exit
+# The daemon is not our child: poll for its exit instead of `wait`.
+kill_daemon() {
     local i
-    kill -TERM "$daemon_pid" 2>/dev/null || return 0
+    kill -TERM "$BLOCKD_PID"
     for ((i = 0; i < 300; i++)); do
-        kill -0 "$daemon_pid" 2>/dev/null || return 0
+        kill -0 "$BLOCKD_PID" 2>/dev/null || { BLOCKD_PID=; return 0; }
         sleep 0.1
     done
-    kill -KILL "$daemon_pid" 2>/dev/null || true
     fail "daemonized blockd did not exit within 30 s of SIGTERM"
 }
-trap 'st=$?; [[ -z $daemon_pid ]] || kill -KILL "$daemon_pid" 2>/dev/null || true; exit $st' ERR
 
 # Failure: a missing image; the parent must report it and exit non-zero.
 st=0
@@ -34,8 +32,8 @@ timeout 30 "$BLOCKD" --daemonize --pidfile "$BLOCKD_PIDFILE" \
     --nbd-server "addr.type=unix,addr.path=$SOCK" >"$TMP/out" 2>"$TMP/err" ||
     fail "--daemonize exited $?: $(cat "$TMP/err")"
 [[ -s $BLOCKD_PIDFILE ]] || fail "--daemonize returned before writing the pidfile"
-daemon_pid=$(cat "$BLOCKD_PIDFILE")
-kill -0 "$daemon_pid" || fail "daemon $daemon_pid is not running"
+BLOCKD_PID=$(cat "$BLOCKD_PIDFILE")   # the EXIT trap kills it if we fail
+kill -0 "$BLOCKD_PID" || fail "daemon $BLOCKD_PID is not running"
 [[ $(nbdinfo --size "$URI") == 2097152 ]] || fail "daemonized blockd does not serve"
 kill_daemon
 [[ ! -e $BLOCKD_PIDFILE ]] || fail "pidfile still exists after the daemon exited"

@@ -16,14 +16,18 @@ expect_error() {
     [[ $(wc -l <"$TMP/err") -eq 1 ]] ||
         fail "blockd $*: want exactly one line on stderr, got:
 $(cat "$TMP/err")"
-    grep -qF -- "$culprit" "$TMP/err" || fail "blockd $*: stderr does not name '$culprit': $(cat "$TMP/err")"
+    # Echoing the option back is not enough: the explanation must name the culprit.
+    local msg arg
+    msg=$(cat "$TMP/err")
+    for arg in "$@"; do [[ $arg == "$culprit" ]] || msg=${msg//"$arg"/}; done
+    grep -qF -- "$culprit" <<<"$msg" || fail "blockd $*: stderr does not name '$culprit': $(cat "$TMP/err")"
     [[ ! -e $SOCK ]] || fail "blockd $*: left $SOCK behind"
 }
 
 expect_error --no-such-option --no-such-option "${mem[@]}" "${exp[@]}" "${server[@]}"
 expect_error foo --blockdev driver=memory,node-name=m0,size=1M,foo=1 "${exp[@]}" "${server[@]}"
 expect_error nosuchnode "${mem[@]}" --export type=nbd,id=e0,node-name=nosuchnode "${server[@]}"
-expect_error 12Q --blockdev driver=memory,node-name=m0,size=12Q "${exp[@]}" "${server[@]}"
+expect_error size --blockdev driver=memory,node-name=m0,size=12Q "${exp[@]}" "${server[@]}"
 expect_error m0 "${mem[@]}" --blockdev driver=memory,node-name=m0,size=2M "${exp[@]}" "${server[@]}"
 expect_error nosuchdriver --blockdev driver=nosuchdriver,node-name=m0 "${exp[@]}" "${server[@]}"
 expect_error "$TMP/missing.img" --blockdev "driver=file,node-name=f0,filename=$TMP/missing.img" \

@@ -34,11 +34,11 @@ def recv_exact(s, n):
 
 
 def handshake(s):
-    """Fixed newstyle, NO_ZEROES, EXPORT_NAME "" (the first export)."""
+    """Fixed newstyle, NO_ZEROES, EXPORT_NAME "e0"."""
     magic, opt_magic, flags = struct.unpack('>QQH', recv_exact(s, 18))
     check(magic == 0x4e42444d41474943 and opt_magic == IHAVEOPT, 'bad greeting')
     s.sendall(struct.pack('>I', 3))
-    s.sendall(struct.pack('>QII', IHAVEOPT, 1, 0))
+    s.sendall(struct.pack('>QII', IHAVEOPT, 1, 2) + b'e0')
     size, _ = struct.unpack('>QH', recv_exact(s, 10))
     check(size == SIZE, 'EXPORT_NAME: size %d' % size)
 
@@ -80,7 +80,7 @@ def good_client(d):
 
 
 with Blockd('--blockdev', 'driver=memory,node-name=m0,size=%d' % SIZE,
-            '--export', 'type=nbd,id=e0,node-name=m0,writable=on') as d:
+            '--export', 'type=nbd,id=e0,node-name=m0,name=e0,writable=on') as d:
     t = threading.Thread(target=good_client, args=(d,))
     t.start()
 

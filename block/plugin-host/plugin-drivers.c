@@ -1,0 +1,232 @@
+/* The block drivers backed by built-in plugins: QEMU-style options are
+ * mapped onto plugin config keys, and every other callback forwards to the
+ * plugin handle (which already emulates what the plugin lacks). */
+#include "block/plugin-host/host-internal.h"
+
+#include <errno.h>
+#include <inttypes.h>
+#include <sys/stat.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "block/driver.h"
+#include "block/options.h"
+
+/* ---- callbacks shared by every plugin-backed driver ---- */
+
+static void drv_close(void *opaque) { plugin_handle_close(opaque); }
+static int64_t drv_get_size(void *opaque) { return ((PluginHandle *) opaque)->caps.size; }
+static int drv_can_write(void *opaque) { return ((PluginHandle *) opaque)->caps.can_write; }
+static int drv_can_flush(void *opaque) { return ((PluginHandle *) opaque)->caps.can_flush; }
+static int drv_can_trim(void *opaque) { return ((PluginHandle *) opaque)->caps.can_trim; }
+static int drv_can_fua(void *opaque) { return ((PluginHandle *) opaque)->caps.fua; }
+static int drv_can_cache(void *opaque) { return ((PluginHandle *) opaque)->caps.cache; }
+static int drv_can_extents(void *opaque) { return ((PluginHandle *) opaque)->caps.can_extents; }
+static int drv_can_multi_conn(void *opaque) { return ((PluginHandle *) opaque)->caps.can_multi_conn; }
+static int drv_is_rotational(void *opaque) { return ((PluginHandle *) opaque)->caps.is_rotational; }
+
+/* Native zero only; with 0 the node layer writes zero buffers itself. */
+static int drv_can_zero(void *opaque)
+{
+    return ((PluginHandle *) opaque)->caps.zero == ZERO_NATIVE;
+}
+
+static int drv_can_fast_zero(void *opaque)
+{
+    return ((PluginHandle *) opaque)->caps.can_fast_zero;
+}
+
+static int drv_block_size(void *opaque, uint32_t *minimum, uint32_t *preferred, uint32_t *maximum)
+{
+    const PluginCaps *c = &((PluginHandle *) opaque)->caps;
+    *minimum = c->block_min;
+    *preferred = c->block_preferred;
+    *maximum = c->block_max;
+    return 0;
+}
+
+static int drv_pread(void *opaque, void *buf, uint32_t count, uint64_t offset, uint32_t flags)
+{
+    return plugin_handle_pread(opaque, buf, count, offset);
+}
+
+static int drv_flush(void *opaque, uint32_t flags)
+{
+    return plugin_handle_flush(opaque);
+}
+
+static int drv_pwrite(void *opaque, const void *buf, uint32_t count, uint64_t offset, uint32_t flags)
+{
+    return plugin_handle_pwrite(opaque, buf, count, offset, flags);
+}
+
+static int drv_trim(void *opaque, uint32_t count, uint64_t offset, uint32_t flags)
+{
+    return plugin_handle_trim(opaque, count, offset, flags);
+}
+
+static int drv_zero(void *opaque, uint32_t count, uint64_t offset, uint32_t flags)
+{
+    return plugin_handle_zero(opaque, count, offset, flags);
+}
+
+static int drv_extents(void *opaque, uint32_t count, uint64_t offset, uint32_t flags, BlockExtents *extents)
+{
+    return plugin_handle_extents(opaque, count, offset, flags, extents);
+}
+
+static int drv_cache(void *opaque, uint32_t count, uint64_t offset, uint32_t flags)
+{
+    return plugin_handle_cache(opaque, count, offset);
+}
+
+#define PLUGIN_DRIVER_CALLBACKS                      \
+    .close = drv_close,                              \
+    .get_size = drv_get_size,                        \
+    .can_write = drv_can_write,                      \
+    .can_flush = drv_can_flush,                      \
+    .can_trim = drv_can_trim,                        \
+    .can_zero = drv_can_zero,                        \
+    .can_fast_zero = drv_can_fast_zero,              \
+    .can_fua = drv_can_fua,                          \
+    .can_cache = drv_can_cache,                      \
+    .can_extents = drv_can_extents,                  \
+    .can_multi_conn = drv_can_multi_conn,            \
+    .is_rotational = drv_is_rotational,              \
+    .block_size = drv_block_size,                    \
+    .pread = drv_pread,                              \
+    .pwrite = drv_pwrite,         \
+    .flush = drv_flush,                              \
+    .trim = drv_trim,             \
+    .zero = drv_zero,             \
+    .extents = drv_extents,       \
+    .cache = drv_cache
+
+/* Opens `plugin` with a single key=value config pair. */
+static void *open_with(const char *plugin, const char *key, const char *value, bool read_only, GError **errp)
+{
+    const char *const config[] = { key, value, NULL };
+    return plugin_handle_open(plugin, config, read_only, errp);
+}
+
+/* Accepts a string option only if it is one of `allowed` (then ignores it). */
+static bool accept_choice(BlockOptions *opts, const char *key, const char *const *allowed, GError **errp)
+{
+    GError *err = NULL;
+    const char *v = block_options_get_str(opts, key, false, &err);
+    if (err) {
+        g_propagate_error(errp, err);
+        return false;
+    }
+    if (v && !g_strv_contains(allowed, v)) {
+        g_set_error(errp, G_IO_ERROR, G_IO_ERROR_INVALID_ARGUMENT,
+                    "Parameter '%s' does not accept value '%s'", key, v);
+        return false;
+    }
+    return true;
+}
+
+/* cache.direct / cache.no-flush: only their default (off) is supported. */
+static bool accept_cache_options(BlockOptions *opts, GError **errp)
+{
+    JsonObject *cache = block_options_get_object(opts, "cache");
+    if (!cache)
+        return true;
+    BlockOptions *sub = block_options_new(cache, "cache.");
+    bool direct = false, no_flush = false;
+    bool ok = block_options_get_bool(sub, "direct", &direct, errp) &&
+              block_options_get_bool(sub, "no-flush", &no_flush, errp) &&
+              block_options_check_all_used(sub, errp);
+    if (ok && (direct || no_flush)) {
+        g_set_error(errp, G_IO_ERROR, G_IO_ERROR_NOT_SUPPORTED,
+                    "cache.%s=on is not supported by the file driver", direct ? "direct" : "no-flush");
+        ok = false;
+    }
+    block_options_free(sub);
+    return ok;
+}
+
+/* ---- file ---- */
+
+/* Reports a missing file the way QEMU does, before the plugin sees it. */
+static bool file_exists(const char *filename, GError **errp)
+{
+    struct stat st;
+    if (stat(filename, &st) == 0)
+        return true;
+    int err = errno;
+    g_set_error(errp, G_IO_ERROR, g_io_error_from_errno(err), "Could not open '%s': %s",
+                filename, g_strerror(err));
+    return false;
+}
+
+static void *file_open(BlockNode *self, BlockOptions *opts, bool read_only, GError **errp)
+{
+    static const char *const aio[] = { "threads", "native", "io_uring", NULL };
+    static const char *const locking[] = { "auto", "on", "off", NULL };
+    const char *filename = block_options_get_str(opts, "filename", true, errp);
+    if (!filename ||
+        !file_exists(filename, errp) ||
+        !accept_choice(opts, "aio", aio, errp) ||
+        !accept_choice(opts, "locking", locking, errp) ||
+        !accept_cache_options(opts, errp))
+        return NULL;
+    return open_with("file", "file", filename, read_only, errp);
+}
+
+static int file_read_fd(void *opaque, uint32_t count, uint64_t offset, int *fd, uint64_t *fd_offset)
+{
+    return plugin_handle_read_fd(opaque, count, offset, fd, fd_offset);
+}
+
+static const BlockDriver file_driver = {
+    .name = "file",
+    .open = file_open,
+    PLUGIN_DRIVER_CALLBACKS,
+    .read_fd = file_read_fd,
+};
+
+/* ---- memory ---- */
+
+static void *memory_open(BlockNode *self, BlockOptions *opts, bool read_only, GError **errp)
+{
+    uint64_t size = 0;
+    if (!block_options_get_size(opts, "size", true, &size, errp))
+        return NULL;
+    char value[32];
+    snprintf(value, sizeof value, "%" PRIu64, size);
+    return open_with("memory", "size", value, read_only, errp);
+}
+
+static const BlockDriver memory_driver = {
+    .name = "memory",
+    .open = memory_open,
+    PLUGIN_DRIVER_CALLBACKS,
+};
+
+/* ---- null-co ---- */
+
+static void *null_open(BlockNode *self, BlockOptions *opts, bool read_only, GError **errp)
+{
+    uint64_t size = UINT64_C(1) << 30;          /* QEMU's default */
+    bool read_zeroes = true;                    /* we always read zeroes */
+    if (!block_options_get_size(opts, "size", false, &size, errp) ||
+        !block_options_get_bool(opts, "read-zeroes", &read_zeroes, errp))
+        return NULL;
+    char value[32];
+    snprintf(value, sizeof value, "%" PRIu64, size);
+    return open_with("null", "size", value, read_only, errp);
+}
+
+static const BlockDriver null_driver = {
+    .name = "null-co",
+    .open = null_open,
+    PLUGIN_DRIVER_CALLBACKS,
+};
+
+void plugin_host_register_drivers(void)
+{
+    block_driver_register(&file_driver);
+    block_driver_register(&memory_driver);
+    block_driver_register(&null_driver);
+}

@@ -1,0 +1,27 @@
+/* The one NBD server that QMP and the command line manage.
+ *
+ * --nbd-server and nbd-server-start both end up here, so "already running",
+ * nbd-server-stop and the URIs printed at start-up all see the same server.
+ * Main thread only. */
+#pragma once
+
+#include <stdbool.h>
+#include <stdint.h>
+#include <glib.h>
+#include "qapi/qapi-types.h"
+#include "server/nbd/nbd-server.h"
+
+/* True while the server runs. */
+bool nbd_control_running(void);
+/* The running server, or NULL. */
+NbdServer *nbd_control_server(void);
+/* Starts the server on `addr`; fails with "NBD server already running" if it runs. */
+bool nbd_control_start(const SocketAddress *addr, uint32_t max_connections, GError **errp);
+/* Adds a listener on `addr`, starting the server first if needed (several --nbd-server). */
+bool nbd_control_add_listener(const SocketAddress *addr, uint32_t max_connections, GError **errp);
+/* Serves an inherited listening socket (socket activation), starting the server if needed. */
+bool nbd_control_listen_fd(int fd, GError **errp);
+/* Stops listening and disconnects every client; "NBD server not running" if none runs. */
+bool nbd_control_stop(GError **errp);
+/* Stops the server if it runs (at exit). */
+void nbd_control_shutdown(void);

@@ -1,0 +1,41 @@
+/* One NBD client connection: state shared by the handshake, the
+ * transmission phase and the server that owns the connection.
+ * Internal to server/nbd/. */
+#pragma once
+
+#include <stdbool.h>
+#include <stdint.h>
+#include <glib.h>
+#include "server/export.h"
+#include "server/nbd/nbd-io.h"
+#include "server/nbd/nbd-server.h"
+
+typedef struct NbdConn {
+    NbdServer *srv;
+    NbdIo io;
+    GThread *thread;
+    bool done;                   /* thread finished and fd closed (under the server lock) */
+
+    /* Negotiated during the handshake. */
+    bool fixed_newstyle;
+    bool no_zeroes;
+    bool structured;             /* structured replies (implied by extended headers) */
+    bool extended;               /* extended headers */
+    Export *meta_export;         /* export named by the last SET_META_CONTEXT (ref) */
+    GPtrArray *meta_selected;    /* ExportMetaContext * selected there; id = index + 1 */
+
+    /* Fixed at GO / EXPORT_NAME for the whole transmission phase. */
+    Export *exp;                 /* ref */
+    uint64_t size;
+    uint16_t eflags;
+    uint32_t min_block, preferred_block, max_payload;
+} NbdConn;
+
+/* Runs the handshake; true when transmission should start (conn->exp is set). */
+bool nbd_handshake(NbdConn *conn);
+/* Serves requests until the client disconnects (or the socket is shut down). */
+void nbd_transmission(NbdConn *conn);
+/* Drops negotiated state and references (at the end of a connection). */
+void nbd_conn_clear(NbdConn *conn);
+/* True once nbd_server_free has started. */
+bool nbd_server_shutting_down(NbdServer *srv);

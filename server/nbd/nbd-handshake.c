@@ -1,0 +1,340 @@
+/* Fixed newstyle handshake and option haggling (reference §2-§4).
+ *
+ * Runs on the connection's thread with blocking I/O.  Option data is parsed
+ * by the pure functions of nbd-wire.c; this file decides the replies. */
+#include "server/nbd/nbd-conn.h"
+
+#include <errno.h>
+#include <inttypes.h>
+#include <stdarg.h>
+#include <string.h>
+#include "server/nbd/nbd-wire.h"
+
+typedef enum {
+    OPT_CONTINUE,   /* keep haggling */
+    OPT_TRANSMIT,   /* haggling is over: enter transmission */
+    OPT_CLOSE,      /* close the connection */
+} OptResult;
+
+static bool send_reply(NbdConn *c, uint32_t opt, uint32_t type, const void *data, size_t len)
+{
+    uint8_t hdr[20];
+    nbd_put64(hdr, NBD_REP_MAGIC);
+    nbd_put32(hdr + 8, opt);
+    nbd_put32(hdr + 12, type);
+    nbd_put32(hdr + 16, (uint32_t)len);
+    struct iovec iov[2] = {
+        { .iov_base = hdr, .iov_len = sizeof(hdr) },
+        { .iov_base = (void *)data, .iov_len = len },
+    };
+    return nbd_io_writev(&c->io, iov, len ? 2 : 1, false) == 0;
+}
+
+/* An error reply with a message (clients log it). */
+G_GNUC_PRINTF(4, 5)
+static OptResult send_error(NbdConn *c, uint32_t opt, uint32_t type, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    g_autofree char *msg = g_strdup_vprintf(fmt, ap);
+    va_end(ap);
+    size_t len = strnlen(msg, NBD_MAX_STRING);
+    return send_reply(c, opt, type, msg, len) ? OPT_CONTINUE : OPT_CLOSE;
+}
+
+static OptResult send_ack(NbdConn *c, uint32_t opt)
+{
+    return send_reply(c, opt, NBD_REP_ACK, NULL, 0) ? OPT_CONTINUE : OPT_CLOSE;
+}
+
+static void clear_meta_selection(NbdConn *c)
+{
+    g_clear_pointer(&c->meta_selected, g_ptr_array_unref);
+    g_clear_pointer(&c->meta_export, export_unref);
+}
+
+void nbd_conn_clear(NbdConn *c)
+{
+    clear_meta_selection(c);
+    g_clear_pointer(&c->exp, export_unref);
+}
+
+/* Fixes the transmission parameters for `exp` (same answer for INFO and GO). */
+static void describe_export(NbdConn *c, Export *exp, uint16_t *eflags, uint32_t *min,
+                            uint32_t *pref, uint32_t *max)
+{
+    const NodeCaps *caps = export_caps(exp);
+    *eflags = nbd_compute_eflags(caps, export_read_only(exp), c->structured);
+    nbd_compute_block_sizes(caps, min, pref, max);
+}
+
+/* Takes ownership of `exp` and leaves haggling for it. */
+static void enter_transmission(NbdConn *c, Export *exp)
+{
+    c->exp = exp;
+    c->size = export_size(exp);
+    describe_export(c, exp, &c->eflags, &c->min_block, &c->preferred_block, &c->max_payload);
+    /* A selection made for another export is void (§3.5). */
+    if (c->meta_export != exp)
+        clear_meta_selection(c);
+}
+
+static OptResult opt_export_name(NbdConn *c, const uint8_t *data, uint32_t len)
+{
+    /* No error reply exists for EXPORT_NAME: every failure disconnects. */
+    if (c->extended || len > NBD_MAX_STRING || (len && memchr(data, 0, len)))
+        return OPT_CLOSE;
+    g_autofree char *name = g_strndup((const char *)data, len);
+    Export *exp = export_lookup(name);
+    if (!exp)
+        return OPT_CLOSE;
+    enter_transmission(c, exp);
+    uint8_t reply[8 + 2 + 124] = { 0 };
+    nbd_put64(reply, c->size);
+    nbd_put16(reply + 8, c->eflags);
+    size_t n = c->no_zeroes ? 10 : sizeof(reply);
+    return nbd_io_write(&c->io, reply, n, false) == 0 ? OPT_TRANSMIT : OPT_CLOSE;
+}
+
+static OptResult opt_list(NbdConn *c, uint32_t opt, uint32_t len)
+{
+    if (len)
+        return send_error(c, opt, NBD_REP_ERR_INVALID, "NBD_OPT_LIST takes no data");
+    g_autoptr(GPtrArray) exports = export_list();
+    for (unsigned i = 0; i < exports->len; i++) {
+        Export *exp = exports->pdata[i];
+        const char *name = export_name(exp);
+        const char *desc = export_description(exp);
+        size_t name_len = strlen(name);
+        size_t desc_len = desc ? strnlen(desc, NBD_MAX_STRING) : 0;
+        g_autofree uint8_t *buf = g_malloc(4 + name_len + desc_len);
+        nbd_put32(buf, (uint32_t)name_len);
+        memcpy(buf + 4, name, name_len);
+        if (desc_len)
+            memcpy(buf + 4 + name_len, desc, desc_len);
+        if (!send_reply(c, opt, NBD_REP_SERVER, buf, 4 + name_len + desc_len))
+            return OPT_CLOSE;
+    }
+    return send_ack(c, opt);
+}
+
+static bool send_info(NbdConn *c, uint32_t opt, uint16_t type, const void *data, size_t len)
+{
+    g_autofree uint8_t *buf = g_malloc(2 + len);
+    nbd_put16(buf, type);
+    if (len)
+        memcpy(buf + 2, data, len);
+    return send_reply(c, opt, NBD_REP_INFO, buf, 2 + len);
+}
+
+static OptResult opt_info_or_go(NbdConn *c, uint32_t opt, const uint8_t *data, uint32_t len)
+{
+    NbdOptInfoRequest req;
+    const char *why;
+    if (!nbd_parse_opt_info(data, len, &req, &why))
+        return send_error(c, opt, NBD_REP_ERR_INVALID, "%s", why);
+    Export *exp = export_lookup(req.name);
+    if (!exp) {
+        OptResult r = send_error(c, opt, NBD_REP_ERR_UNKNOWN, "export '%s' not found", req.name);
+        nbd_opt_info_request_clear(&req);
+        return r;
+    }
+
+    uint16_t eflags;
+    uint32_t min, pref, max;
+    describe_export(c, exp, &eflags, &min, &pref, &max);
+    uint8_t info[12];
+    nbd_put64(info, export_size(exp));
+    nbd_put16(info + 8, eflags);
+    bool ok = send_info(c, opt, NBD_INFO_EXPORT, info, 10);
+    if (ok && req.want_name) {
+        const char *name = export_name(exp);
+        ok = send_info(c, opt, NBD_INFO_NAME, name, strnlen(name, NBD_MAX_STRING));
+    }
+    const char *desc = export_description(exp);
+    if (ok && req.want_description && desc)
+        ok = send_info(c, opt, NBD_INFO_DESCRIPTION, desc, strnlen(desc, NBD_MAX_STRING));
+    if (ok && req.want_block_size) {
+        nbd_put32(info, min);
+        nbd_put32(info + 4, pref);
+        nbd_put32(info + 8, max);
+        ok = send_info(c, opt, NBD_INFO_BLOCK_SIZE, info, 12);
+    }
+    nbd_opt_info_request_clear(&req);
+    if (ok)
+        ok = send_ack(c, opt) == OPT_CONTINUE;
+    if (!ok) {
+        export_unref(exp);
+        return OPT_CLOSE;
+    }
+    if (opt == NBD_OPT_INFO) {
+        export_unref(exp);
+        return OPT_CONTINUE;
+    }
+    enter_transmission(c, exp);
+    return OPT_TRANSMIT;
+}
+
+static OptResult opt_no_data_flag(NbdConn *c, uint32_t opt, uint32_t len)
+{
+    if (len)
+        return send_error(c, opt, NBD_REP_ERR_INVALID, "option takes no data");
+    if (opt == NBD_OPT_STRUCTURED_REPLY) {
+        if (c->extended)
+            return send_error(c, opt, NBD_REP_ERR_EXT_HEADER_REQD, "extended headers already negotiated");
+        if (c->structured)
+            return send_error(c, opt, NBD_REP_ERR_INVALID, "structured replies already negotiated");
+        c->structured = true;
+    } else {
+        if (c->extended)
+            return send_error(c, opt, NBD_REP_ERR_INVALID, "extended headers already negotiated");
+        c->extended = true;
+        c->structured = true;
+    }
+    return send_ack(c, opt);
+}
+
+static bool send_meta_context(NbdConn *c, uint32_t opt, uint32_t id, const char *name)
+{
+    size_t len = strnlen(name, NBD_MAX_STRING);
+    g_autofree uint8_t *buf = g_malloc(4 + len);
+    nbd_put32(buf, id);
+    memcpy(buf + 4, name, len);
+    return send_reply(c, opt, NBD_REP_META_CONTEXT, buf, 4 + len);
+}
+
+static OptResult opt_meta_context(NbdConn *c, uint32_t opt, const uint8_t *data, uint32_t len)
+{
+    bool list = opt == NBD_OPT_LIST_META_CONTEXT;
+    if (!list) {
+        /* SET replaces the selection even when it fails. */
+        clear_meta_selection(c);
+        if (!c->structured)
+            return send_error(c, opt, NBD_REP_ERR_INVALID, "structured replies not negotiated");
+    }
+    NbdOptMetaRequest req;
+    const char *why;
+    if (!nbd_parse_opt_meta_context(data, len, &req, &why))
+        return send_error(c, opt, NBD_REP_ERR_INVALID, "%s", why);
+    Export *exp = export_lookup(req.name);
+    if (!exp) {
+        OptResult r = send_error(c, opt, NBD_REP_ERR_UNKNOWN, "export '%s' not found", req.name);
+        nbd_opt_meta_request_clear(&req);
+        return r;
+    }
+
+    GPtrArray *contexts = export_meta_contexts(exp);
+    GPtrArray *selected = g_ptr_array_new();
+    bool ok = true;
+    for (unsigned i = 0; ok && contexts && i < contexts->len; i++) {
+        ExportMetaContext *ctx = contexts->pdata[i];
+        bool match = list && req.queries->len == 0;
+        for (unsigned q = 0; !match && q < req.queries->len; q++)
+            match = nbd_meta_query_matches(req.queries->pdata[q], ctx->name, list);
+        if (!match)
+            continue;
+        if (list) {
+            ok = send_meta_context(c, opt, 0, ctx->name);
+        } else {
+            g_ptr_array_add(selected, ctx);
+            ok = send_meta_context(c, opt, selected->len, ctx->name);
+        }
+    }
+    nbd_opt_meta_request_clear(&req);
+    if (ok)
+        ok = send_ack(c, opt) == OPT_CONTINUE;
+    if (!ok || list) {
+        g_ptr_array_unref(selected);
+        export_unref(exp);
+        return ok ? OPT_CONTINUE : OPT_CLOSE;
+    }
+    c->meta_selected = selected;
+    c->meta_export = exp;
+    return OPT_CONTINUE;
+}
+
+static OptResult handle_option(NbdConn *c, uint32_t opt, const uint8_t *data, uint32_t len)
+{
+    if (!c->fixed_newstyle && opt != NBD_OPT_EXPORT_NAME)
+        return send_error(c, opt, NBD_REP_ERR_INVALID, "client did not negotiate fixed newstyle");
+    if (nbd_server_shutting_down(c->srv) && opt != NBD_OPT_ABORT) {
+        if (opt == NBD_OPT_EXPORT_NAME)
+            return OPT_CLOSE;
+        return send_error(c, opt, NBD_REP_ERR_SHUTDOWN, "server is shutting down");
+    }
+    switch (opt) {
+    case NBD_OPT_EXPORT_NAME:
+        return opt_export_name(c, data, len);
+    case NBD_OPT_ABORT:
+        /* The client may already be gone: a failed ACK is not an error. */
+        send_ack(c, opt);
+        return OPT_CLOSE;
+    case NBD_OPT_LIST:
+        return opt_list(c, opt, len);
+    case NBD_OPT_STARTTLS:
+        return send_error(c, opt, NBD_REP_ERR_UNSUP, "TLS is not supported by this server");
+    case NBD_OPT_INFO:
+    case NBD_OPT_GO:
+        return opt_info_or_go(c, opt, data, len);
+    case NBD_OPT_STRUCTURED_REPLY:
+    case NBD_OPT_EXTENDED_HEADERS:
+        return opt_no_data_flag(c, opt, len);
+    case NBD_OPT_LIST_META_CONTEXT:
+    case NBD_OPT_SET_META_CONTEXT:
+        return opt_meta_context(c, opt, data, len);
+    default:
+        return send_error(c, opt, NBD_REP_ERR_UNSUP, "option %" PRIu32 " not supported", opt);
+    }
+}
+
+bool nbd_handshake(NbdConn *c)
+{
+    uint8_t greeting[18];
+    nbd_put64(greeting, NBD_MAGIC);
+    nbd_put64(greeting + 8, NBD_IHAVEOPT);
+    nbd_put16(greeting + 16, NBD_FLAG_FIXED_NEWSTYLE | NBD_FLAG_NO_ZEROES);
+    if (nbd_io_write(&c->io, greeting, sizeof(greeting), false) < 0)
+        return false;
+
+    uint8_t cflags_buf[4];
+    if (nbd_io_read_exact(&c->io, cflags_buf, 4) < 0)
+        return false;
+    uint32_t cflags = nbd_get32(cflags_buf);
+    if (cflags & ~(uint32_t)(NBD_FLAG_C_FIXED_NEWSTYLE | NBD_FLAG_C_NO_ZEROES)) {
+        g_debug("nbd: client sent unknown flags 0x%x, disconnecting", cflags);
+        return false;
+    }
+    c->fixed_newstyle = cflags & NBD_FLAG_C_FIXED_NEWSTYLE;
+    c->no_zeroes = cflags & NBD_FLAG_C_NO_ZEROES;
+
+    /* Bound the haggling so a client cannot keep a connection busy forever. */
+    g_autoptr(GPtrArray) exports = export_list();
+    unsigned max_options = 64 + 32 * exports->len;
+
+    for (unsigned count = 0;; count++) {
+        uint8_t hdr[16];
+        if (nbd_io_read_exact(&c->io, hdr, sizeof(hdr)) < 0)
+            return false;
+        if (nbd_get64(hdr) != NBD_IHAVEOPT) {
+            g_debug("nbd: bad option magic, disconnecting");
+            return false;
+        }
+        uint32_t opt = nbd_get32(hdr + 8);
+        uint32_t len = nbd_get32(hdr + 12);
+        if (len > NBD_MAX_OPTION_LENGTH || count >= max_options) {
+            g_debug("nbd: option too long or too many options, disconnecting");
+            return false;
+        }
+        g_autofree uint8_t *data = g_malloc(len);
+        if (nbd_io_read_exact(&c->io, data, len) < 0)
+            return false;
+        switch (handle_option(c, opt, data, len)) {
+        case OPT_CONTINUE:
+            break;
+        case OPT_TRANSMIT:
+            return true;
+        case OPT_CLOSE:
+            return false;
+        }
+    }
+}

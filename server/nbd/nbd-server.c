@@ -1,0 +1,355 @@
+/* Listening sockets and the life of client connections (see nbd-server.h).
+ *
+ * Accepting runs on the GLib main loop (g_unix_fd_add on non-blocking
+ * listening sockets); each accepted client gets its own thread, which runs
+ * the handshake and then becomes the connection's receive thread. */
+#include "server/nbd/nbd-server.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <netdb.h>
+#include <signal.h>
+#include <string.h>
+#include <unistd.h>
+#include <gio/gio.h>
+#include <glib-unix.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include "server/nbd/nbd-conn.h"
+
+/* Graceful shutdown: how long in-flight requests get before a hard disconnect. */
+#define SHUTDOWN_GRACE_US (2 * G_TIME_SPAN_SECOND)
+
+typedef struct NbdListener {
+    NbdServer *srv;
+    int fd;
+    guint source;
+    int family;
+    char *unix_path;        /* path for URIs */
+    bool unlink_path;       /* we created the socket file */
+    char *host;             /* numeric host for URIs (inet) */
+    unsigned port;
+} NbdListener;
+
+struct NbdServer {
+    unsigned max_connections;
+    GPtrArray *listeners;   /* NbdListener * */
+    GMutex lock;            /* conns, active, shutting_down */
+    GCond cond;             /* signalled when a connection ends */
+    GList *conns;           /* NbdConn * (running and finished, until reaped) */
+    unsigned active;
+    bool shutting_down;
+};
+
+bool nbd_server_shutting_down(NbdServer *srv)
+{
+    g_mutex_lock(&srv->lock);
+    bool r = srv->shutting_down;
+    g_mutex_unlock(&srv->lock);
+    return r;
+}
+
+static gpointer connection_main(gpointer opaque)
+{
+    NbdConn *c = opaque;
+    if (nbd_handshake(c))
+        nbd_transmission(c);
+    nbd_conn_clear(c);
+
+    NbdServer *srv = c->srv;
+    g_mutex_lock(&srv->lock);
+    /* Closed under the lock so nbd_server_free never shuts down a reused fd. */
+    close(c->io.fd);
+    c->io.fd = -1;
+    c->done = true;
+    srv->active--;
+    g_cond_broadcast(&srv->cond);
+    g_mutex_unlock(&srv->lock);
+    return NULL;
+}
+
+/* Joins and frees finished connections (all of them when `all`). */
+static void reap_connections(NbdServer *srv, bool all)
+{
+    GList *finished = NULL;
+    g_mutex_lock(&srv->lock);
+    for (GList *l = srv->conns; l;) {
+        GList *next = l->next;
+        NbdConn *c = l->data;
+        if (all || c->done) {
+            srv->conns = g_list_remove_link(srv->conns, l);
+            finished = g_list_concat(l, finished);
+        }
+        l = next;
+    }
+    g_mutex_unlock(&srv->lock);
+    for (GList *l = finished; l; l = l->next) {
+        NbdConn *c = l->data;
+        g_thread_join(c->thread);
+        g_free(c);
+    }
+    g_list_free(finished);
+}
+
+static void start_connection(NbdServer *srv, int fd, int family)
+{
+    if (family == AF_INET || family == AF_INET6) {
+        int one = 1;
+        setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+    }
+    NbdConn *c = g_new0(NbdConn, 1);
+    c->srv = srv;
+    nbd_io_init(&c->io, fd);
+
+    g_mutex_lock(&srv->lock);
+    if (srv->shutting_down || (srv->max_connections && srv->active >= srv->max_connections)) {
+        g_mutex_unlock(&srv->lock);
+        close(fd);
+        g_free(c);
+        return;
+    }
+    g_autoptr(GError) err = NULL;
+    c->thread = g_thread_try_new("nbd-conn", connection_main, c, &err);
+    if (!c->thread) {
+        g_mutex_unlock(&srv->lock);
+        g_warning("nbd: cannot start a connection thread: %s", err->message);
+        close(fd);
+        g_free(c);
+        return;
+    }
+    srv->conns = g_list_prepend(srv->conns, c);
+    srv->active++;
+    g_mutex_unlock(&srv->lock);
+}
+
+static gboolean on_incoming(int fd, GIOCondition cond, gpointer opaque)
+{
+    NbdListener *l = opaque;
+    reap_connections(l->srv, false);
+    for (;;) {
+        int cfd = accept4(fd, NULL, NULL, SOCK_CLOEXEC);
+        if (cfd < 0) {
+            if (errno == EINTR)
+                continue;
+            if (errno != EAGAIN && errno != EWOULDBLOCK && errno != ECONNABORTED)
+                g_warning("nbd: accept: %s", g_strerror(errno));
+            break;
+        }
+        start_connection(l->srv, cfd, l->family);
+    }
+    return G_SOURCE_CONTINUE;
+}
+
+NbdServer *nbd_server_new(unsigned max_connections)
+{
+    /* sendfile() cannot suppress SIGPIPE per call; a vanished client must
+     * not kill the daemon. */
+    struct sigaction sa;
+    if (sigaction(SIGPIPE, NULL, &sa) == 0 && sa.sa_handler == SIG_DFL)
+        signal(SIGPIPE, SIG_IGN);
+
+    NbdServer *srv = g_new0(NbdServer, 1);
+    srv->max_connections = max_connections;
+    srv->listeners = g_ptr_array_new();
+    g_mutex_init(&srv->lock);
+    g_cond_init(&srv->cond);
+    return srv;
+}
+
+/* Fills in the URI fields from the socket's own address. */
+static bool describe_listener(NbdListener *l, GError **errp)
+{
+    struct sockaddr_storage ss;
+    socklen_t len = sizeof(ss);
+    if (getsockname(l->fd, (struct sockaddr *)&ss, &len) < 0) {
+        g_set_error(errp, G_IO_ERROR, g_io_error_from_errno(errno), "getsockname: %s", g_strerror(errno));
+        return false;
+    }
+    l->family = ss.ss_family;
+    if (ss.ss_family == AF_UNIX) {
+        struct sockaddr_un *sun = (struct sockaddr_un *)&ss;
+        if (!l->unix_path)
+            l->unix_path = g_strndup(sun->sun_path, len - offsetof(struct sockaddr_un, sun_path));
+        return true;
+    }
+    if (ss.ss_family != AF_INET && ss.ss_family != AF_INET6) {
+        g_set_error(errp, G_IO_ERROR, G_IO_ERROR_NOT_SUPPORTED, "unsupported socket family %d", ss.ss_family);
+        return false;
+    }
+    char host[NI_MAXHOST], port[NI_MAXSERV];
+    int r = getnameinfo((struct sockaddr *)&ss, len, host, sizeof(host), port, sizeof(port),
+                        NI_NUMERICHOST | NI_NUMERICSERV);
+    if (r != 0) {
+        g_set_error(errp, G_IO_ERROR, G_IO_ERROR_FAILED, "getnameinfo: %s", gai_strerror(r));
+        return false;
+    }
+    l->host = g_strdup(host);
+    l->port = (unsigned)atoi(port);
+    return true;
+}
+
+/* Registers a listening socket (takes ownership of fd, closes it on failure). */
+static bool add_listener(NbdServer *srv, int fd, const char *created_path, GError **errp)
+{
+    NbdListener *l = g_new0(NbdListener, 1);
+    l->srv = srv;
+    l->fd = fd;
+    if (created_path) {
+        l->unix_path = g_strdup(created_path);
+        l->unlink_path = true;
+    }
+    if (!g_unix_set_fd_nonblocking(fd, TRUE, errp) || !describe_listener(l, errp)) {
+        if (l->unlink_path)
+            unlink(l->unix_path);
+        close(fd);
+        g_free(l->unix_path);
+        g_free(l->host);
+        g_free(l);
+        return false;
+    }
+    l->source = g_unix_fd_add(fd, G_IO_IN, on_incoming, l);
+    g_ptr_array_add(srv->listeners, l);
+    return true;
+}
+
+static bool fail_errno(GError **errp, int fd, const char *what, const char *where)
+{
+    int e = errno;
+    g_set_error(errp, G_IO_ERROR, g_io_error_from_errno(e), "%s %s: %s", what, where, g_strerror(e));
+    if (fd >= 0)
+        close(fd);
+    return false;
+}
+
+bool nbd_server_listen_unix(NbdServer *srv, const char *path, GError **errp)
+{
+    struct sockaddr_un sun = { .sun_family = AF_UNIX };
+    if (strlen(path) >= sizeof(sun.sun_path)) {
+        g_set_error(errp, G_IO_ERROR, G_IO_ERROR_INVALID_ARGUMENT, "socket path too long: %s", path);
+        return false;
+    }
+    strcpy(sun.sun_path, path);
+    int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd < 0)
+        return fail_errno(errp, -1, "cannot create socket for", path);
+    struct stat st;
+    if (lstat(path, &st) == 0 && S_ISSOCK(st.st_mode))
+        unlink(path);
+    if (bind(fd, (struct sockaddr *)&sun, sizeof(sun)) < 0)
+        return fail_errno(errp, fd, "cannot bind", path);
+    if (listen(fd, SOMAXCONN) < 0) {
+        unlink(path);
+        return fail_errno(errp, fd, "cannot listen on", path);
+    }
+    return add_listener(srv, fd, path, errp);
+}
+
+bool nbd_server_listen_inet(NbdServer *srv, const char *host, const char *port, GError **errp)
+{
+    struct addrinfo hints = { .ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM, .ai_flags = AI_PASSIVE };
+    struct addrinfo *res = NULL;
+    int r = getaddrinfo(host && *host ? host : NULL, port, &hints, &res);
+    if (r != 0) {
+        g_set_error(errp, G_IO_ERROR, G_IO_ERROR_INVALID_ARGUMENT, "cannot resolve %s:%s: %s",
+                    host, port, gai_strerror(r));
+        return false;
+    }
+    int fd = -1, last_errno = 0;
+    for (struct addrinfo *ai = res; ai; ai = ai->ai_next) {
+        fd = socket(ai->ai_family, ai->ai_socktype | SOCK_CLOEXEC, ai->ai_protocol);
+        if (fd < 0) {
+            last_errno = errno;
+            continue;
+        }
+        int one = 1;
+        setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+        if (ai->ai_family == AF_INET6)
+            setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof(one));
+        if (bind(fd, ai->ai_addr, ai->ai_addrlen) == 0 && listen(fd, SOMAXCONN) == 0)
+            break;
+        last_errno = errno;
+        close(fd);
+        fd = -1;
+    }
+    freeaddrinfo(res);
+    if (fd < 0) {
+        g_set_error(errp, G_IO_ERROR, g_io_error_from_errno(last_errno), "cannot listen on %s:%s: %s",
+                    host, port, g_strerror(last_errno));
+        return false;
+    }
+    return add_listener(srv, fd, NULL, errp);
+}
+
+bool nbd_server_listen_fd(NbdServer *srv, int fd, GError **errp)
+{
+    int accepting = 0;
+    socklen_t len = sizeof(accepting);
+    if (getsockopt(fd, SOL_SOCKET, SO_ACCEPTCONN, &accepting, &len) < 0 || !accepting) {
+        g_set_error(errp, G_IO_ERROR, G_IO_ERROR_INVALID_ARGUMENT, "fd %d is not a listening socket", fd);
+        return false;
+    }
+    fcntl(fd, F_SETFD, FD_CLOEXEC);
+    return add_listener(srv, fd, NULL, errp);
+}
+
+GPtrArray *nbd_server_uris(NbdServer *srv, const char *export_name)
+{
+    GPtrArray *uris = g_ptr_array_new_with_free_func(g_free);
+    g_autofree char *name = g_uri_escape_string(export_name ? export_name : "", "/", FALSE);
+    for (unsigned i = 0; i < srv->listeners->len; i++) {
+        NbdListener *l = srv->listeners->pdata[i];
+        if (l->family == AF_UNIX) {
+            g_autofree char *path = g_uri_escape_string(l->unix_path, "/", FALSE);
+            g_ptr_array_add(uris, g_strdup_printf("nbd+unix:///%s?socket=%s", name, path));
+        } else if (l->family == AF_INET6) {
+            g_ptr_array_add(uris, g_strdup_printf("nbd://[%s]:%u/%s", l->host, l->port, name));
+        } else {
+            g_ptr_array_add(uris, g_strdup_printf("nbd://%s:%u/%s", l->host, l->port, name));
+        }
+    }
+    return uris;
+}
+
+void nbd_server_free(NbdServer *srv)
+{
+    if (!srv)
+        return;
+    for (unsigned i = 0; i < srv->listeners->len; i++) {
+        NbdListener *l = srv->listeners->pdata[i];
+        g_source_remove(l->source);
+        close(l->fd);
+        if (l->unlink_path)
+            unlink(l->unix_path);
+        g_free(l->unix_path);
+        g_free(l->host);
+        g_free(l);
+    }
+    g_ptr_array_unref(srv->listeners);
+
+    /* Stop reading new requests, give in-flight ones a moment to be
+     * answered, then cut whoever is left. */
+    g_mutex_lock(&srv->lock);
+    srv->shutting_down = true;
+    for (GList *l = srv->conns; l; l = l->next) {
+        NbdConn *c = l->data;
+        if (!c->done)
+            nbd_io_shutdown(&c->io, SHUT_RD);
+    }
+    gint64 deadline = g_get_monotonic_time() + SHUTDOWN_GRACE_US;
+    while (srv->active > 0 && g_cond_wait_until(&srv->cond, &srv->lock, deadline))
+        ;
+    for (GList *l = srv->conns; l; l = l->next) {
+        NbdConn *c = l->data;
+        if (!c->done)
+            nbd_io_shutdown(&c->io, SHUT_RDWR);
+    }
+    g_mutex_unlock(&srv->lock);
+
+    reap_connections(srv, true);
+    g_mutex_clear(&srv->lock);
+    g_cond_clear(&srv->cond);
+    g_free(srv);
+}

@@ -1,0 +1,41 @@
+/* The command-line options as front ends of the QMP code paths (commands.h):
+ * the same generated parsers, in keyval mode, then the same functions. */
+#include "server/qmp/commands.h"
+#include "server/nbd-control.h"
+
+static JsonNode *wrap(JsonObject *opts)
+{
+    return json_node_init_object(json_node_alloc(), opts);
+}
+
+bool qmp_cli_blockdev(JsonObject *opts, GError **errp)
+{
+    QapiIn in = { .keyval = true };
+    g_autoptr(BlockdevOptions) o = NULL;
+    JsonNode *node = wrap(opts);
+    bool ok = qapi_in_BlockdevOptions(&in, "", node, &o, errp) && qmp_blockdev_add_options(o, errp);
+    json_node_unref(node);
+    return ok;
+}
+
+bool qmp_cli_export(JsonObject *opts, GError **errp)
+{
+    QapiIn in = { .keyval = true };
+    g_autoptr(BlockExportOptions) o = NULL;
+    JsonNode *node = wrap(opts);
+    bool ok = qapi_in_BlockExportOptions(&in, "", node, &o, errp) &&
+              qmp_block_export_add_options(o, errp);
+    json_node_unref(node);
+    return ok;
+}
+
+bool qmp_cli_nbd_server(JsonObject *opts, GError **errp)
+{
+    QapiIn in = { .keyval = true };
+    g_autoptr(NbdServerOptions) o = NULL;
+    JsonNode *node = wrap(opts);
+    bool ok = qapi_in_NbdServerOptions(&in, "", node, &o, errp) &&
+              nbd_control_add_listener(o->addr, o->has_max_connections ? o->max_connections : 0, errp);
+    json_node_unref(node);
+    return ok;
+}

@@ -1,0 +1,108 @@
+/* QMP block-node commands: blockdev-add, blockdev-del, query-named-block-nodes.
+ * Thin: the arguments arrive validated and typed; the node graph does the work. */
+#include "server/qmp/commands.h"
+#include "block/node.h"
+#include "qapi/qapi-commands.h"
+
+#include <string.h>
+
+/* What query-named-block-nodes reports as a node's file name, by node name.
+ * The node graph does not keep options, so blockdev-add remembers it here. */
+static GHashTable *node_filenames;
+
+static const char *filename_of(const char *node_name)
+{
+    const char *f = node_filenames ? g_hash_table_lookup(node_filenames, node_name) : NULL;
+    return f ? f : "";
+}
+
+/* The file name QEMU would show for a new node: the image path for file
+ * nodes, the child's for raw, "DRIVER://" for the ones without a file. */
+static char *describe_filename(const BlockdevOptions *o)
+{
+    switch (o->driver) {
+    case BLOCKDEV_DRIVER_FILE:
+        return g_strdup(o->u.file.filename);
+    case BLOCKDEV_DRIVER_RAW: {
+        const BlockdevRef *ref = o->u.raw.file;
+        if (ref->type == QAPI_QTYPE_QSTRING)
+            return g_strdup(filename_of(ref->u.reference));
+        return describe_filename(ref->u.definition);
+    }
+    default:
+        return g_strdup_printf("%s://", BlockdevDriver_str[o->driver]);
+    }
+}
+
+bool qmp_blockdev_add_options(BlockdevOptions *options, GError **errp)
+{
+    if (!options->has_node_name) {
+        g_set_error(errp, QMP_ERROR, QMP_ERROR_GENERIC, "'node-name' must be specified for the root node");
+        return false;
+    }
+    JsonNode *json = qapi_out_BlockdevOptions(options);
+    BlockNode *node = node_create(json_node_get_object(json), errp);
+    json_node_unref(json);
+    if (!node)
+        return false;
+    if (!node_filenames)
+        node_filenames = g_hash_table_new_full(g_str_hash, g_str_equal, g_free, g_free);
+    g_hash_table_replace(node_filenames, g_strdup(options->node_name), describe_filename(options));
+    return true;
+}
+
+bool qmp_blockdev_add(QmpSession *session, BlockdevOptions *args, GError **errp)
+{
+    return qmp_blockdev_add_options(args, errp);
+}
+
+bool qmp_blockdev_del(QmpSession *session, q_obj_blockdev_del_arg *args, GError **errp)
+{
+    if (!node_delete(args->node_name, errp))
+        return false;
+    if (node_filenames)
+        g_hash_table_remove(node_filenames, args->node_name);
+    return true;
+}
+
+static BlockDeviceInfo *node_info(BlockNode *node)
+{
+    BlockDeviceInfo *info = g_new0(BlockDeviceInfo, 1);
+    const char *file = filename_of(node_name(node));
+    info->file = g_strdup(file);
+    info->has_node_name = true;
+    info->node_name = g_strdup(node_name(node));
+    info->ro = node_read_only(node);
+    info->drv = g_strdup(node_driver_name(node));
+    info->detect_zeroes = BLOCKDEV_DETECT_ZEROES_OPTIONS_OFF;
+    info->image = g_new0(ImageInfo, 1);
+    info->image->filename = g_strdup(file);
+    info->image->format = g_strdup(node_driver_name(node));
+    info->image->virtual_size = (int64_t)node_size(node);
+    info->cache = g_new0(BlockdevCacheInfo, 1);
+    info->cache->writeback = true;
+    return info;
+}
+
+bool qmp_query_named_block_nodes(QmpSession *session, q_obj_query_named_block_nodes_arg *args,
+                                 BlockDeviceInfoList **ret, GError **errp)
+{
+    /* `flat` only drops backing images from the answer; blockd shows none. */
+    g_autoptr(GPtrArray) nodes = node_list();
+    BlockDeviceInfoList *head = NULL, **tail = &head;
+    for (guint i = 0; i < nodes->len; i++) {
+        BlockDeviceInfoList *e = g_new0(BlockDeviceInfoList, 1);
+        e->value = node_info(nodes->pdata[i]);
+        *tail = e;
+        tail = &e->next;
+    }
+    *ret = head;
+    return true;
+}
+
+void qmp_block_forget_all(void)
+{
+    if (node_filenames)
+        g_hash_table_destroy(node_filenames);
+    node_filenames = NULL;
+}

@@ -1,0 +1,127 @@
+/* QMP NBD server and export commands: nbd-server-start/stop, block-export-add/
+ * del, query-block-exports, and the legacy nbd-server-add/remove.
+ * Thin: they call server/nbd-control.h and server/export.h. */
+#include "server/qmp/commands.h"
+#include "server/export.h"
+#include "server/nbd-control.h"
+#include "qapi/qapi-commands.h"
+
+bool qmp_block_export_add_options(BlockExportOptions *o, GError **errp)
+{
+    ExportConfig cfg = {
+        .id = o->id,
+        .node_name = o->node_name,
+        .name = o->u.nbd.has_name ? o->u.nbd.name : NULL,
+        .description = o->u.nbd.has_description ? o->u.nbd.description : NULL,
+        .writable = o->has_writable && o->writable,
+    };
+    return export_add(&cfg, errp) != NULL;
+}
+
+static bool require_server(GError **errp)
+{
+    if (nbd_control_running())
+        return true;
+    g_set_error(errp, QMP_ERROR, QMP_ERROR_GENERIC, "NBD server not running");
+    return false;
+}
+
+bool qmp_block_export_add(QmpSession *session, BlockExportOptions *args, GError **errp)
+{
+    return require_server(errp) && qmp_block_export_add_options(args, errp);
+}
+
+/* Removes an export and announces it.  Open connections keep serving their
+ * reference until they close, so `safe` and `hard` both succeed at once. */
+static bool export_delete(const char *id, GError **errp)
+{
+    if (!export_remove(id, errp))
+        return false;
+    q_obj_BLOCK_EXPORT_DELETED_arg data = { .id = (char *)id };
+    qapi_event_send_block_export_deleted(&data);
+    return true;
+}
+
+bool qmp_block_export_del(QmpSession *session, q_obj_block_export_del_arg *args, GError **errp)
+{
+    return export_delete(args->id, errp);
+}
+
+bool qmp_query_block_exports(QmpSession *session, BlockExportInfoList **ret, GError **errp)
+{
+    g_autoptr(GPtrArray) exports = export_list();
+    BlockExportInfoList *head = NULL, **tail = &head;
+    for (guint i = 0; i < exports->len; i++) {
+        Export *exp = exports->pdata[i];
+        BlockExportInfoList *e = g_new0(BlockExportInfoList, 1);
+        e->value = g_new0(BlockExportInfo, 1);
+        e->value->id = g_strdup(export_id(exp));
+        e->value->type = BLOCK_EXPORT_TYPE_NBD;
+        e->value->node_name = g_strdup(export_node_name(exp));
+        *tail = e;
+        tail = &e->next;
+    }
+    *ret = head;
+    return true;
+}
+
+/* The flat address of the command line from QMP's legacy {type, data} form. */
+static SocketAddress *address_from_legacy(const SocketAddressLegacy *l)
+{
+    SocketAddress *a = g_new0(SocketAddress, 1);
+    a->type = (SocketAddressType)l->type;
+    switch (l->type) {
+    case SOCKET_ADDRESS_TYPE_UNIX:
+        a->u.q_unix.path = g_strdup(l->u.q_unix.data->path);
+        break;
+    case SOCKET_ADDRESS_TYPE_INET:
+        a->u.inet.host = g_strdup(l->u.inet.data->host);
+        a->u.inet.port = g_strdup(l->u.inet.data->port);
+        break;
+    case SOCKET_ADDRESS_TYPE_FD:
+        a->u.fd.str = g_strdup(l->u.fd.data->str);
+        break;
+    default:
+        break;
+    }
+    return a;
+}
+
+bool qmp_nbd_server_start(QmpSession *session, q_obj_nbd_server_start_arg *args, GError **errp)
+{
+    g_autoptr(SocketAddress) addr = address_from_legacy(args->addr);
+    return nbd_control_start(addr, args->has_max_connections ? args->max_connections : 0, errp);
+}
+
+bool qmp_nbd_server_stop(QmpSession *session, GError **errp)
+{
+    if (!require_server(errp))
+        return false;
+    /* As QEMU: stopping the server closes every NBD export. */
+    g_autoptr(GPtrArray) exports = export_list();
+    for (guint i = 0; i < exports->len; i++)
+        export_delete(export_id(exports->pdata[i]), NULL);
+    return nbd_control_stop(errp);
+}
+
+bool qmp_nbd_server_add(QmpSession *session, q_obj_nbd_server_add_arg *args, GError **errp)
+{
+    if (!require_server(errp))
+        return false;
+    const char *name = args->has_name ? args->name : args->device;
+    BlockExportOptions o = {
+        .type = BLOCK_EXPORT_TYPE_NBD,
+        .id = (char *)name,
+        .node_name = args->device,
+        .has_writable = args->has_writable,
+        .writable = args->writable,
+        .u.nbd = { .has_name = true, .name = (char *)name,
+                   .has_description = args->has_description, .description = args->description },
+    };
+    return qmp_block_export_add_options(&o, errp);
+}
+
+bool qmp_nbd_server_remove(QmpSession *session, q_obj_nbd_server_remove_arg *args, GError **errp)
+{
+    return export_delete(args->name, errp);
+}
