@@ -23,6 +23,8 @@ const char *cli_kind_option(CliKind kind)
     case CLI_BLOCKDEV: return "--blockdev";
     case CLI_NBD_SERVER: return "--nbd-server";
     case CLI_EXPORT: return "--export";
+    case CLI_CHARDEV: return "--chardev";
+    case CLI_MONITOR: return "--monitor";
     }
     return "?";
 }
@@ -43,6 +45,26 @@ static gboolean add_item(CliConfig *cfg, CliKind kind, const char *value, GError
     item->opts = opts;
     g_ptr_array_add(cfg->items, item);
     return TRUE;
+}
+
+/* --chardev and --monitor keep their text: QEMU lets their first key be implied. */
+static gboolean add_text_item(CliConfig *cfg, CliKind kind, const char *value)
+{
+    CliItem *item = g_new0(CliItem, 1);
+    item->kind = kind;
+    item->text = g_strdup(value);
+    g_ptr_array_add(cfg->items, item);
+    return TRUE;
+}
+
+static gboolean on_chardev(const char *name, const char *value, gpointer data, GError **errp)
+{
+    return add_text_item(((ParseState *)data)->cfg, CLI_CHARDEV, value);
+}
+
+static gboolean on_monitor(const char *name, const char *value, gpointer data, GError **errp)
+{
+    return add_text_item(((ParseState *)data)->cfg, CLI_MONITOR, value);
 }
 
 static gboolean on_blockdev(const char *name, const char *value, gpointer data, GError **errp)
@@ -73,6 +95,7 @@ static const char summary[] =
     "  --nbd-server addr.type=unix,addr.path=PATH[,max-connections=N]\n"
     "  --nbd-server addr.type=inet,addr.host=HOST,addr.port=PORT[,max-connections=N]\n"
     "  --export type=nbd,id=ID,node-name=N[,name=NAME][,writable=on][,description=TEXT]\n"
+    "  --chardev socket,id=ID,path=PATH,server=on,wait=off  --monitor chardev=ID\n"
     "\n"
     "Under systemd socket activation (LISTEN_PID/LISTEN_FDS) the inherited\n"
     "sockets are served.  See blockd(8).";
@@ -93,6 +116,10 @@ CliConfig *cli_parse(int argc, char **argv, GError **errp)
           "Listen for NBD clients (may be given more than once)", "OPTIONS" },
         { "export", 0, 0, G_OPTION_ARG_CALLBACK, (gpointer)on_export,
           "Export a node over NBD", "OPTIONS" },
+        { "chardev", 0, 0, G_OPTION_ARG_CALLBACK, (gpointer)on_chardev,
+          "Create a listening socket for a monitor (socket,id=ID,path=PATH,server=on,wait=off)", "OPTIONS" },
+        { "monitor", 0, 0, G_OPTION_ARG_CALLBACK, (gpointer)on_monitor,
+          "Run a QMP monitor on a chardev ([chardev=]ID[,pretty=on])", "OPTIONS" },
         { "pidfile", 0, 0, G_OPTION_ARG_FILENAME, &pidfile,
           "Write the process id to FILE once exports are ready", "FILE" },
         { "daemonize", 0, 0, G_OPTION_ARG_NONE, &daemonize,

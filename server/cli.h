@@ -9,6 +9,8 @@ typedef enum CliKind {
     CLI_BLOCKDEV,
     CLI_NBD_SERVER,
     CLI_EXPORT,
+    CLI_CHARDEV,  /* opts is NULL: the monitor code parses text (implied keys) */
+    CLI_MONITOR,  /* opts is NULL, as for CLI_CHARDEV */
 } CliKind;
 
 typedef struct CliItem {

@@ -83,7 +83,7 @@ Export *export_add(const ExportConfig *cfg, GError **errp)
     BlockNode *node = node_find(cfg->node_name);
     if (!node) {
         g_set_error(errp, G_IO_ERROR, G_IO_ERROR_NOT_FOUND,
-                    "Cannot find device='%s' nor node-name='%s'", cfg->node_name, cfg->node_name);
+                    "Cannot find device='' nor node-name='%s'", cfg->node_name);
         return NULL;
     }
     if (cfg->writable && node_read_only(node)) {
@@ -164,6 +164,8 @@ void export_remove_all(void)
 
 Export *export_lookup(const char *name)
 {
+    if (!name)
+        name = "";
     g_mutex_lock(&registry_lock);
     Export *exp = find_locked(NULL, name);
     /* The empty name is the default export: the first one, as with nbdkit. */

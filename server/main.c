@@ -14,6 +14,9 @@
 #include "server/daemon.h"
 #include "server/export.h"
 #include "server/nbd/nbd-server.h"
+#include "server/nbd-control.h"
+#include "server/qmp/commands.h"
+#include "server/qmp/monitor.h"
 
 #define DEFAULT_PORT "10809"
 
@@ -78,34 +81,6 @@ static bool parse_nbd_server(Daemon *d, JsonObject *obj, GError **errp)
     }
     d->max_connections = (unsigned)max;
     g_ptr_array_add(d->listeners, l);
-out:
-    block_options_free(opts);
-    return ok;
-}
-
-/* Creates an export from an --export option. */
-static bool add_export(JsonObject *obj, GError **errp)
-{
-    BlockOptions *opts = block_options_new(obj, "");
-    bool ok = false;
-    ExportConfig cfg = { 0 };
-    const char *type = block_options_get_str(opts, "type", true, errp);
-    if (!type)
-        goto out;
-    if (strcmp(type, "nbd") != 0) {
-        g_set_error(errp, G_IO_ERROR, G_IO_ERROR_INVALID_ARGUMENT,
-                    "Parameter 'type' does not accept value '%s'", type);
-        goto out;
-    }
-    if (!(cfg.id = block_options_get_str(opts, "id", true, errp)) ||
-        !(cfg.node_name = block_options_get_str(opts, "node-name", true, errp)))
-        goto out;
-    cfg.name = block_options_get_str(opts, "name", false, errp);
-    cfg.description = block_options_get_str(opts, "description", false, errp);
-    if ((errp && *errp) || !block_options_get_bool(opts, "writable", &cfg.writable, errp) ||
-        !block_options_check_all_used(opts, errp))
-        goto out;
-    ok = export_add(&cfg, errp) != NULL;
 out:
     block_options_free(opts);
     return ok;
@@ -185,13 +160,19 @@ static bool startup(Daemon *d, CliConfig *cfg, int activated, GError **errp)
         bool ok = false;
         switch (item->kind) {
         case CLI_BLOCKDEV:
-            ok = node_create(item->opts, &err) != NULL;
+            ok = qmp_cli_blockdev(item->opts, &err);
             break;
         case CLI_NBD_SERVER:
             ok = parse_nbd_server(d, item->opts, &err);
             break;
         case CLI_EXPORT:
-            ok = add_export(item->opts, &err);
+            ok = qmp_cli_export(item->opts, &err);
+            break;
+        case CLI_CHARDEV:
+            ok = qmp_chardev_add(item->text, &err);
+            break;
+        case CLI_MONITOR:
+            ok = qmp_monitor_add(item->text, &err);
             break;
         }
         if (!ok) {
@@ -228,9 +209,12 @@ static gboolean on_signal(gpointer data)
 
 static void shutdown_all(Daemon *d)
 {
-    if (d->server)
-        nbd_server_free(d->server);
+    qmp_monitors_shutdown();
+    /* The server may have been stopped or replaced over QMP: nbd-control owns it. */
+    nbd_control_adopt(d->server);
+    nbd_control_shutdown();
     d->server = NULL;
+    qmp_block_forget_all();
     export_remove_all();
     node_graph_shutdown();
     g_ptr_array_free(d->listeners, TRUE);
@@ -265,12 +249,15 @@ int main(int argc, char **argv)
         cli_config_free(cfg);
         return EXIT_FAILURE;
     }
+    nbd_control_adopt(d.server);
     if (activated == 0)
         print_uris(&d);
+    d.server = NULL; /* nbd-control owns it now: QMP may stop or replace it */
     if (status_fd >= 0)
         daemon_ready(status_fd);
 
     d.loop = g_main_loop_new(NULL, FALSE);
+    qmp_set_quit_handler((void (*)(void *))g_main_loop_quit, d.loop);
     guint sources[] = {
         g_unix_signal_add(SIGTERM, on_signal, &d),
         g_unix_signal_add(SIGINT, on_signal, &d),

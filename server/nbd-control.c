@@ -69,6 +69,12 @@ bool nbd_control_listen_fd(int fd, GError **errp)
     return nbd_server_listen_fd(server, fd, errp);
 }
 
+void nbd_control_adopt(NbdServer *srv)
+{
+    if (srv && !server)
+        server = srv;
+}
+
 bool nbd_control_stop(GError **errp)
 {
     if (!server) {

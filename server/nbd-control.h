@@ -23,5 +23,7 @@ bool nbd_control_add_listener(const SocketAddress *addr, uint32_t max_connection
 bool nbd_control_listen_fd(int fd, GError **errp);
 /* Stops listening and disconnects every client; "NBD server not running" if none runs. */
 bool nbd_control_stop(GError **errp);
+/* Takes over a server the caller started (main.c's start-up listeners); NULL is ignored. */
+void nbd_control_adopt(NbdServer *srv);
 /* Stops the server if it runs (at exit). */
 void nbd_control_shutdown(void);

@@ -34,7 +34,7 @@ static BlockNode *raw_open_child(BlockNode *self, BlockOptions *opts, GError **e
     BlockNode *child = node_find(name);
     if (!child)
         g_set_error(errp, G_IO_ERROR, G_IO_ERROR_NOT_FOUND,
-                    "Cannot find device='' nor node-name='%s'", name);
+                    "Cannot find device='%s' nor node-name='%s'", name, name);
     return child;
 }
 

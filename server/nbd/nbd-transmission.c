@@ -1,11 +1,15 @@
 /* The transmission phase (reference §6-§8, §14).
  *
- * The connection thread is the receiver: it reads request headers through
- * a small read-ahead buffer (several headers per recv at high queue depth)
- * and WRITE payloads straight into a reusable I/O buffer, validates them and
- * queues them.  A few worker threads per connection (spawned on demand)
- * execute requests and may complete out of order; each reply is written with
- * one writev (or header + sendfile) under the send lock. */
+ * Up to MAX_THREADS request threads per connection (started on demand) take
+ * turns receiving: one reads a request header through a small read-ahead
+ * buffer (several headers per recv at high queue depth) and any WRITE
+ * payload straight into a reusable I/O buffer, passes the socket on, then
+ * executes the request; requests complete in any order.  Each reply is
+ * written with one writev (or header + sendfile) under the send lock.
+ *
+ * READ always answers with one data chunk: asking base:allocation for holes
+ * first can cost more than the read (SEEK_HOLE scans page by page on tmpfs),
+ * and clients that care about sparseness ask BLOCK_STATUS themselves. */
 #include "server/nbd/nbd-conn.h"
 
 #include <errno.h>
@@ -14,14 +18,13 @@
 #include <sys/socket.h>
 #include "server/nbd/nbd-wire.h"
 
-#define MAX_WORKERS        8
-#define MAX_IN_FLIGHT      64
-#define MAX_IN_FLIGHT_BYTES (128u * 1024 * 1024)
+/* Requests in flight per connection (nbdkit uses 16 threads too). */
+#define MAX_THREADS        16
+/* Below this a pread + one writev is cheaper than header + sendfile. */
+#define SENDFILE_MIN       (64 * 1024)
 #define READ_AHEAD_SIZE    (64 * 1024)
 #define BUFFER_CLASSES     14          /* 4 KiB << 0 .. 4 KiB << 13 = 32 MiB */
 #define MAX_CACHED_BYTES   (64u * 1024 * 1024)
-/* Reads at least this large first ask base:allocation whether they are a hole. */
-#define HOLE_CHECK_MIN     (64 * 1024)
 
 typedef struct IoBuffer {
     struct IoBuffer *next;
@@ -30,29 +33,23 @@ typedef struct IoBuffer {
 } IoBuffer;
 
 typedef struct Work {
-    struct Work *next;
     NbdRequest req;
     uint32_t error;          /* validation result, 0 = execute */
     const char *why;
     IoBuffer *buf;           /* WRITE payload */
-    uint64_t cost;           /* bytes counted against MAX_IN_FLIGHT_BYTES */
 } Work;
 
 typedef struct Tx {
     NbdConn *c;
     NbdValidateContext vctx;
-    const ExportMetaContext *hole_ctx; /* base:allocation, when cheap to ask */
 
-    GMutex lock;             /* queue, counters, workers */
-    GCond work_cond;
-    GCond space_cond;
-    Work *head, *tail;
-    unsigned in_flight;
-    uint64_t in_flight_bytes;
-    bool receiver_waiting;
-    unsigned n_workers, n_idle;
-    GThread *workers[MAX_WORKERS];
-    bool stopping;
+    GMutex recv_lock;        /* the socket's read side, rbuf, stopping, threads */
+    gint waiting_to_receive; /* threads blocked on recv_lock */
+    bool stopping;           /* DISC, end of stream or framing error seen */
+    unsigned n_threads;
+    GThread *threads[MAX_THREADS];
+    uint8_t rbuf[READ_AHEAD_SIZE];
+    size_t rpos, rlen;
 
     GMutex buf_lock;
     IoBuffer *free_bufs[BUFFER_CLASSES];
@@ -60,9 +57,6 @@ typedef struct Tx {
 
     GMutex send_lock;
     gint dead;               /* the socket failed: skip sends */
-
-    uint8_t rbuf[READ_AHEAD_SIZE];
-    size_t rpos, rlen;
 } Tx;
 
 /* ---- I/O buffers (per-connection free lists by power-of-two class) ---- */
@@ -199,48 +193,16 @@ static size_t read_reply_header(Tx *tx, const NbdRequest *req, uint8_t *hdr)
     return h + 8;
 }
 
-/* True (and replied) when base:allocation says the whole range reads as zeroes. */
-static bool read_as_hole(Tx *tx, const NbdRequest *req)
-{
-    NbdConn *c = tx->c;
-    if (!tx->hole_ctx || !c->structured || req->length < HOLE_CHECK_MIN ||
-        (req->flags & NBD_CMD_FLAG_DF))
-        return false;
-    BlockExtents *e = extents_new(req->offset, c->size);
-    bool hole = e && tx->hole_ctx->block_status(c->exp, tx->hole_ctx, req->length, req->offset,
-                                                BLOCK_FLAG_REQ_ONE, e) == 0 &&
-                extents_count(e) > 0;
-    if (hole) {
-        BlockExtent x = extents_get(e, 0);
-        hole = (x.type & BLOCK_EXTENT_ZERO) && x.offset == req->offset &&
-               x.length >= req->length;
-    }
-    extents_free(e);
-    if (!hole)
-        return false;
-    uint8_t hdr[NBD_EXTENDED_REPLY_SIZE + 12];
-    size_t h = nbd_encode_chunk_header(hdr, c->extended, NBD_REPLY_FLAG_DONE, NBD_REPLY_TYPE_OFFSET_HOLE,
-                                       req->cookie, req->offset, 12);
-    nbd_put64(hdr + h, req->offset);
-    nbd_put32(hdr + h + 8, (uint32_t)req->length);
-    struct iovec iov = { hdr, h + 12 };
-    send_locked_iov(tx, &iov, 1);
-    return true;
-}
-
 static void do_read(Tx *tx, const NbdRequest *req)
 {
     NbdConn *c = tx->c;
     uint32_t len = (uint32_t)req->length;
     uint8_t hdr[NBD_EXTENDED_REPLY_SIZE + 8];
 
-    if (read_as_hole(tx, req))
-        return;
-
     /* Zero copy: the header with MSG_MORE, then the file bytes. */
     int fd;
     uint64_t fd_offset;
-    if (nbd_io_can_sendfile(&c->io) && export_read_fd(c->exp, len, req->offset, &fd, &fd_offset) == 0) {
+    if (len >= SENDFILE_MIN && nbd_io_can_sendfile(&c->io) && export_read_fd(c->exp, len, req->offset, &fd, &fd_offset) == 0) {
         size_t h = read_reply_header(tx, req, hdr);
         g_mutex_lock(&tx->send_lock);
         if (!g_atomic_int_get(&tx->dead) &&
@@ -362,73 +324,6 @@ static void execute(Tx *tx, Work *w)
     }
 }
 
-/* ---- Workers ---- */
-
-static gpointer worker_main(gpointer opaque)
-{
-    Tx *tx = opaque;
-    g_mutex_lock(&tx->lock);
-    for (;;) {
-        while (!tx->head && !tx->stopping) {
-            tx->n_idle++;
-            g_cond_wait(&tx->work_cond, &tx->lock);
-            tx->n_idle--;
-        }
-        Work *w = tx->head;
-        if (!w)
-            break;
-        tx->head = w->next;
-        if (!tx->head)
-            tx->tail = NULL;
-        g_mutex_unlock(&tx->lock);
-
-        execute(tx, w);
-        buffer_put(tx, w->buf);
-
-        g_mutex_lock(&tx->lock);
-        tx->in_flight--;
-        tx->in_flight_bytes -= w->cost;
-        if (tx->receiver_waiting)
-            g_cond_signal(&tx->space_cond);
-        g_free(w);
-    }
-    g_mutex_unlock(&tx->lock);
-    return NULL;
-}
-
-static void enqueue(Tx *tx, Work *w)
-{
-    g_mutex_lock(&tx->lock);
-    if (tx->tail)
-        tx->tail->next = w;
-    else
-        tx->head = w;
-    tx->tail = w;
-    if (tx->n_idle > 0) {
-        g_cond_signal(&tx->work_cond);
-    } else if (tx->n_workers < MAX_WORKERS) {
-        GThread *t = g_thread_try_new("nbd-worker", worker_main, tx, NULL);
-        if (t)
-            tx->workers[tx->n_workers++] = t;
-    }
-    g_mutex_unlock(&tx->lock);
-}
-
-/* Waits until `cost` more bytes and one more request fit in the budget. */
-static void wait_for_room(Tx *tx, uint64_t cost)
-{
-    g_mutex_lock(&tx->lock);
-    while (tx->in_flight > 0 && !g_atomic_int_get(&tx->dead) &&
-           (tx->in_flight >= MAX_IN_FLIGHT || tx->in_flight_bytes + cost > MAX_IN_FLIGHT_BYTES)) {
-        tx->receiver_waiting = true;
-        g_cond_wait(&tx->space_cond, &tx->lock);
-        tx->receiver_waiting = false;
-    }
-    tx->in_flight++;
-    tx->in_flight_bytes += cost;
-    g_mutex_unlock(&tx->lock);
-}
-
 /* ---- Receiving ---- */
 
 /* Reads exactly len bytes through the read-ahead buffer; 0 or -errno. */
@@ -466,64 +361,82 @@ static int rx_skip(Tx *tx, uint64_t len)
     return len ? nbd_io_discard(&tx->c->io, len) : 0;
 }
 
-/* Reads and queues requests until DISC, end of stream or a framing error. */
-static void receive_loop(Tx *tx)
+/* Reads the next request and its payload (called with recv_lock held).
+ * False at DISC, end of stream or a framing error: receiving is over. */
+static bool receive_request(Tx *tx, Work *w)
 {
     NbdConn *c = tx->c;
     size_t hsize = c->extended ? NBD_EXTENDED_REQUEST_SIZE : NBD_REQUEST_SIZE;
     uint8_t hdr[NBD_EXTENDED_REQUEST_SIZE];
 
-    while (!g_atomic_int_get(&tx->dead)) {
-        if (rx_read(tx, hdr, hsize) < 0)
-            return;
-        NbdRequest req;
-        if (!nbd_parse_request(hdr, c->extended, &req)) {
-            g_debug("nbd: bad request magic, disconnecting");
-            nbd_io_shutdown(&c->io, SHUT_RDWR);
-            return;
-        }
-        if (req.type == NBD_CMD_DISC)
-            return;
-        uint64_t payload = nbd_request_payload_length(&req, c->extended);
-        if (payload > NBD_MAX_PAYLOAD_DRAIN) {
-            g_debug("nbd: %" G_GUINT64_FORMAT " byte payload, disconnecting", payload);
-            nbd_io_shutdown(&c->io, SHUT_RDWR);
-            return;
-        }
-        Work *w = g_new0(Work, 1);
-        w->req = req;
-        w->error = nbd_validate_request(&tx->vctx, &req, &w->why);
-        if (w->error == 0 && (req.type == NBD_CMD_READ || req.type == NBD_CMD_WRITE))
-            w->cost = req.length;
-        wait_for_room(tx, w->cost);
-        int r = 0;
-        if (payload && w->error == 0) {
-            w->buf = buffer_get(tx, payload);
-            r = rx_read(tx, w->buf->data, payload);
-        } else if (payload) {
-            r = rx_skip(tx, payload);
-        }
-        if (r < 0) {
-            /* Truncated payload: nothing to answer. */
-            buffer_put(tx, w->buf);
-            g_mutex_lock(&tx->lock);
-            tx->in_flight--;
-            tx->in_flight_bytes -= w->cost;
-            g_mutex_unlock(&tx->lock);
-            g_free(w);
-            return;
-        }
-        enqueue(tx, w);
+    if (g_atomic_int_get(&tx->dead) || rx_read(tx, hdr, hsize) < 0)
+        return false;
+    if (!nbd_parse_request(hdr, c->extended, &w->req)) {
+        g_debug("nbd: bad request magic, disconnecting");
+        nbd_io_shutdown(&c->io, SHUT_RDWR);
+        return false;
     }
+    if (w->req.type == NBD_CMD_DISC)
+        return false;
+    uint64_t payload = nbd_request_payload_length(&w->req, c->extended);
+    if (payload > NBD_MAX_PAYLOAD_DRAIN) {
+        g_debug("nbd: %" G_GUINT64_FORMAT " byte payload, disconnecting", payload);
+        nbd_io_shutdown(&c->io, SHUT_RDWR);
+        return false;
+    }
+    w->error = nbd_validate_request(&tx->vctx, &w->req, &w->why);
+    if (!payload)
+        return true;
+    if (w->error == 0) {
+        w->buf = buffer_get(tx, payload);
+        if (rx_read(tx, w->buf->data, payload) == 0)
+            return true;
+    } else if (rx_skip(tx, payload) == 0) {
+        return true;
+    }
+    /* Truncated payload: nothing to answer. */
+    buffer_put(tx, w->buf);
+    w->buf = NULL;
+    return false;
 }
 
-static const ExportMetaContext *find_context(Export *exp, const char *name)
+/* ---- Request threads ---- */
+
+static gpointer request_thread(gpointer opaque);
+
+/* Starts one more request thread when nobody is queued up to receive. */
+static void maybe_add_thread(Tx *tx)
 {
-    GPtrArray *contexts = export_meta_contexts(exp);
-    for (unsigned i = 0; contexts && i < contexts->len; i++) {
-        const ExportMetaContext *ctx = contexts->pdata[i];
-        if (strcmp(ctx->name, name) == 0)
-            return ctx;
+    if (g_atomic_int_get(&tx->waiting_to_receive) > 0 || tx->n_threads >= MAX_THREADS)
+        return;
+    GThread *t = g_thread_try_new("nbd-request", request_thread, tx, NULL);
+    if (t)
+        tx->threads[tx->n_threads++] = t;
+}
+
+/* Leader/follower: each thread takes the receive lock, reads one request
+ * (header and payload, straight into its buffer), hands the socket to the
+ * next thread and executes the request itself.  No queue sits between
+ * reading and executing, so a request costs no thread hand-off, and up to
+ * MAX_THREADS requests run in parallel and complete in any order. */
+static gpointer request_thread(gpointer opaque)
+{
+    Tx *tx = opaque;
+    for (;;) {
+        Work w = { 0 };
+        g_atomic_int_inc(&tx->waiting_to_receive);
+        g_mutex_lock(&tx->recv_lock);
+        g_atomic_int_dec_and_test(&tx->waiting_to_receive);
+        bool ok = !tx->stopping && receive_request(tx, &w);
+        if (!ok)
+            tx->stopping = true; /* DISC or EOF: requests already read still finish */
+        else
+            maybe_add_thread(tx);
+        g_mutex_unlock(&tx->recv_lock);
+        if (!ok)
+            break;
+        execute(tx, &w);
+        buffer_put(tx, w.buf);
     }
     return NULL;
 }
@@ -541,29 +454,22 @@ void nbd_transmission(NbdConn *c)
         .min_block = c->min_block,
         .max_payload = c->max_payload,
     };
-    if (export_caps(c->exp)->can_extents)
-        tx->hole_ctx = find_context(c->exp, "base:allocation");
-    g_mutex_init(&tx->lock);
+    g_mutex_init(&tx->recv_lock);
     g_mutex_init(&tx->buf_lock);
     g_mutex_init(&tx->send_lock);
-    g_cond_init(&tx->work_cond);
-    g_cond_init(&tx->space_cond);
 
-    receive_loop(tx);
-
-    /* DISC or end of stream: let the workers answer everything queued. */
-    g_mutex_lock(&tx->lock);
-    tx->stopping = true;
-    g_cond_broadcast(&tx->work_cond);
-    g_mutex_unlock(&tx->lock);
-    for (unsigned i = 0; i < tx->n_workers; i++)
-        g_thread_join(tx->workers[i]);
+    /* The connection thread is the first request thread; the others are
+     * started on demand and joined here once receiving has stopped. */
+    request_thread(tx);
+    g_mutex_lock(&tx->recv_lock);
+    unsigned n = tx->n_threads;
+    g_mutex_unlock(&tx->recv_lock);
+    for (unsigned i = 0; i < n; i++)
+        g_thread_join(tx->threads[i]);
 
     buffers_free_all(tx);
-    g_mutex_clear(&tx->lock);
+    g_mutex_clear(&tx->recv_lock);
     g_mutex_clear(&tx->buf_lock);
     g_mutex_clear(&tx->send_lock);
-    g_cond_clear(&tx->work_cond);
-    g_cond_clear(&tx->space_cond);
     g_free(tx);
 }

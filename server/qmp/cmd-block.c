@@ -87,14 +87,15 @@ static BlockDeviceInfo *node_info(BlockNode *node)
 bool qmp_query_named_block_nodes(QmpSession *session, q_obj_query_named_block_nodes_arg *args,
                                  BlockDeviceInfoList **ret, GError **errp)
 {
-    /* `flat` only drops backing images from the answer; blockd shows none. */
+    /* `flat` only drops backing images from the answer; blockd shows none.
+     * QEMU lists the newest node first: prepend in creation order. */
     g_autoptr(GPtrArray) nodes = node_list();
-    BlockDeviceInfoList *head = NULL, **tail = &head;
+    BlockDeviceInfoList *head = NULL;
     for (guint i = 0; i < nodes->len; i++) {
         BlockDeviceInfoList *e = g_new0(BlockDeviceInfoList, 1);
         e->value = node_info(nodes->pdata[i]);
-        *tail = e;
-        tail = &e->next;
+        e->next = head;
+        head = e;
     }
     *ret = head;
     return true;

@@ -49,8 +49,9 @@ bool qmp_block_export_del(QmpSession *session, q_obj_block_export_del_arg *args,
 
 bool qmp_query_block_exports(QmpSession *session, BlockExportInfoList **ret, GError **errp)
 {
+    /* QEMU lists the newest export first: prepend in creation order. */
     g_autoptr(GPtrArray) exports = export_list();
-    BlockExportInfoList *head = NULL, **tail = &head;
+    BlockExportInfoList *head = NULL;
     for (guint i = 0; i < exports->len; i++) {
         Export *exp = exports->pdata[i];
         BlockExportInfoList *e = g_new0(BlockExportInfoList, 1);
@@ -58,8 +59,8 @@ bool qmp_query_block_exports(QmpSession *session, BlockExportInfoList **ret, GEr
         e->value->id = g_strdup(export_id(exp));
         e->value->type = BLOCK_EXPORT_TYPE_NBD;
         e->value->node_name = g_strdup(export_node_name(exp));
-        *tail = e;
-        tail = &e->next;
+        e->next = head;
+        head = e;
     }
     *ret = head;
     return true;

@@ -53,6 +53,7 @@ static GQueue event_queue = G_QUEUE_INIT;  /* JsonObject * (complete event messa
 static bool event_flush_scheduled;
 
 static void session_close(QmpSession *s);
+static void deliver_events(void);
 
 /* ---------------------------------------------------------------- output */
 
@@ -231,6 +232,8 @@ static void on_message(const char *text, size_t len, const char *error, void *op
         return;
     }
     dispatch(s, json_node_get_object(root));
+    /* Events the command raised follow its reply at once, not a loop turn later. */
+    deliver_events();
 }
 
 /* ---------------------------------------------------------------- sessions */
@@ -515,7 +518,8 @@ bool qmp_monitor_add(const char *text, GError **errp)
 
 /* ---------------------------------------------------------------- events */
 
-static gboolean flush_events(gpointer unused)
+/* Sends queued events to every negotiated session (never closes one). */
+static void deliver_events(void)
 {
     g_mutex_lock(&event_lock);
     GQueue pending = event_queue;
@@ -531,6 +535,11 @@ static gboolean flush_events(gpointer unused)
         }
         json_object_unref(ev);
     }
+}
+
+static gboolean flush_events(gpointer unused)
+{
+    deliver_events();
     /* Sessions whose output failed are closed here, outside their callbacks. */
     for (guint i = 0; sessions && i < sessions->len;) {
         QmpSession *s = sessions->pdata[i];
@@ -564,7 +573,7 @@ void qmp_event_emit(const char *name, JsonObject *data)
     event_flush_scheduled = true;
     g_mutex_unlock(&event_lock);
     if (schedule)
-        g_idle_add(flush_events, NULL);
+        g_idle_add_full(G_PRIORITY_DEFAULT, flush_events, NULL, NULL);
 }
 
 /* ---------------------------------------------------------------- quit/shutdown */

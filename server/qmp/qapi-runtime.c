@@ -344,14 +344,14 @@ JsonNode *qapi_out_null(bool v)
 
 JsonNode *qapi_node_take_object(JsonObject *obj)
 {
-    JsonNode *n = json_node_alloc();
-    json_node_take_object(n, obj);
+    JsonNode *n = json_node_init_object(json_node_alloc(), obj);
+    json_object_unref(obj);
     return n;
 }
 
 JsonNode *qapi_node_take_array(JsonArray *arr)
 {
-    JsonNode *n = json_node_alloc();
-    json_node_take_array(n, arr);
+    JsonNode *n = json_node_init_array(json_node_alloc(), arr);
+    json_array_unref(arr);
     return n;
 }

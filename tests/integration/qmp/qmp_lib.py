@@ -1,0 +1,173 @@
+"""Helpers for the QMP integration tests: start blockd or qemu-storage-daemon
+with one or more QMP monitors and talk QMP to them.
+
+    from qmp_lib import Daemon, blockd_cmd, qsd_cmd
+    with Daemon(blockd_cmd()) as d:
+        q = d.qmp()              # connected, greeting read, capabilities negotiated
+        q.cmd('query-version')   # the whole reply object
+"""
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+
+SKIP = 77
+
+
+def fail(msg):
+    print('FAIL: ' + msg, file=sys.stderr)
+    sys.exit(1)
+
+
+def skip(msg):
+    print('SKIP: ' + msg, file=sys.stderr)
+    sys.exit(SKIP)
+
+
+def check(cond, msg):
+    if not cond:
+        fail(msg)
+
+
+def blockd_cmd():
+    path = os.environ.get('BLOCKD')
+    if not path:
+        fail('BLOCKD must name the blockd binary')
+    return [path]
+
+
+def qsd_cmd():
+    path = shutil.which('qemu-storage-daemon')
+    if not path:
+        skip('qemu-storage-daemon is not installed')
+    return [path]
+
+
+class Qmp:
+    """One QMP connection."""
+
+    def __init__(self, path, negotiate=True, timeout=20):
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.sock.settimeout(timeout)
+        self.sock.connect(path)
+        self.file = self.sock.makefile('rb')
+        self.events = []
+        self.greeting = self.recv()
+        if negotiate:
+            r = self.cmd('qmp_capabilities')
+            check(r == {'return': {}}, 'qmp_capabilities failed: %r' % r)
+
+    def close(self):
+        self.file.close()
+        self.sock.close()
+
+    def send_raw(self, data):
+        self.sock.sendall(data if isinstance(data, bytes) else data.encode())
+
+    def recv(self):
+        line = self.file.readline()
+        if not line:
+            raise EOFError('QMP connection closed')
+        return json.loads(line)
+
+    def reply(self):
+        """The next non-event message; events are kept in self.events."""
+        while True:
+            msg = self.recv()
+            if 'event' in msg:
+                self.events.append(msg)
+            else:
+                return msg
+
+    def raw(self, data):
+        self.send_raw(data)
+        return self.reply()
+
+    def cmd(self, name, args=None, id=None):
+        msg = {'execute': name}
+        if args is not None:
+            msg['arguments'] = args
+        if id is not None:
+            msg['id'] = id
+        return self.raw(json.dumps(msg))
+
+    def wait_event(self, name, timeout=10):
+        deadline = time.time() + timeout
+        while True:
+            for i, ev in enumerate(self.events):
+                if ev['event'] == name:
+                    return self.events.pop(i)
+            if time.time() > deadline:
+                fail('event %s did not arrive' % name)
+            self.sock.settimeout(max(0.1, deadline - time.time()))
+            try:
+                self.events.append(self.recv())
+            except socket.timeout:
+                pass
+            finally:
+                self.sock.settimeout(20)
+
+
+class Daemon:
+    """A daemon with `monitors` QMP monitors on Unix sockets in a temporary directory."""
+
+    def __init__(self, cmd, monitors=1, extra=()):
+        self.tmp = tempfile.mkdtemp(prefix='blockd-qmp.')
+        self.socks = [os.path.join(self.tmp, 'qmp%d.sock' % i) for i in range(monitors)]
+        args = list(cmd)
+        for i, s in enumerate(self.socks):
+            args += ['--chardev', 'socket,id=m%d,path=%s,server=on,wait=off' % (i, s),
+                     '--monitor', 'chardev=m%d' % i]
+        args += list(extra)
+        self.stderr = open(os.path.join(self.tmp, 'stderr'), 'w+')
+        self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=self.stderr)
+        deadline = time.time() + 20
+        while not all(os.path.exists(s) for s in self.socks):
+            if self.proc.poll() is not None:
+                fail('daemon exited at start-up: %s' % self.stderr_text())
+            if time.time() > deadline:
+                fail('monitor sockets did not appear')
+            time.sleep(0.02)
+
+    def path(self, name):
+        return os.path.join(self.tmp, name)
+
+    def qmp(self, index=0, negotiate=True):
+        return Qmp(self.socks[index], negotiate)
+
+    def stderr_text(self):
+        self.stderr.flush()
+        self.stderr.seek(0)
+        return self.stderr.read()
+
+    def wait(self, timeout=20):
+        try:
+            return self.proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            fail('daemon did not exit')
+
+    def stop(self):
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+        status = self.wait()
+        check('ERROR: AddressSanitizer' not in self.stderr_text(),
+              'sanitizer report:\n' + self.stderr_text())
+        return status
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, exc_type, exc, tb):
+        try:
+            if self.proc.poll() is None:
+                self.proc.kill()
+                self.proc.wait()
+        finally:
+            self.stderr.close()
+            shutil.rmtree(self.tmp, ignore_errors=True)

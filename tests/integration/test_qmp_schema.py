@@ -1,0 +1,99 @@
+#!/usr/bin/python3
+"""query-qmp-schema: blockd lists every command it implements (and
+query-commands agrees), and each command and event has the argument names,
+optionality and types that qemu-storage-daemon 7.2 declares for it.
+blockd may accept fewer members than QEMU, never other ones; its own
+'memory' driver and the SHUTDOWN event (from QEMU's system emulator) are
+the only additions."""
+import os
+import sys
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), 'qmp'))
+from qmp_lib import Daemon, blockd_cmd, qsd_cmd, check, fail
+
+COMMANDS = {'qmp_capabilities', 'query-version', 'query-commands', 'query-qmp-schema', 'quit',
+            'blockdev-add', 'blockdev-del', 'query-named-block-nodes', 'nbd-server-start',
+            'nbd-server-stop', 'nbd-server-add', 'nbd-server-remove', 'block-export-add',
+            'block-export-del', 'query-block-exports'}
+EVENTS = {'BLOCK_EXPORT_DELETED', 'SHUTDOWN'}
+BLOCKD_ONLY_VALUES = {'memory'}
+
+
+def fetch(cmd):
+    with Daemon(cmd) as d:
+        q = d.qmp()
+        schema = q.cmd('query-qmp-schema')['return']
+        commands = {c['name'] for c in q.cmd('query-commands')['return']}
+        q.close()
+        d.stop()
+    return {e['name']: e for e in schema}, commands
+
+
+def compare(ours, theirs, a, b, where, seen):
+    """Our type `a` must be a restriction of QEMU's type `b`."""
+    if (a, b) in seen:
+        return
+    seen.add((a, b))
+    x, y = ours[a], theirs[b]
+    check(x['meta-type'] == y['meta-type'], '%s: %s vs QEMU %s' % (where, x['meta-type'], y['meta-type']))
+    mt = x['meta-type']
+    if mt == 'builtin':
+        check(a == b, '%s: builtin %s vs QEMU %s' % (where, a, b))
+    elif mt == 'enum':
+        extra = set(x['values']) - set(y['values']) - BLOCKD_ONLY_VALUES
+        check(not extra, '%s: enum values %s unknown to QEMU' % (where, extra))
+        check(x['values'] == [m['name'] for m in x['members']], '%s: values/members differ' % where)
+    elif mt == 'array':
+        compare(ours, theirs, x['element-type'], y['element-type'], where + '[]', seen)
+    elif mt == 'alternate':
+        for m in x['members']:
+            kinds = [t['type'] for t in y['members'] if theirs[t['type']]['meta-type'] == ours[m['type']]['meta-type']]
+            check(kinds, '%s: alternate branch %s not in QEMU' % (where, m['type']))
+            compare(ours, theirs, m['type'], kinds[0], where + '|', seen)
+    elif mt == 'object':
+        qm = {m['name']: m for m in y['members']}
+        for m in x['members']:
+            name = '%s.%s' % (where, m['name'])
+            check(m['name'] in qm, '%s: member unknown to QEMU' % name)
+            check(('default' in m) == ('default' in qm[m['name']]), '%s: optionality differs' % name)
+            compare(ours, theirs, m['type'], qm[m['name']]['type'], name, seen)
+        check(x.get('tag') == y.get('tag'), '%s: tag %s vs %s' % (where, x.get('tag'), y.get('tag')))
+        qv = {v['case']: v['type'] for v in y.get('variants', [])}
+        for v in x.get('variants', []):
+            if v['case'] in BLOCKD_ONLY_VALUES:
+                continue
+            check(v['case'] in qv, '%s: variant %s unknown to QEMU' % (where, v['case']))
+            compare(ours, theirs, v['type'], qv[v['case']], '%s(%s)' % (where, v['case']), seen)
+
+
+def main():
+    ours, our_commands = fetch(blockd_cmd())
+    theirs, _ = fetch(qsd_cmd())
+    listed = {n for n, e in ours.items() if e['meta-type'] == 'command'}
+    check(listed == COMMANDS, 'commands in schema: %s' % sorted(listed ^ COMMANDS))
+    check(our_commands == COMMANDS, 'query-commands: %s' % sorted(our_commands ^ COMMANDS))
+    events = {n for n, e in ours.items() if e['meta-type'] == 'event'}
+    check(events == EVENTS, 'events in schema: %s' % sorted(events ^ EVENTS))
+    check(ours['0'] == {'name': '0', 'meta-type': 'object', 'members': []}, 'empty object is not "0"')
+    check(ours['nbd-server-add'].get('features') == ['deprecated'], 'nbd-server-add is not deprecated')
+    seen = set()
+    for name in sorted(listed | events):
+        if name not in theirs:
+            check(name == 'SHUTDOWN', '%s is not in QEMU\'s schema' % name)
+            continue
+        x, y = ours[name], theirs[name]
+        compare(ours, theirs, x['arg-type'], y['arg-type'], name, seen)
+        if 'ret-type' in x:
+            compare(ours, theirs, x['ret-type'], y['ret-type'], name + '->', seen)
+    # Every type name referenced is described (the schema is closed).
+    for e in ours.values():
+        for key in ('arg-type', 'ret-type', 'element-type'):
+            if key in e:
+                check(e[key] in ours, '%s: %s %s not described' % (e['name'], key, e[key]))
+        for m in e.get('members', []):
+            if 'type' in m:
+                check(m['type'] in ours, '%s: member type %s not described' % (e['name'], m['type']))
+    print('%d schema entries checked against QEMU' % len(ours))
+
+
+main()

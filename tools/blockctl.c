@@ -1,0 +1,336 @@
+/* blockctl: a command-line QMP client for blockd (and qemu-storage-daemon).
+ *
+ *   blockctl [-s SOCKET] [--json] nodes|exports|add-file|export|unexport|qmp|events ...
+ *
+ * Prints tables for people by default and raw JSON with --json. */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <unistd.h>
+#include <glib.h>
+#include <json-glib/json-glib.h>
+
+typedef struct Client {
+    int fd;
+    GString *in;   /* bytes received, not yet split into lines */
+} Client;
+
+static const char *socket_path;
+static gboolean json_output;
+
+static void die(const char *fmt, ...) G_GNUC_PRINTF(1, 2) G_GNUC_NORETURN;
+static void die(const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    fputs("blockctl: ", stderr);
+    vfprintf(stderr, fmt, ap);
+    fputc('\n', stderr);
+    va_end(ap);
+    exit(EXIT_FAILURE);
+}
+
+/* The next message from the daemon (one JSON object per line). */
+static JsonNode *client_recv(Client *c)
+{
+    for (;;) {
+        char *nl = memchr(c->in->str, '\n', c->in->len);
+        if (nl) {
+            size_t len = (size_t)(nl - c->in->str);
+            g_autoptr(JsonParser) p = json_parser_new();
+            GError *err = NULL;
+            if (!json_parser_load_from_data(p, c->in->str, (gssize)len, &err))
+                die("bad reply from the daemon: %s", err->message);
+            g_string_erase(c->in, 0, (gssize)len + 1);
+            return json_node_copy(json_parser_get_root(p));
+        }
+        char buf[65536];
+        ssize_t n = read(c->fd, buf, sizeof buf);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n <= 0)
+            die("the daemon closed the connection");
+        g_string_append_len(c->in, buf, n);
+    }
+}
+
+static void client_send(Client *c, const char *text)
+{
+    size_t len = strlen(text);
+    while (len > 0) {
+        ssize_t n = write(c->fd, text, len);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n < 0)
+            die("cannot write to %s: %s", socket_path, g_strerror(errno));
+        text += n;
+        len -= (size_t)n;
+    }
+}
+
+/* Runs one command; returns the "return" value or exits with the QMP error. */
+static JsonNode *client_execute(Client *c, const char *name, JsonObject *args)
+{
+    JsonObject *msg = json_object_new();
+    json_object_set_string_member(msg, "execute", name);
+    if (args)
+        json_object_set_object_member(msg, "arguments", json_object_ref(args));
+    JsonNode *node = json_node_init_object(json_node_alloc(), msg);
+    g_autofree char *text = json_to_string(node, FALSE);
+    json_node_unref(node);
+    json_object_unref(msg);
+    client_send(c, text);
+    for (;;) {
+        JsonNode *reply = client_recv(c);
+        JsonObject *r = json_node_get_object(reply);
+        if (json_object_has_member(r, "return")) {
+            JsonNode *ret = json_node_copy(json_object_get_member(r, "return"));
+            json_node_unref(reply);
+            return ret;
+        }
+        if (json_object_has_member(r, "error")) {
+            JsonObject *e = json_object_get_object_member(r, "error");
+            fprintf(stderr, "blockctl: %s: %s (%s)\n", name, json_object_get_string_member(e, "desc"),
+                    json_object_get_string_member(e, "class"));
+            exit(EXIT_FAILURE);
+        }
+        json_node_unref(reply);  /* an event: not for us */
+    }
+}
+
+static Client *client_connect(void)
+{
+    struct sockaddr_un addr = { .sun_family = AF_UNIX };
+    if (strlen(socket_path) >= sizeof addr.sun_path)
+        die("socket path too long: %s", socket_path);
+    strcpy(addr.sun_path, socket_path);
+    int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd < 0 || connect(fd, (struct sockaddr *)&addr, sizeof addr) < 0)
+        die("cannot connect to %s: %s\n"
+            "Is blockd running with --chardev socket,id=m0,path=%s,server=on,wait=off --monitor chardev=m0?",
+            socket_path, g_strerror(errno), socket_path);
+    static Client client;  /* lives until exit */
+    Client *c = &client;
+    c->fd = fd;
+    c->in = g_string_new(NULL);
+    JsonNode *greeting = client_recv(c);
+    if (!JSON_NODE_HOLDS_OBJECT(greeting) || !json_object_has_member(json_node_get_object(greeting), "QMP"))
+        die("%s does not speak QMP", socket_path);
+    json_node_unref(greeting);
+    json_node_unref(client_execute(c, "qmp_capabilities", NULL));
+    return c;
+}
+
+static void print_json(JsonNode *node)
+{
+    g_autofree char *text = json_to_string(node, TRUE);
+    printf("%s\n", text);
+}
+
+static const char *str_member(JsonObject *o, const char *key)
+{
+    JsonNode *n = json_object_get_member(o, key);
+    return n && JSON_NODE_HOLDS_VALUE(n) && json_node_get_value_type(n) == G_TYPE_STRING
+               ? json_node_get_string(n) : "-";
+}
+
+static int cmd_nodes(Client *c)
+{
+    g_autoptr(JsonObject) args = json_object_new();
+    json_object_set_boolean_member(args, "flat", TRUE);
+    JsonNode *ret = client_execute(c, "query-named-block-nodes", args);
+    if (json_output) {
+        print_json(ret);
+    } else {
+        printf("%-20s %-10s %16s %-3s %s\n", "NODE", "DRIVER", "SIZE", "RO", "FILE");
+        JsonArray *a = json_node_get_array(ret);
+        for (guint i = 0; i < json_array_get_length(a); i++) {
+            JsonObject *n = json_array_get_object_element(a, i);
+            JsonObject *img = json_object_get_object_member(n, "image");
+            printf("%-20s %-10s %16" G_GINT64_FORMAT " %-3s %s\n", str_member(n, "node-name"),
+                   str_member(n, "drv"), img ? json_object_get_int_member(img, "virtual-size") : 0,
+                   json_object_get_boolean_member(n, "ro") ? "yes" : "no", str_member(n, "file"));
+        }
+    }
+    json_node_unref(ret);
+    return 0;
+}
+
+static int cmd_exports(Client *c)
+{
+    JsonNode *ret = client_execute(c, "query-block-exports", NULL);
+    if (json_output) {
+        print_json(ret);
+    } else {
+        printf("%-20s %-6s %-20s %s\n", "ID", "TYPE", "NODE", "SHUTTING-DOWN");
+        JsonArray *a = json_node_get_array(ret);
+        for (guint i = 0; i < json_array_get_length(a); i++) {
+            JsonObject *e = json_array_get_object_element(a, i);
+            printf("%-20s %-6s %-20s %s\n", str_member(e, "id"), str_member(e, "type"),
+                   str_member(e, "node-name"), json_object_get_boolean_member(e, "shutting-down") ? "yes" : "no");
+        }
+    }
+    json_node_unref(ret);
+    return 0;
+}
+
+/* Prints {} results as "OK" for people, or the JSON. */
+static int print_done(JsonNode *ret, const char *what)
+{
+    if (json_output)
+        print_json(ret);
+    else
+        printf("%s\n", what);
+    json_node_unref(ret);
+    return 0;
+}
+
+static int cmd_add_file(Client *c, int argc, char **argv)
+{
+    if (argc < 2)
+        die("usage: blockctl add-file NODE-NAME FILENAME [read-only]");
+    g_autoptr(JsonObject) args = json_object_new();
+    json_object_set_string_member(args, "driver", "file");
+    json_object_set_string_member(args, "node-name", argv[0]);
+    json_object_set_string_member(args, "filename", argv[1]);
+    if (argc > 2 && strcmp(argv[2], "read-only") == 0)
+        json_object_set_boolean_member(args, "read-only", TRUE);
+    return print_done(client_execute(c, "blockdev-add", args), "added node");
+}
+
+static int cmd_export(Client *c, int argc, char **argv)
+{
+    if (argc < 1)
+        die("usage: blockctl export NODE-NAME [NAME] [writable]");
+    g_autoptr(JsonObject) args = json_object_new();
+    const char *name = argc > 1 && strcmp(argv[1], "writable") != 0 ? argv[1] : argv[0];
+    json_object_set_string_member(args, "type", "nbd");
+    json_object_set_string_member(args, "id", name);
+    json_object_set_string_member(args, "node-name", argv[0]);
+    json_object_set_string_member(args, "name", name);
+    for (int i = 1; i < argc; i++)
+        if (strcmp(argv[i], "writable") == 0)
+            json_object_set_boolean_member(args, "writable", TRUE);
+    return print_done(client_execute(c, "block-export-add", args), "exported");
+}
+
+static int cmd_unexport(Client *c, int argc, char **argv)
+{
+    if (argc < 1)
+        die("usage: blockctl unexport ID");
+    g_autoptr(JsonObject) args = json_object_new();
+    json_object_set_string_member(args, "id", argv[0]);
+    return print_done(client_execute(c, "block-export-del", args), "removed export");
+}
+
+/* qmp '{"execute": ...}' or qmp COMMAND ['{ARGS}']: prints the return value as JSON. */
+static int cmd_qmp(Client *c, int argc, char **argv)
+{
+    if (argc < 1)
+        die("usage: blockctl qmp '{\"execute\": NAME, \"arguments\": {...}}' | COMMAND ['{ARGS}']");
+    g_autoptr(JsonParser) p = json_parser_new();
+    const char *name = argv[0];
+    JsonObject *args = NULL;
+    if (argv[0][0] == '{') {
+        GError *err = NULL;
+        if (!json_parser_load_from_data(p, argv[0], -1, &err))
+            die("invalid JSON: %s", err->message);
+        JsonObject *o = json_node_get_object(json_parser_get_root(p));
+        if (!o || !json_object_has_member(o, "execute"))
+            die("the message needs \"execute\"");
+        name = json_object_get_string_member(o, "execute");
+        args = json_object_has_member(o, "arguments") ? json_object_get_object_member(o, "arguments") : NULL;
+    } else if (argc > 1) {
+        GError *err = NULL;
+        if (!json_parser_load_from_data(p, argv[1], -1, &err) || !JSON_NODE_HOLDS_OBJECT(json_parser_get_root(p)))
+            die("arguments must be a JSON object");
+        args = json_node_get_object(json_parser_get_root(p));
+    }
+    JsonNode *ret = client_execute(c, name, args);
+    print_json(ret);
+    json_node_unref(ret);
+    return 0;
+}
+
+/* Prints events as they arrive until the daemon goes away (then exits). */
+static G_GNUC_NORETURN void cmd_events(Client *c)
+{
+    for (;;) {
+        JsonNode *msg = client_recv(c);
+        JsonObject *o = json_node_get_object(msg);
+        if (json_object_has_member(o, "event")) {
+            if (json_output) {
+                g_autofree char *text = json_to_string(msg, FALSE);
+                printf("%s\n", text);
+            } else {
+                JsonObject *ts = json_object_get_object_member(o, "timestamp");
+                JsonNode *data = json_object_get_member(o, "data");
+                g_autofree char *d = data ? json_to_string(data, FALSE) : g_strdup("");
+                printf("%" G_GINT64_FORMAT ".%06" G_GINT64_FORMAT " %s %s\n",
+                       json_object_get_int_member(ts, "seconds"),
+                       json_object_get_int_member(ts, "microseconds"),
+                       json_object_get_string_member(o, "event"), d);
+            }
+            fflush(stdout);
+        }
+        json_node_unref(msg);
+    }
+}
+
+int main(int argc, char **argv)
+{
+    gboolean version = FALSE;
+    GOptionEntry entries[] = {
+        { "socket", 's', 0, G_OPTION_ARG_FILENAME, &socket_path, "QMP socket (default $BLOCKCTL_SOCKET)", "PATH" },
+        { "json", 'j', 0, G_OPTION_ARG_NONE, &json_output, "Print JSON instead of tables", NULL },
+        { "version", 'V', 0, G_OPTION_ARG_NONE, &version, "Print the version", NULL },
+        { NULL },
+    };
+    GOptionContext *ctx = g_option_context_new("COMMAND [ARGS] - control blockd over QMP");
+    g_option_context_add_main_entries(ctx, entries, NULL);
+    g_option_context_set_summary(ctx,
+        "Commands:\n"
+        "  nodes                          list block nodes\n"
+        "  exports                        list exports\n"
+        "  add-file NODE FILE [read-only] add a file node\n"
+        "  export NODE [NAME] [writable]  export a node over NBD\n"
+        "  unexport ID                    remove an export\n"
+        "  qmp '{\"execute\": ...}'         run any QMP command, print its return value\n"
+        "  events                         print events as they arrive");
+    GError *err = NULL;
+    if (!g_option_context_parse(ctx, &argc, &argv, &err))
+        die("%s", err->message);
+    g_option_context_free(ctx);
+    if (version) {
+        printf("blockctl %s\n", BLOCKD_VERSION);
+        return 0;
+    }
+    if (!socket_path)
+        socket_path = g_getenv("BLOCKCTL_SOCKET");
+    if (!socket_path)
+        die("no socket: use -s PATH (the --chardev path of blockd's monitor) or set BLOCKCTL_SOCKET");
+    if (argc < 2)
+        die("no command (try --help)");
+    const char *cmd = argv[1];
+    Client *c = client_connect();
+    int n = argc - 2;
+    char **rest = argv + 2;
+    if (strcmp(cmd, "nodes") == 0)
+        return cmd_nodes(c);
+    if (strcmp(cmd, "exports") == 0)
+        return cmd_exports(c);
+    if (strcmp(cmd, "add-file") == 0)
+        return cmd_add_file(c, n, rest);
+    if (strcmp(cmd, "export") == 0)
+        return cmd_export(c, n, rest);
+    if (strcmp(cmd, "unexport") == 0)
+        return cmd_unexport(c, n, rest);
+    if (strcmp(cmd, "qmp") == 0)
+        return cmd_qmp(c, n, rest);
+    if (strcmp(cmd, "events") == 0)
+        cmd_events(c);
+    die("unknown command '%s' (try --help)", cmd);
+}
