@@ -90,10 +90,13 @@ class Blockd:
     def start(self):
         self.out = open(os.path.join(self.tmp, 'blockd.out'), 'w+')
         self.err = open(os.path.join(self.tmp, 'blockd.err'), 'w+')
-        self.proc = subprocess.Popen([blockd_path()] + self.args +
-                                     ['--pidfile', self.pidfile],
-                                     stdin=subprocess.DEVNULL,
-                                     stdout=self.out, stderr=self.err)
+        try:
+            self.proc = subprocess.Popen([blockd_path()] + self.args +
+                                         ['--pidfile', self.pidfile],
+                                         stdin=subprocess.DEVNULL,
+                                         stdout=self.out, stderr=self.err)
+        except OSError as e:
+            fail('cannot run %s: %s' % (blockd_path(), e))
         deadline = time.monotonic() + 20
         while not (os.path.exists(self.pidfile) and os.path.getsize(self.pidfile) > 0):
             if self.proc.poll() is not None:
@@ -140,7 +143,12 @@ class Blockd:
             self.proc.wait()
 
     def __enter__(self):
-        return self.start()
+        try:
+            return self.start()
+        except BaseException:            # __exit__ is not called for us
+            self.kill()
+            shutil.rmtree(self.tmp, ignore_errors=True)
+            raise
 
     def __exit__(self, exc_type, exc, tb):
         try:

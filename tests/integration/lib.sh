@@ -1,3 +1,4 @@
+# shellcheck shell=bash
 # Shared helpers for blockd's shell integration tests.  Source it after
 # `set -euo pipefail`:
 #

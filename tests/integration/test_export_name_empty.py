@@ -8,7 +8,7 @@ import struct
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from lib import Blockd, check, fail
+from lib import Blockd, check
 
 IHAVEOPT = 0x49484156454F5054
 
