@@ -29,7 +29,7 @@ $(RELEASE)/build.ninja:
 
 bench: $(RELEASE)/build.ninja
 	ninja -C $(RELEASE)
-	BLOCKD=$(CURDIR)/$(RELEASE)/blockd SOURCE_DIR=$(CURDIR) BUILD_DIR=$(CURDIR)/$(RELEASE) ./tests/bench/run-bench.sh
+	BLOCKD=$(CURDIR)/$(RELEASE)/blockd SOURCE_DIR=$(CURDIR) BUILD_DIR=$(CURDIR)/$(RELEASE) ./tests/bench/run-all.sh
 
 clean:
 	rm -rf $(BUILD) $(RELEASE)

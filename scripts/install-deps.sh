@@ -2,7 +2,7 @@
 # Installs the Debian 12 packages blockd needs to build, test and benchmark.
 # Runs apt-get only when something is missing (always refreshes lists under CI).
 set -eu
-PACKAGES="gcc make meson ninja-build pkg-config python3
+PACKAGES="gcc libc6-dev make meson ninja-build pkg-config python3
 libglib2.0-dev libjson-glib-dev libgnutls28-dev libnbd-dev nbdkit-plugin-dev
 nbdkit libnbd-bin python3-libnbd qemu-utils qemu-system-common fio gnutls-bin"
 
