@@ -18,12 +18,14 @@ const BlockDriver *block_driver_find(const char *name)
 }
 
 extern const BlockDriver block_driver_raw;
+extern const BlockDriver block_driver_nbd;
 
 void block_drivers_init(void)
 {
     static gsize done;
     if (g_once_init_enter(&done)) {
         block_driver_register(&block_driver_raw);
+        block_driver_register(&block_driver_nbd);
         plugin_host_register_drivers();
         g_once_init_leave(&done, 1);
     }

@@ -15,7 +15,26 @@ struct BlockNode {
     NodeCaps caps;
     gint refcount;
     GPtrArray *children;  /* BlockNode *, each holding a reference */
+    char *filename;       /* the `filename` option, if any */
+    /* Before-write hooks, sorted by order; writers hold hooks_lock for
+     * reading while they run them, so removal waits for running calls.
+     * nhooks lets writers skip the lock when there are none. */
+    GRWLock hooks_lock;
+    GPtrArray *hooks;     /* NodeWriteHook * */
+    gint nhooks;
+    GPtrArray *close_notifiers; /* CloseNotifier * */
 };
+
+struct NodeWriteHook {
+    int order;
+    NodeBeforeWriteFn fn;
+    void *opaque;
+};
+
+typedef struct CloseNotifier {
+    void (*fn)(BlockNode *node, void *opaque);
+    void *opaque;
+} CloseNotifier;
 
 static GMutex graph_lock;
 static GHashTable *graph_by_name; /* name -> BlockNode * (graph's reference) */
@@ -165,6 +184,10 @@ BlockNode *node_create(JsonObject *options, GError **errp)
     node->read_only = read_only;
     node->refcount = 1;
     node->children = g_ptr_array_new_with_free_func((GDestroyNotify)node_unref);
+    node->filename = g_strdup(json_object_get_string_member_with_default(options, "filename", NULL));
+    g_rw_lock_init(&node->hooks_lock);
+    node->hooks = g_ptr_array_new_with_free_func(g_free);
+    node->close_notifiers = g_ptr_array_new_with_free_func(g_free);
     node->opaque = drv->open(node, opts, read_only, errp);
     if (!node->opaque)
         goto fail;
@@ -267,9 +290,17 @@ void node_unref(BlockNode *node)
 {
     if (!node || !g_atomic_int_dec_and_test(&node->refcount))
         return;
+    for (guint i = 0; i < node->close_notifiers->len; i++) {
+        CloseNotifier *n = node->close_notifiers->pdata[i];
+        n->fn(node, n->opaque);
+    }
     if (node->opaque && node->drv->close)
         node->drv->close(node->opaque);
     g_ptr_array_free(node->children, TRUE);
+    g_ptr_array_free(node->hooks, TRUE);
+    g_ptr_array_free(node->close_notifiers, TRUE);
+    g_rw_lock_clear(&node->hooks_lock);
+    g_free(node->filename);
     g_free(node->name);
     g_free(node);
 }
@@ -289,6 +320,54 @@ const char *node_driver_name(BlockNode *node) { return node->drv->name; }
 uint64_t node_size(BlockNode *node) { return node->size; }
 bool node_read_only(BlockNode *node) { return node->read_only; }
 const NodeCaps *node_caps(BlockNode *node) { return &node->caps; }
+const char *node_filename(BlockNode *node) { return node->filename; }
+
+NodeWriteHook *node_add_before_write_hook(BlockNode *node, int order, NodeBeforeWriteFn fn, void *opaque)
+{
+    NodeWriteHook *hook = g_new0(NodeWriteHook, 1);
+    hook->order = order;
+    hook->fn = fn;
+    hook->opaque = opaque;
+    g_rw_lock_writer_lock(&node->hooks_lock);
+    guint i = 0;
+    while (i < node->hooks->len && ((NodeWriteHook *)node->hooks->pdata[i])->order <= order)
+        i++;
+    g_ptr_array_insert(node->hooks, (gint)i, hook);
+    g_atomic_int_inc(&node->nhooks);
+    g_rw_lock_writer_unlock(&node->hooks_lock);
+    return hook;
+}
+
+void node_remove_before_write_hook(BlockNode *node, NodeWriteHook *hook)
+{
+    g_rw_lock_writer_lock(&node->hooks_lock);
+    if (g_ptr_array_remove(node->hooks, hook))
+        g_atomic_int_add(&node->nhooks, -1);
+    g_rw_lock_writer_unlock(&node->hooks_lock);
+}
+
+void node_add_close_notifier(BlockNode *node, void (*fn)(BlockNode *node, void *opaque), void *opaque)
+{
+    CloseNotifier *n = g_new0(CloseNotifier, 1);
+    n->fn = fn;
+    n->opaque = opaque;
+    g_ptr_array_add(node->close_notifiers, n);
+}
+
+/* Runs the before-write hooks; costs one atomic read when there are none. */
+static int run_before_write_hooks(BlockNode *node, uint64_t offset, uint64_t count, NodeWriteKind kind)
+{
+    if (count == 0 || g_atomic_int_get(&node->nhooks) == 0)
+        return 0;
+    int r = 0;
+    g_rw_lock_reader_lock(&node->hooks_lock);
+    for (guint i = 0; i < node->hooks->len && r == 0; i++) {
+        NodeWriteHook *h = node->hooks->pdata[i];
+        r = h->fn(node, offset, count, kind, h->opaque);
+    }
+    g_rw_lock_reader_unlock(&node->hooks_lock);
+    return r;
+}
 
 static void assert_range(BlockNode *node, uint64_t count, uint64_t offset)
 {
@@ -324,7 +403,10 @@ int node_pwrite(BlockNode *node, const void *buf, uint32_t count, uint64_t offse
     assert_range(node, count, offset);
     g_assert(!node->read_only);
     bool flush = fua_needs_flush(node, &flags);
-    int r = count ? node->drv->pwrite(node->opaque, buf, count, offset, flags) : 0;
+    int r = run_before_write_hooks(node, offset, count, NODE_WRITE_DATA);
+    if (r < 0)
+        return r;
+    r = count ? node->drv->pwrite(node->opaque, buf, count, offset, flags) : 0;
     return flush_after(node, r, flush);
 }
 
@@ -342,6 +424,10 @@ int node_trim(BlockNode *node, uint32_t count, uint64_t offset, uint32_t flags)
     bool flush = fua_needs_flush(node, &flags);
     int r = 0;
     if (count && node->caps.can_trim && node->drv->trim)
+        r = run_before_write_hooks(node, offset, count, NODE_WRITE_TRIM);
+    if (r < 0)
+        return r;
+    if (count && node->caps.can_trim && node->drv->trim)
         r = node->drv->trim(node->opaque, count, offset, flags);
     return flush_after(node, r, flush);
 }
@@ -353,6 +439,9 @@ int node_zero(BlockNode *node, uint32_t count, uint64_t offset, uint32_t flags)
     bool flush = fua_needs_flush(node, &flags);
     if (count == 0)
         return flush_after(node, 0, flush);
+    int hr = run_before_write_hooks(node, offset, count, NODE_WRITE_ZERO);
+    if (hr < 0)
+        return hr;
     if (node->native_zero) {
         int r = node->drv->zero(node->opaque, count, offset, flags);
         if (r != -ENOTSUP && r != -EOPNOTSUPP)

@@ -65,6 +65,27 @@ bool node_read_only(BlockNode *node);
 /* The capabilities computed at open. */
 const NodeCaps *node_caps(BlockNode *node);
 
+/* Before-write hooks (DESIGN "the write path"): called by node_pwrite,
+ * node_zero and node_trim with the range about to change, before the
+ * driver is called; a negative errno fails the write without issuing it.
+ * Hooks run in ascending `order` (jobs' copy-before-write first, then dirty
+ * bitmap marking at NODE_HOOK_ORDER_DIRTY_BITMAP), on the writer's thread,
+ * possibly concurrently with each other. */
+typedef enum NodeWriteKind { NODE_WRITE_DATA, NODE_WRITE_ZERO, NODE_WRITE_TRIM } NodeWriteKind;
+typedef int (*NodeBeforeWriteFn)(BlockNode *node, uint64_t offset, uint64_t count,
+                                 NodeWriteKind kind, void *opaque);
+typedef struct NodeWriteHook NodeWriteHook;
+#define NODE_HOOK_ORDER_JOB 0
+#define NODE_HOOK_ORDER_DIRTY_BITMAP 100
+/* Adds a hook; it sees every write issued after this returns. */
+NodeWriteHook *node_add_before_write_hook(BlockNode *node, int order, NodeBeforeWriteFn fn, void *opaque);
+/* Removes a hook; waits for running calls of it to return. */
+void node_remove_before_write_hook(BlockNode *node, NodeWriteHook *hook);
+/* Calls fn once when the node closes (its last reference), before the driver closes. */
+void node_add_close_notifier(BlockNode *node, void (*fn)(BlockNode *node, void *opaque), void *opaque);
+/* The image file name given in the node's own `filename` option, or NULL. */
+const char *node_filename(BlockNode *node);
+
 /* Reads count bytes at offset into buf. */
 int node_pread(BlockNode *node, void *buf, uint32_t count, uint64_t offset);
 /* Writes; BLOCK_FLAG_FUA makes the data durable before returning. */

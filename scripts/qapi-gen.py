@@ -5,7 +5,21 @@ usage: qapi-gen.py SCHEMA OUTDIR
 
 The schema uses QEMU's QAPI syntax (a sequence of Python-like dict
 literals with '#' comments): enum, struct, union (flat, with 'base' and
-'discriminator'), alternate, command, event and include.  Outputs, in OUTDIR:
+'discriminator'), alternate, command, event and include.  One blockd
+extension, for free-form parameters such as an nbdkit plugin's:
+
+  { 'map': 'NAME', 'data': 'VALUE-TYPE' }
+
+is a JSON object whose keys are free and whose values all have VALUE-TYPE;
+in C an ordered list of {key, value}.  query-qmp-schema shows it as an
+object with no fixed members and "additional-members-type": VALUE-TYPE.
+A struct member of a map type may be marked
+`{ 'type': 'NAME', 'keyval-rest': true }` (and must then be the last
+member): on the command line (keyval mode) every key of the enclosing
+object that no other member took is added to that map, so
+`plugin=data,size=1M` means `args.size=1M`.  QMP input stays strict.
+
+Outputs, in OUTDIR:
 
   qapi-types.h / qapi-types.c        C types, input visitors (JSON -> C, with
                                      QEMU's error messages), output visitors
@@ -127,8 +141,9 @@ def camel_to_upper(value):
 
 
 class Member:
-    def __init__(self, name, typ, optional, features):
+    def __init__(self, name, typ, optional, features, rest=False):
         self.name, self.type, self.optional, self.features = name, typ, optional, features
+        self.rest = rest    # keyval-rest: collects the unused keys (maps only)
         self.c = c_name(name)
 
 
@@ -155,12 +170,15 @@ class Schema:
     def members(self, data, owner):
         out = []
         for key, val in data.items():
-            feats = []
+            feats, rest = [], False
             if isinstance(val, dict):
                 feats = val.get('features', [])
+                rest = val.get('keyval-rest', False)
                 val = val['type']
             optional = key.startswith('*')
-            out.append(Member(key.lstrip('*'), self.type_ref(val), optional, feats))
+            out.append(Member(key.lstrip('*'), self.type_ref(val), optional, feats, rest))
+        if any(m.rest for m in out[:-1]):
+            raise SchemaError('%s: a keyval-rest member must be the last one' % owner)
         return out
 
     def type_ref(self, val):
@@ -195,6 +213,8 @@ class Schema:
                             else None)
             self.add_type(name, {'meta': 'union', 'base': base, 'base_members': base_members,
                                  'tag': e['discriminator'], 'variants': e['data']})
+        elif 'map' in e:
+            self.add_type(e['map'], {'meta': 'map', 'value': self.type_ref(e['data'])})
         elif 'alternate' in e:
             self.add_type(e['alternate'], {'meta': 'alternate',
                                            'members': self.members(e['data'], e['alternate'])})
@@ -230,6 +250,10 @@ class Schema:
             for m in (t.get('members') or []) + (t.get('base_members') or []):
                 if m.type not in self.types:
                     raise SchemaError('%s: unknown type %s' % (name, m.type))
+                if m.rest and self.types[m.type]['meta'] != 'map':
+                    raise SchemaError('%s: keyval-rest member %s is not a map' % (name, m.name))
+            if t['meta'] == 'map' and t['value'] not in self.types:
+                raise SchemaError('%s: unknown type %s' % (name, t['value']))
 
     def all_members(self, name):
         t = self.types[name]
@@ -247,7 +271,7 @@ def meta(s, name):
 
 
 def is_ptr(s, name):
-    return meta(s, name) in ('object', 'union', 'alternate', 'list') or name in ('str', 'any')
+    return meta(s, name) in ('object', 'union', 'alternate', 'list', 'map') or name in ('str', 'any')
 
 
 def ctype(s, name):
@@ -273,7 +297,7 @@ def free_stmt(s, name, expr):
         return 'g_free(%s);' % expr
     if name == 'any':
         return 'if (%s) json_node_unref(%s);' % (expr, expr)
-    if m in ('object', 'union', 'alternate', 'list'):
+    if m in ('object', 'union', 'alternate', 'list', 'map'):
         return 'qapi_free_%s(%s);' % (c_name(name), expr)
     return None
 
@@ -360,6 +384,12 @@ def gen_types_h(s):
             o.append('    %s *next;' % cn)
             o.append('    %s value;' % ctype(s, t['elem']))
             o.append('};')
+        elif t['meta'] == 'map':
+            o.append('struct %s {    /* one key: value pair, in input order */' % cn)
+            o.append('    %s *next;' % cn)
+            o.append('    char *key;')
+            o.append('    %s value;' % ctype(s, t['value']))
+            o.append('};')
         else:
             continue
         o.append('')
@@ -371,6 +401,10 @@ def gen_types_h(s):
         if t['meta'] in ('object', 'union'):
             o.append('bool qapi_in_members_%s(QapiIn *in, const char *path, JsonObject *obj, '
                      'GHashTable *used, %s *out, GError **errp);' % (c_name(name), c_name(name)))
+        if t['meta'] == 'map':
+            o.append('/* Appends the keys of `obj` not in `used` (keyval-rest). */')
+            o.append('bool qapi_in_rest_%s(QapiIn *in, const char *path, JsonObject *obj, '
+                     'GHashTable *used, %s **out, GError **errp);' % (c_name(name), c_name(name)))
     o.append('')
     o.append('/* Output visitors: C -> a new JSON node. */')
     for name in s.order:
@@ -381,7 +415,7 @@ def gen_types_h(s):
     o.append('')
     o.append('/* Free functions (NULL is fine). */')
     for name in s.order:
-        if meta(s, name) in ('object', 'union', 'alternate', 'list'):
+        if meta(s, name) in ('object', 'union', 'alternate', 'list', 'map'):
             cn = c_name(name)
             o.append('void qapi_free_%s(%s *v);' % (cn, cn))
             o.append('G_DEFINE_AUTOPTR_CLEANUP_FUNC(%s, qapi_free_%s)' % (cn, cn))
@@ -413,6 +447,14 @@ def gen_member_in(s, m, o, indent='    '):
         o.append(indent + '        qapi_error_missing(path, "%s", errp);' % m.name)
         o.append(indent + '        return false;')
     o.append(indent + '    }')
+    if m.rest:
+        o.append(indent + '    if (in->keyval) {')
+        o.append(indent + '        if (!qapi_in_rest_%s(in, path, obj, used, &out->%s, errp))'
+                 % (c_name(m.type), m.c))
+        o.append(indent + '            return false;')
+        if m.optional:
+            o.append(indent + '        out->has_%s = out->%s != NULL;' % (m.c, m.c))
+        o.append(indent + '    }')
     o.append(indent + '}')
 
 
@@ -614,6 +656,8 @@ def gen_types_c(s):
             o.append('    g_free(v);')
             o.append('}')
             o.append('')
+        elif m == 'map':
+            gen_map_c(s, name, o)
         elif m == 'list':
             elem = t['elem']
             o.append('bool %s(QapiIn *in, const char *path, JsonNode *node, %s **out, GError **errp)'
@@ -660,6 +704,95 @@ def gen_types_c(s):
             o.append('}')
             o.append('')
     return '\n'.join(o)
+
+
+def gen_map_c(s, name, o):
+    """Input/output visitors and free function of a map type."""
+    cn = c_name(name)
+    val = s.types[name]['value']
+    o.append('/* Adds key: node to the end of the list at *tail; false + error if the value is bad. */')
+    o.append('static bool qapi_map_add_%s(QapiIn *in, const char *path, const char *key, JsonNode *node, '
+             '%s ***tail, GError **errp)' % (cn, cn))
+    o.append('{')
+    o.append('    %s *e = g_new0(%s, 1);' % (cn, cn))
+    o.append('    e->key = g_strdup(key);')
+    o.append('    **tail = e;')
+    o.append('    *tail = &e->next;')
+    o.append('    g_autofree char *p = qapi_path(path, key);')
+    o.append('    return %s(in, p, node, &e->value, errp);' % in_fn(val))
+    o.append('}')
+    o.append('')
+    o.append('bool %s(QapiIn *in, const char *path, JsonNode *node, %s **out, GError **errp)'
+             % (in_fn(name), cn))
+    o.append('{')
+    o.append('    if (!JSON_NODE_HOLDS_OBJECT(node)) {')
+    o.append('        qapi_error_type(path, "object", errp);')
+    o.append('        return false;')
+    o.append('    }')
+    o.append('    JsonObject *obj = json_node_get_object(node);')
+    o.append('    %s *head = NULL, **tail = &head;' % cn)
+    o.append('    GList *keys = json_object_get_members(obj);   /* in input order */')
+    o.append('    bool ok = true;')
+    o.append('    for (GList *l = keys; l && ok; l = l->next)')
+    o.append('        ok = qapi_map_add_%s(in, path, l->data, json_object_get_member(obj, l->data), &tail, errp);'
+             % cn)
+    o.append('    g_list_free(keys);')
+    o.append('    if (!ok) {')
+    o.append('        qapi_free_%s(head);' % cn)
+    o.append('        return false;')
+    o.append('    }')
+    o.append('    *out = head;')
+    o.append('    return true;')
+    o.append('}')
+    o.append('')
+    o.append('bool qapi_in_rest_%s(QapiIn *in, const char *path, JsonObject *obj, GHashTable *used, '
+             '%s **out, GError **errp)' % (cn, cn))
+    o.append('{')
+    o.append('    %s **tail = out;' % cn)
+    o.append('    while (*tail)')
+    o.append('        tail = &(*tail)->next;')
+    o.append('    GList *keys = json_object_get_members(obj);')
+    o.append('    bool ok = true;')
+    o.append('    for (GList *l = keys; l && ok; l = l->next) {')
+    o.append('        const char *key = l->data;')
+    o.append('        if (g_hash_table_contains(used, key))')
+    o.append('            continue;')
+    o.append('        for (%s *e = *out; e && ok; e = e->next)' % cn)
+    o.append('            if (strcmp(e->key, key) == 0) {')
+    o.append('                g_set_error(errp, QMP_ERROR, QMP_ERROR_GENERIC, '
+             '"Parameter \'%s\' is given twice", key);')
+    o.append('                ok = false;')
+    o.append('            }')
+    o.append('        if (ok)')
+    o.append('            ok = qapi_map_add_%s(in, path, key, json_object_get_member(obj, key), &tail, errp);'
+             % cn)
+    o.append('        g_hash_table_add(used, (gpointer)key);')
+    o.append('    }')
+    o.append('    g_list_free(keys);')
+    o.append('    return ok;')
+    o.append('}')
+    o.append('')
+    o.append('JsonNode *%s(const %s *v)' % (out_fn(name), cn))
+    o.append('{')
+    o.append('    JsonObject *obj = json_object_new();')
+    o.append('    for (; v; v = v->next)')
+    o.append('        json_object_set_member(obj, v->key, %s(v->value));' % out_fn(val))
+    o.append('    return qapi_node_take_object(obj);')
+    o.append('}')
+    o.append('')
+    o.append('void qapi_free_%s(%s *v)' % (cn, cn))
+    o.append('{')
+    o.append('    while (v) {')
+    o.append('        %s *next = v->next;' % cn)
+    o.append('        g_free(v->key);')
+    st = free_stmt(s, val, 'v->value')
+    if st:
+        o.append('        %s' % st)
+    o.append('        g_free(v);')
+    o.append('        v = next;')
+    o.append('    }')
+    o.append('}')
+    o.append('')
 
 
 # ------------------------------------------------------------ introspection
@@ -711,6 +844,11 @@ class Introspector:
                     'tag': t['tag'],
                     'variants': [{'case': c, 'type': self.name_of(b)}
                                  for c, b in t['variants'].items()]}
+        if t['meta'] == 'map':
+            # QEMU's SchemaInfo has no maps: an object without fixed members,
+            # plus the type every member has.
+            return {'name': name, 'meta-type': 'object', 'members': [],
+                    'additional-members-type': self.name_of(t['value'])}
         if t['meta'] == 'alternate':
             return {'name': name, 'meta-type': 'alternate',
                     'members': [{'type': self.name_of(m.type)} for m in t['members']]}
@@ -749,7 +887,7 @@ class Introspector:
     @staticmethod
     def type_refs(e):
         refs = []
-        for key in ('arg-type', 'ret-type', 'element-type'):
+        for key in ('arg-type', 'ret-type', 'element-type', 'additional-members-type'):
             if key in e:
                 refs.append(e[key])
         for m in e.get('members', []):

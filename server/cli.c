@@ -25,6 +25,7 @@ const char *cli_kind_option(CliKind kind)
     case CLI_EXPORT: return "--export";
     case CLI_CHARDEV: return "--chardev";
     case CLI_MONITOR: return "--monitor";
+    case CLI_OBJECT: return "--object";
     }
     return "?";
 }
@@ -82,6 +83,25 @@ static gboolean on_export(const char *name, const char *value, gpointer data, GE
     return add_item(((ParseState *)data)->cfg, CLI_EXPORT, value, errp);
 }
 
+static gboolean on_object(const char *name, const char *value, gpointer data, GError **errp)
+{
+    /* QEMU's implied first key: --object tls-creds-x509,id=... */
+    const char *comma = strchr(value, ',');
+    size_t first = comma ? (size_t)(comma - value) : strlen(value);
+    if (value[0] != '{' && !memchr(value, '=', first)) {
+        g_autofree char *full = g_strconcat("qom-type=", value, NULL);
+        gboolean ok = add_item(((ParseState *)data)->cfg, CLI_OBJECT, full, errp);
+        if (ok) {
+            CliItem *item = g_ptr_array_index(((ParseState *)data)->cfg->items,
+                                              ((ParseState *)data)->cfg->items->len - 1);
+            g_free(item->text);
+            item->text = g_strdup(value);
+        }
+        return ok;
+    }
+    return add_item(((ParseState *)data)->cfg, CLI_OBJECT, value, errp);
+}
+
 static const char summary[] =
     "Serves block devices over NBD, the way qemu-storage-daemon does.\n"
     "\n"
@@ -96,6 +116,10 @@ static const char summary[] =
     "  --nbd-server addr.type=inet,addr.host=HOST,addr.port=PORT[,max-connections=N]\n"
     "  --export type=nbd,id=ID,node-name=N[,name=NAME][,writable=on][,description=TEXT]\n"
     "  --chardev socket,id=ID,path=PATH,server=on,wait=off  --monitor chardev=ID\n"
+    "  --object tls-creds-x509,id=ID,dir=DIR,endpoint=server[,verify-peer=on]\n"
+    "  --object tls-creds-psk,id=ID,dir=DIR,endpoint=server\n"
+    "  --object authz-simple,id=ID,identity=DN-OR-USERNAME\n"
+    "  (--nbd-server ...,tls-creds=ID[,tls-authz=ID] then requires TLS)\n"
     "\n"
     "Under systemd socket activation (LISTEN_PID/LISTEN_FDS) the inherited\n"
     "sockets are served.  See blockd(8).";
@@ -116,6 +140,8 @@ CliConfig *cli_parse(int argc, char **argv, GError **errp)
           "Listen for NBD clients (may be given more than once)", "OPTIONS" },
         { "export", 0, 0, G_OPTION_ARG_CALLBACK, (gpointer)on_export,
           "Export a node over NBD", "OPTIONS" },
+        { "object", 0, 0, G_OPTION_ARG_CALLBACK, (gpointer)on_object,
+          "Create an object (tls-creds-x509, tls-creds-psk, authz-simple)", "OPTIONS" },
         { "chardev", 0, 0, G_OPTION_ARG_CALLBACK, (gpointer)on_chardev,
           "Create a listening socket for a monitor (socket,id=ID,path=PATH,server=on,wait=off)", "OPTIONS" },
         { "monitor", 0, 0, G_OPTION_ARG_CALLBACK, (gpointer)on_monitor,

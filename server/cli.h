@@ -11,6 +11,7 @@ typedef enum CliKind {
     CLI_EXPORT,
     CLI_CHARDEV,  /* opts is NULL: the monitor code parses text (implied keys) */
     CLI_MONITOR,  /* opts is NULL, as for CLI_CHARDEV */
+    CLI_OBJECT,   /* --object [qom-type=]TYPE,id=ID,... */
 } CliKind;
 
 typedef struct CliItem {

@@ -1,5 +1,6 @@
 /* Exports: named, shareable views of a node for the NBD server (see server/export.h). */
 #include "server/export.h"
+#include "bitmaps/dirty-bitmap.h"
 
 #include <errno.h>
 #include <string.h>
@@ -13,6 +14,7 @@ struct Export {
     bool read_only;
     NodeCaps caps;
     GPtrArray *contexts; /* ExportMetaContext * */
+    GPtrArray *bitmaps;  /* DirtyBitmap * held busy by this export */
 };
 
 static GMutex registry_lock;
@@ -41,6 +43,56 @@ static int base_allocation_status(Export *exp, const ExportMetaContext *ctx, uin
     return 0;
 }
 
+/* qemu:dirty-bitmap:NAME: runs of dirty (1) and clean (0) granules. */
+static int dirty_bitmap_status(Export *exp, const ExportMetaContext *ctx, uint64_t length,
+                               uint64_t offset, uint32_t flags, BlockExtents *out)
+{
+    DirtyBitmap *bm = ctx->opaque;
+    uint64_t end = offset + length;
+    uint64_t pos = offset;
+    while (pos < end) {
+        int64_t dirty = dirty_bitmap_next_dirty(bm, pos, end);
+        uint64_t run_end;
+        uint32_t type;
+        if (dirty == (int64_t)pos) {
+            int64_t clean = dirty_bitmap_next_clean(bm, pos, end);
+            run_end = clean < 0 ? end : (uint64_t)clean;
+            type = 1;
+        } else {
+            run_end = dirty < 0 ? end : (uint64_t)dirty;
+            type = 0;
+        }
+        int r = extents_add(out, pos, run_end - pos, type);
+        if (r < 0)
+            return r;
+        if ((flags & BLOCK_FLAG_REQ_ONE) || extents_count(out) >= BLOCK_EXTENTS_MAX)
+            break;
+        pos = run_end;
+    }
+    return 0;
+}
+
+/* qemu:allocation-depth: blockd nodes have no backing chain, so every byte
+ * is allocated in the exported node itself (depth 1). */
+static int allocation_depth_status(Export *exp, const ExportMetaContext *ctx, uint64_t length,
+                                   uint64_t offset, uint32_t flags, BlockExtents *out)
+{
+    return extents_add(out, offset, length, 1);
+}
+
+bool export_check_bitmap(DirtyBitmap *bm, const char *node_name, bool writable, GError **errp)
+{
+    if (!dirty_bitmap_check(bm, DIRTY_BITMAP_ALLOW_RO, errp))
+        return false;
+    BlockNode *node = node_find(node_name);
+    if (!writable && node && !node_read_only(node) && dirty_bitmap_recording(bm)) {
+        g_set_error(errp, G_IO_ERROR, G_IO_ERROR_INVALID_ARGUMENT,
+                    "Enabled bitmap '%s' incompatible with readonly export", dirty_bitmap_name(bm));
+        return false;
+    }
+    return true;
+}
+
 static void context_free(ExportMetaContext *ctx)
 {
     g_free(ctx->name);
@@ -50,6 +102,9 @@ static void context_free(ExportMetaContext *ctx)
 static void export_free(Export *exp)
 {
     g_ptr_array_free(exp->contexts, TRUE);
+    for (guint i = 0; i < exp->bitmaps->len; i++)
+        dirty_bitmap_set_busy(exp->bitmaps->pdata[i], false);
+    g_ptr_array_free(exp->bitmaps, TRUE);
     node_unref(exp->node);
     g_free(exp->id);
     g_free(exp->name);
@@ -112,6 +167,23 @@ Export *export_add(const ExportConfig *cfg, GError **errp)
     base->name = g_strdup("base:allocation");
     base->block_status = base_allocation_status;
     g_ptr_array_add(exp->contexts, base);
+    if (cfg->allocation_depth) {
+        ExportMetaContext *depth = g_new0(ExportMetaContext, 1);
+        depth->name = g_strdup("qemu:allocation-depth");
+        depth->block_status = allocation_depth_status;
+        g_ptr_array_add(exp->contexts, depth);
+    }
+    exp->bitmaps = g_ptr_array_new();
+    for (size_t i = 0; i < cfg->nbitmaps; i++) {
+        DirtyBitmap *bm = cfg->bitmaps[i];
+        ExportMetaContext *c = g_new0(ExportMetaContext, 1);
+        c->name = g_strconcat("qemu:dirty-bitmap:", dirty_bitmap_name(bm), NULL);
+        c->block_status = dirty_bitmap_status;
+        c->opaque = bm;
+        g_ptr_array_add(exp->contexts, c);
+        dirty_bitmap_set_busy(bm, true);
+        g_ptr_array_add(exp->bitmaps, bm);
+    }
 
     g_mutex_lock(&registry_lock);
     if (!registry)

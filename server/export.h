@@ -31,7 +31,16 @@ typedef struct ExportConfig {
     const char *name;        /* NBD export name; NULL = node_name */
     const char *description; /* may be NULL */
     bool writable;
+    /* Dirty bitmaps offered as qemu:dirty-bitmap:NAME, already checked by the
+     * caller (export_check_bitmap); each is busy while the export exists. */
+    struct DirtyBitmap *const *bitmaps;
+    size_t nbitmaps;
+    bool allocation_depth;   /* offer qemu:allocation-depth */
 } ExportConfig;
+
+/* QEMU's checks for exporting bitmap `bm` of the export's node: busy or
+ * inconsistent, and an enabled bitmap on a read-only export of a writable node. */
+bool export_check_bitmap(struct DirtyBitmap *bm, const char *node_name, bool writable, GError **errp);
 
 /* Creates and registers an export; fails on duplicate id/name or a missing node. */
 Export *export_add(const ExportConfig *cfg, GError **errp);

@@ -10,12 +10,14 @@
 
 #include "block/node.h"
 #include "block/plugin-host/plugin-host.h"
+#include "jobs/job.h"
 #include "server/cli.h"
 #include "server/daemon.h"
 #include "server/export.h"
 #include "server/keyval.h"
 #include "server/nbd/nbd-server.h"
 #include "server/nbd-control.h"
+#include "server/objects/objects.h"
 #include "server/qmp/commands.h"
 #include "server/qmp/monitor.h"
 
@@ -91,6 +93,9 @@ static bool startup(CliConfig *cfg, int activated, GError **errp)
         case CLI_MONITOR:
             ok = qmp_monitor_add(item->text, &err);
             break;
+        case CLI_OBJECT:
+            ok = qmp_cli_object(item->opts, &err);
+            break;
         }
         if (!ok) {
             g_set_error(errp, G_IO_ERROR, G_IO_ERROR_FAILED, "%s %s: %s",
@@ -127,6 +132,8 @@ static gboolean on_signal(gpointer data)
 
 static void shutdown_all(void)
 {
+    /* Jobs first: their threads use nodes and their last events go to the monitors. */
+    job_shutdown_all();
     qmp_monitors_shutdown();
     /* Wake plugins sleeping in nbdkit_nanosleep before waiting for clients. */
     plugin_host_begin_shutdown();
@@ -134,6 +141,8 @@ static void shutdown_all(void)
     qmp_block_forget_all();
     export_remove_all();
     node_graph_shutdown();
+    /* Last: the server and nodes that used objects are gone now. */
+    objects_remove_all();
 }
 
 int main(int argc, char **argv)

@@ -1,6 +1,7 @@
 /* The QMP/CLI-managed NBD server (see nbd-control.h). */
 #include "server/nbd-control.h"
 #include "server/qmp/qapi-runtime.h"
+#include "server/objects/objects.h"
 
 #include <stdlib.h>
 
@@ -39,27 +40,73 @@ static bool listen_on(const SocketAddress *addr, GError **errp)
     }
 }
 
-bool nbd_control_add_listener(const SocketAddress *addr, uint32_t max_connections, GError **errp)
+/* The ids of the running server's TLS objects (NULL: none). */
+static char *server_tls_creds, *server_tls_authz;
+
+/* A new server that requires TLS when tls_creds is set. */
+static NbdServer *new_server(uint32_t max_connections, const char *tls_creds,
+                             const char *tls_authz, GError **errp)
+{
+    if (tls_authz && !tls_creds) {
+        g_set_error(errp, QMP_ERROR, QMP_ERROR_GENERIC, "'tls-authz' requires 'tls-creds'");
+        return NULL;
+    }
+    TlsCreds *creds = NULL;
+    AuthzSimple *authz = NULL;
+    if (tls_creds && !(creds = object_acquire_tls_creds(tls_creds, true, errp)))
+        return NULL;
+    if (tls_authz && !(authz = object_acquire_authz(tls_authz, errp))) {
+        object_release_tls_creds(creds);
+        return NULL;
+    }
+    NbdServer *srv = nbd_server_new(max_connections);
+    if (creds)
+        nbd_server_set_tls(srv, creds, authz);
+    server_tls_creds = g_strdup(tls_creds);
+    server_tls_authz = g_strdup(tls_authz);
+    return srv;
+}
+
+bool nbd_control_add_listener_tls(const SocketAddress *addr, uint32_t max_connections,
+                                  const char *tls_creds, const char *tls_authz, GError **errp)
 {
     bool created = !server;
-    if (created)
-        server = nbd_server_new(max_connections);
+    if (created) {
+        server = new_server(max_connections, tls_creds, tls_authz, errp);
+        if (!server)
+            return false;
+    } else if ((tls_creds && g_strcmp0(tls_creds, server_tls_creds) != 0) ||
+               (tls_authz && g_strcmp0(tls_authz, server_tls_authz) != 0)) {
+        /* One server, one TLS policy: a listener cannot weaken or change it. */
+        g_set_error(errp, QMP_ERROR, QMP_ERROR_GENERIC,
+                    "the NBD server already runs with other TLS settings");
+        return false;
+    }
     if (listen_on(addr, errp))
         return true;
-    if (created) {
-        nbd_server_free(server);
-        server = NULL;
-    }
+    if (created)
+        nbd_control_shutdown();
     return false;
 }
 
-bool nbd_control_start(const SocketAddress *addr, uint32_t max_connections, GError **errp)
+bool nbd_control_add_listener(const SocketAddress *addr, uint32_t max_connections, GError **errp)
+{
+    return nbd_control_add_listener_tls(addr, max_connections, NULL, NULL, errp);
+}
+
+bool nbd_control_start_tls(const SocketAddress *addr, uint32_t max_connections,
+                           const char *tls_creds, const char *tls_authz, GError **errp)
 {
     if (server) {
         g_set_error(errp, QMP_ERROR, QMP_ERROR_GENERIC, "NBD server already running");
         return false;
     }
-    return nbd_control_add_listener(addr, max_connections, errp);
+    return nbd_control_add_listener_tls(addr, max_connections, tls_creds, tls_authz, errp);
+}
+
+bool nbd_control_start(const SocketAddress *addr, uint32_t max_connections, GError **errp)
+{
+    return nbd_control_start_tls(addr, max_connections, NULL, NULL, errp);
 }
 
 bool nbd_control_listen_fd(int fd, GError **errp)
@@ -90,4 +137,6 @@ void nbd_control_shutdown(void)
     if (server)
         nbd_server_free(server);
     server = NULL;
+    g_clear_pointer(&server_tls_creds, g_free);
+    g_clear_pointer(&server_tls_authz, g_free);
 }

@@ -19,6 +19,13 @@ NbdServer *nbd_control_server(void);
 bool nbd_control_start(const SocketAddress *addr, uint32_t max_connections, GError **errp);
 /* Adds a listener on `addr`, starting the server first if needed (several --nbd-server). */
 bool nbd_control_add_listener(const SocketAddress *addr, uint32_t max_connections, GError **errp);
+/* nbd_control_start with TLS: tls_creds names a tls-creds-* object (server
+ * endpoint) and tls_authz an authz-simple object; either may be NULL. */
+bool nbd_control_start_tls(const SocketAddress *addr, uint32_t max_connections,
+                           const char *tls_creds, const char *tls_authz, GError **errp);
+/* nbd_control_add_listener with TLS settings; a running server must have the same ones. */
+bool nbd_control_add_listener_tls(const SocketAddress *addr, uint32_t max_connections,
+                                  const char *tls_creds, const char *tls_authz, GError **errp);
 /* Serves an inherited listening socket (socket activation), starting the server if needed. */
 bool nbd_control_listen_fd(int fd, GError **errp);
 /* Stops listening and disconnects every client; "NBD server not running" if none runs. */

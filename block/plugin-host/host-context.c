@@ -12,7 +12,9 @@
 
 static __thread HostCall current_call;
 static __thread int error_slot;
-static __thread char *last_error;
+/* The thread's last nbdkit_error message, freed when the thread exits
+ * (NBD worker threads come and go). */
+static GPrivate last_error_key = G_PRIVATE_INIT(free);
 
 static int debug_enabled = -1;    /* -1: decide from the environment */
 static int stdio_safe = 1;
@@ -68,19 +70,18 @@ HOST_EXPORT void nbdkit_set_error(int err)
 
 void host_last_error_clear(void)
 {
-    free(last_error);
-    last_error = NULL;
+    g_private_replace(&last_error_key, NULL);
 }
 
 const char *plugin_host_last_error(void)
 {
-    return last_error;
+    return g_private_get(&last_error_key);
 }
 
 void host_set_gerror(GError **errp, const char *name, const char *fallback)
 {
     g_set_error(errp, G_IO_ERROR, G_IO_ERROR_FAILED, "%s: %s", name,
-                last_error ? last_error : fallback);
+                plugin_host_last_error() ? plugin_host_last_error() : fallback);
 }
 
 /* ---- logging ---- */
@@ -116,8 +117,7 @@ HOST_EXPORT void nbdkit_verror(const char *fmt, va_list args)
     char *msg = format_message(saved_errno, fmt, args);
     if (!current_call.capture)
         fprintf(stderr, "blockd: %s: error: %s\n", current_name(), msg ? msg : fmt);
-    free(last_error);
-    last_error = msg ? msg : strdup(fmt);
+    g_private_replace(&last_error_key, msg ? msg : strdup(fmt));
     errno = saved_errno;
 }
 

@@ -32,6 +32,9 @@ typedef struct PluginLibrary {
     struct nbdkit_plugin p;  /* host-sized copy, zero-filled past _struct_size */
     int api_version;
     bool builtin;            /* never unloaded */
+    bool private_instance;   /* this node's own copy of the .so (driver=nbdkit) */
+    int copy_fd;             /* the memfd holding the private copy, or -1 */
+    char *copy_path;         /* or the temporary file holding it, or NULL */
     bool per_node_config;    /* instance-safe: config..get_ready for every node */
     bool configured;         /* shared config done (not per_node_config) */
     int model;               /* effective thread model of the shared config */
@@ -101,11 +104,42 @@ void intern_pool_clear(InternPool *pool);
 /* Finds or loads the plugin `spec` (built-in name, installed name or path);
  * counts a new handle on it.  Caller holds the setup lock. */
 PluginLibrary *plugin_library_acquire(const char *spec, GError **errp);
+/* The real path of plugin `spec` (an installed plugin's name or a path). */
+char *plugin_resolve_path(const char *spec, GError **errp);
+/* Loads a private copy of the .so at `path` (one handle counted, not shared). */
+PluginLibrary *plugin_library_load_private(const char *path, GError **errp);
 /* Drops a handle count; the last one cleans up (and unloads a .so). */
 void plugin_library_release(PluginLibrary *lib);
 /* Serialises configuration, open and close of plugin handles. */
 void plugin_setup_lock(void);
 void plugin_setup_unlock(void);
+
+/* ---- plugin-handle.c ---- */
+
+/* How far plugin_run_config goes. */
+typedef enum {
+    CONFIG_UP_TO_THREAD_MODEL,   /* load-time checks only (the fork probe) */
+    CONFIG_UP_TO_AFTER_FORK,     /* everything before the first open */
+} ConfigStages;
+/* Runs config (each pair), config_complete, thread_model and, if asked,
+ * get_ready and after_fork; sets *model; errors name plugin and parameter. */
+bool plugin_run_config(PluginLibrary *lib, const char *const *config, ConfigStages stages,
+                       int *model, GError **errp);
+
+/* ---- plugin-probe.c ---- */
+
+/* Runs load..thread_model of the plugin at `path` in a forked child, so a
+ * plugin that crashes (or exits) while parsing its parameters cannot take
+ * blockd down; false with an error naming the plugin and the parameter. */
+bool plugin_probe_config(const char *path, const char *const *config, GError **errp);
+/* Stages reported by the probe child: a config pair's index, or these. */
+#define PROBE_LOAD            0xfffffff0u
+#define PROBE_CONFIG_COMPLETE 0xfffffff1u
+#define PROBE_THREAD_MODEL    0xfffffff2u
+#define PROBE_OK              0xfffffffeu
+#define PROBE_ERROR           0xffffffffu
+/* In the probe child: tells the parent which stage is starting (no-op otherwise). */
+void plugin_probe_progress(uint32_t stage);
 
 /* ---- host-lists.c ---- */
 

@@ -1,6 +1,8 @@
-/* The block drivers backed by built-in plugins: QEMU-style options are
- * mapped onto plugin config keys, and every other callback forwards to the
- * plugin handle (which already emulates what the plugin lacks). */
+/* The block drivers backed by plugins: "file", "memory" and "null-co" (our
+ * built-in plugins, QEMU-style options mapped onto plugin config keys) and
+ * "nbdkit" (any installed nbdkit plugin, a private instance per node).
+ * Every other callback forwards to the plugin handle (which already
+ * emulates what the plugin lacks). */
 #include "block/plugin-host/host-internal.h"
 
 #include <errno.h>
@@ -224,9 +226,59 @@ static const BlockDriver null_driver = {
     PLUGIN_DRIVER_CALLBACKS,
 };
 
+/* ---- nbdkit: any installed plugin ---- */
+
+/* The plugin parameters, in order: `args` (a JSON object of strings; the
+ * command line's bare extra keys were folded into it by the QAPI parser). */
+static bool nbdkit_config(BlockOptions *opts, GPtrArray *config, GError **errp)
+{
+    if (!block_options_has(opts, "args"))
+        return true;
+    JsonObject *args = block_options_get_object(opts, "args");
+    if (!args) {
+        g_set_error(errp, G_IO_ERROR, G_IO_ERROR_INVALID_ARGUMENT,
+                    "Invalid parameter type for 'args', expected: object");
+        return false;
+    }
+    GList *keys = json_object_get_members(args);     /* in input order */
+    bool ok = true;
+    for (GList *l = keys; l && ok; l = l->next) {
+        JsonNode *v = json_object_get_member(args, l->data);
+        if (!JSON_NODE_HOLDS_VALUE(v) || json_node_get_value_type(v) != G_TYPE_STRING) {
+            g_set_error(errp, G_IO_ERROR, G_IO_ERROR_INVALID_ARGUMENT,
+                        "Invalid parameter type for 'args.%s', expected: string", (const char *) l->data);
+            ok = false;
+            break;
+        }
+        g_ptr_array_add(config, l->data);
+        g_ptr_array_add(config, (gpointer) json_node_get_string(v));
+    }
+    g_list_free(keys);
+    return ok;
+}
+
+static void *nbdkit_open(BlockNode *self, BlockOptions *opts, bool read_only, GError **errp)
+{
+    const char *plugin = block_options_get_str(opts, "plugin", true, errp);
+    if (!plugin)
+        return NULL;
+    g_autoptr(GPtrArray) config = g_ptr_array_new();
+    if (!nbdkit_config(opts, config, errp))
+        return NULL;
+    g_ptr_array_add(config, NULL);
+    return plugin_handle_open_instance(plugin, (const char *const *) config->pdata, read_only, errp);
+}
+
+static const BlockDriver nbdkit_driver = {
+    .name = "nbdkit",
+    .open = nbdkit_open,
+    PLUGIN_DRIVER_CALLBACKS,
+};
+
 void plugin_host_register_drivers(void)
 {
     block_driver_register(&file_driver);
     block_driver_register(&memory_driver);
     block_driver_register(&null_driver);
+    block_driver_register(&nbdkit_driver);
 }

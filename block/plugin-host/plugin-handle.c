@@ -40,7 +40,8 @@ static int failure(PluginHandle *h)
 
 /* ---- configuration (setup lock held) ---- */
 
-static bool run_config(PluginLibrary *lib, const char *const *config, int *model, GError **errp)
+bool plugin_run_config(PluginLibrary *lib, const char *const *config, ConfigStages stages,
+                       int *model, GError **errp)
 {
     const struct nbdkit_plugin *p = &lib->p;
     HostCall saved;
@@ -52,17 +53,23 @@ static bool run_config(PluginLibrary *lib, const char *const *config, int *model
             host_set_gerror(errp, lib->name, "this plugin does not need command line configuration");
             goto out;
         }
+        plugin_probe_progress((uint32_t) (i / 2));
         if (p->config(config[i], config[i + 1]) == -1) {
-            g_autofree char *what = g_strdup_printf("invalid parameter %s", config[i]);
-            host_set_gerror(errp, lib->name, what);
+            /* "PLUGIN: parameter 'KEY': what the plugin said". */
+            g_autofree char *what = g_strdup_printf("parameter '%s'", config[i]);
+            const char *said = plugin_host_last_error();
+            g_set_error(errp, G_IO_ERROR, G_IO_ERROR_INVALID_ARGUMENT, "%s: %s: %s", lib->name, what,
+                        said ? said : "invalid value");
             goto out;
         }
     }
+    plugin_probe_progress(PROBE_CONFIG_COMPLETE);
     if (p->config_complete && p->config_complete() == -1) {
         host_set_gerror(errp, lib->name, "configuration is incomplete");
         goto out;
     }
     *model = p->_thread_model;
+    plugin_probe_progress(PROBE_THREAD_MODEL);
     if (p->thread_model) {
         int r = p->thread_model();
         if (r == -1) {
@@ -71,6 +78,10 @@ static bool run_config(PluginLibrary *lib, const char *const *config, int *model
         }
         if (r < *model)
             *model = r;
+    }
+    if (stages == CONFIG_UP_TO_THREAD_MODEL) {
+        ok = true;
+        goto out;
     }
     if (p->get_ready && p->get_ready() == -1) {
         host_set_gerror(errp, lib->name, "get_ready failed");
@@ -90,10 +101,14 @@ out:
 /* Configures `lib` for a new handle; sets *model. */
 static bool configure(PluginLibrary *lib, const char *const *config, int *model, GError **errp)
 {
-    if (lib->per_node_config)
-        return run_config(lib, config, model, errp);
+    if (lib->per_node_config) {
+        if (!plugin_run_config(lib, config, CONFIG_UP_TO_AFTER_FORK, model, errp))
+            return false;
+        lib->configured = true;     /* cleanup now pairs with this get_ready */
+        return true;
+    }
     if (!lib->configured) {
-        if (!run_config(lib, config, &lib->model, errp))
+        if (!plugin_run_config(lib, config, CONFIG_UP_TO_AFTER_FORK, &lib->model, errp))
             return false;
         lib->configured = true;
         lib->config = g_strdupv((char **) (config ? config : (const char *const[]) { NULL }));
@@ -229,14 +244,50 @@ fail:
 
 /* ---- open and close ---- */
 
+/* Configures `lib` (one handle already counted on it) and opens a handle;
+ * on failure the count is dropped again.  Setup lock held. */
+static PluginHandle *open_on(PluginLibrary *lib, const char *const *config, bool read_only, GError **errp);
+
 PluginHandle *plugin_handle_open(const char *plugin, const char *const *config, bool read_only, GError **errp)
 {
     plugin_setup_lock();
     PluginLibrary *lib = plugin_library_acquire(plugin, errp);
-    if (!lib) {
-        plugin_setup_unlock();
-        return NULL;
+    PluginHandle *h = lib ? open_on(lib, config, read_only, errp) : NULL;
+    plugin_setup_unlock();
+    return h;
+}
+
+/* Values that nbdkit_read_password would consume (a terminal or an
+ * inherited fd can be read only once), so the probe must not see them. */
+static bool reads_once(const char *const *config)
+{
+    for (size_t i = 0; config && config[i]; i += 2) {
+        const char *v = config[i + 1];
+        if (v[0] == '-' && (v[1] == '\0' || strspn(v + 1, "0123456789") == strlen(v + 1)))
+            return true;
     }
+    return false;
+}
+
+PluginHandle *plugin_handle_open_instance(const char *plugin, const char *const *config,
+                                          bool read_only, GError **errp)
+{
+    g_autofree char *path = plugin_resolve_path(plugin, errp);
+    if (!path)
+        return NULL;
+    const char *probe = g_getenv("BLOCKD_NBDKIT_PROBE");
+    if (!(probe && strcmp(probe, "0") == 0) && !reads_once(config) &&
+        !plugin_probe_config(path, config, errp))
+        return NULL;
+    plugin_setup_lock();
+    PluginLibrary *lib = plugin_library_load_private(path, errp);
+    PluginHandle *h = lib ? open_on(lib, config, read_only, errp) : NULL;
+    plugin_setup_unlock();
+    return h;
+}
+
+static PluginHandle *open_on(PluginLibrary *lib, const char *const *config, bool read_only, GError **errp)
+{
     PluginHandle *h = g_new0(PluginHandle, 1);
     h->lib = lib;
     g_mutex_init(&h->request_lock);
@@ -265,7 +316,6 @@ PluginHandle *plugin_handle_open(const char *plugin, const char *const *config, 
     call_end(h, &saved);
     if (!ok)
         goto fail;
-    plugin_setup_unlock();
     return h;
 
 fail:
@@ -273,7 +323,6 @@ fail:
     g_mutex_clear(&h->request_lock);
     g_free(h);
     plugin_library_release(lib);
-    plugin_setup_unlock();
     return NULL;
 }
 

@@ -14,7 +14,8 @@
 
 typedef struct PluginHandle PluginHandle;
 
-/* Registers the drivers "file", "memory" and "null-co" (built-in plugins). */
+/* Registers the drivers "file", "memory", "null-co" (built-in plugins) and
+ * "nbdkit" (plugin=NAME-or-PATH, args: the plugin's parameters). */
 void plugin_host_register_drivers(void);
 
 /* Opens a handle on plugin `plugin` -- a built-in name ("file", "memory",
@@ -24,6 +25,12 @@ void plugin_host_register_drivers(void);
  * configured once and later handles must use the same config. */
 PluginHandle *plugin_handle_open(const char *plugin, const char *const *config,
                                  bool read_only, GError **errp);
+/* Opens a handle on a private instance of the installed nbdkit plugin
+ * `plugin` (a name in nbdkit's plugin directory, or a path to a .so): the
+ * .so is loaded afresh for this handle, configured with `config` (after a
+ * crash-safe probe in a child process), and unloaded when it is closed. */
+PluginHandle *plugin_handle_open_instance(const char *plugin, const char *const *config,
+                                          bool read_only, GError **errp);
 /* Closes the plugin handle (the plugin is cleaned up with its last handle). */
 void plugin_handle_close(PluginHandle *h);
 /* The plugin's name. */

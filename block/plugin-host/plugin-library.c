@@ -1,12 +1,27 @@
 /* Loading plugins: the built-in table, name resolution, dlopen, nbdkit's
  * registration checks, .load once per library, and reference counting so
- * the last handle cleans up (and unloads a .so). */
+ * the last handle cleans up (and unloads a .so).
+ *
+ * Private instances (driver=nbdkit): a plugin's configuration is global to
+ * its loaded library, so every such node loads its own copy of the .so.
+ * The file is copied into a memfd and dlopen'ed as /proc/self/fd/N; glibc
+ * identifies loaded objects by name and by device/inode, so each copy is a
+ * separate library with its own globals, and dlclose of one copy unloads
+ * only that one.  (The plugin's own dependencies, e.g. libcurl, are shared
+ * as usual.)  If the kernel refuses executable memfds, a temporary file is
+ * used instead and removed when the instance is unloaded. */
 #include "block/plugin-host/host-internal.h"
 
 #include <dlfcn.h>
 #include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
+#include <sys/sendfile.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include "block/plugin-host/plugin-host-config.h"   /* generated: NBDKIT_PLUGINDIR */
 #include "plugins/builtin-plugins.h"
@@ -86,6 +101,12 @@ static bool register_plugin(PluginLibrary *lib, const struct nbdkit_plugin *src,
 
 static void library_free(PluginLibrary *lib)
 {
+    if (lib->copy_fd >= 0)
+        close(lib->copy_fd);
+    if (lib->copy_path) {
+        unlink(lib->copy_path);
+        g_free(lib->copy_path);
+    }
     g_free(lib->key);
     g_free(lib->name);
     g_strfreev(lib->config);
@@ -98,6 +119,7 @@ static PluginLibrary *library_new(const char *key)
 {
     PluginLibrary *lib = g_new0(PluginLibrary, 1);
     lib->key = g_strdup(key);
+    lib->copy_fd = -1;
     g_mutex_init(&lib->all_requests_lock);
     intern_pool_init(&lib->interned);
     return lib;
@@ -139,6 +161,25 @@ static char *plugin_path(const char *spec, GError **errp)
     return g_strdup_printf("%s/nbdkit-%s-plugin.so", NBDKIT_PLUGINDIR, spec);
 }
 
+char *plugin_resolve_path(const char *spec, GError **errp)
+{
+    g_autofree char *path = plugin_path(spec, errp);
+    if (!path)
+        return NULL;
+    char *real = realpath(path, NULL);
+    if (!real) {
+        int err = errno;
+        if (strchr(spec, '/'))
+            g_set_error(errp, G_IO_ERROR, g_io_error_from_errno(err),
+                        "cannot load nbdkit plugin %s: %s", path, g_strerror(err));
+        else
+            g_set_error(errp, G_IO_ERROR, g_io_error_from_errno(err),
+                        "cannot load nbdkit plugin '%s': %s: %s (is it installed?)",
+                        spec, path, g_strerror(err));
+    }
+    return real;
+}
+
 static PluginLibrary *load_external(const char *path, const char *key, GError **errp)
 {
     void *dl = dlopen(path, RTLD_NOW | RTLD_GLOBAL);
@@ -160,6 +201,117 @@ static PluginLibrary *load_external(const char *path, const char *key, GError **
     }
     lib->dl = dl;
     call_load(lib);
+    return lib;
+}
+
+/* LeakSanitizer's interface, present only in sanitized builds. */
+extern void __lsan_disable(void) __attribute__((weak));
+extern void __lsan_enable(void) __attribute__((weak));
+
+/* dlopen, with allocations made by the plugin's constructors hidden from
+ * LeakSanitizer: nbdkit's common code registers things (e.g. the sparse
+ * allocators of the data and memory plugins) in constructor-built vectors
+ * that nothing frees, which become unreachable once the copy is unloaded. */
+static void *dlopen_quiet(const char *name, int flags)
+{
+    if (__lsan_disable)
+        __lsan_disable();
+    void *dl = dlopen(name, flags);
+    if (__lsan_enable)
+        __lsan_enable();
+    return dl;
+}
+
+/* Copies `from` into `to` (both open); false with errno set on failure. */
+static bool copy_fd(int from, int to, off_t size)
+{
+    off_t done = 0;
+    while (done < size) {
+        ssize_t n = sendfile(to, from, NULL, (size_t) (size - done));
+        if (n <= 0) {
+            if (n == 0)
+                errno = EIO;
+            return false;
+        }
+        done += n;
+    }
+    return true;
+}
+
+/* Copies `path` to a memfd (or a temporary file) and dlopens the copy. */
+static void *dlopen_private_copy(const char *path, PluginLibrary *lib, GError **errp)
+{
+    int in = open(path, O_RDONLY | O_CLOEXEC);
+    struct stat st;
+    if (in < 0 || fstat(in, &st) < 0) {
+        int err = errno;
+        if (in >= 0)
+            close(in);
+        g_set_error(errp, G_IO_ERROR, g_io_error_from_errno(err), "cannot load plugin %s: %s",
+                    path, g_strerror(err));
+        return NULL;
+    }
+    g_autofree char *base = g_path_get_basename(path);
+    void *dl = NULL;
+    int out = memfd_create(base, MFD_CLOEXEC);
+    if (out >= 0) {
+        if (copy_fd(in, out, st.st_size)) {
+            g_autofree char *name = g_strdup_printf("/proc/self/fd/%d", out);
+            dl = dlopen_quiet(name, RTLD_NOW | RTLD_LOCAL);
+        }
+        if (dl)
+            lib->copy_fd = out;      /* kept open: the name must stay unique */
+        else
+            close(out);
+    }
+    if (!dl) {
+        /* No memfd, or an executable memfd is not allowed: a temporary file. */
+        g_autofree char *tmpl = g_build_filename(g_get_tmp_dir(), "blockd-plugin-XXXXXX.so", NULL);
+        out = g_mkstemp_full(tmpl, O_RDWR | O_CLOEXEC, 0700);
+        if (out >= 0 && lseek(in, 0, SEEK_SET) == 0 && copy_fd(in, out, st.st_size))
+            dl = dlopen_quiet(tmpl, RTLD_NOW | RTLD_LOCAL);
+        if (out >= 0)
+            close(out);
+        if (dl)
+            lib->copy_path = g_steal_pointer(&tmpl);
+        else if (out >= 0)
+            unlink(tmpl);
+    }
+    close(in);
+    if (!dl) {
+        /* dlopen's message names the copy; the reason is what matters. */
+        const char *why = dlerror();
+        const char *colon = why ? strstr(why, ": ") : NULL;
+        g_set_error(errp, G_IO_ERROR, G_IO_ERROR_FAILED, "cannot load plugin %s: %s", path,
+                    colon ? colon + 2 : why ? why : g_strerror(errno));
+    }
+    return dl;
+}
+
+PluginLibrary *plugin_library_load_private(const char *path, GError **errp)
+{
+    PluginLibrary *lib = library_new(path);
+    lib->private_instance = true;
+    lib->per_node_config = true;
+    lib->dl = dlopen_private_copy(path, lib, errp);
+    if (!lib->dl) {
+        library_free(lib);
+        return NULL;
+    }
+    struct nbdkit_plugin *(*init)(void) = (struct nbdkit_plugin *(*)(void)) dlsym(lib->dl, "plugin_init");
+    if (!init) {
+        g_set_error(errp, G_IO_ERROR, G_IO_ERROR_FAILED, "%s: not an nbdkit plugin (no plugin_init)", path);
+        dlclose(lib->dl);
+        library_free(lib);
+        return NULL;
+    }
+    if (!register_plugin(lib, init(), path, errp)) {
+        dlclose(lib->dl);
+        library_free(lib);
+        return NULL;
+    }
+    call_load(lib);
+    lib->handles = 1;
     return lib;
 }
 
@@ -215,7 +367,7 @@ void plugin_library_release(PluginLibrary *lib)
     if (--lib->handles > 0)
         return;
     /* Cleanup only pairs with a successful get_ready. */
-    if (lib->configured || lib->per_node_config)
+    if (lib->configured)
         call_cleanup(lib);
     if (lib->builtin) {
         /* Built-ins stay loaded (.load ran once); the next node starts a
@@ -229,10 +381,13 @@ void plugin_library_release(PluginLibrary *lib)
         lib->p.unload();
         host_call_leave(&saved);
     }
-    g_hash_table_remove(libraries, lib->key);
+    if (!lib->private_instance)
+        g_hash_table_remove(libraries, lib->key);
     /* Like nbdkit under valgrind: keeping the code mapped lets leak
      * checkers name the plugin that leaked. */
     if (!g_getenv("BLOCKD_KEEP_PLUGINS_LOADED"))
         dlclose(lib->dl);
+    else
+        lib->copy_fd = -1;      /* the symbolizer reads the copy by this name */
     library_free(lib);
 }

@@ -9,6 +9,8 @@
 #include "server/export.h"
 #include "server/nbd/nbd-io.h"
 #include "server/nbd/nbd-server.h"
+#include "server/objects/authz-simple.h"
+#include "server/objects/tls-creds.h"
 
 typedef struct NbdConn {
     NbdServer *srv;
@@ -39,3 +41,7 @@ void nbd_transmission(NbdConn *conn);
 void nbd_conn_clear(NbdConn *conn);
 /* True once nbd_server_free has started. */
 bool nbd_server_shutting_down(NbdServer *srv);
+/* The server's TLS credentials (NULL: no TLS); with them TLS is required. */
+TlsCreds *nbd_server_tls_creds(NbdServer *srv);
+/* The server's tls-authz authorizer, or NULL. */
+AuthzSimple *nbd_server_tls_authz(NbdServer *srv);

@@ -9,6 +9,7 @@
 #include <stdarg.h>
 #include <string.h>
 #include "server/nbd/nbd-wire.h"
+#include "server/objects/objects.h"
 
 typedef enum {
     OPT_CONTINUE,   /* keep haggling */
@@ -253,6 +254,59 @@ static OptResult opt_meta_context(NbdConn *c, uint32_t opt, const uint8_t *data,
     return OPT_CONTINUE;
 }
 
+/* STARTTLS (§3.4): ACK in clear, handshake, tls-authz, then a fresh start. */
+static OptResult opt_starttls(NbdConn *c, uint32_t opt, uint32_t len)
+{
+    TlsCreds *creds = nbd_server_tls_creds(c->srv);
+    if (!creds)
+        return send_error(c, opt, NBD_REP_ERR_POLICY, "TLS is not configured on this server");
+    if (nbd_io_tls_active(&c->io))
+        return send_error(c, opt, NBD_REP_ERR_INVALID, "TLS is already active");
+    if (len)
+        return send_error(c, opt, NBD_REP_ERR_INVALID, "NBD_OPT_STARTTLS takes no data");
+    if (send_ack(c, opt) != OPT_CONTINUE)
+        return OPT_CLOSE;
+    g_autoptr(GError) err = NULL;
+    if (!nbd_io_starttls(&c->io, creds, &err)) {
+        /* Only this connection ends; the log says why for the administrator. */
+        g_message("nbd: client refused: %s", err->message);
+        return OPT_CLOSE;
+    }
+    g_autofree char *identity = nbd_io_tls_peer_identity(&c->io);
+    AuthzSimple *authz = nbd_server_tls_authz(c->srv);
+    if (authz && !authz_simple_is_allowed(authz, identity)) {
+        g_message("nbd: TLS client '%s' refused: not allowed by tls-authz '%s'",
+                  identity ? identity : "(no identity)", object_id_of(authz));
+        return OPT_CLOSE;
+    }
+    g_debug("nbd: TLS established with '%s'", identity ? identity : "(anonymous)");
+    /* Nothing negotiated in clear text survives (it was not authenticated). */
+    c->structured = false;
+    c->extended = false;
+    clear_meta_selection(c);
+    return OPT_CONTINUE;
+}
+
+/* With TLS required and not yet active, only STARTTLS and ABORT are
+ * processed (§4, FORCEDTLS): nothing about the exports leaks in clear. */
+static OptResult handle_option_before_tls(NbdConn *c, uint32_t opt, uint32_t len)
+{
+    switch (opt) {
+    case NBD_OPT_STARTTLS:
+        return opt_starttls(c, opt, len);
+    case NBD_OPT_ABORT:
+        send_ack(c, opt);
+        return OPT_CLOSE;
+    case NBD_OPT_EXPORT_NAME:
+        /* No error reply exists for EXPORT_NAME. */
+        g_debug("nbd: EXPORT_NAME without TLS on a TLS-only server, disconnecting");
+        return OPT_CLOSE;
+    default:
+        return send_error(c, opt, NBD_REP_ERR_TLS_REQD,
+                          "TLS is required: negotiate NBD_OPT_STARTTLS first");
+    }
+}
+
 static OptResult handle_option(NbdConn *c, uint32_t opt, const uint8_t *data, uint32_t len)
 {
     if (!c->fixed_newstyle && opt != NBD_OPT_EXPORT_NAME)
@@ -262,6 +316,8 @@ static OptResult handle_option(NbdConn *c, uint32_t opt, const uint8_t *data, ui
             return OPT_CLOSE;
         return send_error(c, opt, NBD_REP_ERR_SHUTDOWN, "server is shutting down");
     }
+    if (nbd_server_tls_creds(c->srv) && !nbd_io_tls_active(&c->io))
+        return handle_option_before_tls(c, opt, len);
     switch (opt) {
     case NBD_OPT_EXPORT_NAME:
         return opt_export_name(c, data, len);
@@ -272,7 +328,7 @@ static OptResult handle_option(NbdConn *c, uint32_t opt, const uint8_t *data, ui
     case NBD_OPT_LIST:
         return opt_list(c, opt, len);
     case NBD_OPT_STARTTLS:
-        return send_error(c, opt, NBD_REP_ERR_UNSUP, "TLS is not supported by this server");
+        return opt_starttls(c, opt, len);
     case NBD_OPT_INFO:
     case NBD_OPT_GO:
         return opt_info_or_go(c, opt, data, len);
@@ -332,7 +388,8 @@ bool nbd_handshake(NbdConn *c)
         case OPT_CONTINUE:
             break;
         case OPT_TRANSMIT:
-            return true;
+            /* Belt and braces (§4): never serve data in clear on a TLS server. */
+            return !nbd_server_tls_creds(c->srv) || nbd_io_tls_active(&c->io);
         case OPT_CLOSE:
             return false;
         }

@@ -19,9 +19,12 @@
 #include <sys/stat.h>
 #include <sys/un.h>
 #include "server/nbd/nbd-conn.h"
+#include "server/objects/objects.h"
 
 /* Graceful shutdown: how long in-flight requests get before a hard disconnect. */
 #define SHUTDOWN_GRACE_US (2 * G_TIME_SPAN_SECOND)
+/* Send buffer asked for each client socket (the kernel caps it at wmem_max). */
+#define SOCKET_BUFFER_SIZE (4 * 1024 * 1024)
 
 typedef struct NbdListener {
     NbdServer *srv;
@@ -42,6 +45,8 @@ struct NbdServer {
     GList *conns;           /* NbdConn * (running and finished, until reaped) */
     unsigned active;
     bool shutting_down;
+    TlsCreds *tls_creds;    /* acquired object; set before clients arrive */
+    AuthzSimple *tls_authz; /* acquired object or NULL */
 };
 
 bool nbd_server_shutting_down(NbdServer *srv)
@@ -50,6 +55,27 @@ bool nbd_server_shutting_down(NbdServer *srv)
     bool r = srv->shutting_down;
     g_mutex_unlock(&srv->lock);
     return r;
+}
+
+void nbd_server_set_tls(NbdServer *srv, TlsCreds *creds, AuthzSimple *authz)
+{
+    srv->tls_creds = creds;
+    srv->tls_authz = authz;
+}
+
+bool nbd_server_tls_required(NbdServer *srv)
+{
+    return srv->tls_creds != NULL;
+}
+
+TlsCreds *nbd_server_tls_creds(NbdServer *srv)
+{
+    return srv->tls_creds;
+}
+
+AuthzSimple *nbd_server_tls_authz(NbdServer *srv)
+{
+    return srv->tls_authz;
 }
 
 static gpointer connection_main(gpointer opaque)
@@ -62,8 +88,7 @@ static gpointer connection_main(gpointer opaque)
     NbdServer *srv = c->srv;
     g_mutex_lock(&srv->lock);
     /* Closed under the lock so nbd_server_free never shuts down a reused fd. */
-    close(c->io.fd);
-    c->io.fd = -1;
+    nbd_io_close(&c->io);
     c->done = true;
     srv->active--;
     g_cond_broadcast(&srv->cond);
@@ -100,6 +125,9 @@ static void start_connection(NbdServer *srv, int fd, int family)
         int one = 1;
         setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
     }
+    /* Room for several large replies: fewer wake-ups on bulk reads. */
+    int bufsize = SOCKET_BUFFER_SIZE;
+    setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &bufsize, sizeof(bufsize));
     NbdConn *c = g_new0(NbdConn, 1);
     c->srv = srv;
     nbd_io_init(&c->io, fd);
@@ -299,15 +327,16 @@ GPtrArray *nbd_server_uris(NbdServer *srv, const char *export_name)
 {
     GPtrArray *uris = g_ptr_array_new_with_free_func(g_free);
     g_autofree char *name = g_uri_escape_string(export_name ? export_name : "", "/", FALSE);
+    const char *scheme = srv->tls_creds ? "nbds" : "nbd";
     for (unsigned i = 0; i < srv->listeners->len; i++) {
         NbdListener *l = srv->listeners->pdata[i];
         if (l->family == AF_UNIX) {
             g_autofree char *path = g_uri_escape_string(l->unix_path, "/", FALSE);
-            g_ptr_array_add(uris, g_strdup_printf("nbd+unix:///%s?socket=%s", name, path));
+            g_ptr_array_add(uris, g_strdup_printf("%s+unix:///%s?socket=%s", scheme, name, path));
         } else if (l->family == AF_INET6) {
-            g_ptr_array_add(uris, g_strdup_printf("nbd://[%s]:%u/%s", l->host, l->port, name));
+            g_ptr_array_add(uris, g_strdup_printf("%s://[%s]:%u/%s", scheme, l->host, l->port, name));
         } else {
-            g_ptr_array_add(uris, g_strdup_printf("nbd://%s:%u/%s", l->host, l->port, name));
+            g_ptr_array_add(uris, g_strdup_printf("%s://%s:%u/%s", scheme, l->host, l->port, name));
         }
     }
     return uris;
@@ -349,6 +378,8 @@ void nbd_server_free(NbdServer *srv)
     g_mutex_unlock(&srv->lock);
 
     reap_connections(srv, true);
+    object_release_tls_creds(srv->tls_creds);
+    object_release_authz(srv->tls_authz);
     g_mutex_clear(&srv->lock);
     g_cond_clear(&srv->cond);
     g_free(srv);

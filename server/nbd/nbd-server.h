@@ -7,11 +7,19 @@
 
 #include <stdbool.h>
 #include <glib.h>
+#include "server/objects/authz-simple.h"
+#include "server/objects/tls-creds.h"
 
 typedef struct NbdServer NbdServer;
 
 /* A server with no listeners; max_connections 0 means unlimited. */
 NbdServer *nbd_server_new(unsigned max_connections);
+/* Requires TLS with `creds` (server endpoint) from now on, checking client
+ * identities with `authz` if not NULL.  The server keeps both acquisitions
+ * (server/objects/objects.h) and releases them when freed. */
+void nbd_server_set_tls(NbdServer *srv, TlsCreds *creds, AuthzSimple *authz);
+/* True when the server requires TLS. */
+bool nbd_server_tls_required(NbdServer *srv);
 /* Listens on a Unix socket at `path` (an existing socket file is replaced). */
 bool nbd_server_listen_unix(NbdServer *srv, const char *path, GError **errp);
 /* Listens on host:port (TCP); port "0" picks a free one. */

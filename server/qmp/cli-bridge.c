@@ -35,7 +35,9 @@ bool qmp_cli_nbd_server(JsonObject *opts, GError **errp)
     g_autoptr(NbdServerOptions) o = NULL;
     JsonNode *node = wrap(opts);
     bool ok = qapi_in_NbdServerOptions(&in, "", node, &o, errp) &&
-              nbd_control_add_listener(o->addr, o->has_max_connections ? o->max_connections : 0, errp);
+              nbd_control_add_listener_tls(o->addr, o->has_max_connections ? o->max_connections : 0,
+                                           o->has_tls_creds ? o->tls_creds : NULL,
+                                           o->has_tls_authz ? o->tls_authz : NULL, errp);
     json_node_unref(node);
     return ok;
 }

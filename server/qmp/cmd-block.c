@@ -2,6 +2,7 @@
  * Thin: the arguments arrive validated and typed; the node graph does the work. */
 #include "server/qmp/commands.h"
 #include "block/node.h"
+#include "bitmaps/dirty-bitmap.h"
 #include "qapi/qapi-commands.h"
 
 #include <string.h>
@@ -45,6 +46,8 @@ bool qmp_blockdev_add_options(BlockdevOptions *options, GError **errp)
     json_node_unref(json);
     if (!node)
         return false;
+    /* Persistent dirty bitmaps of an image come back with its node. */
+    dirty_bitmap_load_persistent(node);
     if (!node_filenames)
         node_filenames = g_hash_table_new_full(g_str_hash, g_str_equal, g_free, g_free);
     g_hash_table_replace(node_filenames, g_strdup(options->node_name), describe_filename(options));
@@ -81,6 +84,25 @@ static BlockDeviceInfo *node_info(BlockNode *node)
     info->image->virtual_size = (int64_t)node_size(node);
     info->cache = g_new0(BlockdevCacheInfo, 1);
     info->cache->writeback = true;
+    /* Dirty bitmaps, newest first as QEMU lists them; absent when none. */
+    g_autoptr(GPtrArray) bitmaps = dirty_bitmap_list(node);
+    BlockDirtyInfoList **tail = &info->dirty_bitmaps;
+    for (guint i = 0; i < bitmaps->len; i++) {
+        DirtyBitmap *bm = bitmaps->pdata[i];
+        BlockDirtyInfo *d = g_new0(BlockDirtyInfo, 1);
+        d->has_name = true;
+        d->name = g_strdup(dirty_bitmap_name(bm));
+        d->count = (int64_t)dirty_bitmap_count(bm);
+        d->granularity = dirty_bitmap_granularity(bm);
+        d->recording = dirty_bitmap_recording(bm);
+        d->busy = dirty_bitmap_busy(bm);
+        d->persistent = dirty_bitmap_persistent(bm);
+        d->has_inconsistent = d->inconsistent = dirty_bitmap_inconsistent(bm);
+        *tail = g_new0(BlockDirtyInfoList, 1);
+        (*tail)->value = d;
+        tail = &(*tail)->next;
+    }
+    info->has_dirty_bitmaps = bitmaps->len > 0;
     return info;
 }
 

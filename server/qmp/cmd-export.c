@@ -3,17 +3,52 @@
  * Thin: they call server/nbd-control.h and server/export.h. */
 #include "server/qmp/commands.h"
 #include "server/export.h"
+#include "bitmaps/dirty-bitmap.h"
 #include "server/nbd-control.h"
 #include "qapi/qapi-commands.h"
 
+/* Resolves the export's `bitmaps` with QEMU's messages and checks; a
+ * plain name is a bitmap of the exported node. */
+static bool resolve_bitmaps(BlockExportOptions *o, GPtrArray *out, GError **errp)
+{
+    BlockNode *node = node_find(o->node_name);
+    if (!node)
+        return true; /* export_add reports the missing node */
+    for (BlockDirtyBitmapOrStrList *l = o->u.nbd.bitmaps; l; l = l->next) {
+        DirtyBitmap *bm;
+        if (l->value->type == QAPI_QTYPE_QSTRING) {
+            bm = dirty_bitmap_find(node, l->value->u.local);
+            if (!bm) {
+                g_set_error(errp, QMP_ERROR, QMP_ERROR_GENERIC, "Bitmap '%s' is not found",
+                            l->value->u.local);
+                return false;
+            }
+        } else {
+            bm = dirty_bitmap_lookup(l->value->u.external->node, l->value->u.external->name, NULL, errp);
+            if (!bm)
+                return false;
+        }
+        if (!export_check_bitmap(bm, o->node_name, o->has_writable && o->writable, errp))
+            return false;
+        g_ptr_array_add(out, bm);
+    }
+    return true;
+}
+
 bool qmp_block_export_add_options(BlockExportOptions *o, GError **errp)
 {
+    g_autoptr(GPtrArray) bitmaps = g_ptr_array_new();
+    if (o->u.nbd.has_bitmaps && !resolve_bitmaps(o, bitmaps, errp))
+        return false;
     ExportConfig cfg = {
         .id = o->id,
         .node_name = o->node_name,
         .name = o->u.nbd.has_name ? o->u.nbd.name : NULL,
         .description = o->u.nbd.has_description ? o->u.nbd.description : NULL,
         .writable = o->has_writable && o->writable,
+        .bitmaps = (DirtyBitmap *const *)bitmaps->pdata,
+        .nbitmaps = bitmaps->len,
+        .allocation_depth = o->u.nbd.has_allocation_depth && o->u.nbd.allocation_depth,
     };
     return export_add(&cfg, errp) != NULL;
 }
@@ -91,7 +126,9 @@ static SocketAddress *address_from_legacy(const SocketAddressLegacy *l)
 bool qmp_nbd_server_start(QmpSession *session, q_obj_nbd_server_start_arg *args, GError **errp)
 {
     g_autoptr(SocketAddress) addr = address_from_legacy(args->addr);
-    return nbd_control_start(addr, args->has_max_connections ? args->max_connections : 0, errp);
+    return nbd_control_start_tls(addr, args->has_max_connections ? args->max_connections : 0,
+                                 args->has_tls_creds ? args->tls_creds : NULL,
+                                 args->has_tls_authz ? args->tls_authz : NULL, errp);
 }
 
 bool qmp_nbd_server_stop(QmpSession *session, GError **errp)

@@ -14,9 +14,15 @@ from qmp_lib import Daemon, blockd_cmd, qsd_cmd, check, fail
 COMMANDS = {'qmp_capabilities', 'query-version', 'query-commands', 'query-qmp-schema', 'quit',
             'blockdev-add', 'blockdev-del', 'query-named-block-nodes', 'nbd-server-start',
             'nbd-server-stop', 'nbd-server-add', 'nbd-server-remove', 'block-export-add',
-            'block-export-del', 'query-block-exports'}
+            'block-export-del', 'query-block-exports',
+            # dirty bitmaps (issue 4)
+            'block-dirty-bitmap-add', 'block-dirty-bitmap-remove', 'block-dirty-bitmap-clear',
+            'block-dirty-bitmap-enable', 'block-dirty-bitmap-disable', 'block-dirty-bitmap-merge',
+            'x-debug-block-dirty-bitmap-sha256', 'transaction',
+            # TLS objects (issue 7)
+            'object-add', 'object-del'}
 EVENTS = {'BLOCK_EXPORT_DELETED', 'SHUTDOWN'}
-BLOCKD_ONLY_VALUES = {'memory'}
+BLOCKD_ONLY_VALUES = {'memory', 'nbdkit'}
 
 
 def fetch(cmd):

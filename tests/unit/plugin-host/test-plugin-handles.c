@@ -11,6 +11,7 @@
 #include "block/driver.h"
 #include "block/extents.h"
 #include "block/plugin-host/plugin-host.h"
+#include "block/plugin-host/host-internal.h"   /* handle internals, for the instance test */
 
 #define MiB (1024 * 1024)
 
@@ -77,7 +78,7 @@ static void test_config_errors(void)
 
     const char *const bad_key[] = { "colour", "red", NULL };
     g_assert_null(plugin_handle_open("null", bad_key, false, &err));
-    g_assert_cmpstr(err->message, ==, "null: unknown parameter 'colour'");
+    g_assert_cmpstr(err->message, ==, "null: parameter 'colour': unknown parameter 'colour'");
     g_clear_error(&err);
 
     const char *const bad_size[] = { "size", "1MiB", NULL };
@@ -88,7 +89,7 @@ static void test_config_errors(void)
 
     const char *const no_file[] = { "file", "/no/such/file", NULL };
     g_assert_null(plugin_handle_open("file", no_file, false, &err));
-    g_assert_nonnull(strstr(err->message, "file: realpath: /no/such/file"));
+    g_assert_nonnull(strstr(err->message, "file: parameter 'file': realpath: /no/such/file"));
     g_clear_error(&err);
 
     g_assert_null(plugin_handle_open("no-such-plugin-xyz", NULL, false, &err));
@@ -314,6 +315,45 @@ const char *__lsan_default_suppressions(void)
     return "leak:nbdkit-memory-plugin.so\n";
 }
 
+/* Private instances: two handles on one installed plugin with different
+ * configurations, each its own copy of the library; closing one leaves the
+ * other working. */
+static void test_private_instances(void)
+{
+    g_autofree char *so = g_strdup_printf("%s/nbdkit-data-plugin.so", NBDKIT_PLUGINDIR);
+    if (!g_file_test(so, G_FILE_TEST_EXISTS)) {
+        g_test_skip("nbdkit data plugin not installed");
+        return;
+    }
+    GError *err = NULL;
+    const char *const c1[] = { "data", "1 2 3", "size", "4096", NULL };
+    const char *const c2[] = { "data", "9 8", "size", "8192", NULL };
+    PluginHandle *a = plugin_handle_open_instance("data", c1, true, &err);
+    g_assert_no_error(err);
+    PluginHandle *b = plugin_handle_open_instance(so, c2, true, &err);
+    g_assert_no_error(err);
+    g_assert_cmpint(a->caps.size, ==, 4096);
+    g_assert_cmpint(b->caps.size, ==, 8192);
+    g_assert_true(a->lib != b->lib);
+    g_assert_true(a->lib->p.pread != b->lib->p.pread);   /* separate copies of the code */
+    char buf[4];
+    g_assert_cmpint(plugin_handle_pread(a, buf, 4, 0), ==, 0);
+    g_assert_cmpmem(buf, 4, "\1\2\3\0", 4);
+    plugin_handle_close(a);
+    g_assert_cmpint(plugin_handle_pread(b, buf, 4, 0), ==, 0);
+    g_assert_cmpmem(buf, 4, "\11\10\0\0", 4);
+    plugin_handle_close(b);
+
+    /* A rejected parameter names plugin and parameter; the probe reports it. */
+    const char *const bad[] = { "data", "1", "size", "lots", NULL };
+    g_assert_null(plugin_handle_open_instance("data", bad, true, &err));
+    g_assert_nonnull(strstr(err->message, "data: parameter 'size': "));
+    g_clear_error(&err);
+    g_assert_null(plugin_handle_open_instance("no-such-plugin-xyz", NULL, true, &err));
+    g_assert_nonnull(strstr(err->message, "'no-such-plugin-xyz'"));
+    g_clear_error(&err);
+}
+
 int main(int argc, char **argv)
 {
     /* Keep dlclose'd plugins mapped so leak reports can name them. */
@@ -321,6 +361,7 @@ int main(int argc, char **argv)
     g_test_init(&argc, &argv, NULL);
     g_test_add_func("/plugin-host/memory-instances", test_memory_instances);
     g_test_add_func("/plugin-host/config-errors", test_config_errors);
+    g_test_add_func("/plugin-host/private-instances", test_private_instances);
     g_test_add_func("/plugin-host/file", test_file_plugin);
     g_test_add_func("/plugin-host/null", test_null_plugin);
     g_test_add_func("/plugin-host/external-memory", test_external_memory);

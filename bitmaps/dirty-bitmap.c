@@ -1,0 +1,549 @@
+/* Named dirty bitmaps on a node (see bitmaps/dirty-bitmap.h). */
+#include "bitmaps/dirty-bitmap.h"
+#include "bitmaps/bitmap-store.h"
+
+#include <gio/gio.h>
+
+#include <errno.h>
+#include <string.h>
+
+#define MAX_NAME 1023
+
+/* Everything bitmap-related about one node. */
+typedef struct NodeBitmaps {
+    BlockNode *node;
+    /* Writers hold it for reading while they mark bits; anything that
+     * clears bits or changes the list holds it for writing. */
+    GRWLock lock;
+    GPtrArray *bitmaps;      /* DirtyBitmap *, creation order */
+    NodeWriteHook *hook;     /* installed while there is a bitmap */
+    BitmapStore *store;      /* sidecar, for nodes with persistent bitmaps */
+} NodeBitmaps;
+
+struct DirtyBitmap {
+    NodeBitmaps *nb;
+    char *name;
+    uint32_t granularity;
+    uint64_t size;
+    HBitmap *bits;
+    HBitmap *durable;        /* persistent: granules already on stable storage */
+    uint64_t data_offset;    /* persistent: where the words live in the sidecar */
+    bool enabled, persistent, inconsistent, readonly;
+    gint busy;
+};
+
+static GMutex registry_lock;
+static GHashTable *registry; /* BlockNode * -> NodeBitmaps * */
+
+static void dirty_bitmap_free(DirtyBitmap *bm)
+{
+    hbitmap_free(bm->bits);
+    hbitmap_free(bm->durable);
+    g_free(bm->name);
+    g_free(bm);
+}
+
+/* Stores every persistent bitmap of the node (whole-file rewrite). */
+static bool store_all(NodeBitmaps *nb, bool clean, GError **errp)
+{
+    if (!nb->store)
+        return true;
+    g_autoptr(GPtrArray) entries = g_ptr_array_new_with_free_func(g_free);
+    for (guint i = 0; i < nb->bitmaps->len; i++) {
+        DirtyBitmap *bm = nb->bitmaps->pdata[i];
+        if (!bm->persistent)
+            continue;
+        StoredBitmap *sb = g_new0(StoredBitmap, 1);
+        sb->name = bm->name;
+        sb->granularity = bm->granularity;
+        sb->node_size = bm->size;
+        sb->enabled = bm->enabled;
+        sb->inconsistent = bm->inconsistent;
+        sb->bits = bm->bits;
+        sb->durable = bm->durable;
+        g_ptr_array_add(entries, sb);
+    }
+    bitmap_store_quiesce(nb->store);
+    bool ok = bitmap_store_rewrite(nb->store, entries, clean, errp);
+    if (ok) {
+        guint k = 0;
+        for (guint i = 0; i < nb->bitmaps->len; i++) {
+            DirtyBitmap *bm = nb->bitmaps->pdata[i];
+            if (bm->persistent)
+                bm->data_offset = ((StoredBitmap *)entries->pdata[k++])->data_offset;
+        }
+    }
+    bitmap_store_resume(nb->store);
+    return ok;
+}
+
+/* Persists after a metadata change; a failure is reported but not fatal:
+ * the in-memory bitmap stays right and the next rewrite retries. */
+static void store_after_change(NodeBitmaps *nb)
+{
+    g_autoptr(GError) err = NULL;
+    if (!store_all(nb, false, &err))
+        g_printerr("blockd: warning: %s\n", err->message);
+}
+
+/* The before-write hook: marks the range in every enabled bitmap, and for
+ * persistent ones waits until the marks are on stable storage. */
+static int track_write(BlockNode *node, uint64_t offset, uint64_t count, NodeWriteKind kind, void *opaque)
+{
+    NodeBitmaps *nb = opaque;
+    uint64_t ticket = 0;
+    g_rw_lock_reader_lock(&nb->lock);
+    for (guint i = 0; i < nb->bitmaps->len; i++) {
+        DirtyBitmap *bm = nb->bitmaps->pdata[i];
+        if (!bm->enabled || offset >= bm->size)
+            continue;
+        uint64_t end = MIN(offset + count, bm->size);
+        uint64_t first = offset / bm->granularity, last = (end - 1) / bm->granularity;
+        if (bm->durable && nb->store) {
+            if (hbitmap_all_set(bm->durable, first, last - first + 1))
+                continue;
+            hbitmap_set(bm->bits, first, last - first + 1);
+            ticket = bitmap_store_enqueue(nb->store, bm->data_offset, bm->bits, bm->durable,
+                                          first / 64, last / 64);
+        } else {
+            hbitmap_set(bm->bits, first, last - first + 1);
+        }
+    }
+    g_rw_lock_reader_unlock(&nb->lock);
+    return ticket ? bitmap_store_wait(nb->store, ticket) : 0;
+}
+
+static void node_closing(BlockNode *node, void *opaque)
+{
+    NodeBitmaps *nb = opaque;
+    g_autoptr(GError) err = NULL;
+    if (!store_all(nb, true, &err))
+        g_printerr("blockd: warning: %s\n", err->message);
+    g_mutex_lock(&registry_lock);
+    g_hash_table_remove(registry, node);
+    g_mutex_unlock(&registry_lock);
+    if (nb->hook)
+        node_remove_before_write_hook(node, nb->hook);
+    g_ptr_array_free(nb->bitmaps, TRUE);
+    bitmap_store_free(nb->store);
+    g_rw_lock_clear(&nb->lock);
+    g_free(nb);
+}
+
+static NodeBitmaps *node_bitmaps(BlockNode *node, bool create)
+{
+    g_mutex_lock(&registry_lock);
+    if (!registry)
+        registry = g_hash_table_new(g_direct_hash, g_direct_equal);
+    NodeBitmaps *nb = g_hash_table_lookup(registry, node);
+    if (!nb && create) {
+        nb = g_new0(NodeBitmaps, 1);
+        nb->node = node;
+        g_rw_lock_init(&nb->lock);
+        nb->bitmaps = g_ptr_array_new_with_free_func((GDestroyNotify)dirty_bitmap_free);
+        g_hash_table_insert(registry, node, nb);
+        node_add_close_notifier(node, node_closing, nb);
+    }
+    g_mutex_unlock(&registry_lock);
+    return nb;
+}
+
+/* Keeps the write hook installed exactly while the node has bitmaps, so
+ * nodes without bitmaps pay nothing on the write path. */
+static void update_hook(NodeBitmaps *nb)
+{
+    if (nb->bitmaps->len && !nb->hook)
+        nb->hook = node_add_before_write_hook(nb->node, NODE_HOOK_ORDER_DIRTY_BITMAP, track_write, nb);
+    else if (!nb->bitmaps->len && nb->hook) {
+        node_remove_before_write_hook(nb->node, nb->hook);
+        nb->hook = NULL;
+    }
+}
+
+static DirtyBitmap *bitmap_new(NodeBitmaps *nb, const char *name, uint32_t granularity)
+{
+    DirtyBitmap *bm = g_new0(DirtyBitmap, 1);
+    bm->nb = nb;
+    bm->name = g_strdup(name);
+    bm->granularity = granularity;
+    bm->size = node_size(nb->node);
+    bm->bits = hbitmap_new((bm->size + granularity - 1) / granularity);
+    return bm;
+}
+
+static void bitmap_attach(NodeBitmaps *nb, DirtyBitmap *bm)
+{
+    g_rw_lock_writer_lock(&nb->lock);
+    g_ptr_array_add(nb->bitmaps, bm);
+    g_rw_lock_writer_unlock(&nb->lock);
+    update_hook(nb);
+}
+
+uint32_t dirty_bitmap_default_granularity(BlockNode *node)
+{
+    return 65536; /* no node reports a cluster size yet */
+}
+
+DirtyBitmap *dirty_bitmap_find(BlockNode *node, const char *name)
+{
+    NodeBitmaps *nb = node_bitmaps(node, false);
+    if (!nb)
+        return NULL;
+    for (guint i = 0; i < nb->bitmaps->len; i++) {
+        DirtyBitmap *bm = nb->bitmaps->pdata[i];
+        if (strcmp(bm->name, name) == 0)
+            return bm;
+    }
+    return NULL;
+}
+
+DirtyBitmap *dirty_bitmap_create(BlockNode *node, const char *name, uint32_t granularity,
+                                 bool persistent, bool disabled, GError **errp)
+{
+    if (granularity < 512 || (granularity & (granularity - 1))) {
+        g_set_error(errp, G_IO_ERROR, G_IO_ERROR_INVALID_ARGUMENT,
+                    "Granularity must be power of 2 and at least 512");
+        return NULL;
+    }
+    if (persistent) {
+        /* Raw images keep persistent bitmaps in a sidecar, so only nodes
+         * that are an image file can store them. */
+        if (!node_filename(node) || node_read_only(node)) {
+            g_set_error(errp, G_IO_ERROR, G_IO_ERROR_NOT_SUPPORTED,
+                        "Can't store persistent bitmaps to %s: Operation not supported", node_name(node));
+            return NULL;
+        }
+        if (strlen(name) > MAX_NAME) {
+            g_set_error(errp, G_IO_ERROR, G_IO_ERROR_INVALID_ARGUMENT,
+                        "Can't make bitmap '%s' persistent in '%s': Name length exceeds maximum (%d characters)",
+                        name, node_name(node), MAX_NAME);
+            return NULL;
+        }
+    }
+    if (dirty_bitmap_find(node, name)) {
+        g_set_error(errp, G_IO_ERROR, G_IO_ERROR_EXISTS, "Bitmap already exists: %s", name);
+        return NULL;
+    }
+    if (strlen(name) > MAX_NAME) {
+        g_set_error(errp, G_IO_ERROR, G_IO_ERROR_INVALID_ARGUMENT, "Bitmap name too long: %s", name);
+        return NULL;
+    }
+    NodeBitmaps *nb = node_bitmaps(node, true);
+    DirtyBitmap *bm = bitmap_new(nb, name, granularity);
+    bm->enabled = !disabled;
+    bm->persistent = persistent;
+    if (persistent) {
+        bm->durable = hbitmap_new(hbitmap_size(bm->bits));
+        if (!nb->store) {
+            g_autofree char *path = bitmap_store_path_for(node_filename(node));
+            nb->store = bitmap_store_new(path);
+        }
+    }
+    bitmap_attach(nb, bm);
+    if (persistent && !store_all(nb, false, errp)) {
+        dirty_bitmap_remove(bm, NULL);
+        return NULL;
+    }
+    return bm;
+}
+
+DirtyBitmap *dirty_bitmap_lookup(const char *node_name_, const char *name, BlockNode **node_out,
+                                 GError **errp)
+{
+    BlockNode *node = node_find(node_name_);
+    if (!node) {
+        g_set_error(errp, G_IO_ERROR, G_IO_ERROR_NOT_FOUND, "Node '%s' not found", node_name_);
+        return NULL;
+    }
+    if (node_out)
+        *node_out = node;
+    DirtyBitmap *bm = dirty_bitmap_find(node, name);
+    if (!bm)
+        g_set_error(errp, G_IO_ERROR, G_IO_ERROR_NOT_FOUND, "Dirty bitmap '%s' not found", name);
+    return bm;
+}
+
+bool dirty_bitmap_check(DirtyBitmap *bm, unsigned flags, GError **errp)
+{
+    if (dirty_bitmap_busy(bm)) {
+        g_set_error(errp, G_IO_ERROR, G_IO_ERROR_BUSY,
+                    "Bitmap '%s' is currently in use by another operation and cannot be used", bm->name);
+        return false;
+    }
+    if (!(flags & DIRTY_BITMAP_ALLOW_RO) && bm->readonly) {
+        g_set_error(errp, G_IO_ERROR, G_IO_ERROR_READ_ONLY,
+                    "Bitmap '%s' is readonly and cannot be modified", bm->name);
+        return false;
+    }
+    if (bm->inconsistent) {
+        g_set_error(errp, G_IO_ERROR, G_IO_ERROR_INVALID_DATA,
+                    "Bitmap '%s' is inconsistent and cannot be used", bm->name);
+        return false;
+    }
+    return true;
+}
+
+GPtrArray *dirty_bitmap_list(BlockNode *node)
+{
+    GPtrArray *list = g_ptr_array_new();
+    NodeBitmaps *nb = node_bitmaps(node, false);
+    for (guint i = nb ? nb->bitmaps->len : 0; i > 0; i--)
+        g_ptr_array_add(list, nb->bitmaps->pdata[i - 1]);
+    return list;
+}
+
+bool dirty_bitmap_remove(DirtyBitmap *bm, GError **errp)
+{
+    if (dirty_bitmap_busy(bm)) {
+        g_set_error(errp, G_IO_ERROR, G_IO_ERROR_BUSY,
+                    "Bitmap '%s' is currently in use by another operation and cannot be used", bm->name);
+        return false;
+    }
+    if (bm->readonly) {
+        g_set_error(errp, G_IO_ERROR, G_IO_ERROR_READ_ONLY,
+                    "Bitmap '%s' is readonly and cannot be modified", bm->name);
+        return false;
+    }
+    NodeBitmaps *nb = bm->nb;
+    bool persistent = bm->persistent;
+    g_rw_lock_writer_lock(&nb->lock);
+    g_ptr_array_remove(nb->bitmaps, bm); /* frees it */
+    g_rw_lock_writer_unlock(&nb->lock);
+    update_hook(nb);
+    if (persistent)
+        store_after_change(nb);
+    return true;
+}
+
+void dirty_bitmap_clear(DirtyBitmap *bm, HBitmap **backup)
+{
+    NodeBitmaps *nb = bm->nb;
+    g_rw_lock_writer_lock(&nb->lock);
+    if (nb->store)
+        bitmap_store_quiesce(nb->store);
+    if (backup)
+        *backup = hbitmap_copy(bm->bits);
+    hbitmap_reset_all(bm->bits);
+    if (bm->durable)
+        hbitmap_reset_all(bm->durable);
+    if (nb->store)
+        bitmap_store_resume(nb->store);
+    g_rw_lock_writer_unlock(&nb->lock);
+    if (bm->persistent)
+        store_after_change(nb);
+}
+
+void dirty_bitmap_restore(DirtyBitmap *bm, HBitmap *saved, bool keep_new_writes)
+{
+    NodeBitmaps *nb = bm->nb;
+    /* The bits are changed in place: the sidecar writer may hold bm->bits. */
+    g_rw_lock_writer_lock(&nb->lock);
+    if (nb->store)
+        bitmap_store_quiesce(nb->store);
+    if (!keep_new_writes) {
+        hbitmap_reset_all(bm->bits);
+        /* Writes skip granules marked durable: they must be re-marked. */
+        if (bm->durable)
+            hbitmap_reset_all(bm->durable);
+    }
+    hbitmap_merge(bm->bits, saved);
+    if (nb->store)
+        bitmap_store_resume(nb->store);
+    g_rw_lock_writer_unlock(&nb->lock);
+    hbitmap_free(saved);
+    if (bm->persistent)
+        store_after_change(nb);
+}
+
+void dirty_bitmap_set_enabled(DirtyBitmap *bm, bool enabled)
+{
+    NodeBitmaps *nb = bm->nb;
+    g_rw_lock_writer_lock(&nb->lock);
+    bool changed = bm->enabled != enabled;
+    bm->enabled = enabled;
+    g_rw_lock_writer_unlock(&nb->lock);
+    if (changed && bm->persistent)
+        store_after_change(nb);
+}
+
+/* ORs src into dst, converting granularity when they differ. */
+static void merge_bits(DirtyBitmap *dst, HBitmap *dst_bits, DirtyBitmap *src)
+{
+    if (src->granularity == dst->granularity) {
+        hbitmap_merge(dst_bits, src->bits);
+        return;
+    }
+    uint64_t nbits = hbitmap_size(src->bits);
+    int64_t b = hbitmap_next_set(src->bits, 0, nbits);
+    while (b >= 0) {
+        int64_t c = hbitmap_next_clear(src->bits, (uint64_t)b, nbits);
+        uint64_t end_bit = c < 0 ? nbits : (uint64_t)c;
+        uint64_t start = (uint64_t)b * src->granularity;
+        uint64_t end = MIN(end_bit * src->granularity, dst->size);
+        if (start < end)
+            hbitmap_set(dst_bits, start / dst->granularity,
+                        (end - 1) / dst->granularity - start / dst->granularity + 1);
+        if (c < 0)
+            break;
+        b = hbitmap_next_set(src->bits, end_bit, nbits);
+    }
+}
+
+bool dirty_bitmap_merge(DirtyBitmap *target, GPtrArray *sources, HBitmap **backup, GError **errp)
+{
+    /* QEMU's order: each source is checked before the target. */
+    for (guint i = 0; i < sources->len; i++) {
+        DirtyBitmap *src = sources->pdata[i];
+        if (!dirty_bitmap_check(src, DIRTY_BITMAP_ALLOW_RO, errp))
+            return false;
+        if (src->size != target->size) {
+            g_set_error(errp, G_IO_ERROR, G_IO_ERROR_INVALID_ARGUMENT,
+                        "Bitmaps are of different sizes (destination size is %" G_GUINT64_FORMAT
+                        ", source size is %" G_GUINT64_FORMAT ") and can't be merged",
+                        target->size, src->size);
+            return false;
+        }
+    }
+    if (!dirty_bitmap_check(target, DIRTY_BITMAP_DEFAULT, errp))
+        return false;
+    /* Every check passed, so nothing below can fail: all sources or none. */
+    NodeBitmaps *nb = target->nb;
+    g_rw_lock_writer_lock(&nb->lock);
+    if (backup)
+        *backup = hbitmap_copy(target->bits);
+    for (guint i = 0; i < sources->len; i++)
+        if (sources->pdata[i] != target)
+            merge_bits(target, target->bits, sources->pdata[i]);
+    g_rw_lock_writer_unlock(&nb->lock);
+    if (target->persistent)
+        store_after_change(nb);
+    return true;
+}
+
+void dirty_bitmap_set_busy(DirtyBitmap *bm, bool busy)
+{
+    if (busy)
+        g_atomic_int_inc(&bm->busy);
+    else
+        g_atomic_int_add(&bm->busy, -1);
+}
+
+const char *dirty_bitmap_name(DirtyBitmap *bm) { return bm->name; }
+BlockNode *dirty_bitmap_node(DirtyBitmap *bm) { return bm->nb->node; }
+uint32_t dirty_bitmap_granularity(DirtyBitmap *bm) { return bm->granularity; }
+uint64_t dirty_bitmap_size(DirtyBitmap *bm) { return bm->size; }
+bool dirty_bitmap_recording(DirtyBitmap *bm) { return bm->enabled && !bm->inconsistent; }
+bool dirty_bitmap_busy(DirtyBitmap *bm) { return g_atomic_int_get(&bm->busy) > 0; }
+bool dirty_bitmap_persistent(DirtyBitmap *bm) { return bm->persistent; }
+bool dirty_bitmap_inconsistent(DirtyBitmap *bm) { return bm->inconsistent; }
+bool dirty_bitmap_readonly(DirtyBitmap *bm) { return bm->readonly; }
+size_t dirty_bitmap_memory(DirtyBitmap *bm) { return hbitmap_memory(bm->bits); }
+
+char *dirty_bitmap_sha256(DirtyBitmap *bm)
+{
+    size_t len = hbitmap_serialized_size(bm->bits);
+    g_autofree uint8_t *buf = g_malloc(len ? len : 1);
+    hbitmap_serialize(bm->bits, buf);
+    return g_compute_checksum_for_data(G_CHECKSUM_SHA256, buf, len);
+}
+
+uint64_t dirty_bitmap_count(DirtyBitmap *bm)
+{
+    if (bm->inconsistent)
+        return 0;
+    uint64_t nbits = hbitmap_size(bm->bits);
+    uint64_t bytes = hbitmap_count(bm->bits) * bm->granularity;
+    /* The last granule may extend past the end of the node. */
+    if (nbits && hbitmap_get(bm->bits, nbits - 1))
+        bytes -= nbits * bm->granularity - bm->size;
+    return bytes;
+}
+
+void dirty_bitmap_set_range(DirtyBitmap *bm, uint64_t offset, uint64_t len)
+{
+    if (len == 0 || offset >= bm->size)
+        return;
+    uint64_t end = MIN(offset + len, bm->size);
+    uint64_t first = offset / bm->granularity, last = (end - 1) / bm->granularity;
+    g_rw_lock_reader_lock(&bm->nb->lock);
+    hbitmap_set(bm->bits, first, last - first + 1);
+    g_rw_lock_reader_unlock(&bm->nb->lock);
+}
+
+static int64_t byte_search(DirtyBitmap *bm, uint64_t offset, uint64_t end, bool dirty)
+{
+    end = MIN(end, bm->size);
+    if (offset >= end)
+        return -1;
+    uint64_t first = offset / bm->granularity;
+    uint64_t stop = (end + bm->granularity - 1) / bm->granularity;
+    g_rw_lock_reader_lock(&bm->nb->lock);
+    int64_t g = dirty ? hbitmap_next_set(bm->bits, first, stop) : hbitmap_next_clear(bm->bits, first, stop);
+    g_rw_lock_reader_unlock(&bm->nb->lock);
+    if (g < 0)
+        return -1;
+    uint64_t at = MAX((uint64_t)g * bm->granularity, offset);
+    return at < end ? (int64_t)at : -1;
+}
+
+int64_t dirty_bitmap_next_dirty(DirtyBitmap *bm, uint64_t offset, uint64_t end)
+{
+    if (bm->inconsistent)
+        return -1;
+    return byte_search(bm, offset, end, true);
+}
+
+int64_t dirty_bitmap_next_clean(DirtyBitmap *bm, uint64_t offset, uint64_t end)
+{
+    if (bm->inconsistent)
+        return offset < MIN(end, bm->size) ? (int64_t)offset : -1;
+    return byte_search(bm, offset, end, false);
+}
+
+void dirty_bitmap_load_persistent(BlockNode *node)
+{
+    const char *image = node_filename(node);
+    if (!image)
+        return;
+    g_autofree char *path = bitmap_store_path_for(image);
+    GPtrArray *loaded = NULL;
+    bool ro = node_read_only(node);
+    BitmapStore *st = bitmap_store_open(path, ro, node_size(node), &loaded);
+    if (!st) {
+        g_ptr_array_free(loaded, TRUE);
+        return;
+    }
+    NodeBitmaps *nb = node_bitmaps(node, true);
+    nb->store = st;
+    for (guint i = 0; i < loaded->len; i++) {
+        StoredBitmap *sb = loaded->pdata[i];
+        uint32_t gran = sb->inconsistent && (sb->granularity < 512 || (sb->granularity & (sb->granularity - 1)))
+                        ? 65536 : sb->granularity;
+        DirtyBitmap *bm = g_new0(DirtyBitmap, 1);
+        bm->nb = nb;
+        bm->name = g_strdup(sb->name);
+        bm->granularity = gran;
+        bm->size = node_size(node);
+        bm->persistent = true;
+        bm->readonly = ro;
+        bm->inconsistent = sb->inconsistent;
+        bm->enabled = sb->enabled && !sb->inconsistent;
+        if (sb->bits && hbitmap_size(sb->bits) == (bm->size + gran - 1) / gran) {
+            bm->bits = sb->bits;
+            sb->bits = NULL;
+        } else {
+            bm->bits = hbitmap_new((bm->size + gran - 1) / gran);
+        }
+        if (!ro)
+            bm->durable = hbitmap_copy(bm->bits); /* what we loaded is on disk */
+        g_rw_lock_writer_lock(&nb->lock);
+        g_ptr_array_add(nb->bitmaps, bm);
+        g_rw_lock_writer_unlock(&nb->lock);
+    }
+    g_ptr_array_free(loaded, TRUE);
+    update_hook(nb);
+    /* Rewrite at once: it drops the clean-close checksums (in-place updates
+     * follow) and learns where each bitmap's words live. */
+    if (!ro)
+        store_after_change(nb);
+}

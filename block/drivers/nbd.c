@@ -1,0 +1,491 @@
+/* driver=nbd: a node backed by a remote NBD export (QEMU's nbd client
+ * node), the usual target of backup jobs.
+ *
+ * Options as QEMU 7.2: server (SocketAddress: unix `path` or inet
+ * `host`/`port`), export, reconnect-delay (seconds).  Built on libnbd's
+ * asynchronous API: any thread submits a command (nbd_aio_*) and sleeps on
+ * its own completion; one I/O thread per connection polls the socket and
+ * drives libnbd's state machine, so many requests are in flight at once on
+ * one connection.  If the connection dies, a request reconnects; with
+ * reconnect-delay it keeps trying for that many seconds before failing.
+ * TLS: tls-creds names a tls-creds-x509/psk object with endpoint=client
+ * (held, so object-del refuses it while the node exists); tls-hostname is
+ * the name the server certificate must carry. */
+#include "block/driver.h"
+#include "block/node.h"
+#include "block/options.h"
+
+#include <errno.h>
+#include <poll.h>
+#include <string.h>
+#include <sys/eventfd.h>
+#include <unistd.h>
+#include <libnbd.h>
+#include "server/objects/objects.h"
+
+typedef struct NbdConn {
+    struct nbd_handle *h;
+    GThread *thread;
+    int wake_fd;
+    gint stop;
+} NbdConn;
+
+typedef struct NbdTarget {
+    char *path, *host, *port, *export;
+    TlsCreds *tls;              /* acquired tls-creds object, or NULL */
+    char *tls_hostname;
+    uint64_t reconnect_delay;   /* seconds */
+    GRWLock lock;               /* readers: requests; writer: reconnect */
+    NbdConn *conn;
+    gint64 dead_since;          /* monotonic us of the first failed reconnect, 0 when healthy */
+    uint64_t size;
+    bool can_flush, can_trim, can_zero, can_fua, can_extents, can_multi_conn, rotational, read_only;
+} NbdTarget;
+
+typedef struct NbdRequest {
+    GMutex lock;
+    GCond cond;
+    bool done;
+    int error;
+    BlockExtents *extents; /* block status only */
+} NbdRequest;
+
+static gpointer conn_io_thread(gpointer opaque)
+{
+    NbdConn *c = opaque;
+    while (!g_atomic_int_get(&c->stop)) {
+        int fd = nbd_aio_get_fd(c->h);
+        unsigned dir = nbd_aio_get_direction(c->h);
+        if (fd < 0 || nbd_aio_is_dead(c->h) || nbd_aio_is_closed(c->h)) {
+            /* Nothing to drive any more: wait to be stopped. */
+            struct pollfd p = { c->wake_fd, POLLIN, 0 };
+            if (poll(&p, 1, 200) > 0) {
+                uint64_t v;
+                ssize_t n = read(c->wake_fd, &v, sizeof v);
+                (void)n;
+            }
+            continue;
+        }
+        struct pollfd p[2] = {
+            { fd, (short)(((dir & LIBNBD_AIO_DIRECTION_READ) ? POLLIN : 0) |
+                          ((dir & LIBNBD_AIO_DIRECTION_WRITE) ? POLLOUT : 0)), 0 },
+            { c->wake_fd, POLLIN, 0 },
+        };
+        if (poll(p, 2, 1000) < 0)
+            continue;
+        if (p[1].revents & POLLIN) {
+            uint64_t v;
+            ssize_t n = read(c->wake_fd, &v, sizeof v);
+            (void)n;
+        }
+        if ((dir & LIBNBD_AIO_DIRECTION_READ) && (p[0].revents & (POLLIN | POLLHUP | POLLERR)))
+            nbd_aio_notify_read(c->h);
+        else if ((dir & LIBNBD_AIO_DIRECTION_WRITE) && (p[0].revents & (POLLOUT | POLLHUP | POLLERR)))
+            nbd_aio_notify_write(c->h);
+    }
+    return NULL;
+}
+
+static void conn_wake(NbdConn *c)
+{
+    uint64_t one = 1;
+    ssize_t n = write(c->wake_fd, &one, sizeof one);
+    (void)n;
+}
+
+static void conn_free(NbdConn *c)
+{
+    if (!c)
+        return;
+    if (c->thread) {
+        g_atomic_int_set(&c->stop, 1);
+        conn_wake(c);
+        g_thread_join(c->thread);
+    }
+    if (c->h) {
+        nbd_shutdown(c->h, 0);
+        nbd_close(c->h);
+    }
+    if (c->wake_fd >= 0)
+        close(c->wake_fd);
+    g_free(c);
+}
+
+/* TLS required with the node's credentials (libnbd reads the same files). */
+static int nbd_set_tls_options(struct nbd_handle *h, NbdTarget *t)
+{
+    int r = nbd_set_tls(h, LIBNBD_TLS_REQUIRE);
+    if (r == 0 && tls_creds_is_psk(t->tls)) {
+        r = nbd_set_tls_psk_file(h, tls_creds_psk_file(t->tls));
+        if (r == 0)
+            r = nbd_set_tls_username(h, tls_creds_username(t->tls));
+    } else if (r == 0) {
+        r = nbd_set_tls_certificates(h, tls_creds_dir(t->tls));
+        if (r == 0)
+            r = nbd_set_tls_verify_peer(h, tls_creds_verify_peer(t->tls));
+    }
+#ifdef LIBNBD_HAVE_NBD_SET_TLS_HOSTNAME
+    if (r == 0 && t->tls_hostname)
+        r = nbd_set_tls_hostname(h, t->tls_hostname);
+#endif
+    return r;
+}
+
+/* Reads tls-creds and tls-hostname. */
+static bool parse_tls(NbdTarget *t, BlockOptions *opts, GError **errp)
+{
+    const char *creds = block_options_get_str(opts, "tls-creds", false, errp);
+    if (errp && *errp)
+        return false;
+    const char *hostname = block_options_get_str(opts, "tls-hostname", false, errp);
+    if (errp && *errp)
+        return false;
+    t->tls_hostname = g_strdup(hostname);
+#ifndef LIBNBD_HAVE_NBD_SET_TLS_HOSTNAME
+    /* This libnbd checks the certificate against the host it connects to
+     * (nothing for a Unix socket): another name cannot be honoured. */
+    if (hostname && t->host && strcmp(hostname, t->host) != 0) {
+        g_set_error(errp, G_IO_ERROR, G_IO_ERROR_NOT_SUPPORTED,
+                    "tls-hostname '%s' differs from server.host '%s', which this libnbd cannot check",
+                    hostname, t->host);
+        return false;
+    }
+#endif
+    if (creds && !(t->tls = object_acquire_tls_creds(creds, false, errp)))
+        return false;
+    return true;
+}
+
+/* A new connection (blocking handshake), with its I/O thread. */
+static NbdConn *conn_new(NbdTarget *t, GError **errp)
+{
+    NbdConn *c = g_new0(NbdConn, 1);
+    c->wake_fd = -1;
+    c->h = nbd_create();
+    int r = c->h ? 0 : -1;
+    if (r == 0)
+        r = nbd_set_export_name(c->h, t->export ? t->export : "");
+    if (r == 0)
+        r = nbd_add_meta_context(c->h, LIBNBD_CONTEXT_BASE_ALLOCATION);
+    if (r == 0 && t->tls)
+        r = nbd_set_tls_options(c->h, t);
+    if (r == 0)
+        r = t->path ? nbd_connect_unix(c->h, t->path) : nbd_connect_tcp(c->h, t->host, t->port);
+    if (r < 0) {
+        g_set_error(errp, G_IO_ERROR, G_IO_ERROR_FAILED, "Failed to connect to NBD server: %s",
+                    nbd_get_error() ? nbd_get_error() : "unknown error");
+        conn_free(c);
+        return NULL;
+    }
+    c->wake_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+    c->thread = g_thread_new("nbd-io", conn_io_thread, c);
+    return c;
+}
+
+static bool conn_error(int err)
+{
+    return err == ENOTCONN || err == ESHUTDOWN || err == ECONNRESET || err == EPIPE ||
+           err == ECONNREFUSED || err == ECONNABORTED;
+}
+
+static int request_done(void *opaque, int *error)
+{
+    NbdRequest *req = opaque;
+    g_mutex_lock(&req->lock);
+    req->error = *error;
+    req->done = true;
+    g_cond_signal(&req->cond);
+    g_mutex_unlock(&req->lock);
+    return 1; /* retire the command */
+}
+
+static int extent_cb(void *opaque, const char *context, uint64_t offset, uint32_t *entries,
+                     size_t n, int *error)
+{
+    NbdRequest *req = opaque;
+    if (strcmp(context, LIBNBD_CONTEXT_BASE_ALLOCATION) != 0)
+        return 0;
+    for (size_t i = 0; i + 1 < n; i += 2) {
+        extents_add(req->extents, offset, entries[i], entries[i + 1] & (BLOCK_EXTENT_HOLE | BLOCK_EXTENT_ZERO));
+        offset += entries[i];
+    }
+    return 0;
+}
+
+typedef enum { OP_READ, OP_WRITE, OP_FLUSH, OP_TRIM, OP_ZERO, OP_STATUS } NbdOp;
+
+typedef struct NbdArgs {
+    NbdOp op;
+    void *buf;
+    uint64_t count, offset;
+    uint32_t flags;  /* LIBNBD_CMD_FLAG_* */
+    BlockExtents *extents;
+} NbdArgs;
+
+/* Submits one command on `c` and waits for it: 0 or -errno. */
+static int conn_submit(NbdConn *c, const NbdArgs *a)
+{
+    NbdRequest req = { .extents = a->extents };
+    g_mutex_init(&req.lock);
+    g_cond_init(&req.cond);
+    nbd_completion_callback done = { .callback = request_done, .user_data = &req };
+    int64_t cookie;
+    switch (a->op) {
+    case OP_READ:
+        cookie = nbd_aio_pread(c->h, a->buf, a->count, a->offset, done, 0);
+        break;
+    case OP_WRITE:
+        cookie = nbd_aio_pwrite(c->h, a->buf, a->count, a->offset, done, a->flags);
+        break;
+    case OP_FLUSH:
+        cookie = nbd_aio_flush(c->h, done, 0);
+        break;
+    case OP_TRIM:
+        cookie = nbd_aio_trim(c->h, a->count, a->offset, done, a->flags);
+        break;
+    case OP_ZERO:
+        cookie = nbd_aio_zero(c->h, a->count, a->offset, done, a->flags);
+        break;
+    default: {
+        nbd_extent_callback ext = { .callback = extent_cb, .user_data = &req };
+        cookie = nbd_aio_block_status(c->h, a->count, a->offset, ext, done, 0);
+        break;
+    }
+    }
+    int r = 0;
+    if (cookie < 0) {
+        int err = nbd_get_errno();
+        r = -(err ? err : EIO);
+        if (nbd_aio_is_dead(c->h) || nbd_aio_is_closed(c->h))
+            r = -ENOTCONN;
+    } else {
+        conn_wake(c);
+        g_mutex_lock(&req.lock);
+        while (!req.done)
+            g_cond_wait(&req.cond, &req.lock);
+        g_mutex_unlock(&req.lock);
+        if (req.error) {
+            r = -req.error;
+            if (nbd_aio_is_dead(c->h) || nbd_aio_is_closed(c->h))
+                r = -ENOTCONN;
+        }
+    }
+    g_mutex_clear(&req.lock);
+    g_cond_clear(&req.cond);
+    return r;
+}
+
+/* Replaces a dead connection; true if one is usable afterwards. */
+static bool reconnect(NbdTarget *t)
+{
+    g_rw_lock_writer_lock(&t->lock);
+    bool ok = t->conn && !nbd_aio_is_dead(t->conn->h) && !nbd_aio_is_closed(t->conn->h);
+    if (!ok) {
+        conn_free(t->conn);
+        t->conn = conn_new(t, NULL);
+        ok = t->conn != NULL;
+        if (ok)
+            t->dead_since = 0;
+        else if (!t->dead_since)
+            t->dead_since = g_get_monotonic_time();
+    }
+    g_rw_lock_writer_unlock(&t->lock);
+    return ok;
+}
+
+/* Runs a command, reconnecting as reconnect-delay allows.  A lost
+ * connection shows as EIO, as in QEMU. */
+static int nbd_request(NbdTarget *t, const NbdArgs *a)
+{
+    for (;;) {
+        g_rw_lock_reader_lock(&t->lock);
+        int r = t->conn ? conn_submit(t->conn, a) : -ENOTCONN;
+        g_rw_lock_reader_unlock(&t->lock);
+        if (r == 0 || !conn_error(-r))
+            return r;
+        if (reconnect(t))
+            continue;
+        g_rw_lock_reader_lock(&t->lock);
+        gint64 since = t->dead_since;
+        g_rw_lock_reader_unlock(&t->lock);
+        if (since && g_get_monotonic_time() - since < (gint64)t->reconnect_delay * G_TIME_SPAN_SECOND) {
+            g_usleep(100 * 1000);
+            continue;
+        }
+        return -EIO;
+    }
+}
+
+static bool parse_server(NbdTarget *t, BlockOptions *opts, GError **errp)
+{
+    JsonObject *server = block_options_get_object(opts, "server");
+    if (!server) {
+        if (!block_options_has(opts, "server")) {
+            g_set_error(errp, G_IO_ERROR, G_IO_ERROR_INVALID_ARGUMENT, "Parameter 'server' is missing");
+            return false;
+        }
+        g_set_error(errp, G_IO_ERROR, G_IO_ERROR_INVALID_ARGUMENT,
+                    "Invalid parameter type for 'server', expected: object");
+        return false;
+    }
+    BlockOptions *s = block_options_new(server, "server");
+    bool ok = false;
+    const char *type = block_options_get_str(s, "type", true, errp);
+    if (!type)
+        goto out;
+    if (strcmp(type, "unix") == 0) {
+        const char *path = block_options_get_str(s, "path", true, errp);
+        if (!path)
+            goto out;
+        t->path = g_strdup(path);
+    } else if (strcmp(type, "inet") == 0) {
+        const char *host = block_options_get_str(s, "host", true, errp);
+        const char *port = host ? block_options_get_str(s, "port", true, errp) : NULL;
+        if (!port)
+            goto out;
+        t->host = g_strdup(host);
+        t->port = g_strdup(port);
+    } else {
+        g_set_error(errp, G_IO_ERROR, G_IO_ERROR_INVALID_ARGUMENT,
+                    "Parameter 'server.type' does not accept value '%s'", type);
+        goto out;
+    }
+    ok = block_options_check_all_used(s, errp);
+out:
+    block_options_free(s);
+    return ok;
+}
+
+static void nbd_target_free(NbdTarget *t)
+{
+    conn_free(t->conn);
+    g_rw_lock_clear(&t->lock);
+    g_free(t->path);
+    g_free(t->host);
+    g_free(t->port);
+    g_free(t->export);
+    g_free(t->tls_hostname);
+    object_release_tls_creds(t->tls);
+    g_free(t);
+}
+
+static void *nbd_open(BlockNode *self, BlockOptions *opts, bool read_only, GError **errp)
+{
+    NbdTarget *t = g_new0(NbdTarget, 1);
+    g_rw_lock_init(&t->lock);
+    t->read_only = read_only;
+    if (!parse_server(t, opts, errp))
+        goto fail;
+    const char *export = block_options_get_str(opts, "export", false, errp);
+    if (errp && *errp)
+        goto fail;
+    t->export = g_strdup(export);
+    if (!parse_tls(t, opts, errp))
+        goto fail;
+    if (!block_options_get_uint(opts, "reconnect-delay", UINT32_MAX, &t->reconnect_delay, errp))
+        goto fail;
+    t->conn = conn_new(t, errp);
+    if (!t->conn)
+        goto fail;
+    struct nbd_handle *h = t->conn->h;
+    int64_t size = nbd_get_size(h);
+    if (size < 0) {
+        g_set_error(errp, G_IO_ERROR, G_IO_ERROR_FAILED, "Failed to get NBD export size: %s", nbd_get_error());
+        goto fail;
+    }
+    t->size = (uint64_t)size;
+    t->read_only = read_only || nbd_is_read_only(h) == 1;
+    t->can_flush = nbd_can_flush(h) == 1;
+    t->can_trim = nbd_can_trim(h) == 1;
+    t->can_zero = nbd_can_zero(h) == 1;
+    t->can_fua = nbd_can_fua(h) == 1;
+    t->can_multi_conn = nbd_can_multi_conn(h) == 1;
+    t->rotational = nbd_is_rotational(h) == 1;
+    t->can_extents = nbd_can_meta_context(h, LIBNBD_CONTEXT_BASE_ALLOCATION) == 1;
+    return t;
+fail:
+    nbd_target_free(t);
+    return NULL;
+}
+
+static void nbd_drv_close(void *opaque) { nbd_target_free(opaque); }
+static int64_t nbd_get_size_cb(void *opaque) { return (int64_t)((NbdTarget *)opaque)->size; }
+static int nbd_can_write_cb(void *opaque) { return !((NbdTarget *)opaque)->read_only; }
+static int nbd_can_flush_cb(void *opaque) { return ((NbdTarget *)opaque)->can_flush; }
+static int nbd_can_trim_cb(void *opaque) { return ((NbdTarget *)opaque)->can_trim; }
+static int nbd_can_zero_cb(void *opaque) { return ((NbdTarget *)opaque)->can_zero; }
+static int nbd_can_fast_zero_cb(void *opaque) { return 0; }
+static int nbd_can_extents_cb(void *opaque) { return ((NbdTarget *)opaque)->can_extents; }
+static int nbd_can_multi_conn_cb(void *opaque) { return ((NbdTarget *)opaque)->can_multi_conn; }
+static int nbd_is_rotational_cb(void *opaque) { return ((NbdTarget *)opaque)->rotational; }
+
+static int nbd_can_fua_cb(void *opaque)
+{
+    NbdTarget *t = opaque;
+    return t->can_fua ? BLOCK_SUPPORT_NATIVE : t->can_flush ? BLOCK_SUPPORT_EMULATE : BLOCK_SUPPORT_NONE;
+}
+
+static uint32_t nbd_flags(uint32_t flags)
+{
+    return (flags & BLOCK_FLAG_FUA) ? LIBNBD_CMD_FLAG_FUA : 0;
+}
+
+static int nbd_pread_cb(void *opaque, void *buf, uint32_t count, uint64_t offset, uint32_t flags)
+{
+    NbdArgs a = { .op = OP_READ, .buf = buf, .count = count, .offset = offset };
+    return nbd_request(opaque, &a);
+}
+
+static int nbd_pwrite_cb(void *opaque, const void *buf, uint32_t count, uint64_t offset, uint32_t flags)
+{
+    NbdArgs a = { .op = OP_WRITE, .buf = (void *)buf, .count = count, .offset = offset,
+                  .flags = nbd_flags(flags) };
+    return nbd_request(opaque, &a);
+}
+
+static int nbd_flush_cb(void *opaque, uint32_t flags)
+{
+    NbdArgs a = { .op = OP_FLUSH };
+    return nbd_request(opaque, &a);
+}
+
+static int nbd_trim_cb(void *opaque, uint32_t count, uint64_t offset, uint32_t flags)
+{
+    NbdArgs a = { .op = OP_TRIM, .count = count, .offset = offset, .flags = nbd_flags(flags) };
+    return nbd_request(opaque, &a);
+}
+
+static int nbd_zero_cb(void *opaque, uint32_t count, uint64_t offset, uint32_t flags)
+{
+    NbdArgs a = { .op = OP_ZERO, .count = count, .offset = offset,
+                  .flags = nbd_flags(flags) | ((flags & BLOCK_FLAG_MAY_TRIM) ? 0 : LIBNBD_CMD_FLAG_NO_HOLE) };
+    return nbd_request(opaque, &a);
+}
+
+static int nbd_extents_cb(void *opaque, uint32_t count, uint64_t offset, uint32_t flags, BlockExtents *extents)
+{
+    NbdArgs a = { .op = OP_STATUS, .count = count, .offset = offset, .extents = extents };
+    return nbd_request(opaque, &a);
+}
+
+const BlockDriver block_driver_nbd = {
+    .name = "nbd",
+    .open = nbd_open,
+    .close = nbd_drv_close,
+    .get_size = nbd_get_size_cb,
+    .can_write = nbd_can_write_cb,
+    .can_flush = nbd_can_flush_cb,
+    .can_trim = nbd_can_trim_cb,
+    .can_zero = nbd_can_zero_cb,
+    .can_fast_zero = nbd_can_fast_zero_cb,
+    .can_fua = nbd_can_fua_cb,
+    .can_extents = nbd_can_extents_cb,
+    .can_multi_conn = nbd_can_multi_conn_cb,
+    .is_rotational = nbd_is_rotational_cb,
+    .pread = nbd_pread_cb,
+    .pwrite = nbd_pwrite_cb,
+    .flush = nbd_flush_cb,
+    .trim = nbd_trim_cb,
+    .zero = nbd_zero_cb,
+    .extents = nbd_extents_cb,
+};

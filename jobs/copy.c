@@ -1,0 +1,318 @@
+/* The chunked copy engine (see jobs/copy.h). */
+#include "jobs/copy.h"
+#include "bitmaps/hbitmap.h"
+
+#include <errno.h>
+#include <string.h>
+
+struct CopyEngine {
+    CopyConfig cfg;
+    unsigned cluster_bits;
+    uint64_t nclusters;
+    GMutex lock;
+    GCond cond;          /* a copy finished */
+    HBitmap *todo;       /* clusters still to copy */
+    HBitmap *busy;       /* clusters being copied right now */
+    uint64_t busy_count; /* clusters in `busy` */
+    unsigned inflight;   /* background chunks in the pool */
+    int error;           /* first background error (-errno), 0 if none */
+    bool error_is_read;
+    GThreadPool *pool;
+};
+
+typedef struct CopyTask {
+    uint64_t first, count; /* clusters */
+} CopyTask;
+
+static uint64_t cluster_offset(CopyEngine *e, uint64_t c) { return c << e->cluster_bits; }
+
+/* Bytes of clusters [first, first+count), clipped at the end of the source. */
+static uint64_t clusters_bytes(CopyEngine *e, uint64_t first, uint64_t count)
+{
+    uint64_t start = cluster_offset(e, first);
+    uint64_t end = MIN(cluster_offset(e, first + count), node_size(e->cfg.source));
+    return end - start;
+}
+
+static bool buffer_is_zero(const void *buf, size_t len)
+{
+    const unsigned char *p = buf;
+    if (len == 0)
+        return true;
+    return p[0] == 0 && memcmp(p, p + 1, len - 1) == 0;
+}
+
+/* Writes zeroes to the target (nothing if it is known zero). */
+static int write_zeroes(CopyEngine *e, uint64_t offset, uint64_t len)
+{
+    if (e->cfg.target_is_zero)
+        return 0;
+    while (len > 0) {
+        uint32_t n = (uint32_t)MIN(len, 1u << 30);
+        int r = node_zero(e->cfg.target, n, offset, BLOCK_FLAG_MAY_TRIM);
+        if (r < 0)
+            return r;
+        offset += n;
+        len -= n;
+    }
+    return 0;
+}
+
+/* Copies [offset, offset+len) of data; *is_read tells which side failed. */
+static int copy_data(CopyEngine *e, uint64_t offset, uint64_t len, void *buf, bool *is_read)
+{
+    int r = node_pread(e->cfg.source, buf, (uint32_t)len, offset);
+    if (r < 0) {
+        *is_read = true;
+        return r;
+    }
+    *is_read = false;
+    if (buffer_is_zero(buf, len))
+        return write_zeroes(e, offset, len);
+    return node_pwrite(e->cfg.target, buf, (uint32_t)len, offset, 0);
+}
+
+/* Copies one chunk, asking the source which parts are zero or holes. */
+static int copy_range(CopyEngine *e, uint64_t offset, uint64_t len, bool *is_read)
+{
+    g_autofree void *buf = g_malloc(len);
+    *is_read = false;
+    if (!node_caps(e->cfg.source)->can_extents)
+        return copy_data(e, offset, len, buf, is_read);
+    BlockExtents *ext = extents_new(offset, offset + len);
+    int r = node_block_status(e->cfg.source, (uint32_t)len, offset, 0, ext);
+    if (r < 0) {
+        extents_free(ext);
+        return copy_data(e, offset, len, buf, is_read);
+    }
+    uint64_t pos = offset, end = offset + len;
+    for (size_t i = 0; i < extents_count(ext) && pos < end && r == 0; i++) {
+        BlockExtent x = extents_get(ext, i);
+        uint64_t xend = MIN(x.offset + x.length, end);
+        if (xend <= pos)
+            continue;
+        if ((x.type & BLOCK_EXTENT_HOLE) && e->cfg.skip_unallocated)
+            r = 0;
+        else if (x.type & BLOCK_EXTENT_ZERO)
+            r = write_zeroes(e, pos, xend - pos);
+        else
+            r = copy_data(e, pos, xend - pos, (char *)buf + (pos - offset), is_read);
+        pos = xend;
+    }
+    extents_free(ext);
+    if (r == 0 && pos < end)
+        r = copy_data(e, pos, end - pos, (char *)buf + (pos - offset), is_read);
+    return r;
+}
+
+/* Marks a claimed run done (or back to do on failure) and wakes waiters.  Locked. */
+static void release_locked(CopyEngine *e, uint64_t first, uint64_t count, int r)
+{
+    hbitmap_reset(e->busy, first, count);
+    e->busy_count -= count;
+    if (r < 0)
+        hbitmap_set(e->todo, first, count);
+    g_cond_broadcast(&e->cond);
+}
+
+static void worker(gpointer data, gpointer user_data)
+{
+    CopyTask *t = data;
+    CopyEngine *e = user_data;
+    bool is_read = false;
+    uint64_t bytes = clusters_bytes(e, t->first, t->count);
+    int r = copy_range(e, cluster_offset(e, t->first), bytes, &is_read);
+    if (r == 0 && e->cfg.job)
+        job_progress_add(e->cfg.job, bytes);
+    g_mutex_lock(&e->lock);
+    release_locked(e, t->first, t->count, r);
+    if (r < 0 && e->error == 0) {
+        e->error = r;
+        e->error_is_read = is_read;
+    }
+    e->inflight--;
+    g_mutex_unlock(&e->lock);
+    g_free(t);
+}
+
+CopyEngine *copy_engine_new(const CopyConfig *cfg)
+{
+    CopyEngine *e = g_new0(CopyEngine, 1);
+    e->cfg = *cfg;
+    g_assert(cfg->cluster_size && (cfg->cluster_size & (cfg->cluster_size - 1)) == 0);
+    e->cluster_bits = (unsigned)__builtin_ctzll(cfg->cluster_size);
+    if (e->cfg.max_workers == 0)
+        e->cfg.max_workers = 16;
+    if (e->cfg.max_chunk < cfg->cluster_size)
+        e->cfg.max_chunk = MAX(cfg->cluster_size, 1u << 20);
+    e->cfg.max_chunk &= ~(cfg->cluster_size - 1);
+    e->nclusters = (node_size(cfg->source) + cfg->cluster_size - 1) >> e->cluster_bits;
+    e->todo = hbitmap_new(e->nclusters);
+    e->busy = hbitmap_new(e->nclusters);
+    g_mutex_init(&e->lock);
+    g_cond_init(&e->cond);
+    e->pool = g_thread_pool_new(worker, e, (gint)e->cfg.max_workers, FALSE, NULL);
+    return e;
+}
+
+void copy_engine_free(CopyEngine *e)
+{
+    if (!e)
+        return;
+    g_thread_pool_free(e->pool, FALSE, TRUE);
+    hbitmap_free(e->todo);
+    hbitmap_free(e->busy);
+    g_mutex_clear(&e->lock);
+    g_cond_clear(&e->cond);
+    g_free(e);
+}
+
+void copy_engine_set_range(CopyEngine *e, uint64_t offset, uint64_t len)
+{
+    if (len == 0 || offset >= node_size(e->cfg.source))
+        return;
+    uint64_t first = offset >> e->cluster_bits;
+    uint64_t last = MIN((offset + len - 1) >> e->cluster_bits, e->nclusters - 1);
+    g_mutex_lock(&e->lock);
+    hbitmap_set(e->todo, first, last - first + 1);
+    g_mutex_unlock(&e->lock);
+}
+
+uint64_t copy_engine_remaining(CopyEngine *e)
+{
+    g_mutex_lock(&e->lock);
+    uint64_t n = hbitmap_count(e->todo);
+    bool last = e->nclusters && hbitmap_get(e->todo, e->nclusters - 1);
+    g_mutex_unlock(&e->lock);
+    uint64_t bytes = n << e->cluster_bits;
+    if (last)
+        bytes -= (e->nclusters << e->cluster_bits) - node_size(e->cfg.source);
+    return bytes;
+}
+
+int64_t copy_engine_next_remaining(CopyEngine *e, uint64_t offset, uint64_t *len)
+{
+    g_mutex_lock(&e->lock);
+    int64_t first = hbitmap_next_set(e->todo, offset >> e->cluster_bits, e->nclusters);
+    int64_t end = first < 0 ? -1 : hbitmap_next_clear(e->todo, (uint64_t)first, e->nclusters);
+    g_mutex_unlock(&e->lock);
+    if (first < 0)
+        return -1;
+    if (end < 0)
+        end = (int64_t)e->nclusters;
+    *len = clusters_bytes(e, (uint64_t)first, (uint64_t)(end - first));
+    return (int64_t)cluster_offset(e, (uint64_t)first);
+}
+
+/* Claims up to max clusters of the run starting at the first `todo` bit in
+ * [from, limit); first and count describe it.  Locked. */
+static bool claim_locked(CopyEngine *e, uint64_t from, uint64_t limit, uint64_t max,
+                         uint64_t *first, uint64_t *count)
+{
+    if (from >= limit)
+        return false;
+    int64_t f = hbitmap_next_set(e->todo, from, limit);
+    if (f < 0)
+        return false;
+    int64_t end = hbitmap_next_clear(e->todo, (uint64_t)f, MIN(limit, (uint64_t)f + max));
+    uint64_t n = (end < 0 ? MIN(limit, (uint64_t)f + max) : (uint64_t)end) - (uint64_t)f;
+    hbitmap_reset(e->todo, (uint64_t)f, n);
+    hbitmap_set(e->busy, (uint64_t)f, n);
+    e->busy_count += n;
+    *first = (uint64_t)f;
+    *count = n;
+    return true;
+}
+
+/* Waits for the pool to drain; returns the recorded error (cleared).  Locked. */
+static int drain_locked(CopyEngine *e, bool *is_read)
+{
+    while (e->inflight > 0)
+        g_cond_wait(&e->cond, &e->lock);
+    int r = e->error;
+    *is_read = e->error_is_read;
+    e->error = 0;
+    return r;
+}
+
+int copy_engine_run(CopyEngine *e, Job *job, bool *is_read)
+{
+    uint64_t chunk_clusters = e->cfg.max_chunk >> e->cluster_bits;
+    uint64_t cursor = 0;
+    for (;;) {
+        /* Job state is read outside the engine lock (lock order: job, then engine). */
+        bool stop = job && (job_is_cancelled(job) || job_pause_requested(job));
+        g_mutex_lock(&e->lock);
+        if (stop || e->error) {
+            int r = drain_locked(e, is_read);
+            g_mutex_unlock(&e->lock);
+            return r ? r : -EAGAIN;
+        }
+        if (e->inflight >= e->cfg.max_workers) {
+            gint64 deadline = g_get_monotonic_time() + 50 * G_TIME_SPAN_MILLISECOND;
+            g_cond_wait_until(&e->cond, &e->lock, deadline);
+            g_mutex_unlock(&e->lock);
+            continue;
+        }
+        uint64_t first, count;
+        bool got = claim_locked(e, cursor, e->nclusters, chunk_clusters, &first, &count);
+        if (!got && cursor > 0) {
+            cursor = 0; /* clusters put back by failed copies lie behind us */
+            got = claim_locked(e, 0, e->nclusters, chunk_clusters, &first, &count);
+        }
+        if (!got) {
+            if (e->inflight == 0 && e->busy_count == 0 && hbitmap_count(e->todo) == 0) {
+                int r = drain_locked(e, is_read);
+                g_mutex_unlock(&e->lock);
+                return r;
+            }
+            /* Copies in flight (ours or copy-before-write) may still fail. */
+            gint64 deadline = g_get_monotonic_time() + 50 * G_TIME_SPAN_MILLISECOND;
+            g_cond_wait_until(&e->cond, &e->lock, deadline);
+            g_mutex_unlock(&e->lock);
+            continue;
+        }
+        cursor = first + count;
+        e->inflight++;
+        CopyTask *t = g_new(CopyTask, 1);
+        t->first = first;
+        t->count = count;
+        g_thread_pool_push(e->pool, t, NULL);
+        g_mutex_unlock(&e->lock);
+        if (job)
+            job_rate_limit(job, clusters_bytes(e, first, count));
+    }
+}
+
+int copy_engine_copy_before_write(CopyEngine *e, uint64_t offset, uint64_t len)
+{
+    if (len == 0 || offset >= node_size(e->cfg.source))
+        return 0;
+    uint64_t first = offset >> e->cluster_bits;
+    uint64_t limit = MIN(((offset + len - 1) >> e->cluster_bits) + 1, e->nclusters);
+    uint64_t chunk_clusters = e->cfg.max_chunk >> e->cluster_bits;
+    int r = 0;
+    g_mutex_lock(&e->lock);
+    for (;;) {
+        uint64_t f, n;
+        if (claim_locked(e, first, limit, chunk_clusters, &f, &n)) {
+            g_mutex_unlock(&e->lock);
+            bool is_read;
+            uint64_t bytes = clusters_bytes(e, f, n);
+            r = copy_range(e, cluster_offset(e, f), bytes, &is_read);
+            if (r == 0 && e->cfg.job)
+                job_progress_add(e->cfg.job, bytes);
+            g_mutex_lock(&e->lock);
+            release_locked(e, f, n, r);
+            if (r < 0)
+                break;
+            continue;
+        }
+        /* Nothing left to claim: wait for copies of our range still in flight. */
+        if (hbitmap_next_set(e->busy, first, limit) < 0)
+            break;
+        g_cond_wait(&e->cond, &e->lock);
+    }
+    g_mutex_unlock(&e->lock);
+    return r;
+}

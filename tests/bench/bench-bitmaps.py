@@ -1,0 +1,174 @@
+#!/usr/bin/python3
+"""Dirty-bitmap benchmark (issue 4), called by `make bench`.
+
+    BLOCKD=build-release/blockd tests/bench/bench-bitmaps.py
+
+1. Walk: a 1 TiB null-co node with 10 000 scattered dirty 64 KiB extents;
+   the time a libnbd client spends in BLOCK_STATUS requests walking the whole
+   qemu:dirty-bitmap:b context, blockd against qemu-storage-daemon (target:
+   blockd at most half of QEMU's time).
+2. Write IOPS cost of tracking: fio 4 KiB random writes (nbd engine,
+   iodepth 16) on a 1 GiB raw file in /dev/shm with 0, 1 and 8 enabled
+   bitmaps and with 1 persistent bitmap (targets: < 5 % and < 15 %).
+3. Memory: the bitmap's bytes for 1 TiB at 64 KiB against one bit per
+   granule (target: within 10 %).
+BENCH_QUICK=1 shortens the fio runs."""
+import json
+import os
+import random
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, os.path.join(HERE, '..', 'integration', 'qmp'))
+from qmp_lib import Daemon, check, fail  # noqa: E402
+
+TiB = 1 << 40
+GRAN = 65536
+QUICK = os.environ.get('BENCH_QUICK') == '1'
+FIO_SECONDS = 2 if QUICK else 5
+
+
+def blockd():
+    path = os.environ.get('BLOCKD', 'build-release/blockd')
+    if not os.access(path, os.X_OK):
+        fail('BLOCKD=%s is not executable' % path)
+    return [path]
+
+
+def qsd():
+    path = shutil.which('qemu-storage-daemon')
+    if not path:
+        fail('qemu-storage-daemon is not installed')
+    return [path]
+
+
+def ok(q, name, args):
+    r = q.cmd(name, args)
+    check(r == {'return': {}}, '%s %r: %r' % (name, args, r))
+
+
+def walk_time(cmd):
+    import nbd
+    with Daemon(cmd) as d:
+        q = d.qmp()
+        sock = d.path('nbd.sock')
+        ok(q, 'blockdev-add', {'driver': 'null-co', 'node-name': 'n0', 'size': TiB})
+        ok(q, 'block-dirty-bitmap-add', {'node': 'n0', 'name': 'b', 'granularity': GRAN})
+        ok(q, 'nbd-server-start', {'addr': {'type': 'unix', 'data': {'path': sock}}})
+        ok(q, 'block-export-add', {'type': 'nbd', 'id': 'w', 'node-name': 'n0', 'name': 'w',
+                                   'writable': True})
+        h = nbd.NBD()
+        h.set_export_name('w')
+        h.connect_unix(sock)
+        rng = random.Random(4)
+        buf = b'\1' * GRAN
+        for off in rng.sample(range(TiB // GRAN), 10000):
+            h.pwrite(buf, off * GRAN)
+        h.shutdown()
+        ok(q, 'block-export-del', {'id': 'w'})
+        ok(q, 'block-dirty-bitmap-disable', {'node': 'n0', 'name': 'b'})
+        ok(q, 'block-export-add', {'type': 'nbd', 'id': 'r', 'node-name': 'n0', 'name': 'r',
+                                   'bitmaps': ['b']})
+        h = nbd.NBD()
+        h.set_export_name('r')
+        h.add_meta_context('qemu:dirty-bitmap:b')
+        h.connect_unix(sock)
+        dirty = [0]
+        pos = [0]
+
+        def cb(ctx, offset, entries, err):
+            for i in range(0, len(entries), 2):
+                if entries[i + 1] & 1:
+                    dirty[0] += entries[i]
+                pos[0] += entries[i]
+            return 0
+
+        best = None
+        for _ in range(3):
+            dirty[0] = 0
+            pos[0] = 0
+            t0 = time.perf_counter()
+            while pos[0] < TiB:
+                h.block_status(min(TiB - pos[0], (1 << 32) - GRAN), pos[0], cb)
+            t = time.perf_counter() - t0
+            best = t if best is None else min(best, t)
+        check(dirty[0] == 10000 * GRAN, 'walk found %d dirty bytes' % dirty[0])
+        h.shutdown()
+        ok(q, 'block-export-del', {'id': 'r'})
+        return best
+
+
+def fio_iops(sock):
+    r = subprocess.run(['fio', '--name=w', '--ioengine=nbd',
+                        '--uri=nbd+unix:///disk?socket=' + sock, '--rw=randwrite', '--bs=4k',
+                        '--iodepth=16', '--time_based', '--runtime=%d' % FIO_SECONDS,
+                        '--size=1g', '--output-format=json'],
+                       capture_output=True, text=True, timeout=120)
+    check(r.returncode == 0, 'fio failed: %s' % r.stderr[-500:])
+    return json.loads(r.stdout[r.stdout.index('{'):])['jobs'][0]['write']['iops']
+
+
+def tracking_cost():
+    tmp = tempfile.mkdtemp(prefix='blockd-bench-bitmaps.', dir='/dev/shm')
+    results = {}
+    try:
+        for label, adds in (('none', []),
+                            ('1 bitmap', [{}]),
+                            ('8 bitmaps', [{}] * 8),
+                            ('1 persistent', [{'persistent': True}])):
+            img = os.path.join(tmp, 'disk.img')
+            for f in (img, img + '.bitmaps'):
+                if os.path.exists(f):
+                    os.unlink(f)
+            with open(img, 'wb') as f:
+                f.truncate(1 << 30)
+            with Daemon(blockd()) as d:
+                q = d.qmp()
+                sock = d.path('nbd.sock')
+                ok(q, 'blockdev-add', {'driver': 'file', 'node-name': 'f0', 'filename': img})
+                for i, extra in enumerate(adds):
+                    ok(q, 'block-dirty-bitmap-add', dict({'node': 'f0', 'name': 'b%d' % i}, **extra))
+                ok(q, 'nbd-server-start', {'addr': {'type': 'unix', 'data': {'path': sock}}})
+                ok(q, 'block-export-add', {'type': 'nbd', 'id': 'e', 'node-name': 'f0',
+                                           'name': 'disk', 'writable': True})
+                results[label] = fio_iops(sock)
+                d.stop()
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return results
+
+
+def memory_bytes(nbits):
+    """hbitmap's layout: 64-bit words per level until a single top word."""
+    total, bits = 0, nbits
+    while True:
+        words = max(1, (bits + 63) // 64)
+        total += words * 8
+        if words == 1:
+            return total
+        bits = words
+
+
+def main():
+    tb = walk_time(blockd())
+    tq = walk_time(qsd())
+    print('bitmap walk, 1 TiB, 10000 dirty 64 KiB extents: blockd %.1f ms, qemu-storage-daemon '
+          '%.1f ms (%.0f%% of QEMU; target <= 50%%)' % (tb * 1e3, tq * 1e3, 100 * tb / tq))
+    r = tracking_cost()
+    base = r['none']
+    for label in ('1 bitmap', '8 bitmaps', '1 persistent'):
+        target = 15 if 'persistent' in label else 5
+        print('write IOPS with %-12s: %8.0f (cost %5.1f%% vs %8.0f without; target < %d%%)'
+              % (label, r[label], 100 * (base - r[label]) / base, base, target))
+    nbits = TiB // GRAN
+    mem = memory_bytes(nbits)
+    print('bitmap memory for 1 TiB at 64 KiB: %d bytes (%.1f%% over one bit per granule; '
+          'target <= 10%%)' % (mem, 100 * (mem - nbits / 8) / (nbits / 8)))
+
+
+main()
