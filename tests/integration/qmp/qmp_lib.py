@@ -17,22 +17,8 @@ import sys
 import tempfile
 import time
 
-SKIP = 77
-
-
-def fail(msg):
-    print('FAIL: ' + msg, file=sys.stderr)
-    sys.exit(1)
-
-
-def skip(msg):
-    print('SKIP: ' + msg, file=sys.stderr)
-    sys.exit(SKIP)
-
-
-def check(cond, msg):
-    if not cond:
-        fail(msg)
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from lib import SKIP, check, fail, skip  # noqa: E402,F401  (re-exported for the tests)
 
 
 def blockd_cmd():
