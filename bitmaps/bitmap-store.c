@@ -371,6 +371,18 @@ static void fsync_parent_dir(const char *path)
     }
 }
 
+/* Everything queued so far is covered by what was just written. */
+static bool store_mark_durable(BitmapStore *st)
+{
+    g_mutex_lock(&st->lock);
+    g_array_set_size(st->pending, 0);
+    st->durable = st->issued;
+    st->error = 0;
+    g_cond_broadcast(&st->cond);
+    g_mutex_unlock(&st->lock);
+    return true;
+}
+
 bool bitmap_store_rewrite(BitmapStore *st, GPtrArray *entries, bool clean, GError **errp)
 {
     if (entries->len == 0) {
@@ -383,7 +395,7 @@ bool bitmap_store_rewrite(BitmapStore *st, GPtrArray *entries, bool clean, GErro
             return false;
         }
         fsync_parent_dir(st->path);
-        goto satisfied;
+        return store_mark_durable(st);
     }
 
     /* Directory layout first, so that data offsets are known. */
@@ -463,16 +475,7 @@ bool bitmap_store_rewrite(BitmapStore *st, GPtrArray *entries, bool clean, GErro
     if (st->fd >= 0)
         close(st->fd);
     st->fd = fd;
-
-satisfied:
-    /* Everything queued is covered by what was just written. */
-    g_mutex_lock(&st->lock);
-    g_array_set_size(st->pending, 0);
-    st->durable = st->issued;
-    st->error = 0;
-    g_cond_broadcast(&st->cond);
-    g_mutex_unlock(&st->lock);
-    return true;
+    return store_mark_durable(st);
 }
 
 void bitmap_store_free(BitmapStore *st)
