@@ -19,6 +19,7 @@ const BlockDriver *block_driver_find(const char *name)
 
 extern const BlockDriver block_driver_raw;
 extern const BlockDriver block_driver_nbd;
+extern const BlockDriver block_driver_overlay;
 
 void block_drivers_init(void)
 {
@@ -26,6 +27,7 @@ void block_drivers_init(void)
     if (g_once_init_enter(&done)) {
         block_driver_register(&block_driver_raw);
         block_driver_register(&block_driver_nbd);
+        block_driver_register(&block_driver_overlay);
         plugin_host_register_drivers();
         g_once_init_leave(&done, 1);
     }

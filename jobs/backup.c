@@ -17,7 +17,7 @@ const char *const backup_bitmap_mode_names[BACKUP_BITMAP__MAX] = {
 
 #define BACKUP_CLUSTER_SIZE (64 * 1024)
 #define BACKUP_DEFAULT_WORKERS 16
-#define BACKUP_DEFAULT_CHUNK (1u << 20)
+#define BACKUP_DEFAULT_CHUNK (4u << 20)
 
 typedef struct Backup {
     BlockNode *source, *target;
@@ -299,8 +299,8 @@ static bool backup_validate(BackupOptions *o, BlockNode **src, BlockNode **tgt,
 Job *backup_job_create(const BackupOptions *opts, GError **errp)
 {
     BackupOptions o = *opts;
-    BlockNode *src, *tgt;
-    DirtyBitmap *bm;
+    BlockNode *src = NULL, *tgt = NULL;
+    DirtyBitmap *bm = NULL;
     if (!backup_validate(&o, &src, &tgt, &bm, errp))
         return NULL;
 
@@ -342,9 +342,11 @@ Job *backup_job_create(const BackupOptions *opts, GError **errp)
         dirty_bitmap_set_busy(bm, true);
         b->bitmap = bm;
     }
+    /* sync=none marks everything too: its background pass never runs, but
+     * copy-before-write must copy every cluster on its first overwrite. */
     if (o.sync == BACKUP_SYNC_BITMAP)
         snapshot_for_each(b->bitmap_snapshot, dirty_bitmap_granularity(bm), engine_set, b->engine);
-    else if (o.sync != BACKUP_SYNC_NONE)
+    else
         copy_engine_set_range(b->engine, 0, node_size(src));
     b->hook = node_add_before_write_hook(src, NODE_HOOK_ORDER_JOB, backup_before_write, b);
     job_progress_set_total(job, copy_engine_remaining(b->engine));

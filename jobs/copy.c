@@ -18,10 +18,19 @@ struct CopyEngine {
     int error;           /* first background error (-errno), 0 if none */
     bool error_is_read;
     GThreadPool *pool;
+    /* The background pass asks the source for its extents in large windows
+     * (a per-chunk query can cost more than the copy: SEEK_DATA on tmpfs
+     * scans the whole file).  Only the job thread touches it.  Stale
+     * answers are harmless: a region the guest changes after the query is
+     * claimed by copy-before-write before the write lands. */
+    BlockExtents *status_cache;
 };
+
+#define STATUS_WINDOW (1ull << 30)
 
 typedef struct CopyTask {
     uint64_t first, count; /* clusters */
+    GArray *extents;       /* BlockExtent covering the chunk, or NULL: ask the source */
 } CopyTask;
 
 static uint64_t cluster_offset(CopyEngine *e, uint64_t c) { return c << e->cluster_bits; }
@@ -72,22 +81,28 @@ static int copy_data(CopyEngine *e, uint64_t offset, uint64_t len, void *buf, bo
     return node_pwrite(e->cfg.target, buf, (uint32_t)len, offset, 0);
 }
 
-/* Copies one chunk, asking the source which parts are zero or holes. */
-static int copy_range(CopyEngine *e, uint64_t offset, uint64_t len, bool *is_read)
+/* Copies one chunk; `known` (may be NULL) says which parts of the source
+ * are zero or holes, otherwise the source is asked. */
+static int copy_range(CopyEngine *e, uint64_t offset, uint64_t len, GArray *known, bool *is_read)
 {
     g_autofree void *buf = g_malloc(len);
     *is_read = false;
     if (!node_caps(e->cfg.source)->can_extents)
         return copy_data(e, offset, len, buf, is_read);
-    BlockExtents *ext = extents_new(offset, offset + len);
-    int r = node_block_status(e->cfg.source, (uint32_t)len, offset, 0, ext);
-    if (r < 0) {
-        extents_free(ext);
-        return copy_data(e, offset, len, buf, is_read);
+    g_autoptr(GArray) ext = known ? g_array_ref(known) : g_array_new(FALSE, FALSE, sizeof(BlockExtent));
+    if (!known) {
+        BlockExtents *list = extents_new(offset, offset + len);
+        int r = node_block_status(e->cfg.source, (uint32_t)len, offset, 0, list);
+        for (size_t i = 0; r == 0 && i < extents_count(list); i++) {
+            BlockExtent x = extents_get(list, i);
+            g_array_append_val(ext, x);
+        }
+        extents_free(list);
     }
+    int r = 0;
     uint64_t pos = offset, end = offset + len;
-    for (size_t i = 0; i < extents_count(ext) && pos < end && r == 0; i++) {
-        BlockExtent x = extents_get(ext, i);
+    for (guint i = 0; i < ext->len && pos < end && r == 0; i++) {
+        BlockExtent x = g_array_index(ext, BlockExtent, i);
         uint64_t xend = MIN(x.offset + x.length, end);
         if (xend <= pos)
             continue;
@@ -99,7 +114,6 @@ static int copy_range(CopyEngine *e, uint64_t offset, uint64_t len, bool *is_rea
             r = copy_data(e, pos, xend - pos, (char *)buf + (pos - offset), is_read);
         pos = xend;
     }
-    extents_free(ext);
     if (r == 0 && pos < end)
         r = copy_data(e, pos, end - pos, (char *)buf + (pos - offset), is_read);
     return r;
@@ -121,7 +135,7 @@ static void worker(gpointer data, gpointer user_data)
     CopyEngine *e = user_data;
     bool is_read = false;
     uint64_t bytes = clusters_bytes(e, t->first, t->count);
-    int r = copy_range(e, cluster_offset(e, t->first), bytes, &is_read);
+    int r = copy_range(e, cluster_offset(e, t->first), bytes, t->extents, &is_read);
     if (r == 0 && e->cfg.job)
         job_progress_add(e->cfg.job, bytes);
     g_mutex_lock(&e->lock);
@@ -132,6 +146,8 @@ static void worker(gpointer data, gpointer user_data)
     }
     e->inflight--;
     g_mutex_unlock(&e->lock);
+    if (t->extents)
+        g_array_unref(t->extents);
     g_free(t);
 }
 
@@ -162,6 +178,7 @@ void copy_engine_free(CopyEngine *e)
     g_thread_pool_free(e->pool, FALSE, TRUE);
     hbitmap_free(e->todo);
     hbitmap_free(e->busy);
+    extents_free(e->status_cache);
     g_mutex_clear(&e->lock);
     g_cond_clear(&e->cond);
     g_free(e);
@@ -235,6 +252,36 @@ static int drain_locked(CopyEngine *e, bool *is_read)
     return r;
 }
 
+/* The source's extents over [offset, offset+len) from the window cache
+ * (refreshed when it does not cover the range); NULL if unknown. */
+static GArray *cached_extents(CopyEngine *e, uint64_t offset, uint64_t len)
+{
+    if (!node_caps(e->cfg.source)->can_extents)
+        return NULL;
+    BlockExtents *c = e->status_cache;
+    if (!c || offset < extents_start(c) || offset + len > extents_next_offset(c)) {
+        extents_free(e->status_cache);
+        uint64_t n = MIN(node_size(e->cfg.source) - offset, STATUS_WINDOW);
+        c = e->status_cache = extents_new(offset, offset + n);
+        if (node_block_status(e->cfg.source, (uint32_t)n, offset, 0, c) < 0 ||
+            offset + len > extents_next_offset(c)) {
+            extents_free(c);
+            e->status_cache = NULL;
+            return NULL;
+        }
+    }
+    GArray *out = g_array_new(FALSE, FALSE, sizeof(BlockExtent));
+    for (size_t i = 0; i < extents_count(c); i++) {
+        BlockExtent x = extents_get(c, i);
+        if (x.offset + x.length <= offset)
+            continue;
+        if (x.offset >= offset + len)
+            break;
+        g_array_append_val(out, x);
+    }
+    return out;
+}
+
 int copy_engine_run(CopyEngine *e, Job *job, bool *is_read)
 {
     uint64_t chunk_clusters = e->cfg.max_chunk >> e->cluster_bits;
@@ -274,11 +321,12 @@ int copy_engine_run(CopyEngine *e, Job *job, bool *is_read)
         }
         cursor = first + count;
         e->inflight++;
+        g_mutex_unlock(&e->lock);
         CopyTask *t = g_new(CopyTask, 1);
         t->first = first;
         t->count = count;
+        t->extents = cached_extents(e, cluster_offset(e, first), clusters_bytes(e, first, count));
         g_thread_pool_push(e->pool, t, NULL);
-        g_mutex_unlock(&e->lock);
         if (job)
             job_rate_limit(job, clusters_bytes(e, first, count));
     }
@@ -299,7 +347,15 @@ int copy_engine_copy_before_write(CopyEngine *e, uint64_t offset, uint64_t len)
             g_mutex_unlock(&e->lock);
             bool is_read;
             uint64_t bytes = clusters_bytes(e, f, n);
-            r = copy_range(e, cluster_offset(e, f), bytes, &is_read);
+            /* A guest is waiting: read the few clusters rather than ask the
+             * source for extents (which can cost more); zeroes are still
+             * detected in the buffer.  sync=top must know the holes. */
+            if (e->cfg.skip_unallocated) {
+                r = copy_range(e, cluster_offset(e, f), bytes, NULL, &is_read);
+            } else {
+                g_autofree void *buf = g_malloc(bytes);
+                r = copy_data(e, cluster_offset(e, f), bytes, buf, &is_read);
+            }
             if (r == 0 && e->cfg.job)
                 job_progress_add(e->cfg.job, bytes);
             g_mutex_lock(&e->lock);

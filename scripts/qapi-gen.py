@@ -673,7 +673,8 @@ def gen_types_c(s):
             o.append('        %s *e = g_new0(%s, 1);' % (cn, cn))
             o.append('        *tail = e;')
             o.append('        tail = &e->next;')
-            o.append('        g_autofree char *p = g_strdup_printf("%s[%u]", path, i);')
+            # QEMU names elements 'a[0]' on QMP but 'a.0' on the command line.
+            o.append('        g_autofree char *p = g_strdup_printf(in && in->keyval ? "%s.%u" : "%s[%u]", path, i);')
             o.append('        if (!%s(in, p, json_array_get_element(arr, i), &e->value, errp)) {' % in_fn(elem))
             o.append('            qapi_free_%s(head);' % cn)
             o.append('            return false;')

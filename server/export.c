@@ -15,10 +15,28 @@ struct Export {
     NodeCaps caps;
     GPtrArray *contexts; /* ExportMetaContext * */
     GPtrArray *bitmaps;  /* DirtyBitmap * held busy by this export */
+
+    /* Under registry_lock. */
+    bool shutting_down;  /* deleted: no longer named, listed until freed */
+    GPtrArray *clients;  /* ExportClient * in transmission */
+    ExportDeletedFn on_deleted;
+    void *deleted_opaque;
+};
+
+struct ExportClient {
+    void (*disconnect)(void *opaque);
+    bool (*peer_gone)(void *opaque);
+    void *opaque;
 };
 
 static GMutex registry_lock;
-static GPtrArray *registry; /* Export *, creation order, registry's reference */
+static GCond registry_cond; /* a client left or an export was freed */
+/* Export *, creation order.  Live exports hold the registry's reference;
+ * exports shutting down stay listed without it until export_free. */
+static GPtrArray *registry;
+
+/* How long a hard delete waits for its clients to leave. */
+#define HARD_DELETE_WAIT_US (2 * G_TIME_SPAN_SECOND)
 
 /* Node calls take 32-bit counts; larger effect lengths are split on this boundary. */
 #define EXPORT_SPLIT (1u << 30)
@@ -101,22 +119,33 @@ static void context_free(ExportMetaContext *ctx)
 
 static void export_free(Export *exp)
 {
+    g_mutex_lock(&registry_lock);
+    if (registry)
+        g_ptr_array_remove(registry, exp);
+    g_cond_broadcast(&registry_cond);
+    g_mutex_unlock(&registry_lock);
+    g_ptr_array_free(exp->clients, TRUE);
     g_ptr_array_free(exp->contexts, TRUE);
     for (guint i = 0; i < exp->bitmaps->len; i++)
         dirty_bitmap_set_busy(exp->bitmaps->pdata[i], false);
     g_ptr_array_free(exp->bitmaps, TRUE);
     node_unref(exp->node);
+    /* The node and bitmaps are released: the export is really gone. */
+    if (exp->on_deleted)
+        exp->on_deleted(exp->id, exp->deleted_opaque);
     g_free(exp->id);
     g_free(exp->name);
     g_free(exp->description);
     g_free(exp);
 }
 
+/* By id (exports shutting down included: QEMU keeps their id taken) or by
+ * NBD name (exports shutting down excluded: their name is free at once). */
 static Export *find_locked(const char *id, const char *name)
 {
     for (guint i = 0; registry && i < registry->len; i++) {
         Export *e = registry->pdata[i];
-        if ((id && strcmp(e->id, id) == 0) || (name && strcmp(e->name, name) == 0))
+        if ((id && strcmp(e->id, id) == 0) || (name && !e->shutting_down && strcmp(e->name, name) == 0))
             return e;
     }
     return NULL;
@@ -173,6 +202,7 @@ Export *export_add(const ExportConfig *cfg, GError **errp)
         depth->block_status = allocation_depth_status;
         g_ptr_array_add(exp->contexts, depth);
     }
+    exp->clients = g_ptr_array_new_with_free_func(g_free);
     exp->bitmaps = g_ptr_array_new();
     for (size_t i = 0; i < cfg->nbitmaps; i++) {
         DirtyBitmap *bm = cfg->bitmaps[i];
@@ -206,19 +236,90 @@ Export *export_add(const ExportConfig *cfg, GError **errp)
     return exp;
 }
 
-bool export_remove(const char *id, GError **errp)
+/* Marks a live export deleted and asks its clients to leave; the caller then
+ * drops the registry's reference. */
+static void begin_shutdown_locked(Export *exp, ExportDeletedFn on_deleted, void *opaque)
+{
+    exp->shutting_down = true;
+    exp->on_deleted = on_deleted;
+    exp->deleted_opaque = opaque;
+    for (guint i = 0; i < exp->clients->len; i++) {
+        ExportClient *client = exp->clients->pdata[i];
+        client->disconnect(client->opaque);
+    }
+}
+
+/* True when `exp` has no clients, after waiting (bounded) for those whose peer
+ * has already hung up: QEMU's single thread has always seen such an EOF
+ * before the next QMP command, so a client that just quit must not make a
+ * safe delete fail.  False as soon as one client is still connected. */
+static bool wait_for_leaving_clients_locked(Export *exp)
+{
+    gint64 deadline = g_get_monotonic_time() + HARD_DELETE_WAIT_US;
+    while (exp->clients->len > 0) {
+        for (guint i = 0; i < exp->clients->len; i++) {
+            ExportClient *client = exp->clients->pdata[i];
+            if (!client->peer_gone(client->opaque))
+                return false;
+        }
+        if (!g_cond_wait_until(&registry_cond, &registry_lock, deadline))
+            return exp->clients->len == 0;
+    }
+    return true;
+}
+
+bool export_delete(const char *id, ExportRemoveMode mode, ExportDeletedFn on_deleted,
+                   void *opaque, GError **errp)
 {
     g_mutex_lock(&registry_lock);
     Export *exp = find_locked(id, NULL);
-    if (exp)
-        g_ptr_array_remove(registry, exp);
-    g_mutex_unlock(&registry_lock);
     if (!exp) {
+        g_mutex_unlock(&registry_lock);
         g_set_error(errp, G_IO_ERROR, G_IO_ERROR_NOT_FOUND, "Export '%s' is not found", id);
         return false;
     }
+    if (exp->shutting_down) {
+        g_mutex_unlock(&registry_lock);
+        g_set_error(errp, G_IO_ERROR, G_IO_ERROR_BUSY, "Export '%s' is already shutting down", id);
+        return false;
+    }
+    /* With clients, wait below until they and their references are gone. */
+    bool had_clients = exp->clients->len > 0;
+    if (mode == EXPORT_REMOVE_SAFE && !wait_for_leaving_clients_locked(exp)) {
+        g_mutex_unlock(&registry_lock);
+        g_set_error(errp, G_IO_ERROR, G_IO_ERROR_BUSY, "export '%s' still in use", id);
+        return false;
+    }
+    begin_shutdown_locked(exp, on_deleted, opaque);
+    /* The registry's reference becomes ours: `exp` stays valid to test below. */
+    g_mutex_unlock(&registry_lock);
+    if (!had_clients) {
+        export_unref(exp);
+        return true;
+    }
+
+    /* As in QEMU, where disconnected clients are gone before the next command
+     * runs: wait for them (bounded: a request may be stuck in a node). */
+    gint64 deadline = g_get_monotonic_time() + HARD_DELETE_WAIT_US;
+    g_mutex_lock(&registry_lock);
+    while (exp->clients->len > 0 && g_cond_wait_until(&registry_cond, &registry_lock, deadline))
+        ;
+    g_mutex_unlock(&registry_lock);
     export_unref(exp);
+    /* A client that just left may hold its reference for an instant more;
+     * `exp` may be freed now, so look for the id (only this thread adds). */
+    g_mutex_lock(&registry_lock);
+    Export *left;
+    while ((left = find_locked(id, NULL)) && left->shutting_down &&
+           g_cond_wait_until(&registry_cond, &registry_lock, deadline))
+        ;
+    g_mutex_unlock(&registry_lock);
     return true;
+}
+
+bool export_remove(const char *id, GError **errp)
+{
+    return export_delete(id, EXPORT_REMOVE_HARD, NULL, NULL, errp);
 }
 
 void export_remove_all(void)
@@ -226,12 +327,68 @@ void export_remove_all(void)
     g_mutex_lock(&registry_lock);
     GPtrArray *all = registry;
     registry = NULL;
+    GPtrArray *live = g_ptr_array_new();
+    for (guint i = 0; all && i < all->len; i++) {
+        Export *exp = all->pdata[i];
+        if (!exp->shutting_down) {
+            begin_shutdown_locked(exp, NULL, NULL);
+            g_ptr_array_add(live, exp);
+        }
+    }
     g_mutex_unlock(&registry_lock);
-    if (!all)
-        return;
-    for (guint i = 0; i < all->len; i++)
-        export_unref(all->pdata[i]);
-    g_ptr_array_free(all, TRUE);
+    for (guint i = 0; i < live->len; i++)
+        export_unref(live->pdata[i]);
+    g_ptr_array_free(live, TRUE);
+    if (all)
+        g_ptr_array_free(all, TRUE);
+}
+
+ExportClient *export_client_register(Export *exp, void (*disconnect)(void *opaque),
+                                     bool (*peer_gone)(void *opaque), void *opaque)
+{
+    ExportClient *client = g_new0(ExportClient, 1);
+    client->disconnect = disconnect;
+    client->peer_gone = peer_gone;
+    client->opaque = opaque;
+    g_mutex_lock(&registry_lock);
+    g_ptr_array_add(exp->clients, client);
+    /* Raced with a delete that looked for clients before this one came. */
+    if (exp->shutting_down)
+        disconnect(opaque);
+    g_mutex_unlock(&registry_lock);
+    return client;
+}
+
+void export_client_unregister(Export *exp, ExportClient *client)
+{
+    g_mutex_lock(&registry_lock);
+    g_ptr_array_remove(exp->clients, client);
+    g_cond_broadcast(&registry_cond);
+    g_mutex_unlock(&registry_lock);
+}
+
+static void status_free(ExportStatus *st)
+{
+    g_free(st->id);
+    g_free(st->node_name);
+    g_free(st);
+}
+
+GPtrArray *export_status_list(void)
+{
+    GPtrArray *list = g_ptr_array_new_with_free_func((GDestroyNotify)status_free);
+    g_mutex_lock(&registry_lock);
+    /* Copied under the lock: an export shutting down may be freed any time. */
+    for (guint i = 0; registry && i < registry->len; i++) {
+        Export *exp = registry->pdata[i];
+        ExportStatus *st = g_new0(ExportStatus, 1);
+        st->id = g_strdup(exp->id);
+        st->node_name = g_strdup(node_name(exp->node));
+        st->shutting_down = exp->shutting_down;
+        g_ptr_array_add(list, st);
+    }
+    g_mutex_unlock(&registry_lock);
+    return list;
 }
 
 Export *export_lookup(const char *name)
@@ -241,8 +398,11 @@ Export *export_lookup(const char *name)
     g_mutex_lock(&registry_lock);
     Export *exp = find_locked(NULL, name);
     /* The empty name is the default export: the first one, as with nbdkit. */
-    if (!exp && name[0] == '\0' && registry && registry->len > 0)
-        exp = registry->pdata[0];
+    for (guint i = 0; !exp && name[0] == '\0' && registry && i < registry->len; i++) {
+        Export *e = registry->pdata[i];
+        if (!e->shutting_down)
+            exp = e;
+    }
     if (exp)
         export_ref(exp);
     g_mutex_unlock(&registry_lock);
@@ -253,8 +413,11 @@ GPtrArray *export_list(void)
 {
     GPtrArray *list = g_ptr_array_new_with_free_func((GDestroyNotify)export_unref);
     g_mutex_lock(&registry_lock);
-    for (guint i = 0; registry && i < registry->len; i++)
-        g_ptr_array_add(list, export_ref(registry->pdata[i]));
+    for (guint i = 0; registry && i < registry->len; i++) {
+        Export *exp = registry->pdata[i];
+        if (!exp->shutting_down)
+            g_ptr_array_add(list, export_ref(exp));
+    }
     g_mutex_unlock(&registry_lock);
     return list;
 }

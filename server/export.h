@@ -44,14 +44,50 @@ bool export_check_bitmap(struct DirtyBitmap *bm, const char *node_name, bool wri
 
 /* Creates and registers an export; fails on duplicate id/name or a missing node. */
 Export *export_add(const ExportConfig *cfg, GError **errp);
-/* Unregisters the export with this id; open connections keep their reference. */
+/* How export_delete treats connected clients (QEMU's BlockExportRemoveMode). */
+typedef enum ExportRemoveMode {
+    EXPORT_REMOVE_SAFE, /* refuse while a client is in transmission */
+    EXPORT_REMOVE_HARD, /* disconnect the clients */
+} ExportRemoveMode;
+
+/* Called once, from any thread, when a deleted export's last reference is gone. */
+typedef void (*ExportDeletedFn)(const char *id, void *opaque);
+
+/* Deletes the export `id` as QEMU's block-export-del: its NBD name is freed at
+ * once, its id stays listed (shutting down) until the last reference drops,
+ * then `on_deleted` (may be NULL) runs.  HARD waits briefly for the clients to
+ * leave, so the export is usually gone on return. */
+bool export_delete(const char *id, ExportRemoveMode mode, ExportDeletedFn on_deleted,
+                   void *opaque, GError **errp);
+/* export_delete(id, EXPORT_REMOVE_HARD) without a callback. */
 bool export_remove(const char *id, GError **errp);
 /* Drops every export (at shutdown). */
 void export_remove_all(void);
 
-/* The export a client names; "" falls back to the first export. New reference or NULL. */
+/* A connection in transmission, registered so deletion can count and drop it. */
+typedef struct ExportClient ExportClient;
+/* Registers a client; `disconnect(opaque)` must make it leave soon (it is called
+ * under an internal lock, from any thread, and at once if the export is
+ * already shutting down); `peer_gone(opaque)` tells whether the other end has
+ * hung up (the client is leaving: a safe delete waits for it).  Both must not
+ * block.  Free with export_client_unregister. */
+ExportClient *export_client_register(Export *exp, void (*disconnect)(void *opaque),
+                                     bool (*peer_gone)(void *opaque), void *opaque);
+/* Unregisters a client (before the connection drops its export reference). */
+void export_client_unregister(Export *exp, ExportClient *client);
+
+/* One row of query-block-exports. */
+typedef struct ExportStatus {
+    char *id;
+    char *node_name;
+    bool shutting_down;
+} ExportStatus;
+/* Every export including those shutting down, in creation order (ExportStatus *; free with g_ptr_array_unref). */
+GPtrArray *export_status_list(void);
+
+/* The export a client names ("" falls back to the first export); exports shutting down are not found. New reference or NULL. */
 Export *export_lookup(const char *name);
-/* All exports in creation order, each with a new reference (free with g_ptr_array_unref). */
+/* All exports not shutting down, in creation order, each with a new reference (free with g_ptr_array_unref). */
 GPtrArray *export_list(void);
 /* Takes a reference. */
 Export *export_ref(Export *exp);

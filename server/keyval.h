@@ -5,6 +5,8 @@
 #include <json-glib/json-glib.h>
 
 /* Parses "key=value,a.b=value" (a literal comma is written ",,") into a JSON
- * object with string leaves, dotted keys becoming nested objects; a string
- * starting with '{' is parsed as a JSON object instead.  NULL + error if malformed. */
+ * object with string leaves, dotted keys becoming nested objects and numeric
+ * keys arrays ("l.0=x,l.1.k=y" gives {"l": ["x", {"k": "y"}]}; QEMU's errors
+ * for gaps and mixtures); a string starting with '{' is parsed as a JSON
+ * object instead.  NULL + error if malformed. */
 JsonObject *keyval_parse(const char *str, GError **errp);

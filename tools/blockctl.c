@@ -1,9 +1,11 @@
 /* blockctl: a command-line QMP client for blockd (and qemu-storage-daemon).
  *
- *   blockctl [-s SOCKET] [--json] nodes|exports|add-file|export|unexport|qmp|events ...
+ *   blockctl [-s SOCKET] [--json] nodes|exports|add-file|export|unexport|qmp|events|
+ *                                 backup|jobs|job ...
  *
  * Prints tables for people by default and raw JSON with --json. */
 #include <errno.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -280,6 +282,221 @@ static G_GNUC_NORETURN void cmd_events(Client *c)
     }
 }
 
+/* --- Block jobs: backup, jobs, job pause|resume|cancel --- */
+
+static const char *human_size(double bytes, char *buf, size_t len)
+{
+    const char *units[] = { "B", "KiB", "MiB", "GiB", "TiB" };
+    int u = 0;
+    while (bytes >= 1024 && u < 4) {
+        bytes /= 1024;
+        u++;
+    }
+    snprintf(buf, len, "%.1f %s", bytes, units[u]);
+    return buf;
+}
+
+static int cmd_jobs(Client *c)
+{
+    JsonNode *ret = client_execute(c, "query-block-jobs", NULL);
+    if (json_output) {
+        print_json(ret);
+    } else {
+        printf("%-16s %-8s %-10s %8s %22s %12s %s\n", "ID", "TYPE", "STATUS", "DONE", "BYTES", "SPEED", "IO");
+        JsonArray *a = json_node_get_array(ret);
+        for (guint i = 0; i < json_array_get_length(a); i++) {
+            JsonObject *j = json_array_get_object_element(a, i);
+            gint64 len = json_object_get_int_member(j, "len"), off = json_object_get_int_member(j, "offset");
+            char b1[32], b2[32], sp[32];
+            g_autofree char *bytes = g_strdup_printf("%s/%s", human_size((double)off, b1, sizeof b1),
+                                                     human_size((double)len, b2, sizeof b2));
+            gint64 speed = json_object_get_int_member(j, "speed");
+            printf("%-16s %-8s %-10s %7.1f%% %22s %12s %s\n", str_member(j, "device"), str_member(j, "type"),
+                   str_member(j, "status"), len ? 100.0 * (double)off / (double)len : 0.0, bytes,
+                   speed ? human_size((double)speed, sp, sizeof sp) : "unlimited", str_member(j, "io-status"));
+        }
+    }
+    json_node_unref(ret);
+    return 0;
+}
+
+static int cmd_job(Client *c, int argc, char **argv)
+{
+    if (argc < 2 || (strcmp(argv[0], "pause") && strcmp(argv[0], "resume") && strcmp(argv[0], "cancel") &&
+                     strcmp(argv[0], "finalize") && strcmp(argv[0], "dismiss")))
+        die("usage: blockctl job pause|resume|cancel|finalize|dismiss ID");
+    g_autofree char *name = g_strdup_printf("job-%s", argv[0]);
+    g_autoptr(JsonObject) args = json_object_new();
+    json_object_set_string_member(args, "id", argv[1]);
+    return print_done(client_execute(c, name, args), "OK");
+}
+
+/* A target given as an NBD URI becomes a new driver=nbd node (its name is
+ * returned, to delete afterwards); anything else names an existing node. */
+static char *backup_target_node(Client *c, const char *to, bool *created)
+{
+    *created = false;
+    if (!g_str_has_prefix(to, "nbd"))
+        return g_strdup(to);
+    GError *err = NULL;
+    g_autoptr(GUri) uri = g_uri_parse(to, G_URI_FLAGS_NONE, &err);
+    if (!uri)
+        die("bad URI %s: %s", to, err->message);
+    g_autoptr(JsonObject) server = json_object_new();
+    const char *scheme = g_uri_get_scheme(uri);
+    if (strcmp(scheme, "nbd+unix") == 0) {
+        const char *query = g_uri_get_query(uri);
+        g_autoptr(GHashTable) params = query ? g_uri_parse_params(query, -1, "&", G_URI_PARAMS_NONE, NULL) : NULL;
+        const char *sock = params ? g_hash_table_lookup(params, "socket") : NULL;
+        if (!sock)
+            die("%s: nbd+unix URIs need ?socket=PATH", to);
+        json_object_set_string_member(server, "type", "unix");
+        json_object_set_string_member(server, "path", sock);
+    } else if (strcmp(scheme, "nbd") == 0) {
+        json_object_set_string_member(server, "type", "inet");
+        json_object_set_string_member(server, "host", g_uri_get_host(uri));
+        int port = g_uri_get_port(uri);
+        g_autofree char *p = g_strdup_printf("%d", port > 0 ? port : 10809);
+        json_object_set_string_member(server, "port", p);
+    } else {
+        die("%s: only nbd:// and nbd+unix:// URIs are supported", to);
+    }
+    const char *path = g_uri_get_path(uri);
+    char *node = g_strdup_printf("backup-target-%d", (int)getpid());
+    g_autoptr(JsonObject) args = json_object_new();
+    json_object_set_string_member(args, "driver", "nbd");
+    json_object_set_string_member(args, "node-name", node);
+    json_object_set_object_member(args, "server", json_object_ref(server));
+    if (path && path[0] == '/' && path[1])
+        json_object_set_string_member(args, "export", path + 1);
+    json_node_unref(client_execute(c, "blockdev-add", args));
+    *created = true;
+    return node;
+}
+
+/* Redraws the progress line; returns the job's status. */
+static void draw_progress(JsonObject *job, gint64 start_us)
+{
+    gint64 len = json_object_get_int_member(job, "total-progress");
+    gint64 off = json_object_get_int_member(job, "current-progress");
+    double secs = (double)(g_get_monotonic_time() - start_us) / 1e6;
+    double rate = secs > 0 ? (double)off / secs : 0;
+    int width = 30, fill = len ? (int)((double)width * (double)off / (double)len) : 0;
+    char bar[64], b1[32], b2[32], b3[32];
+    for (int i = 0; i < width; i++)
+        bar[i] = i < fill ? '#' : '.';
+    bar[width] = '\0';
+    double eta = rate > 0 ? (double)(len - off) / rate : 0;
+    fprintf(stderr, "\r[%s] %5.1f%% %s / %s  %s/s  ETA %.0fs   ", bar,
+            len ? 100.0 * (double)off / (double)len : 0.0, human_size((double)off, b1, sizeof b1),
+            human_size((double)len, b2, sizeof b2), human_size(rate, b3, sizeof b3), eta);
+    fflush(stderr);
+}
+
+/* Waits for the job (auto-dismiss off) to conclude; prints the outcome; 0 on success. */
+static int wait_job(Client *c, const char *id)
+{
+    gint64 start = g_get_monotonic_time();
+    bool tty = isatty(STDERR_FILENO);
+    for (;;) {
+        JsonNode *ret = client_execute(c, "query-jobs", NULL);
+        JsonArray *a = json_node_get_array(ret);
+        JsonObject *job = NULL;
+        for (guint i = 0; i < json_array_get_length(a); i++)
+            if (strcmp(str_member(json_array_get_object_element(a, i), "id"), id) == 0)
+                job = json_array_get_object_element(a, i);
+        if (!job)
+            die("job %s disappeared", id);
+        if (tty)
+            draw_progress(job, start);
+        if (strcmp(str_member(job, "status"), "concluded") == 0) {
+            if (tty)
+                fputc('\n', stderr);
+            gint64 len = json_object_get_int_member(job, "total-progress");
+            double secs = (double)(g_get_monotonic_time() - start) / 1e6;
+            char b1[32], b2[32];
+            int rc = 0;
+            if (json_object_has_member(job, "error")) {
+                fprintf(stderr, "blockctl: backup %s failed: %s\n", id, str_member(job, "error"));
+                rc = 1;
+            } else {
+                printf("backup %s done: %s in %.2f s (%s/s)\n", id, human_size((double)len, b1, sizeof b1), secs,
+                       human_size(secs > 0 ? (double)len / secs : 0, b2, sizeof b2));
+            }
+            json_node_unref(ret);
+            g_autoptr(JsonObject) args = json_object_new();
+            json_object_set_string_member(args, "id", id);
+            json_node_unref(client_execute(c, "job-dismiss", args));
+            return rc;
+        }
+        json_node_unref(ret);
+        g_usleep(200 * 1000);
+    }
+}
+
+/* backup NODE --to URI|NODE [--bitmap B] [--incremental] [--speed BYTES] [--job ID] [--wait] */
+static int cmd_backup(Client *c, int argc, char **argv)
+{
+    const char *usage = "usage: blockctl backup NODE --to URI|NODE [--bitmap B] [--incremental] "
+                        "[--speed BYTES/S] [--job ID] [--wait]";
+    const char *node = NULL, *to = NULL, *bitmap = NULL, *job_id = NULL, *speed = NULL;
+    bool incremental = false, wait = false;
+    for (int i = 0; i < argc; i++) {
+        const char *a = argv[i];
+        if (strcmp(a, "--to") == 0 && i + 1 < argc)
+            to = argv[++i];
+        else if (strcmp(a, "--bitmap") == 0 && i + 1 < argc)
+            bitmap = argv[++i];
+        else if (strcmp(a, "--speed") == 0 && i + 1 < argc)
+            speed = argv[++i];
+        else if (strcmp(a, "--job") == 0 && i + 1 < argc)
+            job_id = argv[++i];
+        else if (strcmp(a, "--incremental") == 0)
+            incremental = true;
+        else if (strcmp(a, "--wait") == 0)
+            wait = true;
+        else if (a[0] != '-' && !node)
+            node = a;
+        else
+            die("%s", usage);
+    }
+    if (!node || !to || (incremental && !bitmap))
+        die("%s", usage);
+    bool created;
+    g_autofree char *target = backup_target_node(c, to, &created);
+    g_autofree char *id = job_id ? g_strdup(job_id) : g_strdup_printf("backup-%s", node);
+    g_autoptr(JsonObject) args = json_object_new();
+    json_object_set_string_member(args, "job-id", id);
+    json_object_set_string_member(args, "device", node);
+    json_object_set_string_member(args, "target", target);
+    json_object_set_string_member(args, "sync", incremental ? "incremental" : "full");
+    if (bitmap) {
+        json_object_set_string_member(args, "bitmap", bitmap);
+        if (!incremental)  /* a full backup that also starts the bitmap afresh */
+            json_object_set_string_member(args, "bitmap-mode", "on-success");
+    }
+    if (speed) {
+        guint64 bytes;
+        if (!g_ascii_string_to_unsigned(speed, 10, 0, G_MAXINT64, &bytes, NULL))
+            die("bad --speed %s (bytes per second)", speed);
+        json_object_set_int_member(args, "speed", (gint64)bytes);
+    }
+    if (wait)
+        json_object_set_boolean_member(args, "auto-dismiss", FALSE);
+    json_node_unref(client_execute(c, "blockdev-backup", args));
+    if (!wait) {
+        printf("started job %s (target node %s)\n", id, target);
+        return 0;
+    }
+    int rc = wait_job(c, id);
+    if (created) {
+        g_autoptr(JsonObject) del = json_object_new();
+        json_object_set_string_member(del, "node-name", target);
+        json_node_unref(client_execute(c, "blockdev-del", del));
+    }
+    return rc;
+}
+
 int main(int argc, char **argv)
 {
     gboolean version = FALSE;
@@ -291,6 +508,8 @@ int main(int argc, char **argv)
     };
     GOptionContext *ctx = g_option_context_new("COMMAND [ARGS] - control blockd over QMP");
     g_option_context_add_main_entries(ctx, entries, NULL);
+    /* Commands' own options (backup --to ...) stay in argv for them. */
+    g_option_context_set_ignore_unknown_options(ctx, TRUE);
     g_option_context_set_summary(ctx,
         "Commands:\n"
         "  nodes                          list block nodes\n"
@@ -299,7 +518,11 @@ int main(int argc, char **argv)
         "  export NODE [NAME] [writable]  export a node over NBD\n"
         "  unexport ID                    remove an export\n"
         "  qmp '{\"execute\": ...}'         run any QMP command, print its return value\n"
-        "  events                         print events as they arrive");
+        "  events                         print events as they arrive\n"
+        "  backup NODE --to URI|NODE [--bitmap B] [--incremental] [--speed BYTES/S] [--job ID] [--wait]\n"
+        "                                 back NODE up to an NBD server (progress bar with --wait)\n"
+        "  jobs                           list block jobs\n"
+        "  job pause|resume|cancel ID     control a job");
     GError *err = NULL;
     if (!g_option_context_parse(ctx, &argc, &argv, &err))
         die("%s", err->message);
@@ -332,5 +555,11 @@ int main(int argc, char **argv)
         return cmd_qmp(c, n, rest);
     if (strcmp(cmd, "events") == 0)
         cmd_events(c);
+    if (strcmp(cmd, "backup") == 0)
+        return cmd_backup(c, n, rest);
+    if (strcmp(cmd, "jobs") == 0)
+        return cmd_jobs(c);
+    if (strcmp(cmd, "job") == 0)
+        return cmd_job(c, n, rest);
     die("unknown command '%s' (try --help)", cmd);
 }

@@ -28,6 +28,7 @@ typedef struct NbdConn {
 
     /* Fixed at GO / EXPORT_NAME for the whole transmission phase. */
     Export *exp;                 /* ref */
+    ExportClient *exp_client;    /* registration in exp, so deletion can drop us */
     uint64_t size;
     uint16_t eflags;
     uint32_t min_block, preferred_block, max_payload;

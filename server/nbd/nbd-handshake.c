@@ -7,7 +7,9 @@
 #include <errno.h>
 #include <inttypes.h>
 #include <stdarg.h>
+#include <poll.h>
 #include <string.h>
+#include <sys/socket.h>
 #include "server/nbd/nbd-wire.h"
 #include "server/objects/objects.h"
 
@@ -57,7 +59,27 @@ static void clear_meta_selection(NbdConn *c)
 void nbd_conn_clear(NbdConn *c)
 {
     clear_meta_selection(c);
+    if (c->exp_client) {
+        export_client_unregister(c->exp, c->exp_client);
+        c->exp_client = NULL;
+    }
     g_clear_pointer(&c->exp, export_unref);
+}
+
+/* Called by a hard block-export-del (under the export lock): the transmission
+ * loop then sees EOF and the connection ends. */
+static void disconnect_client(void *opaque)
+{
+    NbdConn *c = opaque;
+    nbd_io_shutdown(&c->io, SHUT_RDWR);
+}
+
+/* Whether the client has closed its end (it is about to be torn down). */
+static bool client_peer_gone(void *opaque)
+{
+    NbdConn *c = opaque;
+    struct pollfd pfd = { .fd = c->io.fd, .events = POLLRDHUP };
+    return poll(&pfd, 1, 0) > 0 && (pfd.revents & (POLLRDHUP | POLLHUP | POLLERR | POLLNVAL));
 }
 
 /* Fixes the transmission parameters for `exp` (same answer for INFO and GO). */
@@ -73,6 +95,7 @@ static void describe_export(NbdConn *c, Export *exp, uint16_t *eflags, uint32_t 
 static void enter_transmission(NbdConn *c, Export *exp)
 {
     c->exp = exp;
+    c->exp_client = export_client_register(exp, disconnect_client, client_peer_gone, c);
     c->size = export_size(exp);
     describe_export(c, exp, &c->eflags, &c->min_block, &c->preferred_block, &c->max_payload);
     /* A selection made for another export is void (§3.5). */
@@ -364,8 +387,10 @@ bool nbd_handshake(NbdConn *c)
     c->no_zeroes = cflags & NBD_FLAG_C_NO_ZEROES;
 
     /* Bound the haggling so a client cannot keep a connection busy forever. */
-    g_autoptr(GPtrArray) exports = export_list();
+    /* Not kept: holding references would keep deleted exports alive. */
+    GPtrArray *exports = export_list();
     unsigned max_options = 64 + 32 * exports->len;
+    g_ptr_array_unref(exports);
 
     for (unsigned count = 0;; count++) {
         uint8_t hdr[16];

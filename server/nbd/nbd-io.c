@@ -53,7 +53,12 @@ int nbd_io_read_exact(NbdIo *io, void *buf, size_t len)
 {
     char *p = buf;
     while (len > 0) {
-        ssize_t n = nbd_io_read_some(io, p, len);
+        /* MSG_WAITALL: the kernel gathers a large payload in one call. */
+        ssize_t n = io->tls ? nbd_io_read_some(io, p, len) : recv(io->fd, p, len, MSG_WAITALL);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n < 0 && !io->tls)
+            n = -errno;
         if (n < 0)
             return (int)n;
         if (n == 0)

@@ -66,34 +66,47 @@ bool qmp_block_export_add(QmpSession *session, BlockExportOptions *args, GError 
     return require_server(errp) && qmp_block_export_add_options(args, errp);
 }
 
-/* Removes an export and announces it.  Open connections keep serving their
- * reference until they close, so `safe` and `hard` both succeed at once. */
-static bool export_delete(const char *id, GError **errp)
+/* Main loop: announces that an export is really gone. */
+static gboolean send_export_deleted(gpointer opaque)
 {
-    if (!export_remove(id, errp))
-        return false;
-    q_obj_BLOCK_EXPORT_DELETED_arg data = { .id = (char *)id };
+    q_obj_BLOCK_EXPORT_DELETED_arg data = { .id = opaque };
     qapi_event_send_block_export_deleted(&data);
-    return true;
+    return G_SOURCE_REMOVE;
+}
+
+/* Any thread (the last client's, usually): hands the event to the main loop. */
+static void on_export_deleted(const char *id, void *opaque)
+{
+    g_main_context_invoke_full(NULL, G_PRIORITY_DEFAULT, send_export_deleted, g_strdup(id), g_free);
+}
+
+/* Deletes an export as QEMU: `safe` refuses while clients are connected,
+ * `hard` disconnects them; BLOCK_EXPORT_DELETED follows once it is gone. */
+static bool delete_export(const char *id, bool has_mode, BlockExportRemoveMode mode, GError **errp)
+{
+    ExportRemoveMode how = has_mode && mode == BLOCK_EXPORT_REMOVE_MODE_HARD ? EXPORT_REMOVE_HARD
+                                                                           : EXPORT_REMOVE_SAFE;
+    return export_delete(id, how, on_export_deleted, NULL, errp);
 }
 
 bool qmp_block_export_del(QmpSession *session, q_obj_block_export_del_arg *args, GError **errp)
 {
-    return export_delete(args->id, errp);
+    return delete_export(args->id, args->has_mode, args->mode, errp);
 }
 
 bool qmp_query_block_exports(QmpSession *session, BlockExportInfoList **ret, GError **errp)
 {
     /* QEMU lists the newest export first: prepend in creation order. */
-    g_autoptr(GPtrArray) exports = export_list();
+    g_autoptr(GPtrArray) exports = export_status_list();
     BlockExportInfoList *head = NULL;
     for (guint i = 0; i < exports->len; i++) {
-        Export *exp = exports->pdata[i];
+        ExportStatus *st = exports->pdata[i];
         BlockExportInfoList *e = g_new0(BlockExportInfoList, 1);
         e->value = g_new0(BlockExportInfo, 1);
-        e->value->id = g_strdup(export_id(exp));
+        e->value->id = g_strdup(st->id);
         e->value->type = BLOCK_EXPORT_TYPE_NBD;
-        e->value->node_name = g_strdup(export_node_name(exp));
+        e->value->node_name = g_strdup(st->node_name);
+        e->value->shutting_down = st->shutting_down;
         e->next = head;
         head = e;
     }
@@ -138,7 +151,7 @@ bool qmp_nbd_server_stop(QmpSession *session, GError **errp)
     /* As QEMU: stopping the server closes every NBD export. */
     g_autoptr(GPtrArray) exports = export_list();
     for (guint i = 0; i < exports->len; i++)
-        export_delete(export_id(exports->pdata[i]), NULL);
+        delete_export(export_id(exports->pdata[i]), true, BLOCK_EXPORT_REMOVE_MODE_HARD, NULL);
     return nbd_control_stop(errp);
 }
 
@@ -161,5 +174,5 @@ bool qmp_nbd_server_add(QmpSession *session, q_obj_nbd_server_add_arg *args, GEr
 
 bool qmp_nbd_server_remove(QmpSession *session, q_obj_nbd_server_remove_arg *args, GError **errp)
 {
-    return export_delete(args->name, errp);
+    return delete_export(args->name, args->has_mode, args->mode, errp);
 }

@@ -71,7 +71,7 @@ class Nbdkit:
         if self.proc and self.proc.poll() is None:
             self.proc.terminate()
             try:
-                self.proc.wait(timeout=20)
+                self.proc.wait(timeout=2)
             except subprocess.TimeoutExpired:
                 self.kill()
 
@@ -150,15 +150,19 @@ def digest(data):
 
 
 def wait_job_end(q, job_id, timeout=60):
-    """Every event up to JOB_STATUS_CHANGE null of job_id, in order (others kept)."""
+    """Every event up to JOB_STATUS_CHANGE null of job_id (or of every job in
+    a list of IDs), in order; later events stay queued."""
     deadline = time.time() + timeout
     got = []
+    pending = set([job_id] if isinstance(job_id, str) else job_id)
     while True:
         while q.events:
             ev = q.events.pop(0)
             got.append(ev)
-            if ev['event'] == 'JOB_STATUS_CHANGE' and ev['data'] == {'id': job_id, 'status': 'null'}:
-                return got
+            if ev['event'] == 'JOB_STATUS_CHANGE' and ev['data']['status'] == 'null':
+                pending.discard(ev['data']['id'])
+                if not pending:
+                    return got
         if time.time() > deadline:
             fail('job %s did not end; events so far: %r' % (job_id, summary(got)))
         q.sock.settimeout(max(0.1, deadline - time.time()))

@@ -9,7 +9,7 @@ import shutil
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from backup_lib import (Daemon, Nbdkit, add_nbd_target, blockd_cmd, check, digest, err, ok,  # noqa: E402
+from backup_lib import (Daemon, Nbdkit, add_nbd_target, blockd_cmd, check, import_nbd, ok,  # noqa: E402
                         read_all, summary, wait_job_end, wait_status)
 
 SIZE = 64 << 20
@@ -23,6 +23,27 @@ def make_image(path):
             f.write(bytes([(i >> 20) & 0xff or 1]) * (1 << 20))  # 1 MiB data, 3 MiB hole
     with open(path, 'rb') as f:
         return f.read()
+
+
+def allocated_bytes(sock):
+    """Bytes the NBD export reports as allocated (not holes)."""
+    nbd = import_nbd()
+    h = nbd.NBD()
+    h.add_meta_context('base:allocation')
+    h.connect_unix(sock)
+    total, reach = [0], [0]
+
+    def cb(meta, off, entries, err):
+        for length, flags in zip(entries[0::2], entries[1::2]):
+            if not flags & 1:
+                total[0] += length
+            off += length
+        reach[0] = off
+        return 0
+    while reach[0] < SIZE:
+        h.block_status(SIZE - reach[0], reach[0], cb)
+    h.shutdown()
+    return total[0]
 
 
 def scenario(cmd):
@@ -57,6 +78,7 @@ def scenario(cmd):
               'BLOCK_JOB_COMPLETED %r' % done)
         seq = summary(evs)
         check(read_all(t1.sock) == image, 'target 1 differs from the source')
+        allocated = allocated_bytes(t1.sock)
 
         # Manual finalize and dismiss.
         ok(q.cmd('blockdev-backup', {'job-id': 'k', 'device': 'src', 'target': 't2', 'sync': 'full',
@@ -84,11 +106,13 @@ def scenario(cmd):
         check(q.cmd('query-jobs') == {'return': []}, 'jobs left')
         q.close()
         check(d.stop() == 0, 'daemon exit status')
-    return seq, errors
+    return seq, errors, allocated
 
 
 def main():
-    seq, errors = scenario(blockd_cmd())
+    seq, errors, allocated = scenario(blockd_cmd())
+    # The source's holes were not written: the target (zero to start with) stays sparse.
+    check(allocated == SIZE // 4, 'the target has %d bytes allocated, expected %d' % (allocated, SIZE // 4))
     expected = [('status', 'j0', s) for s in ('created', 'running', 'waiting', 'pending')] + [
         ('BLOCK_JOB_COMPLETED', ('device', 'j0'), ('type', 'backup')),
         ('status', 'j0', 'concluded'), ('status', 'j0', 'null')] + [
@@ -112,7 +136,7 @@ def main():
         "Job 'k' in state 'pending' cannot accept command verb 'complete'",
     ], 'errors %r' % errors)
     if shutil.which('qemu-storage-daemon'):
-        qseq, qerrors = scenario(['qemu-storage-daemon'])
+        qseq, qerrors, _ = scenario(['qemu-storage-daemon'])
         check(qseq == seq, 'qemu-storage-daemon sequence differs:\n%r\n%r' % (qseq, seq))
         check(qerrors == errors, 'qemu-storage-daemon errors differ:\n%r\n%r' % (qerrors, errors))
     print('full backup: events, data and errors OK')

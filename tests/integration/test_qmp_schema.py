@@ -20,9 +20,17 @@ COMMANDS = {'qmp_capabilities', 'query-version', 'query-commands', 'query-qmp-sc
             'block-dirty-bitmap-enable', 'block-dirty-bitmap-disable', 'block-dirty-bitmap-merge',
             'x-debug-block-dirty-bitmap-sha256', 'transaction',
             # TLS objects (issue 7)
-            'object-add', 'object-del'}
-EVENTS = {'BLOCK_EXPORT_DELETED', 'SHUTDOWN'}
-BLOCKD_ONLY_VALUES = {'memory', 'nbdkit'}
+            'object-add', 'object-del',
+            # block jobs and backup (issue 5)
+            'blockdev-backup', 'drive-backup', 'query-jobs', 'query-block-jobs',
+            'job-pause', 'job-resume', 'job-cancel', 'job-complete', 'job-dismiss', 'job-finalize',
+            'block-job-pause', 'block-job-resume', 'block-job-cancel', 'block-job-set-speed',
+            'block-job-complete', 'block-job-dismiss', 'block-job-finalize'}
+EVENTS = {'BLOCK_EXPORT_DELETED', 'SHUTDOWN',
+          # block jobs (issue 5)
+          'JOB_STATUS_CHANGE', 'BLOCK_JOB_COMPLETED', 'BLOCK_JOB_CANCELLED', 'BLOCK_JOB_ERROR',
+          'BLOCK_JOB_READY', 'BLOCK_JOB_PENDING'}
+BLOCKD_ONLY_VALUES = {'memory', 'nbdkit', 'overlay'}
 
 
 def fetch(cmd):
