@@ -17,8 +17,11 @@ setup: $(BUILD)/build.ninja
 build: setup
 	ninja -C $(BUILD)
 
-# Runs the built-in default: a 1 GiB memory export "disk0" (Ctrl-C stops it).
+# Shows the backup story (serve, write, full backup to an NBD target, write,
+# incremental backup through a dirty bitmap, restore and verify), then runs
+# the built-in default: a 1 GiB memory export "disk0" (Ctrl-C stops it).
 run: build
+	BLOCKD=$(CURDIR)/$(BUILD)/blockd /usr/bin/python3 scripts/backup-demo.py
 	./$(BUILD)/blockd
 
 check: build
