@@ -1,8 +1,10 @@
 #!/usr/bin/python3
 """A node hosted from an installed nbdkit plugin is a node like any other:
 a dirty bitmap on it records exactly the writes made through its export,
-query-named-block-nodes counts them, and the bitmap is exported as the
-qemu:dirty-bitmap meta context."""
+query-named-block-nodes counts them, the bitmap is exported as the
+qemu:dirty-bitmap meta context, an incremental backup job copies exactly
+its dirty granules, and a full backup of a read-only plugin node (pattern)
+reproduces the plugin's data on an NBD target."""
 import json
 import os
 import subprocess
@@ -10,6 +12,7 @@ import sys
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), 'qmp'))
 from qmp_lib import Daemon, blockd_cmd, check, fail  # noqa: E402
+from backup_lib import Nbdkit, add_nbd_target, read_all, wait_job_end  # noqa: E402
 
 sys.path.insert(0, '/usr/lib/python3/dist-packages')
 import nbd  # noqa: E402
@@ -79,9 +82,38 @@ with Daemon(blockd_cmd()) as d:
 
     ok(q.cmd('block-export-del', {'id': 'e0'}), 'export del')
     q.wait_event('BLOCK_EXPORT_DELETED')
-    ok(q.cmd('block-dirty-bitmap-clear', {'node': 'k0', 'name': 'b0'}), 'clear')
+
+    def run_backup(job, **args):
+        args.update({'job-id': job})
+        ok(q.cmd('blockdev-backup', args), 'blockdev-backup ' + job)
+        events = wait_job_end(q, job)
+        done = [e['data'] for e in events if e['event'] == 'BLOCK_JOB_COMPLETED']
+        check(len(done) == 1 and 'error' not in done[0], '%s: %r' % (job, events))
+        return done[0]
+
+    # Incremental backup from the plugin node: exactly the dirty granules move,
+    # and the bitmap is cleared on success.
+    with Nbdkit('memory', '64M') as target:
+        add_nbd_target(q, 't0', target.sock)
+        done = run_backup('inc', device='k0', target='t0', sync='incremental', bitmap='b0')
+        check(done['len'] == count, 'incremental copied %d bytes, %d dirty' % (done['len'], count))
+        copied = read_all(target.sock)
+        for off, n in WRITES:
+            check(copied[off:off + n] == bytes([0x5a]) * n, 'write at %d missing on target' % off)
+        ok(q.cmd('blockdev-del', {'node-name': 't0'}), 'blockdev-del t0')
     nodes = ok(q.cmd('query-named-block-nodes'), 'query-named-block-nodes')
     b0 = [n for n in nodes if n['node-name'] == 'k0'][0]['dirty-bitmaps'][0]
-    check(b0['count'] == 0 and b0['busy'] is False, 'after clear: %r' % b0)
+    check(b0['count'] == 0 and b0['busy'] is False, 'after incremental: %r' % b0)
+
+    # Full backup of a read-only plugin node: the target holds the plugin's data.
+    ok(q.cmd('blockdev-add', {'driver': 'nbdkit', 'node-name': 'p0', 'plugin': 'pattern',
+                              'args': {'size': '8M'}, 'read-only': True}), 'pattern node')
+    with Nbdkit('memory', '8M') as target:
+        add_nbd_target(q, 't1', target.sock)
+        run_backup('full', device='p0', target='t1', sync='full')
+        copied = read_all(target.sock)
+        expected = b''.join((i * 8).to_bytes(8, 'big') for i in range(len(copied) // 8))
+        check(copied == expected, 'full backup of the pattern plugin differs')
+        ok(q.cmd('blockdev-del', {'node-name': 't1'}), 'blockdev-del t1')
     check(d.stop() == 0, 'blockd did not exit cleanly: ' + d.stderr_text())
 print('ok')
