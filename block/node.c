@@ -27,7 +27,8 @@ struct BlockNode {
 
 struct NodeWriteHook {
     int order;
-    NodeBeforeWriteFn fn;
+    NodeBeforeWriteFn fn;   /* NULL for an after-write hook */
+    NodeAfterWriteFn after; /* NULL for a before-write hook */
     void *opaque;
 };
 
@@ -266,6 +267,19 @@ bool node_delete(const char *name, GError **errp)
     return true;
 }
 
+bool node_has_parent(BlockNode *node)
+{
+    bool found = false;
+    g_mutex_lock(&graph_lock);
+    graph_init_locked();
+    for (guint i = 0; i < graph_order->len && !found; i++) {
+        BlockNode *parent = graph_order->pdata[i];
+        found = g_ptr_array_find(parent->children, node, NULL);
+    }
+    g_mutex_unlock(&graph_lock);
+    return found;
+}
+
 void node_graph_shutdown(void)
 {
     g_mutex_lock(&graph_lock);
@@ -338,6 +352,19 @@ NodeWriteHook *node_add_before_write_hook(BlockNode *node, int order, NodeBefore
     return hook;
 }
 
+NodeWriteHook *node_add_after_write_hook(BlockNode *node, NodeAfterWriteFn fn, void *opaque)
+{
+    NodeWriteHook *hook = g_new0(NodeWriteHook, 1);
+    hook->order = G_MAXINT;
+    hook->after = fn;
+    hook->opaque = opaque;
+    g_rw_lock_writer_lock(&node->hooks_lock);
+    g_ptr_array_add(node->hooks, hook);
+    g_atomic_int_inc(&node->nhooks);
+    g_rw_lock_writer_unlock(&node->hooks_lock);
+    return hook;
+}
+
 void node_remove_before_write_hook(BlockNode *node, NodeWriteHook *hook)
 {
     g_rw_lock_writer_lock(&node->hooks_lock);
@@ -363,10 +390,27 @@ static int run_before_write_hooks(BlockNode *node, uint64_t offset, uint64_t cou
     g_rw_lock_reader_lock(&node->hooks_lock);
     for (guint i = 0; i < node->hooks->len && r == 0; i++) {
         NodeWriteHook *h = node->hooks->pdata[i];
-        r = h->fn(node, offset, count, kind, h->opaque);
+        if (h->fn)
+            r = h->fn(node, offset, count, kind, h->opaque);
     }
     g_rw_lock_reader_unlock(&node->hooks_lock);
     return r;
+}
+
+/* Runs the after-write hooks with the write's result; returns it unchanged. */
+static int run_after_write_hooks(BlockNode *node, const void *buf, uint64_t offset, uint64_t count,
+                                 NodeWriteKind kind, int result)
+{
+    if (count == 0 || g_atomic_int_get(&node->nhooks) == 0)
+        return result;
+    g_rw_lock_reader_lock(&node->hooks_lock);
+    for (guint i = 0; i < node->hooks->len; i++) {
+        NodeWriteHook *h = node->hooks->pdata[i];
+        if (h->after)
+            h->after(node, buf, offset, count, kind, result, h->opaque);
+    }
+    g_rw_lock_reader_unlock(&node->hooks_lock);
+    return result;
 }
 
 static void assert_range(BlockNode *node, uint64_t count, uint64_t offset)
@@ -405,9 +449,10 @@ int node_pwrite(BlockNode *node, const void *buf, uint32_t count, uint64_t offse
     bool flush = fua_needs_flush(node, &flags);
     int r = run_before_write_hooks(node, offset, count, NODE_WRITE_DATA);
     if (r < 0)
-        return r;
+        return run_after_write_hooks(node, buf, offset, count, NODE_WRITE_DATA, r);
     r = count ? node->drv->pwrite(node->opaque, buf, count, offset, flags) : 0;
-    return flush_after(node, r, flush);
+    r = flush_after(node, r, flush);
+    return run_after_write_hooks(node, buf, offset, count, NODE_WRITE_DATA, r);
 }
 
 int node_flush(BlockNode *node)
@@ -423,14 +468,18 @@ int node_trim(BlockNode *node, uint32_t count, uint64_t offset, uint32_t flags)
     g_assert(!node->read_only);
     bool flush = fua_needs_flush(node, &flags);
     int r = 0;
-    if (count && node->caps.can_trim && node->drv->trim)
+    bool hooked = count && node->caps.can_trim && node->drv->trim;
+    if (hooked)
         r = run_before_write_hooks(node, offset, count, NODE_WRITE_TRIM);
     if (r < 0)
-        return r;
-    if (count && node->caps.can_trim && node->drv->trim)
+        return run_after_write_hooks(node, NULL, offset, count, NODE_WRITE_TRIM, r);
+    if (hooked)
         r = node->drv->trim(node->opaque, count, offset, flags);
-    return flush_after(node, r, flush);
+    r = flush_after(node, r, flush);
+    return hooked ? run_after_write_hooks(node, NULL, offset, count, NODE_WRITE_TRIM, r) : r;
 }
+
+static int node_zero_driver(BlockNode *node, uint32_t count, uint64_t offset, uint32_t flags, bool flush);
 
 int node_zero(BlockNode *node, uint32_t count, uint64_t offset, uint32_t flags)
 {
@@ -439,9 +488,15 @@ int node_zero(BlockNode *node, uint32_t count, uint64_t offset, uint32_t flags)
     bool flush = fua_needs_flush(node, &flags);
     if (count == 0)
         return flush_after(node, 0, flush);
-    int hr = run_before_write_hooks(node, offset, count, NODE_WRITE_ZERO);
-    if (hr < 0)
-        return hr;
+    int r = run_before_write_hooks(node, offset, count, NODE_WRITE_ZERO);
+    if (r == 0)
+        r = node_zero_driver(node, count, offset, flags, flush);
+    return run_after_write_hooks(node, NULL, offset, count, NODE_WRITE_ZERO, r);
+}
+
+/* node_zero once the hooks let it through: native, else zero buffers. */
+static int node_zero_driver(BlockNode *node, uint32_t count, uint64_t offset, uint32_t flags, bool flush)
+{
     if (node->native_zero) {
         int r = node->drv->zero(node->opaque, count, offset, flags);
         if (r != -ENOTSUP && r != -EOPNOTSUPP)

@@ -53,6 +53,8 @@ void node_unref(BlockNode *node);
 unsigned node_users(BlockNode *node);
 /* Records `child` as a child of `parent` (takes a reference on child). */
 void node_add_child(BlockNode *parent, BlockNode *child);
+/* True if some node of the graph has `node` as a child (it is not a root). */
+bool node_has_parent(BlockNode *node);
 
 /* The node's unique name. */
 const char *node_name(BlockNode *node);
@@ -79,8 +81,18 @@ typedef struct NodeWriteHook NodeWriteHook;
 #define NODE_HOOK_ORDER_DIRTY_BITMAP 100
 /* Adds a hook; it sees every write issued after this returns. */
 NodeWriteHook *node_add_before_write_hook(BlockNode *node, int order, NodeBeforeWriteFn fn, void *opaque);
-/* Removes a hook; waits for running calls of it to return. */
+/* Removes a hook (before- or after-write); waits for running calls of it to return. */
 void node_remove_before_write_hook(BlockNode *node, NodeWriteHook *hook);
+/* After-write hooks: called by node_pwrite, node_zero and node_trim once the
+ * driver returned (result 0 or -errno; also when a before-write hook failed
+ * the write), on the writer's thread, with the data written (NULL for zero
+ * and trim).  They cannot change the result.  A mirror marks regions dirty
+ * here: a mark made after the data landed cannot be consumed by a copy that
+ * read the old data. */
+typedef void (*NodeAfterWriteFn)(BlockNode *node, const void *buf, uint64_t offset, uint64_t count,
+                                 NodeWriteKind kind, int result, void *opaque);
+/* Adds an after-write hook (remove it with node_remove_before_write_hook). */
+NodeWriteHook *node_add_after_write_hook(BlockNode *node, NodeAfterWriteFn fn, void *opaque);
 /* Calls fn once when the node closes (its last reference), before the driver closes. */
 void node_add_close_notifier(BlockNode *node, void (*fn)(BlockNode *node, void *opaque), void *opaque);
 /* The image file name given in the node's own `filename` option, or NULL. */

@@ -151,6 +151,30 @@ static void worker(gpointer data, gpointer user_data)
     g_free(t);
 }
 
+bool copy_node_reads_zero(BlockNode *node)
+{
+    if (!node_caps(node)->can_extents)
+        return false;
+    uint64_t size = node_size(node), pos = 0;
+    while (pos < size) {
+        uint32_t n = (uint32_t)MIN(size - pos, 1u << 30);
+        BlockExtents *ext = extents_new(pos, pos + n);
+        int r = node_block_status(node, n, pos, 0, ext);
+        uint64_t next = pos;
+        bool zero = r == 0;
+        for (size_t i = 0; zero && i < extents_count(ext); i++) {
+            BlockExtent x = extents_get(ext, i);
+            zero = (x.type & BLOCK_EXTENT_ZERO) != 0;
+            next = x.offset + x.length;
+        }
+        extents_free(ext);
+        if (!zero || next <= pos)
+            return false;
+        pos = next;
+    }
+    return true;
+}
+
 CopyEngine *copy_engine_new(const CopyConfig *cfg)
 {
     CopyEngine *e = g_new0(CopyEngine, 1);

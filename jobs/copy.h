@@ -31,6 +31,10 @@ typedef struct CopyConfig {
     Job *job;                /* progress is reported to it (may be NULL) */
 } CopyConfig;
 
+/* True if every byte of `node` reads as zero (by its extents), so zeroes
+ * need not be written to it as a copy target. */
+bool copy_node_reads_zero(BlockNode *node);
+
 /* A new engine with nothing to copy. */
 CopyEngine *copy_engine_new(const CopyConfig *cfg);
 /* Frees the engine (no copy may be running). */

@@ -310,9 +310,11 @@ static void job_cancel_async(Job *job, bool force)
         g_assert(job->pause_count > 0);
         job->pause_count--;
     }
+    /* Without a .cancel of its own a job behaves as force-cancelled. */
+    force = job->drv->cancel ? job->drv->cancel(job, force) : true;
     if (!job->cancelled) {
         job->cancelled = true;
-        job->force_cancel = true; /* no job type here has a soft cancel */
+        job->force_cancel = force;
     } else {
         job->force_cancel |= force;
     }
@@ -541,14 +543,14 @@ bool job_complete(Job *job, GError **errp)
 {
     g_mutex_lock(&job_mutex);
     bool ok = job_apply_verb(job, JOB_CMD_COMPLETE, errp);
-    if (ok) {
-        /* No job type here has a complete operation (backup is not a mirror). */
+    if (ok && (job->cancelled || !job->drv->complete)) {
         g_set_error(errp, G_IO_ERROR, G_IO_ERROR_FAILED,
                     "The active block job '%s' cannot be completed", job->id);
         ok = false;
     }
     g_mutex_unlock(&job_mutex);
-    return ok;
+    /* Unlocked, as QEMU: the driver kicks its thread. */
+    return ok && job->drv->complete(job, errp);
 }
 
 bool job_finalize(Job *job, GError **errp)
@@ -647,6 +649,24 @@ bool job_is_cancelled(Job *job)
     bool c = job_is_cancelled_locked(job);
     g_mutex_unlock(&job_mutex);
     return c;
+}
+
+bool job_cancel_requested(Job *job)
+{
+    g_mutex_lock(&job_mutex);
+    bool c = job->cancelled;
+    g_mutex_unlock(&job_mutex);
+    return c;
+}
+
+void job_transition_to_ready(Job *job)
+{
+    g_mutex_lock(&job_mutex);
+    if (job->status == JOB_STATE_RUNNING) {
+        job_state_transition(job, JOB_STATE_READY);
+        emit("BLOCK_JOB_READY", block_job_event_data(job));
+    }
+    g_mutex_unlock(&job_mutex);
 }
 
 bool job_pause_requested(Job *job)

@@ -108,6 +108,12 @@ typedef struct JobDriver {
     void (*free)(Job *job);
     /* Wakes run() out of any wait of its own (pause, cancel, speed changes). */
     void (*kick)(Job *job);
+    /* QEMU's .cancel: returns whether the cancel is forced (NULL: always);
+     * a mirror soft-cancels after READY (it ends without pivot, as a success).
+     * Called under the job lock: it must not call job_* functions. */
+    bool (*cancel)(Job *job, bool force);
+    /* QEMU's .complete (NULL: the job cannot be completed), on the main loop. */
+    bool (*complete)(Job *job, GError **errp);
 } JobDriver;
 
 /* Receives every event (name and data; the callee copies what it keeps). */
@@ -175,6 +181,10 @@ const JobDriver *job_driver(Job *job);
 
 /* True once the job was cancelled (it should stop soon with -ECANCELED). */
 bool job_is_cancelled(Job *job);
+/* True once any cancel was requested, soft (after READY) or forced. */
+bool job_cancel_requested(Job *job);
+/* running -> ready, then BLOCK_JOB_READY (QEMU's job_transition_to_ready). */
+void job_transition_to_ready(Job *job);
 /* Pauses here if a pause was requested; returns false if cancelled. */
 bool job_pause_point(Job *job);
 /* True if a pause was requested (drivers drain their in-flight work first). */

@@ -10,7 +10,7 @@ struct Export {
     char *id;
     char *name;
     char *description;
-    BlockNode *node;
+    BlockNode *node;     /* read under io_lock: export_replace_node swaps it */
     bool read_only;
     NodeCaps caps;
     GPtrArray *contexts; /* ExportMetaContext * */
@@ -21,6 +21,12 @@ struct Export {
     GPtrArray *clients;  /* ExportClient * in transmission */
     ExportDeletedFn on_deleted;
     void *deleted_opaque;
+
+    /* Requests in flight, so export_replace_node can quiesce the export. */
+    GMutex io_lock;
+    GCond io_cond;
+    unsigned inflight;
+    bool quiesced;       /* new requests wait until it is false again */
 };
 
 struct ExportClient {
@@ -41,6 +47,28 @@ static GPtrArray *registry;
 /* Node calls take 32-bit counts; larger effect lengths are split on this boundary. */
 #define EXPORT_SPLIT (1u << 30)
 
+/* Starts a request: waits while the export is quiesced; returns the node. */
+static BlockNode *io_begin(Export *exp)
+{
+    g_mutex_lock(&exp->io_lock);
+    while (exp->quiesced)
+        g_cond_wait(&exp->io_cond, &exp->io_lock);
+    exp->inflight++;
+    BlockNode *node = exp->node;
+    g_mutex_unlock(&exp->io_lock);
+    return node;
+}
+
+/* Ends a request started with io_begin; returns r. */
+static int io_end(Export *exp, int r)
+{
+    g_mutex_lock(&exp->io_lock);
+    if (--exp->inflight == 0)
+        g_cond_broadcast(&exp->io_cond);
+    g_mutex_unlock(&exp->io_lock);
+    return r;
+}
+
 static int base_allocation_status(Export *exp, const ExportMetaContext *ctx, uint64_t length,
                                   uint64_t offset, uint32_t flags, BlockExtents *out)
 {
@@ -48,7 +76,7 @@ static int base_allocation_status(Export *exp, const ExportMetaContext *ctx, uin
     uint64_t pos = offset;
     while (pos < end) {
         uint32_t n = (uint32_t)MIN(end - pos, EXPORT_SPLIT);
-        int r = node_block_status(exp->node, n, pos, flags, out);
+        int r = io_end(exp, node_block_status(io_begin(exp), n, pos, flags, out));
         if (r < 0)
             return r;
         uint64_t next = extents_next_offset(out);
@@ -130,6 +158,8 @@ static void export_free(Export *exp)
         dirty_bitmap_set_busy(exp->bitmaps->pdata[i], false);
     g_ptr_array_free(exp->bitmaps, TRUE);
     node_unref(exp->node);
+    g_mutex_clear(&exp->io_lock);
+    g_cond_clear(&exp->io_cond);
     /* The node and bitmaps are released: the export is really gone. */
     if (exp->on_deleted)
         exp->on_deleted(exp->id, exp->deleted_opaque);
@@ -182,6 +212,8 @@ Export *export_add(const ExportConfig *cfg, GError **errp)
     exp->name = g_strdup(name);
     exp->description = g_strdup(cfg->description);
     exp->node = node_ref(node);
+    g_mutex_init(&exp->io_lock);
+    g_cond_init(&exp->io_cond);
     exp->read_only = !cfg->writable;
     exp->caps = *node_caps(node);
     if (exp->read_only) {
@@ -383,7 +415,9 @@ GPtrArray *export_status_list(void)
         Export *exp = registry->pdata[i];
         ExportStatus *st = g_new0(ExportStatus, 1);
         st->id = g_strdup(exp->id);
+        g_mutex_lock(&exp->io_lock);
         st->node_name = g_strdup(node_name(exp->node));
+        g_mutex_unlock(&exp->io_lock);
         st->shutting_down = exp->shutting_down;
         g_ptr_array_add(list, st);
     }
@@ -435,9 +469,16 @@ void export_unref(Export *exp)
 }
 
 const char *export_id(Export *exp) { return exp->id; }
-const char *export_node_name(Export *exp) { return node_name(exp->node); }
+const char *export_node_name(Export *exp)
+{
+    g_mutex_lock(&exp->io_lock);
+    const char *name = node_name(exp->node);
+    g_mutex_unlock(&exp->io_lock);
+    return name;
+}
 const char *export_name(Export *exp) { return exp->name; }
 const char *export_description(Export *exp) { return exp->description; }
+/* A replacement node has the same size (export_replace_node checks it). */
 uint64_t export_size(Export *exp) { return node_size(exp->node); }
 bool export_read_only(Export *exp) { return exp->read_only; }
 const NodeCaps *export_caps(Export *exp) { return &exp->caps; }
@@ -445,18 +486,18 @@ GPtrArray *export_meta_contexts(Export *exp) { return exp->contexts; }
 
 int export_pread(Export *exp, void *buf, uint32_t count, uint64_t offset)
 {
-    return node_pread(exp->node, buf, count, offset);
+    return io_end(exp, node_pread(io_begin(exp), buf, count, offset));
 }
 
 int export_pwrite(Export *exp, const void *buf, uint32_t count, uint64_t offset, uint32_t flags)
 {
     g_assert(!exp->read_only);
-    return node_pwrite(exp->node, buf, count, offset, flags);
+    return io_end(exp, node_pwrite(io_begin(exp), buf, count, offset, flags));
 }
 
 int export_flush(Export *exp)
 {
-    return node_flush(exp->node);
+    return io_end(exp, node_flush(io_begin(exp)));
 }
 
 /* Runs a 32-bit node operation over a 64-bit range in pieces. */
@@ -464,15 +505,16 @@ typedef int (*RangeOp)(BlockNode *node, uint32_t count, uint64_t offset, uint32_
 
 static int split_range(Export *exp, RangeOp op, uint64_t count, uint64_t offset, uint32_t flags)
 {
+    BlockNode *node = io_begin(exp);
     while (count > 0) {
         uint32_t n = (uint32_t)MIN(count, EXPORT_SPLIT);
-        int r = op(exp->node, n, offset, flags);
+        int r = op(node, n, offset, flags);
         if (r < 0)
-            return r;
+            return io_end(exp, r);
         count -= n;
         offset += n;
     }
-    return 0;
+    return io_end(exp, 0);
 }
 
 int export_trim(Export *exp, uint64_t count, uint64_t offset, uint32_t flags)
@@ -499,5 +541,52 @@ int export_cache(Export *exp, uint64_t count, uint64_t offset)
 
 int export_read_fd(Export *exp, uint32_t count, uint64_t offset, int *fd, uint64_t *fd_offset)
 {
-    return node_read_fd(exp->node, count, offset, fd, fd_offset);
+    return io_end(exp, node_read_fd(io_begin(exp), count, offset, fd, fd_offset));
+}
+
+bool export_replace_node(BlockNode *old_node, BlockNode *new_node,
+                         bool (*while_quiesced)(void *opaque, GError **errp), void *opaque,
+                         GError **errp)
+{
+    if (new_node && node_size(new_node) != node_size(old_node)) {
+        g_set_error(errp, G_IO_ERROR, G_IO_ERROR_INVALID_ARGUMENT,
+                    "Cannot replace node '%s' by '%s': their sizes differ",
+                    node_name(old_node), node_name(new_node));
+        return false;
+    }
+    /* Every live export of the node, referenced so none goes away meanwhile
+     * (one shutting down may already be freeing itself: its clients are
+     * being disconnected, so it keeps the old node). */
+    g_autoptr(GPtrArray) exports = g_ptr_array_new_with_free_func((GDestroyNotify)export_unref);
+    g_mutex_lock(&registry_lock);
+    for (guint i = 0; registry && i < registry->len; i++) {
+        Export *exp = registry->pdata[i];
+        if (exp->node == old_node && !exp->shutting_down)
+            g_ptr_array_add(exports, export_ref(exp));
+    }
+    g_mutex_unlock(&registry_lock);
+
+    /* Drain: no request of these exports is in flight or can start. */
+    for (guint i = 0; i < exports->len; i++) {
+        Export *exp = exports->pdata[i];
+        g_mutex_lock(&exp->io_lock);
+        exp->quiesced = true;
+        while (exp->inflight > 0)
+            g_cond_wait(&exp->io_cond, &exp->io_lock);
+        g_mutex_unlock(&exp->io_lock);
+    }
+    bool ok = !while_quiesced || while_quiesced(opaque, errp);
+    for (guint i = 0; i < exports->len; i++) {
+        Export *exp = exports->pdata[i];
+        g_mutex_lock(&exp->io_lock);
+        if (ok && new_node) {
+            node_ref(new_node);
+            node_unref(exp->node);
+            exp->node = new_node;
+        }
+        exp->quiesced = false;
+        g_cond_broadcast(&exp->io_cond);
+        g_mutex_unlock(&exp->io_lock);
+    }
+    return ok;
 }

@@ -1,7 +1,7 @@
 /* blockctl: a command-line QMP client for blockd (and qemu-storage-daemon).
  *
  *   blockctl [-s SOCKET] [--json] nodes|exports|add-file|export|unexport|qmp|events|
- *                                 backup|jobs|job ...
+ *                                 backup|mirror|jobs|job ...
  *
  * Prints tables for people by default and raw JSON with --json. */
 #include <errno.h>
@@ -323,8 +323,8 @@ static int cmd_jobs(Client *c)
 static int cmd_job(Client *c, int argc, char **argv)
 {
     if (argc < 2 || (strcmp(argv[0], "pause") && strcmp(argv[0], "resume") && strcmp(argv[0], "cancel") &&
-                     strcmp(argv[0], "finalize") && strcmp(argv[0], "dismiss")))
-        die("usage: blockctl job pause|resume|cancel|finalize|dismiss ID");
+                     strcmp(argv[0], "finalize") && strcmp(argv[0], "dismiss") && strcmp(argv[0], "complete")))
+        die("usage: blockctl job pause|resume|cancel|complete|finalize|dismiss ID");
     g_autofree char *name = g_strdup_printf("job-%s", argv[0]);
     g_autoptr(JsonObject) args = json_object_new();
     json_object_set_string_member(args, "id", argv[1]);
@@ -333,7 +333,7 @@ static int cmd_job(Client *c, int argc, char **argv)
 
 /* A target given as an NBD URI becomes a new driver=nbd node (its name is
  * returned, to delete afterwards); anything else names an existing node. */
-static char *backup_target_node(Client *c, const char *to, bool *created)
+static char *backup_target_node(Client *c, const char *to, const char *prefix, bool *created)
 {
     *created = false;
     if (!g_str_has_prefix(to, "nbd"))
@@ -362,7 +362,7 @@ static char *backup_target_node(Client *c, const char *to, bool *created)
         die("%s: only nbd:// and nbd+unix:// URIs are supported", to);
     }
     const char *path = g_uri_get_path(uri);
-    char *node = g_strdup_printf("backup-target-%d", (int)getpid());
+    char *node = g_strdup_printf("%s-target-%d", prefix, (int)getpid());
     g_autoptr(JsonObject) args = json_object_new();
     json_object_set_string_member(args, "driver", "nbd");
     json_object_set_string_member(args, "node-name", node);
@@ -463,7 +463,7 @@ static int cmd_backup(Client *c, int argc, char **argv)
     if (!node || !to || (incremental && !bitmap))
         die("%s", usage);
     bool created;
-    g_autofree char *target = backup_target_node(c, to, &created);
+    g_autofree char *target = backup_target_node(c, to, "backup", &created);
     g_autofree char *id = job_id ? g_strdup(job_id) : g_strdup_printf("backup-%s", node);
     g_autoptr(JsonObject) args = json_object_new();
     json_object_set_string_member(args, "job-id", id);
@@ -497,6 +497,137 @@ static int cmd_backup(Client *c, int argc, char **argv)
     return rc;
 }
 
+/* The block job `id` from query-block-jobs (a new reference in *ret), or NULL. */
+static JsonObject *find_block_job(Client *c, const char *id, JsonNode **ret)
+{
+    *ret = client_execute(c, "query-block-jobs", NULL);
+    JsonArray *a = json_node_get_array(*ret);
+    for (guint i = 0; i < json_array_get_length(a); i++)
+        if (strcmp(str_member(json_array_get_object_element(a, i), "device"), id) == 0)
+            return json_array_get_object_element(a, i);
+    return NULL;
+}
+
+/* The mirror's progress line: what is still dirty (len - offset) and what was copied. */
+static void draw_mirror_progress(JsonObject *job, gint64 start_us)
+{
+    gint64 len = json_object_get_int_member(job, "len"), off = json_object_get_int_member(job, "offset");
+    double secs = (double)(g_get_monotonic_time() - start_us) / 1e6;
+    int width = 30, fill = len ? (int)((double)width * (double)off / (double)len) : 0;
+    char bar[64], b1[32], b2[32], b3[32];
+    for (int i = 0; i < width; i++)
+        bar[i] = i < fill ? '#' : '.';
+    bar[width] = '\0';
+    fprintf(stderr, "\r[%s] %s dirty, %s copied, %s/s  %-8s ", bar, human_size((double)(len - off), b1, sizeof b1),
+            human_size((double)off, b2, sizeof b2), human_size(secs > 0 ? (double)off / secs : 0, b3, sizeof b3),
+            str_member(job, "status"));
+    fflush(stderr);
+}
+
+/* Polls the mirror until its status is `until` (or it concluded); returns the status reached. */
+static char *wait_mirror(Client *c, const char *id, const char *until, gint64 start)
+{
+    bool tty = isatty(STDERR_FILENO);
+    for (;;) {
+        JsonNode *ret;
+        JsonObject *job = find_block_job(c, id, &ret);
+        if (!job)
+            die("job %s disappeared", id);
+        if (tty)
+            draw_mirror_progress(job, start);
+        char *status = g_strdup(str_member(job, "status"));
+        json_node_unref(ret);
+        if (strcmp(status, until) == 0 || strcmp(status, "concluded") == 0) {
+            if (tty)
+                fputc('\n', stderr);
+            return status;
+        }
+        g_free(status);
+        g_usleep(200 * 1000);
+    }
+}
+
+/* mirror NODE --to URI|NODE [--speed B] [--job ID] [--write-blocking] [--wait] [--complete] */
+static int cmd_mirror(Client *c, int argc, char **argv)
+{
+    const char *usage = "usage: blockctl mirror NODE --to URI|NODE [--speed BYTES/S] [--job ID] "
+                        "[--write-blocking] [--wait] [--complete]";
+    const char *node = NULL, *to = NULL, *job_id = NULL, *speed = NULL;
+    bool wait = false, complete = false, blocking = false;
+    for (int i = 0; i < argc; i++) {
+        const char *a = argv[i];
+        if (strcmp(a, "--to") == 0 && i + 1 < argc)
+            to = argv[++i];
+        else if (strcmp(a, "--speed") == 0 && i + 1 < argc)
+            speed = argv[++i];
+        else if (strcmp(a, "--job") == 0 && i + 1 < argc)
+            job_id = argv[++i];
+        else if (strcmp(a, "--write-blocking") == 0)
+            blocking = true;
+        else if (strcmp(a, "--wait") == 0)
+            wait = true;
+        else if (strcmp(a, "--complete") == 0)
+            complete = true;
+        else if (a[0] != '-' && !node)
+            node = a;
+        else
+            die("%s", usage);
+    }
+    if (!node || !to)
+        die("%s", usage);
+    bool created;
+    g_autofree char *target = backup_target_node(c, to, "mirror", &created);
+    g_autofree char *id = job_id ? g_strdup(job_id) : g_strdup_printf("mirror-%s", node);
+    g_autoptr(JsonObject) args = json_object_new();
+    json_object_set_string_member(args, "job-id", id);
+    json_object_set_string_member(args, "device", node);
+    json_object_set_string_member(args, "target", target);
+    json_object_set_string_member(args, "sync", "full");
+    if (blocking)
+        json_object_set_string_member(args, "copy-mode", "write-blocking");
+    if (speed) {
+        guint64 bytes;
+        if (!g_ascii_string_to_unsigned(speed, 10, 0, G_MAXINT64, &bytes, NULL))
+            die("bad --speed %s (bytes per second)", speed);
+        json_object_set_int_member(args, "speed", (gint64)bytes);
+    }
+    if (complete)
+        json_object_set_boolean_member(args, "auto-dismiss", FALSE);
+    json_node_unref(client_execute(c, "blockdev-mirror", args));
+    if (!wait && !complete) {
+        printf("started job %s (target node %s)\n", id, target);
+        return 0;
+    }
+    gint64 start = g_get_monotonic_time();
+    g_autofree char *status = wait_mirror(c, id, "ready", start);
+    if (strcmp(status, "ready") != 0)
+        die("mirror %s failed before it was ready", id);
+    if (!complete) {
+        printf("mirror %s ready: %s and %s are in sync (complete with: blockctl job complete %s)\n",
+               id, node, target, id);
+        return 0;
+    }
+    g_autoptr(JsonObject) cargs = json_object_new();
+    json_object_set_string_member(cargs, "id", id);
+    json_node_unref(client_execute(c, "job-complete", cargs));
+    g_free(wait_mirror(c, id, "concluded", start));
+    JsonNode *ret;
+    JsonObject *job = find_block_job(c, id, &ret);
+    int rc = 0;
+    if (job && json_object_has_member(job, "error")) {
+        fprintf(stderr, "blockctl: mirror %s failed: %s\n", id, str_member(job, "error"));
+        rc = 1;
+    } else {
+        printf("mirror %s completed in %.2f s: %s's users now use %s\n", id,
+               (double)(g_get_monotonic_time() - start) / 1e6, node, target);
+    }
+    json_node_unref(ret);
+    g_autoptr(JsonObject) dargs = json_object_new();
+    json_object_set_string_member(dargs, "id", id);
+    json_node_unref(client_execute(c, "job-dismiss", dargs));
+    return rc;
+}
+
 int main(int argc, char **argv)
 {
     gboolean version = FALSE;
@@ -521,8 +652,10 @@ int main(int argc, char **argv)
         "  events                         print events as they arrive\n"
         "  backup NODE --to URI|NODE [--bitmap B] [--incremental] [--speed BYTES/S] [--job ID] [--wait]\n"
         "                                 back NODE up to an NBD server (progress bar with --wait)\n"
+        "  mirror NODE --to URI|NODE [--speed BYTES/S] [--job ID] [--write-blocking] [--wait] [--complete]\n"
+        "                                 live-copy NODE until in sync (--wait), then switch its users (--complete)\n"
         "  jobs                           list block jobs\n"
-        "  job pause|resume|cancel ID     control a job");
+        "  job pause|resume|cancel|complete ID  control a job");
     GError *err = NULL;
     if (!g_option_context_parse(ctx, &argc, &argv, &err))
         die("%s", err->message);
@@ -557,6 +690,8 @@ int main(int argc, char **argv)
         cmd_events(c);
     if (strcmp(cmd, "backup") == 0)
         return cmd_backup(c, n, rest);
+    if (strcmp(cmd, "mirror") == 0)
+        return cmd_mirror(c, n, rest);
     if (strcmp(cmd, "jobs") == 0)
         return cmd_jobs(c);
     if (strcmp(cmd, "job") == 0)

@@ -49,6 +49,19 @@ ssize_t nbd_io_read_some(NbdIo *io, void *buf, size_t len)
     }
 }
 
+ssize_t nbd_io_read_nowait(NbdIo *io, void *buf, size_t len)
+{
+    if (io->tls)
+        return -EAGAIN;
+    for (;;) {
+        ssize_t n = recv(io->fd, buf, len, MSG_DONTWAIT);
+        if (n >= 0)
+            return n;
+        if (errno != EINTR)
+            return errno == EWOULDBLOCK ? -EAGAIN : -errno;
+    }
+}
+
 int nbd_io_read_exact(NbdIo *io, void *buf, size_t len)
 {
     char *p = buf;

@@ -26,6 +26,8 @@ typedef struct NbdIo {
 void nbd_io_init(NbdIo *io, int fd);
 /* Reads up to len bytes: the count, 0 at end of stream, or -errno. */
 ssize_t nbd_io_read_some(NbdIo *io, void *buf, size_t len);
+/* Like nbd_io_read_some without waiting: -EAGAIN when nothing is there (always under TLS). */
+ssize_t nbd_io_read_nowait(NbdIo *io, void *buf, size_t len);
 /* Reads exactly len bytes: 0, or -errno (-ECONNRESET at end of stream). */
 int nbd_io_read_exact(NbdIo *io, void *buf, size_t len);
 /* Reads and drops len bytes: 0 or -errno. */

@@ -25,7 +25,9 @@ COMMANDS = {'qmp_capabilities', 'query-version', 'query-commands', 'query-qmp-sc
             'blockdev-backup', 'drive-backup', 'query-jobs', 'query-block-jobs',
             'job-pause', 'job-resume', 'job-cancel', 'job-complete', 'job-dismiss', 'job-finalize',
             'block-job-pause', 'block-job-resume', 'block-job-cancel', 'block-job-set-speed',
-            'block-job-complete', 'block-job-dismiss', 'block-job-finalize'}
+            'block-job-complete', 'block-job-dismiss', 'block-job-finalize',
+            # mirror (issue 6)
+            'blockdev-mirror', 'drive-mirror'}
 EVENTS = {'BLOCK_EXPORT_DELETED', 'SHUTDOWN',
           # block jobs (issue 5)
           'JOB_STATUS_CHANGE', 'BLOCK_JOB_COMPLETED', 'BLOCK_JOB_CANCELLED', 'BLOCK_JOB_ERROR',

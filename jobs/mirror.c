@@ -1,0 +1,607 @@
+/* The mirror job (see jobs/mirror.h): QEMU's block/mirror.c on top of the
+ * node write hooks, a hierarchical bitmap of dirty granules and the shared
+ * copy engine (first pass).
+ *
+ * Why the job is correct under concurrent writes:
+ * - A guest write marks its granules dirty in an after-write hook, i.e.
+ *   once its data is on the source.  A copy clears the bits of its region
+ *   before it reads the source, so a copy that read old data is always
+ *   followed by a mark and a later copy.
+ * - Copies of the dirty loop hold a range lock over their region from the
+ *   clear until the target write is done, so two copies of one region
+ *   (the second after a re-dirtying write) never reach the target out of
+ *   order.
+ * - In write-blocking mode (after the first pass) a guest write takes the
+ *   range lock in a before-write hook and, in the after-write hook, writes
+ *   the same data to the target before releasing it and before the write
+ *   is acknowledged; a failed target write marks the region dirty.
+ * - The final sync (pivot, or soft cancel after READY) runs with every
+ *   export of the source quiesced, so nothing is written meanwhile. */
+#include "jobs/mirror.h"
+#include "jobs/copy.h"
+#include "bitmaps/hbitmap.h"
+#include "block/node.h"
+#include "server/export.h"
+
+#include <errno.h>
+#include <string.h>
+
+#define MIRROR_DEFAULT_GRANULARITY (64 * 1024)
+#define MIRROR_DEFAULT_BUF_SIZE (16 << 20)
+#define MIRROR_MAX_CHUNK (4u << 20)
+#define MIRROR_MAX_WORKERS 16u
+
+typedef struct RangeLock {
+    uint64_t start, end;
+    GThread *owner; /* the guest writer's thread; NULL for the job's copies */
+} RangeLock;
+
+typedef struct Mirror {
+    Job *job;
+    BlockNode *source, *target;
+    MirrorWriteMode copy_mode;
+    unsigned gran_bits;
+    uint64_t ngranules;
+    uint64_t chunk;    /* bytes per copy of the dirty loop */
+    uint64_t buf_size; /* bytes in flight at most */
+    JobOnError on_source_error, on_target_error;
+
+    GMutex lock;
+    GCond cond;        /* bits set, a copy finished, a range unlocked, a kick */
+    HBitmap *dirty;    /* granules to copy; under lock */
+    GArray *ranges;    /* RangeLock; under lock */
+    unsigned inflight;
+    uint64_t inflight_bytes;
+    int error;         /* first copy error not yet handled (-errno) */
+    bool error_is_read;
+
+    uint64_t first_pass_total; /* bytes the first pass copies */
+    uint64_t copied;           /* bytes copied since (atomic) */
+
+    gint active;          /* write-blocking in force */
+    gint ready;           /* reached READY once */
+    gint should_complete; /* job-complete was called */
+
+    CopyEngine *engine;   /* first pass, NULL for sync=none */
+    GThreadPool *pool;
+    NodeWriteHook *before_hook, *after_hook;
+    bool cleaned;
+} Mirror;
+
+typedef struct MirrorOp {
+    uint64_t offset, len;
+} MirrorOp;
+
+static GMutex in_use_lock;
+static GHashTable *in_use; /* node names used by mirrors (sources and targets) */
+
+bool mirror_node_in_use(const char *node_name)
+{
+    g_mutex_lock(&in_use_lock);
+    bool used = in_use && g_hash_table_contains(in_use, node_name);
+    g_mutex_unlock(&in_use_lock);
+    return used;
+}
+
+static void claim_node(const char *name, bool claim)
+{
+    g_mutex_lock(&in_use_lock);
+    if (!in_use)
+        in_use = g_hash_table_new_full(g_str_hash, g_str_equal, g_free, NULL);
+    if (claim)
+        g_hash_table_add(in_use, g_strdup(name));
+    else
+        g_hash_table_remove(in_use, name);
+    g_mutex_unlock(&in_use_lock);
+}
+
+/* --- dirty granules and range locks (all under m->lock) --- */
+
+static void dirty_mark_locked(Mirror *m, uint64_t offset, uint64_t len)
+{
+    if (len == 0 || m->ngranules == 0)
+        return;
+    uint64_t first = offset >> m->gran_bits;
+    uint64_t last = MIN((offset + len - 1) >> m->gran_bits, m->ngranules - 1);
+    if (first <= last)
+        hbitmap_set(m->dirty, first, last - first + 1);
+}
+
+/* Bytes still to copy: dirty granules (clipped at the end) plus copies in flight. */
+static uint64_t remaining_locked(Mirror *m)
+{
+    uint64_t n = hbitmap_count(m->dirty);
+    uint64_t bytes = n << m->gran_bits;
+    if (n && hbitmap_get(m->dirty, m->ngranules - 1))
+        bytes -= (m->ngranules << m->gran_bits) - node_size(m->source);
+    return bytes + m->inflight_bytes;
+}
+
+static bool overlaps_locked(Mirror *m, uint64_t start, uint64_t end)
+{
+    for (guint i = 0; i < m->ranges->len; i++) {
+        RangeLock *r = &g_array_index(m->ranges, RangeLock, i);
+        if (r->start < end && start < r->end)
+            return true;
+    }
+    return false;
+}
+
+static void range_add_locked(Mirror *m, uint64_t start, uint64_t end, GThread *owner)
+{
+    RangeLock r = { start, end, owner };
+    g_array_append_val(m->ranges, r);
+}
+
+static int range_find_locked(Mirror *m, uint64_t start, uint64_t end, GThread *owner)
+{
+    for (guint i = 0; i < m->ranges->len; i++) {
+        RangeLock *r = &g_array_index(m->ranges, RangeLock, i);
+        if (r->start == start && r->end == end && r->owner == owner)
+            return (int)i;
+    }
+    return -1;
+}
+
+static void range_remove_locked(Mirror *m, uint64_t start, uint64_t end, GThread *owner)
+{
+    int i = range_find_locked(m, start, end, owner);
+    if (i >= 0)
+        g_array_remove_index_fast(m->ranges, (guint)i);
+    g_cond_broadcast(&m->cond);
+}
+
+/* --- guest writes --- */
+
+/* write-blocking: waits until no copy of the region is in flight, and
+ * keeps copies out until the after-write hook put the data on the target. */
+static int mirror_before_write(BlockNode *node, uint64_t offset, uint64_t count,
+                               NodeWriteKind kind, void *opaque)
+{
+    Mirror *m = opaque;
+    if (!g_atomic_int_get(&m->active) || kind == NODE_WRITE_TRIM)
+        return 0;
+    g_mutex_lock(&m->lock);
+    while (overlaps_locked(m, offset, offset + count))
+        g_cond_wait(&m->cond, &m->lock);
+    range_add_locked(m, offset, offset + count, g_thread_self());
+    g_mutex_unlock(&m->lock);
+    return 0;
+}
+
+/* The data is on the source: copy it to the target now (write-blocking,
+ * when the before-write hook locked the range) or mark it dirty. */
+static void mirror_after_write(BlockNode *node, const void *buf, uint64_t offset, uint64_t count,
+                               NodeWriteKind kind, int result, void *opaque)
+{
+    Mirror *m = opaque;
+    GThread *self = g_thread_self();
+    g_mutex_lock(&m->lock);
+    bool locked = range_find_locked(m, offset, offset + count, self) >= 0;
+    g_mutex_unlock(&m->lock);
+    int r = -1;
+    if (locked && result == 0) {
+        if (kind == NODE_WRITE_DATA)
+            r = node_pwrite(m->target, buf, (uint32_t)count, offset, 0);
+        else if (kind == NODE_WRITE_ZERO)
+            r = node_zero(m->target, (uint32_t)count, offset, BLOCK_FLAG_MAY_TRIM);
+    }
+    /* No wake-up for a mark: as QEMU, an idle READY job looks again every
+     * 100 ms, so bursts of small writes are copied in batches. */
+    g_mutex_lock(&m->lock);
+    if (r != 0)
+        dirty_mark_locked(m, offset, count);
+    if (locked)
+        range_remove_locked(m, offset, offset + count, self);
+    g_mutex_unlock(&m->lock);
+}
+
+/* --- copies --- */
+
+static bool buffer_is_zero(const void *buf, size_t len)
+{
+    const unsigned char *p = buf;
+    return len == 0 || (p[0] == 0 && memcmp(p, p + 1, len - 1) == 0);
+}
+
+/* Copies one region; zeroes are written as a zero request, not as data. */
+static int copy_region(Mirror *m, uint64_t offset, uint64_t len, bool *is_read)
+{
+    g_autofree void *buf = g_malloc(len);
+    int r = node_pread(m->source, buf, (uint32_t)len, offset);
+    *is_read = r < 0;
+    if (r < 0)
+        return r;
+    if (buffer_is_zero(buf, len))
+        return node_zero(m->target, (uint32_t)len, offset, BLOCK_FLAG_MAY_TRIM);
+    return node_pwrite(m->target, buf, (uint32_t)len, offset, 0);
+}
+
+typedef enum ClaimResult { CLAIM_NONE, CLAIM_BUSY, CLAIM_OK } ClaimResult;
+
+/* Claims the next dirty run at or after *cursor (wrapping once), up to one
+ * chunk: clears its bits and locks its range.  BUSY: the run overlaps a
+ * locked range (a copy or a write-blocking write in flight). */
+static ClaimResult claim_locked(Mirror *m, uint64_t *cursor, MirrorOp *op)
+{
+    int64_t f = hbitmap_next_set(m->dirty, *cursor, m->ngranules);
+    if (f < 0 && *cursor > 0)
+        f = hbitmap_next_set(m->dirty, 0, m->ngranules);
+    if (f < 0)
+        return CLAIM_NONE;
+    uint64_t limit = MIN(m->ngranules, (uint64_t)f + (m->chunk >> m->gran_bits));
+    int64_t e = hbitmap_next_clear(m->dirty, (uint64_t)f, limit);
+    uint64_t n = (e < 0 ? limit : (uint64_t)e) - (uint64_t)f;
+    uint64_t start = (uint64_t)f << m->gran_bits;
+    uint64_t end = MIN(((uint64_t)f + n) << m->gran_bits, node_size(m->source));
+    if (overlaps_locked(m, start, end)) {
+        *cursor = (uint64_t)f + n < m->ngranules ? (uint64_t)f + n : 0;
+        return CLAIM_BUSY;
+    }
+    hbitmap_reset(m->dirty, (uint64_t)f, n);
+    range_add_locked(m, start, end, NULL);
+    *cursor = (uint64_t)f + n < m->ngranules ? (uint64_t)f + n : 0;
+    op->offset = start;
+    op->len = end - start;
+    return CLAIM_OK;
+}
+
+/* Ends a claimed copy: on failure its region is dirty again. */
+static void finish_op(Mirror *m, MirrorOp *op, int r, bool is_read)
+{
+    if (r == 0) {
+        __atomic_add_fetch(&m->copied, op->len, __ATOMIC_RELAXED);
+        job_progress_add(m->job, op->len);
+    }
+    g_mutex_lock(&m->lock);
+    if (r < 0) {
+        dirty_mark_locked(m, op->offset, op->len);
+        if (m->error == 0) {
+            m->error = r;
+            m->error_is_read = is_read;
+        }
+    }
+    range_remove_locked(m, op->offset, op->offset + op->len, NULL);
+    g_mutex_unlock(&m->lock);
+}
+
+static void mirror_worker(gpointer data, gpointer user_data)
+{
+    MirrorOp *op = data;
+    Mirror *m = user_data;
+    bool is_read = false;
+    int r = copy_region(m, op->offset, op->len, &is_read);
+    finish_op(m, op, r, is_read);
+    g_mutex_lock(&m->lock);
+    m->inflight--;
+    m->inflight_bytes -= op->len;
+    g_cond_broadcast(&m->cond);
+    g_mutex_unlock(&m->lock);
+    g_free(op);
+}
+
+/* Progress: len = copied so far + still to copy (QEMU's set_remaining). */
+static void update_progress(Mirror *m)
+{
+    g_mutex_lock(&m->lock);
+    uint64_t left = remaining_locked(m);
+    g_mutex_unlock(&m->lock);
+    job_progress_set_total(m->job, m->first_pass_total +
+                           __atomic_load_n(&m->copied, __ATOMIC_RELAXED) + left);
+}
+
+/* Applies the error policy; returns the error for `report`, else 0. */
+static int handle_error(Mirror *m, int r, bool is_read)
+{
+    JobOnError policy = is_read ? m->on_source_error : m->on_target_error;
+    JobErrorAction a = job_handle_error(m->job, policy, is_read, -r);
+    if (a == JOB_ERROR_ACTION_REPORT)
+        return r;
+    if (a == JOB_ERROR_ACTION_IGNORE)
+        job_sleep_ms(m->job, 10); /* the region stays dirty: retried without spinning */
+    return 0;
+}
+
+static int mirror_first_pass(Mirror *m, Job *job)
+{
+    for (;;) {
+        bool is_read = false;
+        int r = copy_engine_run(m->engine, job, &is_read);
+        if (r == 0)
+            return job_is_cancelled(job) ? -ECANCELED : 0;
+        if (r != -EAGAIN && (r = handle_error(m, r, is_read)) < 0)
+            return r;
+        if (!job_pause_point(job))
+            return -ECANCELED;
+    }
+}
+
+/* Waits (bounded) for something to change.  Locked. */
+static void wait_locked(Mirror *m, unsigned ms)
+{
+    g_cond_wait_until(&m->cond, &m->lock, g_get_monotonic_time() + ms * G_TIME_SPAN_MILLISECOND);
+}
+
+/* The dirty loop: copies dirty regions until cancelled or, once in sync
+ * (READY), completed or soft-cancelled. */
+static int mirror_dirty_loop(Mirror *m, Job *job)
+{
+    uint64_t cursor = 0;
+    for (;;) {
+        update_progress(m);
+        bool cancelled = job_is_cancelled(job);
+        bool soft_cancel = !cancelled && job_cancel_requested(job);
+        bool pause = job_pause_requested(job);
+        bool complete = g_atomic_int_get(&m->should_complete);
+        g_mutex_lock(&m->lock);
+        if (cancelled || soft_cancel || pause || m->error) {
+            while (m->inflight > 0)
+                g_cond_wait(&m->cond, &m->lock);
+            int err = m->error;
+            bool is_read = m->error_is_read;
+            m->error = 0;
+            g_mutex_unlock(&m->lock);
+            if (cancelled)
+                return -ECANCELED;
+            if (err && (err = handle_error(m, err, is_read)) < 0)
+                return err;
+            /* A soft cancel after READY: the final sync happens drained, in prepare. */
+            if (soft_cancel)
+                return 0;
+            job_pause_point(job);
+            continue;
+        }
+        MirrorOp op;
+        ClaimResult c = CLAIM_BUSY;
+        if (m->inflight == 0 || m->inflight_bytes + m->chunk <= m->buf_size)
+            c = claim_locked(m, &cursor, &op);
+        if (c == CLAIM_OK) {
+            m->inflight++;
+            m->inflight_bytes += op.len;
+            g_mutex_unlock(&m->lock);
+            g_thread_pool_push(m->pool, g_memdup2(&op, sizeof(op)), NULL);
+            job_rate_limit(job, op.len);
+            continue;
+        }
+        if (c == CLAIM_NONE && m->inflight == 0) {
+            g_mutex_unlock(&m->lock);
+            if (!g_atomic_int_get(&m->ready)) {
+                g_atomic_int_set(&m->ready, 1);
+                update_progress(m);
+                job_transition_to_ready(job);
+            }
+            if (complete)
+                return 0;
+            g_mutex_lock(&m->lock);
+            if (hbitmap_count(m->dirty) == 0)
+                wait_locked(m, 100);
+            g_mutex_unlock(&m->lock);
+            continue;
+        }
+        wait_locked(m, 20);
+        g_mutex_unlock(&m->lock);
+    }
+}
+
+static int mirror_run(Job *job, GError **errp)
+{
+    Mirror *m = job_opaque(job);
+    if (m->engine) {
+        int r = mirror_first_pass(m, job);
+        if (r < 0)
+            return r;
+    }
+    /* From now on copies take range locks, so write-blocking can start. */
+    if (m->copy_mode == MIRROR_WRITE_BLOCKING)
+        g_atomic_int_set(&m->active, 1);
+    return mirror_dirty_loop(m, job);
+}
+
+/* With the source's exports drained: copies every dirty region. */
+static bool mirror_final_sync(void *opaque, GError **errp)
+{
+    Mirror *m = opaque;
+    uint64_t cursor = 0;
+    for (;;) {
+        MirrorOp op;
+        g_mutex_lock(&m->lock);
+        ClaimResult c = claim_locked(m, &cursor, &op);
+        while (c == CLAIM_BUSY) { /* a write from outside the exports */
+            wait_locked(m, 10);
+            c = claim_locked(m, &cursor, &op);
+        }
+        g_mutex_unlock(&m->lock);
+        if (c == CLAIM_NONE)
+            return true;
+        bool is_read = false;
+        int r = copy_region(m, op.offset, op.len, &is_read);
+        finish_op(m, &op, r, is_read);
+        if (r < 0) {
+            g_set_error(errp, G_IO_ERROR, G_IO_ERROR_FAILED, "%s", g_strerror(-r));
+            return false;
+        }
+    }
+}
+
+/* Finalisation: the final sync, and with job-complete the pivot. */
+static int mirror_prepare(Job *job)
+{
+    Mirror *m = job_opaque(job);
+    g_autoptr(GError) err = NULL;
+    BlockNode *replacement = g_atomic_int_get(&m->should_complete) ? m->target : NULL;
+    if (!export_replace_node(m->source, replacement, mirror_final_sync, m, &err))
+        return -EIO;
+    update_progress(m);
+    return 0;
+}
+
+static void mirror_clean(Job *job)
+{
+    Mirror *m = job_opaque(job);
+    if (m->cleaned)
+        return;
+    m->cleaned = true;
+    node_remove_before_write_hook(m->source, m->before_hook);
+    node_remove_before_write_hook(m->source, m->after_hook);
+    node_flush(m->target);
+    claim_node(node_name(m->source), false);
+    claim_node(node_name(m->target), false);
+}
+
+static void mirror_free(Job *job)
+{
+    Mirror *m = job_opaque(job);
+    if (m->pool)
+        g_thread_pool_free(m->pool, FALSE, TRUE);
+    copy_engine_free(m->engine);
+    hbitmap_free(m->dirty);
+    g_array_free(m->ranges, TRUE);
+    g_mutex_clear(&m->lock);
+    g_cond_clear(&m->cond);
+    node_unref(m->target);
+    node_unref(m->source);
+    g_free(m);
+}
+
+static void mirror_kick(Job *job)
+{
+    Mirror *m = job_opaque(job);
+    g_mutex_lock(&m->lock);
+    g_cond_broadcast(&m->cond);
+    g_mutex_unlock(&m->lock);
+}
+
+/* QEMU: before READY every cancel is forced; after, only force is. */
+static bool mirror_cancel(Job *job, bool force)
+{
+    Mirror *m = job_opaque(job);
+    return force || !g_atomic_int_get(&m->ready);
+}
+
+static bool mirror_complete(Job *job, GError **errp)
+{
+    Mirror *m = job_opaque(job);
+    g_atomic_int_set(&m->should_complete, 1);
+    mirror_kick(job);
+    return true;
+}
+
+static const JobDriver mirror_driver = {
+    .type = JOB_KIND_MIRROR,
+    .is_block_job = true,
+    .run = mirror_run,
+    .prepare = mirror_prepare,
+    .clean = mirror_clean,
+    .free = mirror_free,
+    .kick = mirror_kick,
+    .cancel = mirror_cancel,
+    .complete = mirror_complete,
+};
+
+static bool fail(GError **errp, const char *fmt, ...) G_GNUC_PRINTF(2, 3);
+static bool fail(GError **errp, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    g_autofree char *msg = g_strdup_vprintf(fmt, ap);
+    va_end(ap);
+    g_set_error_literal(errp, G_IO_ERROR, G_IO_ERROR_FAILED, msg);
+    return false;
+}
+
+static bool lookup(const char *name, BlockNode **out, GError **errp)
+{
+    *out = name ? node_find(name) : NULL;
+    return *out || fail(errp, "Cannot find device='%s' nor node-name='%s'",
+                        name ? name : "", name ? name : "");
+}
+
+/* QEMU's blockdev_mirror_common / mirror_start_job checks, in their order. */
+static bool mirror_validate(const MirrorOptions *o, BlockNode **src, BlockNode **tgt, GError **errp)
+{
+    if (!lookup(o->device, src, errp) || !lookup(o->target, tgt, errp))
+        return false;
+    if (o->granularity && (o->granularity < 512 || o->granularity > (64u << 20)))
+        return fail(errp, "Parameter 'granularity' expects a value in range [512B, 64MB]");
+    if (o->granularity & (o->granularity - 1))
+        return fail(errp, "Parameter 'granularity' expects a power of 2");
+    if (o->sync == BACKUP_SYNC_INCREMENTAL || o->sync == BACKUP_SYNC_BITMAP)
+        return fail(errp, "Sync mode '%s' not supported", backup_sync_names[o->sync]);
+    if (node_has_parent(*src) || mirror_node_in_use(node_name(*src)))
+        return fail(errp, "Need a root block node");
+    if (o->buf_size < 0)
+        return fail(errp, "Invalid parameter 'buf-size'");
+    if (*src == *tgt)
+        return fail(errp, "Can't mirror node into itself");
+    if (mirror_node_in_use(node_name(*tgt)) || backup_node_is_target(node_name(*tgt)))
+        return fail(errp, "Node '%s' is busy: block device is in use by block job: mirror",
+                    node_name(*tgt));
+    if (node_read_only(*tgt))
+        return fail(errp, "Node '%s' is read-only", node_name(*tgt));
+    if (node_size(*tgt) != node_size(*src))
+        return fail(errp, "Source and target image have different sizes");
+    if (o->speed < 0)
+        return fail(errp, "Parameter 'speed' expects a non-negative value");
+    return true;
+}
+
+Job *mirror_job_create(const MirrorOptions *opts, GError **errp)
+{
+    BlockNode *src = NULL, *tgt = NULL;
+    if (!mirror_validate(opts, &src, &tgt, errp))
+        return NULL;
+    Mirror *m = g_new0(Mirror, 1);
+    m->source = node_ref(src);
+    m->target = node_ref(tgt);
+    m->copy_mode = opts->copy_mode;
+    m->on_source_error = opts->on_source_error;
+    m->on_target_error = opts->on_target_error;
+    uint64_t gran = opts->granularity ? opts->granularity : MIRROR_DEFAULT_GRANULARITY;
+    m->gran_bits = (unsigned)__builtin_ctzll(gran);
+    m->ngranules = (node_size(src) + gran - 1) >> m->gran_bits;
+    m->buf_size = opts->buf_size ? (uint64_t)opts->buf_size : MIRROR_DEFAULT_BUF_SIZE;
+    m->chunk = MAX(gran, MIN(MIRROR_MAX_CHUNK, m->buf_size) & ~(gran - 1));
+    m->dirty = hbitmap_new(m->ngranules);
+    m->ranges = g_array_new(FALSE, FALSE, sizeof(RangeLock));
+    g_mutex_init(&m->lock);
+    g_cond_init(&m->cond);
+    Job *job = job_create(opts->job_id, &mirror_driver, m, NULL, opts->auto_finalize,
+                          opts->auto_dismiss, errp);
+    if (!job) {
+        hbitmap_free(m->dirty);
+        g_array_free(m->ranges, TRUE);
+        g_mutex_clear(&m->lock);
+        g_cond_clear(&m->cond);
+        node_unref(m->source);
+        node_unref(m->target);
+        g_free(m);
+        return NULL;
+    }
+    m->job = job;
+    job_set_speed(job, opts->speed, NULL); /* validated above */
+    claim_node(node_name(src), true);
+    claim_node(node_name(tgt), true);
+
+    unsigned workers = (unsigned)CLAMP(m->buf_size / m->chunk, 1, MIRROR_MAX_WORKERS);
+    m->pool = g_thread_pool_new(mirror_worker, m, (gint)workers, FALSE, NULL);
+    if (opts->sync != BACKUP_SYNC_NONE) {
+        CopyConfig cfg = {
+            .source = src,
+            .target = tgt,
+            .cluster_size = gran,
+            .max_workers = workers,
+            .max_chunk = m->chunk,
+            .skip_unallocated = opts->sync == BACKUP_SYNC_TOP,
+            .target_is_zero = copy_node_reads_zero(tgt),
+            .job = job,
+        };
+        m->engine = copy_engine_new(&cfg);
+        copy_engine_set_range(m->engine, 0, node_size(src));
+        m->first_pass_total = copy_engine_remaining(m->engine);
+    }
+    /* Every write issued from now on is tracked (or, later, written through). */
+    m->before_hook = node_add_before_write_hook(src, NODE_HOOK_ORDER_JOB, mirror_before_write, m);
+    m->after_hook = node_add_after_write_hook(src, mirror_after_write, m);
+    job_progress_set_total(job, m->first_pass_total);
+    return job;
+}

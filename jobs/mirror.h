@@ -1,0 +1,43 @@
+/* The mirror job: a live copy of a node that guests keep writing to
+ * (QEMU's blockdev-mirror; see reference/block-jobs.md section 3).
+ *
+ * A first pass copies what the source holds (holes and zero regions are
+ * written as zeroes), then the job loops over the regions guests dirtied
+ * meanwhile, tracked in an anonymous dirty bitmap that an after-write hook
+ * on the source fills.  When nothing is dirty it becomes READY and keeps the
+ * target in sync.  job-complete pivots: every export of the source switches
+ * to the target atomically (drained, final sync, swap); a soft cancel after
+ * READY ends the same way without the swap.  In write-blocking mode a
+ * guest write reaches the target before it is acknowledged, so the job
+ * converges at any write rate. */
+#pragma once
+
+#include <stdbool.h>
+#include <stdint.h>
+#include "jobs/job.h"
+#include "jobs/backup.h"
+
+/* QEMU's MirrorCopyMode, in the schema's order. */
+typedef enum MirrorWriteMode {
+    MIRROR_WRITE_BACKGROUND,
+    MIRROR_WRITE_BLOCKING,
+} MirrorWriteMode;
+
+typedef struct MirrorOptions {
+    const char *job_id;        /* NULL gives QEMU's "Invalid job ID ''" */
+    const char *device;        /* source node name */
+    const char *target;        /* target node name */
+    BackupSync sync;           /* QEMU's MirrorSyncMode: top, full, none */
+    int64_t speed;
+    uint64_t granularity;      /* 0: default (64 KiB) */
+    int64_t buf_size;          /* 0: default (16 MiB) */
+    JobOnError on_source_error, on_target_error;
+    MirrorWriteMode copy_mode;
+    bool auto_finalize, auto_dismiss;
+} MirrorOptions;
+
+/* Validates (QEMU's messages), installs the hooks that track guest writes;
+ * the job is `created`, start it with job_start. */
+Job *mirror_job_create(const MirrorOptions *opts, GError **errp);
+/* True if `node_name` is the source or target of a running mirror. */
+bool mirror_node_in_use(const char *node_name);

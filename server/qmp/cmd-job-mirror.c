@@ -1,0 +1,112 @@
+/* QMP blockdev-mirror and drive-mirror.  Thin: the arguments become
+ * MirrorOptions for jobs/mirror.h; drive-mirror first opens (or creates)
+ * its raw target file as a node of its own, which stays after the job (it
+ * is the node the exports use after a pivot). */
+#include "server/qmp/commands.h"
+#include "jobs/mirror.h"
+#include "block/node.h"
+#include "qapi/qapi-commands.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <string.h>
+#include <unistd.h>
+
+/* The members BlockdevMirror and DriveMirror share. */
+#define MIRROR_COMMON_TO_OPTIONS(a, o)                                                   \
+    do {                                                                                 \
+        (o)->job_id = (a)->has_job_id ? (a)->job_id : NULL;                              \
+        (o)->device = (a)->device;                                                       \
+        (o)->sync = (BackupSync)(a)->sync;                                               \
+        (o)->speed = (a)->has_speed ? (a)->speed : 0;                                    \
+        (o)->granularity = (a)->has_granularity ? (a)->granularity : 0;                  \
+        (o)->buf_size = (a)->has_buf_size ? (a)->buf_size : 0;                           \
+        (o)->on_source_error = (a)->has_on_source_error ? (JobOnError)(a)->on_source_error \
+                                                        : JOB_ON_ERROR_REPORT;           \
+        (o)->on_target_error = (a)->has_on_target_error ? (JobOnError)(a)->on_target_error \
+                                                        : JOB_ON_ERROR_REPORT;           \
+        (o)->copy_mode = (a)->has_copy_mode ? (MirrorWriteMode)(a)->copy_mode             \
+                                            : MIRROR_WRITE_BACKGROUND;            \
+        (o)->auto_finalize = !(a)->has_auto_finalize || (a)->auto_finalize;              \
+        (o)->auto_dismiss = !(a)->has_auto_dismiss || (a)->auto_dismiss;                 \
+    } while (0)
+
+/* `replaces` names the node to swap out at the pivot; only the source itself is supported. */
+static bool check_replaces(bool has_replaces, const char *replaces, const char *device, GError **errp)
+{
+    if (has_replaces && strcmp(replaces, device) != 0) {
+        g_set_error(errp, QMP_ERROR, QMP_ERROR_GENERIC,
+                    "replaces: only the source node '%s' can be replaced", device);
+        return false;
+    }
+    return true;
+}
+
+bool qmp_blockdev_mirror(QmpSession *s, q_obj_blockdev_mirror_arg *args, GError **errp)
+{
+    MirrorOptions o = { .target = args->target };
+    MIRROR_COMMON_TO_OPTIONS(args, &o);
+    if (!check_replaces(args->has_replaces, args->replaces, args->device, errp))
+        return false;
+    Job *job = mirror_job_create(&o, errp);
+    if (job)
+        job_start(job);
+    return job != NULL;
+}
+
+/* Opens (mode existing) or creates (absolute-paths) the raw target file as a node. */
+static BlockNode *open_drive_target(DriveMirror *a, uint64_t size, GError **errp)
+{
+    static unsigned counter;
+    if (a->has_format && strcmp(a->format, "raw") != 0) {
+        g_set_error(errp, QMP_ERROR, QMP_ERROR_GENERIC,
+                    "drive-mirror: format '%s' is not supported (only raw)", a->format);
+        return NULL;
+    }
+    bool existing = a->has_mode && a->mode == NEW_IMAGE_MODE_EXISTING;
+    if (!existing) {
+        int fd = open(a->target, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+        if (fd < 0 || ftruncate(fd, (off_t)size) < 0) {
+            int err = errno;
+            if (fd >= 0)
+                close(fd);
+            g_set_error(errp, QMP_ERROR, QMP_ERROR_GENERIC, "Could not create '%s': %s",
+                        a->target, g_strerror(err));
+            return NULL;
+        }
+        close(fd);
+    }
+    g_autoptr(JsonObject) opts = json_object_new();
+    g_autofree char *name = a->has_node_name ? g_strdup(a->node_name)
+                                             : g_strdup_printf("drive-mirror-%u", ++counter);
+    json_object_set_string_member(opts, "driver", "file");
+    json_object_set_string_member(opts, "node-name", name);
+    json_object_set_string_member(opts, "filename", a->target);
+    return node_create(opts, errp);
+}
+
+bool qmp_drive_mirror(QmpSession *s, DriveMirror *args, GError **errp)
+{
+    BlockNode *source = node_find(args->device);
+    if (!source) {
+        g_set_error(errp, QMP_ERROR, QMP_ERROR_GENERIC,
+                    "Cannot find device='%s' nor node-name='%s'", args->device, args->device);
+        return false;
+    }
+    if (!check_replaces(args->has_replaces, args->replaces, args->device, errp))
+        return false;
+    MirrorOptions o = { 0 };
+    MIRROR_COMMON_TO_OPTIONS(args, &o);
+    BlockNode *target = open_drive_target(args, node_size(source), errp);
+    if (!target)
+        return false;
+    g_autofree char *target_name = g_strdup(node_name(target));
+    o.target = target_name;
+    Job *job = mirror_job_create(&o, errp);
+    if (!job) {
+        node_delete(target_name, NULL);
+        return false;
+    }
+    job_start(job);
+    return true;
+}
