@@ -2,6 +2,7 @@
  * block/copy-before-write.c on top of the shared copy engine. */
 #include "jobs/backup.h"
 #include "jobs/copy.h"
+#include "jobs/node-claims.h"
 #include "bitmaps/dirty-bitmap.h"
 #include "block/node.h"
 
@@ -32,60 +33,12 @@ typedef struct Backup {
     bool cleaned;
 } Backup;
 
-static GMutex targets_lock;
-static GHashTable *targets; /* target node names in use by backup jobs */
-
-bool backup_node_is_target(const char *node_name)
-{
-    g_mutex_lock(&targets_lock);
-    bool used = targets && g_hash_table_contains(targets, node_name);
-    g_mutex_unlock(&targets_lock);
-    return used;
-}
-
-static void target_claim(const char *name, bool claim)
-{
-    g_mutex_lock(&targets_lock);
-    if (!targets)
-        targets = g_hash_table_new_full(g_str_hash, g_str_equal, g_free, NULL);
-    if (claim)
-        g_hash_table_add(targets, g_strdup(name));
-    else
-        g_hash_table_remove(targets, name);
-    g_mutex_unlock(&targets_lock);
-}
-
 /* The copy-before-write hook: old data reaches the target before the write lands. */
 static int backup_before_write(BlockNode *node, uint64_t offset, uint64_t count,
                                NodeWriteKind kind, void *opaque)
 {
     Backup *b = opaque;
     return copy_engine_copy_before_write(b->engine, offset, count);
-}
-
-/* True if every byte of the target reads as zero (then zeroes need not be written). */
-static bool target_reads_zero(BlockNode *target)
-{
-    if (!node_caps(target)->can_extents)
-        return false;
-    uint64_t size = node_size(target), pos = 0;
-    while (pos < size) {
-        uint32_t n = (uint32_t)MIN(size - pos, 1u << 30);
-        BlockExtents *ext = extents_new(pos, pos + n);
-        int r = node_block_status(target, n, pos, 0, ext);
-        uint64_t next = pos;
-        bool zero = r == 0;
-        for (size_t i = 0; zero && i < extents_count(ext); i++) {
-            BlockExtent x = extents_get(ext, i);
-            zero = (x.type & BLOCK_EXTENT_ZERO) != 0;
-            next = x.offset + x.length;
-        }
-        extents_free(ext);
-        if (!zero || next <= pos)
-            return false;
-        pos = next;
-    }
-    return true;
 }
 
 /* Calls fn for every run of set bits of a bitmap snapshot, in bytes. */
@@ -193,7 +146,7 @@ static void backup_clean(Job *job)
         node_remove_before_write_hook(b->source, b->hook);
     b->hook = NULL;
     node_flush(b->target);
-    target_claim(node_name(b->target), false);
+    job_node_release(node_name(b->target));
     if (b->delete_target) {
         g_autofree char *name = g_strdup(node_name(b->target));
         node_unref(b->target);
@@ -279,7 +232,7 @@ static bool backup_validate(BackupOptions *o, BlockNode **src, BlockNode **tgt,
     }
     if (*src == *tgt)
         return fail(errp, "Source and target cannot be the same");
-    if (backup_node_is_target(node_name(*tgt)))
+    if (job_node_claimed(node_name(*tgt)))
         return fail(errp, "Node '%s' is busy: block device is in use by block job: backup",
                     node_name(*tgt));
     if (node_read_only(*tgt))
@@ -320,7 +273,7 @@ Job *backup_job_create(const BackupOptions *opts, GError **errp)
         return NULL;
     }
     job_set_speed(job, o.speed, NULL); /* validated above */
-    target_claim(node_name(tgt), true);
+    job_node_claim(node_name(tgt));
 
     CopyConfig cfg = {
         .source = src,
@@ -329,7 +282,7 @@ Job *backup_job_create(const BackupOptions *opts, GError **errp)
         .max_workers = o.max_workers ? o.max_workers : BACKUP_DEFAULT_WORKERS,
         .max_chunk = o.max_chunk ? o.max_chunk : BACKUP_DEFAULT_CHUNK,
         .skip_unallocated = o.sync == BACKUP_SYNC_TOP,
-        .target_is_zero = target_reads_zero(tgt),
+        .target_is_zero = copy_node_reads_zero(tgt),
         .job = job,
     };
     b->engine = copy_engine_new(&cfg);

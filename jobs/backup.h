@@ -53,5 +53,3 @@ typedef struct BackupOptions {
 /* Validates (QEMU's order and messages), installs the copy-before-write hook
  * and freezes the bitmap; the job is `created`, start it with job_start. */
 Job *backup_job_create(const BackupOptions *opts, GError **errp);
-/* True if `node` is the target of a backup job (then it cannot be another's). */
-bool backup_node_is_target(const char *node_name);

@@ -19,6 +19,7 @@
  *   export of the source quiesced, so nothing is written meanwhile. */
 #include "jobs/mirror.h"
 #include "jobs/copy.h"
+#include "jobs/node-claims.h"
 #include "bitmaps/hbitmap.h"
 #include "block/node.h"
 #include "server/export.h"
@@ -72,28 +73,6 @@ typedef struct MirrorOp {
     uint64_t offset, len;
 } MirrorOp;
 
-static GMutex in_use_lock;
-static GHashTable *in_use; /* node names used by mirrors (sources and targets) */
-
-bool mirror_node_in_use(const char *node_name)
-{
-    g_mutex_lock(&in_use_lock);
-    bool used = in_use && g_hash_table_contains(in_use, node_name);
-    g_mutex_unlock(&in_use_lock);
-    return used;
-}
-
-static void claim_node(const char *name, bool claim)
-{
-    g_mutex_lock(&in_use_lock);
-    if (!in_use)
-        in_use = g_hash_table_new_full(g_str_hash, g_str_equal, g_free, NULL);
-    if (claim)
-        g_hash_table_add(in_use, g_strdup(name));
-    else
-        g_hash_table_remove(in_use, name);
-    g_mutex_unlock(&in_use_lock);
-}
 
 /* --- dirty granules and range locks (all under m->lock) --- */
 
@@ -444,8 +423,8 @@ static void mirror_clean(Job *job)
     node_remove_before_write_hook(m->source, m->before_hook);
     node_remove_before_write_hook(m->source, m->after_hook);
     node_flush(m->target);
-    claim_node(node_name(m->source), false);
-    claim_node(node_name(m->target), false);
+    job_node_release(node_name(m->source));
+    job_node_release(node_name(m->target));
 }
 
 static void mirror_free(Job *job)
@@ -527,13 +506,13 @@ static bool mirror_validate(const MirrorOptions *o, BlockNode **src, BlockNode *
         return fail(errp, "Parameter 'granularity' expects a power of 2");
     if (o->sync == BACKUP_SYNC_INCREMENTAL || o->sync == BACKUP_SYNC_BITMAP)
         return fail(errp, "Sync mode '%s' not supported", backup_sync_names[o->sync]);
-    if (node_has_parent(*src) || mirror_node_in_use(node_name(*src)))
+    if (node_has_parent(*src) || job_node_claimed(node_name(*src)))
         return fail(errp, "Need a root block node");
     if (o->buf_size < 0)
         return fail(errp, "Invalid parameter 'buf-size'");
     if (*src == *tgt)
         return fail(errp, "Can't mirror node into itself");
-    if (mirror_node_in_use(node_name(*tgt)) || backup_node_is_target(node_name(*tgt)))
+    if (job_node_claimed(node_name(*tgt)))
         return fail(errp, "Node '%s' is busy: block device is in use by block job: mirror",
                     node_name(*tgt));
     if (node_read_only(*tgt))
@@ -579,8 +558,8 @@ Job *mirror_job_create(const MirrorOptions *opts, GError **errp)
     }
     m->job = job;
     job_set_speed(job, opts->speed, NULL); /* validated above */
-    claim_node(node_name(src), true);
-    claim_node(node_name(tgt), true);
+    job_node_claim(node_name(src));
+    job_node_claim(node_name(tgt));
 
     unsigned workers = (unsigned)CLAMP(m->buf_size / m->chunk, 1, MIRROR_MAX_WORKERS);
     m->pool = g_thread_pool_new(mirror_worker, m, (gint)workers, FALSE, NULL);

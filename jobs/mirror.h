@@ -39,5 +39,3 @@ typedef struct MirrorOptions {
 /* Validates (QEMU's messages), installs the hooks that track guest writes;
  * the job is `created`, start it with job_start. */
 Job *mirror_job_create(const MirrorOptions *opts, GError **errp);
-/* True if `node_name` is the source or target of a running mirror. */
-bool mirror_node_in_use(const char *node_name);
