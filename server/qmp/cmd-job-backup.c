@@ -5,12 +5,10 @@
 #include "server/qmp/transaction.h"
 #include "jobs/backup.h"
 #include "block/node.h"
+#include "server/qmp/drive-target.h"
 #include "qapi/qapi-commands.h"
 
-#include <errno.h>
-#include <fcntl.h>
 #include <string.h>
-#include <unistd.h>
 
 /* The members BlockdevBackup and DriveBackup share (QEMU's BackupCommon). */
 #define BACKUP_COMMON_TO_OPTIONS(a, o)                                                   \
@@ -64,36 +62,6 @@ static Job *start_blockdev_backup(BlockdevBackup *a, JobTxn *txn, GError **errp)
     return backup_job_create(&o, errp);
 }
 
-/* Opens (mode existing) or creates (absolute-paths) the raw target file as a node. */
-static BlockNode *open_drive_target(DriveBackup *a, uint64_t size, GError **errp)
-{
-    static unsigned counter;
-    if (a->has_format && strcmp(a->format, "raw") != 0) {
-        g_set_error(errp, QMP_ERROR, QMP_ERROR_GENERIC,
-                    "drive-backup: format '%s' is not supported (only raw)", a->format);
-        return NULL;
-    }
-    bool existing = a->has_mode && a->mode == NEW_IMAGE_MODE_EXISTING;
-    if (!existing) {
-        int fd = open(a->target, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-        if (fd < 0 || ftruncate(fd, (off_t)size) < 0) {
-            int err = errno;
-            if (fd >= 0)
-                close(fd);
-            g_set_error(errp, QMP_ERROR, QMP_ERROR_GENERIC, "Could not create '%s': %s",
-                        a->target, g_strerror(err));
-            return NULL;
-        }
-        close(fd);
-    }
-    g_autoptr(JsonObject) opts = json_object_new();
-    g_autofree char *name = g_strdup_printf("drive-backup-%u", ++counter);
-    json_object_set_string_member(opts, "driver", "file");
-    json_object_set_string_member(opts, "node-name", name);
-    json_object_set_string_member(opts, "filename", a->target);
-    return node_create(opts, errp);
-}
-
 static Job *start_drive_backup(DriveBackup *a, JobTxn *txn, GError **errp)
 {
     BlockNode *source = node_find(a->device);
@@ -106,7 +74,9 @@ static Job *start_drive_backup(DriveBackup *a, JobTxn *txn, GError **errp)
     BACKUP_COMMON_TO_OPTIONS(a, &o);
     if (!backup_perf(a->has_compress && a->compress, a->has_x_perf, a->x_perf, a->target, &o, errp))
         return NULL;
-    BlockNode *target = open_drive_target(a, node_size(source), errp);
+    BlockNode *target = qmp_open_drive_target("drive-backup", a->target, a->has_format ? a->format : NULL,
+                                               a->has_mode && a->mode == NEW_IMAGE_MODE_EXISTING,
+                                               NULL, node_size(source), errp);
     if (!target)
         return NULL;
     g_autofree char *target_name = g_strdup(node_name(target));

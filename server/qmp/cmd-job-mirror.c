@@ -5,12 +5,10 @@
 #include "server/qmp/commands.h"
 #include "jobs/mirror.h"
 #include "block/node.h"
+#include "server/qmp/drive-target.h"
 #include "qapi/qapi-commands.h"
 
-#include <errno.h>
-#include <fcntl.h>
 #include <string.h>
-#include <unistd.h>
 
 /* The members BlockdevMirror and DriveMirror share. */
 #define MIRROR_COMMON_TO_OPTIONS(a, o)                                                   \
@@ -54,37 +52,6 @@ bool qmp_blockdev_mirror(QmpSession *s, q_obj_blockdev_mirror_arg *args, GError 
     return job != NULL;
 }
 
-/* Opens (mode existing) or creates (absolute-paths) the raw target file as a node. */
-static BlockNode *open_drive_target(DriveMirror *a, uint64_t size, GError **errp)
-{
-    static unsigned counter;
-    if (a->has_format && strcmp(a->format, "raw") != 0) {
-        g_set_error(errp, QMP_ERROR, QMP_ERROR_GENERIC,
-                    "drive-mirror: format '%s' is not supported (only raw)", a->format);
-        return NULL;
-    }
-    bool existing = a->has_mode && a->mode == NEW_IMAGE_MODE_EXISTING;
-    if (!existing) {
-        int fd = open(a->target, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-        if (fd < 0 || ftruncate(fd, (off_t)size) < 0) {
-            int err = errno;
-            if (fd >= 0)
-                close(fd);
-            g_set_error(errp, QMP_ERROR, QMP_ERROR_GENERIC, "Could not create '%s': %s",
-                        a->target, g_strerror(err));
-            return NULL;
-        }
-        close(fd);
-    }
-    g_autoptr(JsonObject) opts = json_object_new();
-    g_autofree char *name = a->has_node_name ? g_strdup(a->node_name)
-                                             : g_strdup_printf("drive-mirror-%u", ++counter);
-    json_object_set_string_member(opts, "driver", "file");
-    json_object_set_string_member(opts, "node-name", name);
-    json_object_set_string_member(opts, "filename", a->target);
-    return node_create(opts, errp);
-}
-
 bool qmp_drive_mirror(QmpSession *s, DriveMirror *args, GError **errp)
 {
     BlockNode *source = node_find(args->device);
@@ -97,7 +64,10 @@ bool qmp_drive_mirror(QmpSession *s, DriveMirror *args, GError **errp)
         return false;
     MirrorOptions o = { 0 };
     MIRROR_COMMON_TO_OPTIONS(args, &o);
-    BlockNode *target = open_drive_target(args, node_size(source), errp);
+    BlockNode *target = qmp_open_drive_target(
+        "drive-mirror", args->target, args->has_format ? args->format : NULL,
+        args->has_mode && args->mode == NEW_IMAGE_MODE_EXISTING,
+        args->has_node_name ? args->node_name : NULL, node_size(source), errp);
     if (!target)
         return false;
     g_autofree char *target_name = g_strdup(node_name(target));
