@@ -7,36 +7,15 @@
 # plugin with different parameters are independent instances.
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
+source "$(dirname "$0")/nbdkit-lib.sh"
 require_tool nbdkit nbdinfo nbdcopy
 PLUGINDIR=$(nbdkit --dump-config | sed -n 's/^plugindir=//p')
 for p in memory data pattern null sparse-random file split; do
     [[ -f $PLUGINDIR/nbdkit-$p-plugin.so ]] || skip "nbdkit $p plugin is not installed"
 done
 
-NBDKIT_PID=
-NBD_SOCK=$TMP/nbdkit.sock
-NBD_URI="nbd+unix:///?socket=$NBD_SOCK"
-stop_nbdkit() {
-    [[ -n $NBDKIT_PID ]] || return 0
-    kill -TERM "$NBDKIT_PID" 2>/dev/null || true
-    wait "$NBDKIT_PID" 2>/dev/null || true
-    NBDKIT_PID=
-}
-trap 'st=$?; stop_nbdkit; (exit $st); cleanup' EXIT
-
 # start_nbdkit PLUGIN ARGS...: real nbdkit on $NBD_SOCK.
-start_nbdkit() {
-    rm -f "$TMP/nbdkit.pid" "$NBD_SOCK"
-    nbdkit -U "$NBD_SOCK" -P "$TMP/nbdkit.pid" -f "$@" 2>"$TMP/nbdkit.err" &
-    NBDKIT_PID=$!
-    local i
-    for ((i = 0; i < 200; i++)); do
-        [[ -s $TMP/nbdkit.pid ]] && return 0
-        kill -0 "$NBDKIT_PID" 2>/dev/null || fail "nbdkit died: $(cat "$TMP/nbdkit.err")"
-        sleep 0.1
-    done
-    fail "nbdkit did not write its pidfile"
-}
+start_nbdkit() { run_nbdkit "$@"; }
 
 # snapshot URI OUT: OUT.map, OUT.sum, OUT.size, OUT.can.
 COPY_FLAGS=

@@ -7,36 +7,13 @@ source "$(dirname "$0")/lib.sh"
 require_tool nbdkit nbdinfo nbdcopy
 : "${BUILD_DIR:?BUILD_DIR must name the build directory}"
 PLUGINS=$BUILD_DIR/plugins
+source "$(dirname "$0")/nbdkit-lib.sh"
+nbdkit_sanitizer_env "$PLUGINS/nbdkit-blockd-memory-plugin.so"
 
-NBDKIT_ENV=()
-if readelf -d "$PLUGINS/nbdkit-blockd-memory-plugin.so" | grep -q 'libasan'; then
-    NBDKIT_ENV=(LD_PRELOAD="$(gcc -print-file-name=libasan.so) $(gcc -print-file-name=libubsan.so)"
-                ASAN_OPTIONS=detect_leaks=0)
-fi
-NBDKIT_PID=
-NBD_SOCK=$TMP/nbdkit.sock
-NBD_URI="nbd+unix:///?socket=$NBD_SOCK"
-stop_nbdkit() {
-    [[ -n $NBDKIT_PID ]] || return 0
-    kill -TERM "$NBDKIT_PID" 2>/dev/null || true
-    wait "$NBDKIT_PID" 2>/dev/null || true
-    NBDKIT_PID=
-}
-trap 'st=$?; stop_nbdkit; (exit $st); cleanup' EXIT
-
+# start_nbdkit PLUGIN ARGS...: serve our PLUGIN .so on $NBD_SOCK.
 start_nbdkit() {
     local so=$PLUGINS/nbdkit-blockd-$1-plugin.so; shift
-    rm -f "$TMP/nbdkit.pid" "$NBD_SOCK"
-    env "${NBDKIT_ENV[@]}" nbdkit -U "$NBD_SOCK" -P "$TMP/nbdkit.pid" -f "$so" "$@" \
-        2>"$TMP/nbdkit.err" &
-    NBDKIT_PID=$!
-    local i
-    for ((i = 0; i < 200; i++)); do
-        [[ -s $TMP/nbdkit.pid ]] && return 0
-        kill -0 "$NBDKIT_PID" 2>/dev/null || fail "nbdkit died: $(cat "$TMP/nbdkit.err")"
-        sleep 0.1
-    done
-    fail "nbdkit did not write its pidfile"
+    run_nbdkit "$so" "$@"
 }
 
 make_random_file "$TMP/rand1" 1
