@@ -1,6 +1,9 @@
 /* The mirror job (see jobs/mirror.h): QEMU's block/mirror.c on top of the
- * node write hooks, a hierarchical bitmap of dirty granules and the shared
- * copy engine (first pass).
+ * node write hooks and a hierarchical bitmap of dirty granules.  As in
+ * QEMU, the first pass is the dirty loop itself: the job starts by marking
+ * every region the source holds dirty (from its block status), so one
+ * mechanism, with its range locks, copies everything and write-blocking
+ * mode is in force from the first byte.
  *
  * Why the job is correct under concurrent writes:
  * - A guest write marks its granules dirty in an after-write hook, i.e.
@@ -11,14 +14,17 @@
  *   clear until the target write is done, so two copies of one region
  *   (the second after a re-dirtying write) never reach the target out of
  *   order.
- * - In write-blocking mode (after the first pass) a guest write takes the
- *   range lock in a before-write hook and, in the after-write hook, writes
- *   the same data to the target before releasing it and before the write
- *   is acknowledged; a failed target write marks the region dirty.
+ * - In write-blocking mode a guest write takes the range lock in a
+ *   before-write hook and, in the after-write hook, writes the same data to
+ *   the target before releasing it and before the write is acknowledged;
+ *   the granules it covered whole are then clean, a failed target write
+ *   marks the region dirty.
+ * - The initial marking only ever sets bits, so a guest write that raced
+ *   with it costs at most one extra copy.
  * - The final sync (pivot, or soft cancel after READY) runs with every
  *   export of the source quiesced, so nothing is written meanwhile. */
 #include "jobs/mirror.h"
-#include "jobs/copy.h"
+#include "jobs/copy.h" /* copy_node_reads_zero */
 #include "jobs/node-claims.h"
 #include "bitmaps/hbitmap.h"
 #include "block/node.h"
@@ -31,6 +37,7 @@
 #define MIRROR_DEFAULT_BUF_SIZE (16 << 20)
 #define MIRROR_MAX_CHUNK (4u << 20)
 #define MIRROR_MAX_WORKERS 16u
+#define MIRROR_STATUS_WINDOW (1ull << 30) /* bytes of block status per query at start */
 
 typedef struct RangeLock {
     uint64_t start, end;
@@ -46,6 +53,8 @@ typedef struct Mirror {
     uint64_t chunk;    /* bytes per copy of the dirty loop */
     uint64_t buf_size; /* bytes in flight at most */
     JobOnError on_source_error, on_target_error;
+    BackupSync sync;
+    bool target_is_zero; /* zero regions of the source need not be copied at first */
 
     GMutex lock;
     GCond cond;        /* bits set, a copy finished, a range unlocked, a kick */
@@ -56,14 +65,12 @@ typedef struct Mirror {
     int error;         /* first copy error not yet handled (-errno) */
     bool error_is_read;
 
-    uint64_t first_pass_total; /* bytes the first pass copies */
-    uint64_t copied;           /* bytes copied since (atomic) */
+    uint64_t copied;           /* bytes copied so far (atomic) */
 
     gint active;          /* write-blocking in force */
     gint ready;           /* reached READY once */
     gint should_complete; /* job-complete was called */
 
-    CopyEngine *engine;   /* first pass, NULL for sync=none */
     GThreadPool *pool;
     NodeWriteHook *before_hook, *after_hook;
     bool cleaned;
@@ -84,6 +91,19 @@ static void dirty_mark_locked(Mirror *m, uint64_t offset, uint64_t len)
     uint64_t last = MIN((offset + len - 1) >> m->gran_bits, m->ngranules - 1);
     if (first <= last)
         hbitmap_set(m->dirty, first, last - first + 1);
+}
+
+/* The granules wholly inside [offset, offset+len) are clean (the region
+ * just reached the target under its range lock). */
+static void dirty_clear_covered_locked(Mirror *m, uint64_t offset, uint64_t len)
+{
+    uint64_t gran = 1ull << m->gran_bits;
+    uint64_t first = (offset + gran - 1) >> m->gran_bits;
+    uint64_t end = offset + len;
+    /* The last granule may be short: it is covered if the write reaches the end. */
+    uint64_t last_end = end >= node_size(m->source) ? m->ngranules : end >> m->gran_bits;
+    if (first < last_end)
+        hbitmap_reset(m->dirty, first, last_end - first);
 }
 
 /* Bytes still to copy: dirty granules (clipped at the end) plus copies in flight. */
@@ -170,6 +190,8 @@ static void mirror_after_write(BlockNode *node, const void *buf, uint64_t offset
     g_mutex_lock(&m->lock);
     if (r != 0)
         dirty_mark_locked(m, offset, count);
+    else
+        dirty_clear_covered_locked(m, offset, count);
     if (locked)
         range_remove_locked(m, offset, offset + count, self);
     g_mutex_unlock(&m->lock);
@@ -183,10 +205,9 @@ static bool buffer_is_zero(const void *buf, size_t len)
     return len == 0 || (p[0] == 0 && memcmp(p, p + 1, len - 1) == 0);
 }
 
-/* Copies one region; zeroes are written as a zero request, not as data. */
-static int copy_region(Mirror *m, uint64_t offset, uint64_t len, bool *is_read)
+/* Copies data read from the source; all-zero data becomes a zero request. */
+static int copy_data(Mirror *m, uint64_t offset, uint64_t len, void *buf, bool *is_read)
 {
-    g_autofree void *buf = g_malloc(len);
     int r = node_pread(m->source, buf, (uint32_t)len, offset);
     *is_read = r < 0;
     if (r < 0)
@@ -194,6 +215,39 @@ static int copy_region(Mirror *m, uint64_t offset, uint64_t len, bool *is_read)
     if (buffer_is_zero(buf, len))
         return node_zero(m->target, (uint32_t)len, offset, BLOCK_FLAG_MAY_TRIM);
     return node_pwrite(m->target, buf, (uint32_t)len, offset, 0);
+}
+
+/* Copies one region: parts the source's block status calls zero (holes
+ * included) are written as zero requests without reading them. */
+static int copy_region(Mirror *m, uint64_t offset, uint64_t len, bool *is_read)
+{
+    g_autofree void *buf = g_malloc(len);
+    *is_read = false;
+    if (!node_caps(m->source)->can_extents)
+        return copy_data(m, offset, len, buf, is_read);
+    BlockExtents *ext = extents_new(offset, offset + len);
+    int r = ext ? node_block_status(m->source, (uint32_t)len, offset, 0, ext) : -ENOMEM;
+    if (r < 0) {
+        extents_free(ext);
+        *is_read = true; /* asking the source failed */
+        return r;
+    }
+    uint64_t pos = offset, end = offset + len;
+    for (size_t i = 0; r == 0 && i < extents_count(ext) && pos < end; i++) {
+        BlockExtent x = extents_get(ext, i);
+        uint64_t xend = MIN(x.offset + x.length, end);
+        if (xend <= pos)
+            continue;
+        if (x.type & BLOCK_EXTENT_ZERO)
+            r = node_zero(m->target, (uint32_t)(xend - pos), pos, BLOCK_FLAG_MAY_TRIM);
+        else
+            r = copy_data(m, pos, xend - pos, (char *)buf + (pos - offset), is_read);
+        pos = xend;
+    }
+    extents_free(ext);
+    if (r == 0 && pos < end)
+        r = copy_data(m, pos, end - pos, (char *)buf + (pos - offset), is_read);
+    return r;
 }
 
 typedef enum ClaimResult { CLAIM_NONE, CLAIM_BUSY, CLAIM_OK } ClaimResult;
@@ -265,8 +319,7 @@ static void update_progress(Mirror *m)
     g_mutex_lock(&m->lock);
     uint64_t left = remaining_locked(m);
     g_mutex_unlock(&m->lock);
-    job_progress_set_total(m->job, m->first_pass_total +
-                           __atomic_load_n(&m->copied, __ATOMIC_RELAXED) + left);
+    job_progress_set_total(m->job, __atomic_load_n(&m->copied, __ATOMIC_RELAXED) + left);
 }
 
 /* Applies the error policy; returns the error for `report`, else 0. */
@@ -281,18 +334,46 @@ static int handle_error(Mirror *m, int r, bool is_read)
     return 0;
 }
 
-static int mirror_first_pass(Mirror *m, Job *job)
+/* Marks dirty what the first pass must copy: everything for sync=full
+ * (except zero regions when the target reads as zeroes), what the source
+ * itself holds for sync=top.  Asks the block status a window at a time so
+ * a pause or cancel is seen meanwhile. */
+static int mirror_dirty_init(Mirror *m, Job *job)
 {
-    for (;;) {
-        bool is_read = false;
-        int r = copy_engine_run(m->engine, job, &is_read);
-        if (r == 0)
-            return job_is_cancelled(job) ? -ECANCELED : 0;
-        if (r != -EAGAIN && (r = handle_error(m, r, is_read)) < 0)
-            return r;
+    uint64_t size = node_size(m->source);
+    bool ask = node_caps(m->source)->can_extents &&
+               (m->sync == BACKUP_SYNC_TOP || m->target_is_zero);
+    for (uint64_t pos = 0; pos < size;) {
         if (!job_pause_point(job))
             return -ECANCELED;
+        uint64_t n = MIN(size - pos, MIRROR_STATUS_WINDOW);
+        BlockExtents *ext = ask ? extents_new(pos, pos + n) : NULL;
+        if (!ext || node_block_status(m->source, (uint32_t)n, pos, 0, ext) < 0 ||
+            extents_count(ext) == 0) {
+            /* No answer: copy the window whole (zeroes are still detected). */
+            g_mutex_lock(&m->lock);
+            dirty_mark_locked(m, pos, n);
+            g_mutex_unlock(&m->lock);
+            extents_free(ext);
+            pos += n;
+            continue;
+        }
+        uint64_t next = pos;
+        g_mutex_lock(&m->lock);
+        for (size_t i = 0; i < extents_count(ext); i++) {
+            BlockExtent x = extents_get(ext, i);
+            bool skip = (m->sync == BACKUP_SYNC_TOP && (x.type & BLOCK_EXTENT_HOLE)) ||
+                        (m->target_is_zero && (x.type & BLOCK_EXTENT_ZERO));
+            if (!skip)
+                dirty_mark_locked(m, x.offset, x.length);
+            next = x.offset + x.length;
+        }
+        g_mutex_unlock(&m->lock);
+        extents_free(ext);
+        pos = next > pos ? next : pos + n;
     }
+    update_progress(m);
+    return 0;
 }
 
 /* Waits (bounded) for something to change.  Locked. */
@@ -365,14 +446,11 @@ static int mirror_dirty_loop(Mirror *m, Job *job)
 static int mirror_run(Job *job, GError **errp)
 {
     Mirror *m = job_opaque(job);
-    if (m->engine) {
-        int r = mirror_first_pass(m, job);
+    if (m->sync != BACKUP_SYNC_NONE) {
+        int r = mirror_dirty_init(m, job);
         if (r < 0)
             return r;
     }
-    /* From now on copies take range locks, so write-blocking can start. */
-    if (m->copy_mode == MIRROR_WRITE_BLOCKING)
-        g_atomic_int_set(&m->active, 1);
     return mirror_dirty_loop(m, job);
 }
 
@@ -432,7 +510,6 @@ static void mirror_free(Job *job)
     Mirror *m = job_opaque(job);
     if (m->pool)
         g_thread_pool_free(m->pool, FALSE, TRUE);
-    copy_engine_free(m->engine);
     hbitmap_free(m->dirty);
     g_array_free(m->ranges, TRUE);
     g_mutex_clear(&m->lock);
@@ -535,6 +612,7 @@ Job *mirror_job_create(const MirrorOptions *opts, GError **errp)
     m->copy_mode = opts->copy_mode;
     m->on_source_error = opts->on_source_error;
     m->on_target_error = opts->on_target_error;
+    m->sync = opts->sync;
     uint64_t gran = opts->granularity ? opts->granularity : MIRROR_DEFAULT_GRANULARITY;
     m->gran_bits = (unsigned)__builtin_ctzll(gran);
     m->ngranules = (node_size(src) + gran - 1) >> m->gran_bits;
@@ -563,24 +641,11 @@ Job *mirror_job_create(const MirrorOptions *opts, GError **errp)
 
     unsigned workers = (unsigned)CLAMP(m->buf_size / m->chunk, 1, MIRROR_MAX_WORKERS);
     m->pool = g_thread_pool_new(mirror_worker, m, (gint)workers, FALSE, NULL);
-    if (opts->sync != BACKUP_SYNC_NONE) {
-        CopyConfig cfg = {
-            .source = src,
-            .target = tgt,
-            .cluster_size = gran,
-            .max_workers = workers,
-            .max_chunk = m->chunk,
-            .skip_unallocated = opts->sync == BACKUP_SYNC_TOP,
-            .target_is_zero = copy_node_reads_zero(tgt),
-            .job = job,
-        };
-        m->engine = copy_engine_new(&cfg);
-        copy_engine_set_range(m->engine, 0, node_size(src));
-        m->first_pass_total = copy_engine_remaining(m->engine);
-    }
-    /* Every write issued from now on is tracked (or, later, written through). */
+    m->target_is_zero = opts->sync != BACKUP_SYNC_NONE && copy_node_reads_zero(tgt);
+    /* As QEMU's active mode: write-blocking is in force from the start. */
+    g_atomic_int_set(&m->active, m->copy_mode == MIRROR_WRITE_BLOCKING);
+    /* Every write issued from now on is tracked (or written through). */
     m->before_hook = node_add_before_write_hook(src, NODE_HOOK_ORDER_JOB, mirror_before_write, m);
     m->after_hook = node_add_after_write_hook(src, mirror_after_write, m);
-    job_progress_set_total(job, m->first_pass_total);
     return job;
 }

@@ -2,7 +2,12 @@
  *
  * Holes: trim punches them, zero uses ZERO_RANGE (or punches when the
  * client allows holes), and block status finds them with SEEK_DATA /
- * SEEK_HOLE.  When fallocate cannot do a zero request the callback fails
+ * SEEK_HOLE.  SEEK_HOLE walks the page cache up to the next hole, which
+ * on a large fully allocated file (tmpfs especially) costs milliseconds per
+ * call, so each handle remembers the last data region it found (as QEMU's
+ * block-status cache does): reporting data is always safe, since writes
+ * only ever turn holes into data, and this handle's own trim and zero
+ * requests forget the region.  When fallocate cannot do a zero request the callback fails
  * with ENOTSUP: the host then writes zero buffers, or reports the request
  * as not fast when the client asked for a fast zero.
  *
@@ -14,6 +19,7 @@
 #include <nbdkit-plugin.h>
 
 #include <fcntl.h>
+#include <pthread.h>
 #include <linux/falloc.h>
 #include <linux/fs.h>
 #include <stdbool.h>
@@ -38,7 +44,20 @@ struct file_conn {
   bool is_block;
   int can_punch_hole;           /* atomic: cleared on first EOPNOTSUPP */
   int can_zero_range;           /* atomic: cleared on first EOPNOTSUPP */
+  pthread_mutex_t data_lock;    /* guards the three fields below */
+  uint64_t data_start, data_end; /* a region known to be data, or empty */
+  uint64_t data_gen;            /* bumped around every hole-making request */
 };
+
+/* Forgets the known data region: a hole may appear in it. */
+static void
+data_cache_forget (struct file_conn *h)
+{
+  pthread_mutex_lock (&h->data_lock);
+  h->data_gen++;
+  h->data_start = h->data_end = 0;
+  pthread_mutex_unlock (&h->data_lock);
+}
 
 static char *config_filename;
 static struct file_instance *current;
@@ -128,6 +147,7 @@ file_open (int readonly)
   h->readonly = readonly;
   h->is_block = S_ISBLK (st.st_mode);
   h->can_punch_hole = h->can_zero_range = 1;
+  pthread_mutex_init (&h->data_lock, NULL);
   __atomic_add_fetch (&current->refs, 1, __ATOMIC_RELAXED);
   h->inst = current;
   return h;
@@ -138,6 +158,7 @@ file_close (void *handle)
 {
   struct file_conn *h = handle;
   close (h->fd);
+  pthread_mutex_destroy (&h->data_lock);
   instance_unref (h->inst);
   free (h);
 }
@@ -268,9 +289,12 @@ file_trim (void *handle, uint32_t count, uint64_t offset, uint32_t flags)
 {
   struct file_conn *h = handle;
   /* Trim is a hint: when holes are not supported, doing nothing is right. */
-  if (try_fallocate (h, &h->can_punch_hole,
-                     FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE,
-                     count, offset) == -1)
+  data_cache_forget (h);
+  int r = try_fallocate (h, &h->can_punch_hole,
+                         FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE,
+                         count, offset);
+  data_cache_forget (h);        /* an extents call that ran meanwhile */
+  if (r == -1)
     return -1;
   return sync_if_fua (h, flags);
 }
@@ -280,6 +304,7 @@ file_zero (void *handle, uint32_t count, uint64_t offset, uint32_t flags)
 {
   struct file_conn *h = handle;
   int r = 0;
+  data_cache_forget (h);
   if (flags & NBDKIT_FLAG_MAY_TRIM)
     r = try_fallocate (h, &h->can_punch_hole,
                        FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE,
@@ -288,6 +313,7 @@ file_zero (void *handle, uint32_t count, uint64_t offset, uint32_t flags)
     r = try_fallocate (h, &h->can_zero_range,
                        FALLOC_FL_ZERO_RANGE | FALLOC_FL_KEEP_SIZE,
                        count, offset);
+  data_cache_forget (h);        /* an extents call that ran meanwhile */
   if (r == -1)
     return -1;
   if (r == 0) {
@@ -323,6 +349,19 @@ file_extents (void *handle, uint32_t count, uint64_t offset, uint32_t flags,
   const uint64_t end = offset + count;
   const bool req_one = flags & NBDKIT_FLAG_REQ_ONE;
   while (offset < end) {
+    pthread_mutex_lock (&h->data_lock);
+    uint64_t gen = h->data_gen;
+    uint64_t known_end = offset >= h->data_start && offset < h->data_end ? h->data_end : 0;
+    pthread_mutex_unlock (&h->data_lock);
+    if (known_end) {
+      uint64_t n = (known_end < end ? known_end : end) - offset;
+      if (nbdkit_add_extent (extents, offset, n, 0) == -1)
+        return -1;
+      offset += n;
+      if (req_one)
+        break;
+      continue;
+    }
     off_t data = lseek (h->fd, offset, SEEK_DATA);
     if (data == -1 && errno != ENXIO) {
       nbdkit_error ("lseek: SEEK_DATA: %m");
@@ -344,6 +383,12 @@ file_extents (void *handle, uint32_t count, uint64_t offset, uint32_t flags,
       nbdkit_error ("lseek: SEEK_HOLE: %m");
       return -1;
     }
+    pthread_mutex_lock (&h->data_lock);
+    if (h->data_gen == gen) {
+      h->data_start = offset;
+      h->data_end = hole;
+    }
+    pthread_mutex_unlock (&h->data_lock);
     if (nbdkit_add_extent (extents, offset, hole - offset, 0) == -1)
       return -1;
     offset = hole;

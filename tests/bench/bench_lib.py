@@ -1,0 +1,77 @@
+"""Shared by the job benchmarks: blockd and qemu-storage-daemon side by
+side, measured in alternating rounds after a warm-up round, so that a
+noisy machine, a cold page cache or a cold nbdkit hit both alike; results
+are medians and ratios of medians."""
+import os
+import random
+import shutil
+import statistics
+import sys
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, os.path.join(HERE, '..', 'integration'))
+from backup_lib import Daemon, fail  # noqa: E402
+
+QUICK = os.environ.get('BENCH_QUICK') == '1'
+SIZE = int(os.environ.get('BENCH_SIZE', (256 << 20) if QUICK else (2 << 30)))
+ROUNDS = int(os.environ.get('BENCH_ROUNDS', 2 if QUICK else 3))
+
+
+def blockd_cmd():
+    path = os.environ.get('BLOCKD', 'build-release/blockd')
+    if not os.access(path, os.X_OK):
+        fail('BLOCKD=%s is not executable' % path)
+    return [path]
+
+
+def daemons():
+    """(name, command) of every daemon to measure: blockd first."""
+    out = [('blockd', blockd_cmd())]
+    if shutil.which('qemu-storage-daemon'):
+        out.append(('qemu-storage-daemon', ['qemu-storage-daemon']))
+    return out
+
+
+def make_source(path, size=SIZE):
+    """A raw file of non-zero, incompressible-looking data."""
+    block = bytes(random.Random(1).randrange(1, 256) for _ in range(1 << 20))
+    with open(path, 'wb') as f:
+        for _ in range(size >> 20):
+            f.write(block)
+
+
+def ok(r, what):
+    if 'return' not in r:
+        fail('%s: %r' % (what, r))
+
+
+def alternate(setups, trial, rounds=ROUNDS):
+    """Runs trial(name, state, round) -> seconds for every daemon, a
+    warm-up round first (not counted), then `rounds` rounds whose order
+    alternates.  `setups` maps name -> state.  Returns name -> [seconds]."""
+    names = list(setups)
+    times = {n: [] for n in names}
+    for r in range(rounds + 1):
+        order = names if r % 2 == 0 else names[::-1]
+        for n in order:
+            t = trial(n, setups[n], r)
+            if r > 0:
+                times[n].append(t)
+    return times
+
+
+def report(title, mib, times, target=None):
+    """Prints the median time and rate per daemon and the ratio of medians."""
+    print(title)
+    med = {n: statistics.median(v) for n, v in times.items()}
+    for n, v in times.items():
+        print('  %-20s median %7.2f s  %8.1f MiB/s   (runs: %s)'
+              % (n, med[n], mib / med[n], ' '.join('%.2f' % x for x in v)))
+    if 'qemu-storage-daemon' in med:
+        ratio = med['qemu-storage-daemon'] / med['blockd']
+        print('  speed-up             %7.2fx%s' % (ratio, ' (target >= %gx)' % target if target else ''))
+    return med
+
+
+def start_daemon(cmd):
+    return Daemon(cmd)
