@@ -25,7 +25,7 @@ import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
-from bench_lib import SIZE, alternate, daemons, make_source, ok, report  # noqa: E402
+from bench_lib import SIZE, daemons, make_source, ok, report, with_ceiling  # noqa: E402
 from backup_lib import Daemon, Nbdkit, check, connect, fail, wait_job_end  # noqa: E402
 
 CLUSTER = 64 << 10
@@ -129,15 +129,16 @@ def main():
                 ok(q.cmd('block-export-add', {'type': 'nbd', 'id': 'e', 'node-name': 'src', 'name': 'src',
                                               'writable': True}), 'export')
                 setups[name] = {'q': q, 'nbd': nbd}
+                st_src = src
             mib = SIZE / (1 << 20)
             # nbdkit's default (sparse) allocator takes a write lock and
             # faults in fresh pages for every write, which caps what any
             # client reaches (nbdcopy included); allocator=malloc shows
             # what the daemons themselves can do.
             med = report('full backup of %d MiB to nbdkit memory (default allocator):' % mib, mib,
-                         alternate(setups, full_trial('sparse')), target=2)
+                         with_ceiling(setups, full_trial('sparse'), st_src, 'allocator=sparse'), target=2)
             report('full backup of %d MiB to nbdkit memory allocator=malloc:' % mib, mib,
-                   alternate(setups, full_trial('malloc')), target=2)
+                   with_ceiling(setups, full_trial('malloc'), st_src, 'allocator=malloc'), target=2)
             for name, st in setups.items():
                 full, inc = incremental(st)
                 print('incremental, 1 %% dirty, %s: %.3f s = %.2f %% of the median full backup '

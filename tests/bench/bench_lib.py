@@ -6,11 +6,15 @@ import os
 import random
 import shutil
 import statistics
+import subprocess
 import sys
+import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, '..', 'integration'))
-from backup_lib import Daemon, fail  # noqa: E402
+from backup_lib import Daemon, Nbdkit, fail  # noqa: E402
+
+CEILING = 'nbdcopy -C 4 (ceiling)'
 
 QUICK = os.environ.get('BENCH_QUICK') == '1'
 SIZE = int(os.environ.get('BENCH_SIZE', (256 << 20) if QUICK else (2 << 30)))
@@ -65,13 +69,36 @@ def report(title, mib, times, target=None):
     print(title)
     med = {n: statistics.median(v) for n, v in times.items()}
     for n, v in times.items():
+        if n == CEILING:
+            continue
         print('  %-20s median %7.2f s  %8.1f MiB/s   (runs: %s)'
               % (n, med[n], mib / med[n], ' '.join('%.2f' % x for x in v)))
     if 'qemu-storage-daemon' in med:
         ratio = med['qemu-storage-daemon'] / med['blockd']
         print('  speed-up             %7.2fx%s' % (ratio, ' (target >= %gx)' % target if target else ''))
+    if CEILING in med:
+        print('  %-20s median %7.2f s  %8.1f MiB/s   (the target server\'s own limit; blockd at %.0f %% of it)'
+              % ('nbdcopy -C 4', med[CEILING], mib / med[CEILING], 100 * med[CEILING] / med['blockd']))
     return med
 
 
-def start_daemon(cmd):
-    return Daemon(cmd)
+def ceiling_trial(src, *nbdkit_args):
+    """A trial for alternate(): nbdcopy, libnbd's own copier with four
+    connections, from the source file to a fresh nbdkit memory target -- what
+    the target server itself can take, a ceiling for any client."""
+    def trial(name, st, rnd):
+        with Nbdkit('memory', str(SIZE), *nbdkit_args) as t:
+            t0 = time.monotonic()
+            subprocess.run(['nbdcopy', '-C', '4', src, 'nbd+unix:///?socket=' + t.sock], check=True)
+            return time.monotonic() - t0
+    return trial
+
+
+def with_ceiling(setups, trial, src, *nbdkit_args):
+    """alternate() over the daemons and the nbdcopy ceiling (if installed)."""
+    if not shutil.which('nbdcopy'):
+        return alternate(setups, trial)
+    both = dict(setups)
+    both[CEILING] = None
+    ceil = ceiling_trial(src, *nbdkit_args)
+    return alternate(both, lambda n, st, r: ceil(n, st, r) if n == CEILING else trial(n, st, r))
