@@ -917,9 +917,11 @@ static int qcow2_trim(void *o, uint32_t count, uint64_t offset, uint32_t flags)
     for (uint64_t c = a; c < b && r == 0;) {
         uint64_t e, k = 0;
         ClusterType t;
-        /* A run of clusters holding something: they become unallocated (zero with a backing). */
+        /* A run of clusters holding something: they become unallocated, or
+         * with a backing file zero (as QEMU does: the backing must not show
+         * through, so unallocated clusters get the zero flag too). */
         while (c + k < b && (r = get_entry(s, c + k, &e)) == 0 &&
-               (t = classify(s, e)) != CT_UNALLOC && t != CT_ZERO_PLAIN)
+               (t = classify(s, e)) != CT_ZERO_PLAIN && (t != CT_UNALLOC || s->backing))
             k++;
         if (r == 0 && k)
             r = set_entries(s, c, k, 0, s->backing ? OFLAG_ZERO : 0);
