@@ -283,13 +283,42 @@ static int rc_modify(Qcow2 *s, uint64_t c0, uint64_t n, int delta, GHashTable *f
 /* Gives `n` clusters at the end of the file a refcount of 1 (they become the
  * reservation), adding refcount blocks and growing the refcount table as
  * needed, and flushes.  Layout: [reserved n][new blocks][new table]. */
+/* The last cluster in [from, to) with a non-zero refcount, or UINT64_MAX. */
+static int last_in_use(Qcow2 *s, uint64_t from, uint64_t to, uint64_t *last)
+{
+    *last = UINT64_MAX;
+    for (uint64_t c = from; c < to;) {
+        uint64_t bi = c / s->rb_entries, stop = MIN(to, (bi + 1) * s->rb_entries);
+        int r;
+        uint8_t *b = rblock(s, bi, &r);
+        if (r < 0)
+            return r;
+        for (; b && c < stop; c++)
+            if (rc_get(s, b, c % s->rb_entries))
+                *last = c;
+        c = stop;
+    }
+    return 0;
+}
+
 static int reserve(Qcow2 *s, uint64_t n)
 {
-    const uint64_t start = s->end, rbe = s->rb_entries;
+    uint64_t start = s->end;
+    const uint64_t rbe = s->rb_entries;
     uint64_t B = 0, T = 0, end = 0, lo = 0, hi = 0, missing = 0;
     for (int iter = 0;; iter++) {
         if (iter > 64)
             return -EIO;
+        /* Clusters past the file's end should be free; skip any that are not. */
+        uint64_t used;
+        int r = last_in_use(s, start, start + n + B + T, &used);
+        if (r < 0)
+            return r;
+        if (used != UINT64_MAX) {
+            start = used + 1;
+            B = T = 0;
+            continue;
+        }
         end = start + n + B + T;
         lo = start / rbe;
         hi = (end - 1) / rbe;
@@ -307,6 +336,7 @@ static int reserve(Qcow2 *s, uint64_t n)
     }
     if (T * s->cs > MAX_REFTABLE_BYTES)
         return -EFBIG;
+    s->end = start;
     int r = node_grow(s->file, end * s->cs);
     if (r < 0)
         return r;

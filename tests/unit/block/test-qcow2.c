@@ -627,6 +627,74 @@ static void test_threads(void)
     verify_image(img, expected, size);
 }
 
+static gpointer chaos_worker(gpointer p)
+{
+    Worker *w = p;
+    GRand *rand = g_rand_new_with_seed(w->seed);
+    g_autofree uint8_t *buf = g_malloc(200000);
+    for (int i = 0; i < 300; i++) {
+        uint32_t len = (uint32_t)g_rand_int_range(rand, 1, 200000);
+        uint64_t off = (uint64_t)g_rand_int_range(rand, 0, (gint32)(w->len - len));
+        switch (g_rand_int_range(rand, 0, 8)) {
+        case 0:
+            g_assert_cmpint(node_zero(w->node, len, off, g_rand_boolean(rand) ? BLOCK_FLAG_MAY_TRIM : 0), ==, 0);
+            break;
+        case 1:
+            g_assert_cmpint(node_trim(w->node, len, off, 0), ==, 0);
+            break;
+        case 2:
+            g_assert_cmpint(node_flush(w->node), ==, 0);
+            break;
+        case 3: {
+            BlockExtents *e = extents_new(off, off + len);
+            g_assert_cmpint(node_block_status(w->node, len, off, 0, e), ==, 0);
+            extents_free(e);
+            break;
+        }
+        case 4:
+        case 5:
+            g_assert_cmpint(node_pread(w->node, buf, len, off), ==, 0);
+            break;
+        default:
+            fill_random(rand, buf, len);
+            g_assert_cmpint(node_pwrite(w->node, buf, len, off, 0), ==, 0);
+            break;
+        }
+    }
+    g_rand_free(rand);
+    return NULL;
+}
+
+/* Threads doing everything at once over the same ranges, over a backing
+ * file: the content is whatever won, but the image must stay consistent. */
+static void test_threads_overlapping(void)
+{
+    if (!have_qemu_img())
+        return;
+    const size_t size = 4 * MiB;
+    g_autofree uint8_t *data = g_malloc(size);
+    GRand *rand = g_rand_new_with_seed(77);
+    fill_random(rand, data, size);
+    g_rand_free(rand);
+    g_autofree char *base = path("chaos-base.raw"), *img = path("chaos.qcow2");
+    write_file(base, data, size);
+    g_assert_cmpint(run(NULL, "qemu-img create -q -f qcow2 -o cluster_size=4096 -b %s -F raw %s", base, img), ==, 0);
+    BlockNode *n = open_qcow2(img);
+    Worker w[4];
+    GThread *t[4];
+    for (int i = 0; i < 4; i++) {
+        w[i] = (Worker){ n, NULL, 0, size, (unsigned)i + 200 };
+        t[i] = g_thread_new("chaos", chaos_worker, &w[i]);
+    }
+    for (int i = 0; i < 4; i++)
+        g_thread_join(t[i]);
+    /* What the node reads is what qemu-img reads. */
+    g_autofree uint8_t *now = g_malloc(size);
+    g_assert_cmpint(node_pread(n, now, (uint32_t)size, 0), ==, 0);
+    close_node(n);
+    verify_image(img, now, size);
+}
+
 int main(int argc, char **argv)
 {
     g_test_init(&argc, &argv, NULL);
@@ -646,6 +714,7 @@ int main(int argc, char **argv)
     g_test_add_func("/qcow2/errors", test_errors);
     g_test_add_func("/qcow2/bitmaps-autoclear", test_bitmaps_autoclear);
     g_test_add_func("/qcow2/threads", test_threads);
+    g_test_add_func("/qcow2/threads-overlapping", test_threads_overlapping);
     int rc = g_test_run();
     node_graph_shutdown();
     g_autofree char *cmd = g_strdup_printf("rm -rf %s", tmpdir);
