@@ -20,6 +20,7 @@ const BlockDriver *block_driver_find(const char *name)
 extern const BlockDriver block_driver_raw;
 extern const BlockDriver block_driver_nbd;
 extern const BlockDriver block_driver_overlay;
+extern const BlockDriver block_driver_qcow2;
 
 void block_drivers_init(void)
 {
@@ -28,6 +29,7 @@ void block_drivers_init(void)
         block_driver_register(&block_driver_raw);
         block_driver_register(&block_driver_nbd);
         block_driver_register(&block_driver_overlay);
+        block_driver_register(&block_driver_qcow2);
         plugin_host_register_drivers();
         g_once_init_leave(&done, 1);
     }

@@ -28,6 +28,7 @@
 
 typedef struct BlockOptions BlockOptions;
 typedef struct BlockNode BlockNode;
+struct BlockImageInfo;
 
 typedef struct BlockDriver {
     const char *name;
@@ -68,7 +69,26 @@ typedef struct BlockDriver {
      * a file descriptor, return 0 and set *fd and *fd_offset so the caller
      * can sendfile()/splice() them; return -ENOTSUP otherwise. */
     int (*read_fd)(void *opaque, uint32_t count, uint64_t offset, int *fd, uint64_t *fd_offset);
+
+    /* Optional: makes the node at least `size` bytes long (a format driver
+     * appending clusters to its file); 0 or -errno.  The node layer then
+     * accepts I/O up to the new size. */
+    int (*grow)(void *opaque, uint64_t size);
+
+    /* Optional: what query-named-block-nodes shows of an image format
+     * (backing file, cluster size).  Strings stay owned by the driver. */
+    void (*image_info)(void *opaque, struct BlockImageInfo *info);
 } BlockDriver;
+
+/* Image details a format driver reports (all optional: NULL / 0). */
+typedef struct BlockImageInfo {
+    const char *filename;              /* the image file's name */
+    const char *backing_filename;      /* as recorded in the image */
+    const char *full_backing_filename; /* resolved against the image's directory */
+    const char *backing_format;
+    BlockNode *backing;                /* the backing node in use, or NULL */
+    uint32_t cluster_size;
+} BlockImageInfo;
 
 /* Registers a driver under its name (called from block_drivers_init). */
 void block_driver_register(const BlockDriver *drv);

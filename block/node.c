@@ -15,6 +15,7 @@ struct BlockNode {
     NodeCaps caps;
     gint refcount;
     GPtrArray *children;  /* BlockNode *, each holding a reference */
+    GPtrArray *implicit;  /* names of children this node created itself */
     char *filename;       /* the `filename` option, if any */
     /* Before-write hooks, sorted by order; writers hold hooks_lock for
      * reading while they run them, so removal waits for running calls.
@@ -185,6 +186,7 @@ BlockNode *node_create(JsonObject *options, GError **errp)
     node->read_only = read_only;
     node->refcount = 1;
     node->children = g_ptr_array_new_with_free_func((GDestroyNotify)node_unref);
+    node->implicit = g_ptr_array_new_with_free_func(g_free);
     node->filename = g_strdup(json_object_get_string_member_with_default(options, "filename", NULL));
     g_rw_lock_init(&node->hooks_lock);
     node->hooks = g_ptr_array_new_with_free_func(g_free);
@@ -311,6 +313,11 @@ void node_unref(BlockNode *node)
     if (node->opaque && node->drv->close)
         node->drv->close(node->opaque);
     g_ptr_array_free(node->children, TRUE);
+    /* Implicit children leave the graph with their parent (unless in use;
+     * at shutdown the graph is already empty and drops them itself). */
+    for (guint i = 0; i < node->implicit->len; i++)
+        node_delete(node->implicit->pdata[i], NULL);
+    g_ptr_array_free(node->implicit, TRUE);
     g_ptr_array_free(node->hooks, TRUE);
     g_ptr_array_free(node->close_notifiers, TRUE);
     g_rw_lock_clear(&node->hooks_lock);
@@ -329,9 +336,16 @@ void node_add_child(BlockNode *parent, BlockNode *child)
     g_ptr_array_add(parent->children, node_ref(child));
 }
 
+void node_add_implicit_child(BlockNode *parent, BlockNode *child)
+{
+    node_add_child(parent, child);
+    g_ptr_array_add(parent->implicit, g_strdup(child->name));
+}
+
 const char *node_name(BlockNode *node) { return node->name; }
 const char *node_driver_name(BlockNode *node) { return node->drv->name; }
-uint64_t node_size(BlockNode *node) { return node->size; }
+/* The size only grows (node_grow), so a relaxed atomic read is enough. */
+uint64_t node_size(BlockNode *node) { return __atomic_load_n(&node->size, __ATOMIC_ACQUIRE); }
 bool node_read_only(BlockNode *node) { return node->read_only; }
 const NodeCaps *node_caps(BlockNode *node) { return &node->caps; }
 const char *node_filename(BlockNode *node) { return node->filename; }
@@ -415,7 +429,8 @@ static int run_after_write_hooks(BlockNode *node, const void *buf, uint64_t offs
 
 static void assert_range(BlockNode *node, uint64_t count, uint64_t offset)
 {
-    g_assert(offset <= node->size && count <= node->size - offset);
+    uint64_t size = node_size(node);
+    g_assert(offset <= size && count <= size - offset);
 }
 
 int node_pread(BlockNode *node, void *buf, uint32_t count, uint64_t offset)
@@ -563,4 +578,31 @@ int node_read_fd(BlockNode *node, uint32_t count, uint64_t offset, int *fd, uint
     if (!node->drv->read_fd)
         return -ENOTSUP;
     return node->drv->read_fd(node->opaque, count, offset, fd, fd_offset);
+}
+
+int node_grow(BlockNode *node, uint64_t size)
+{
+    uint64_t cur = node_size(node);
+    if (size <= cur)
+        return 0;
+    if (node->read_only)
+        return -EROFS;
+    if (!node->drv->grow)
+        return -ENOTSUP;
+    int r = node->drv->grow(node->opaque, size);
+    if (r < 0)
+        return r;
+    while (cur < size &&
+           !__atomic_compare_exchange_n(&node->size, &cur, size, false, __ATOMIC_RELEASE, __ATOMIC_ACQUIRE))
+        ;
+    return 0;
+}
+
+bool node_image_info(BlockNode *node, BlockImageInfo *info)
+{
+    memset(info, 0, sizeof *info);
+    if (!node->drv->image_info)
+        return false;
+    node->drv->image_info(node->opaque, info);
+    return true;
 }

@@ -53,6 +53,10 @@ void node_unref(BlockNode *node);
 unsigned node_users(BlockNode *node);
 /* Records `child` as a child of `parent` (takes a reference on child). */
 void node_add_child(BlockNode *parent, BlockNode *child);
+/* Like node_add_child for a node the parent created itself (an implicit
+ * file or backing node): when the parent closes, the child also leaves the
+ * graph unless someone else still uses it. */
+void node_add_implicit_child(BlockNode *parent, BlockNode *child);
 /* True if some node of the graph has `node` as a child (it is not a root). */
 bool node_has_parent(BlockNode *node);
 
@@ -114,3 +118,8 @@ int node_cache(BlockNode *node, uint32_t count, uint64_t offset);
 int node_block_status(BlockNode *node, uint32_t count, uint64_t offset, uint32_t flags, BlockExtents *extents);
 /* Zero-copy read: the fd and offset holding [offset, offset+count), or -ENOTSUP. */
 int node_read_fd(BlockNode *node, uint32_t count, uint64_t offset, int *fd, uint64_t *fd_offset);
+/* Grows a writable node to at least `size` bytes (formats appending to their
+ * file); 0 if it already is that large, -ENOTSUP if the driver cannot. */
+int node_grow(BlockNode *node, uint64_t size);
+/* Fills `info` with the driver's image details; false (info zeroed) if it has none. */
+bool node_image_info(BlockNode *node, BlockImageInfo *info);

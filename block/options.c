@@ -40,6 +40,15 @@ void block_options_mark_used(BlockOptions *opts, const char *key)
     g_hash_table_add(opts->used, g_strdup(key));
 }
 
+bool block_options_is_null(BlockOptions *opts, const char *key)
+{
+    JsonNode *node = json_object_get_member(opts->obj, key);
+    if (!node || !JSON_NODE_HOLDS_NULL(node))
+        return false;
+    block_options_mark_used(opts, key);
+    return true;
+}
+
 /* The scalar value of `key`, or NULL when absent; marks the key used. */
 static JsonNode *get_member(BlockOptions *opts, const char *key)
 {

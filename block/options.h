@@ -29,6 +29,8 @@ bool block_options_get_size(BlockOptions *opts, const char *key, bool required, 
 bool block_options_get_uint(BlockOptions *opts, const char *key, uint64_t max, uint64_t *out, GError **errp);
 /* A nested object option (for dotted keys); NULL when absent or not an object. */
 JsonObject *block_options_get_object(BlockOptions *opts, const char *key);
+/* True if `key` is present with the JSON value null (marks it used). */
+bool block_options_is_null(BlockOptions *opts, const char *key);
 /* Marks `key` used without reading it. */
 void block_options_mark_used(BlockOptions *opts, const char *key);
 /* Fails naming the first option no getter used ("Parameter 'x' is unexpected"). */

@@ -12,9 +12,10 @@ typedef struct RawState {
 } RawState;
 
 /* The child named by the `file` option: a node name, or nested options of a new node. */
-static BlockNode *raw_open_child(BlockNode *self, BlockOptions *opts, GError **errp)
+static BlockNode *raw_open_child(BlockNode *self, BlockOptions *opts, bool *created, GError **errp)
 {
     JsonObject *nested = block_options_get_object(opts, "file");
+    *created = nested != NULL;
     if (nested) {
         g_autoptr(JsonObject) copy = json_object_new();
         GList *members = json_object_get_members(nested);
@@ -38,11 +39,25 @@ static BlockNode *raw_open_child(BlockNode *self, BlockOptions *opts, GError **e
     return child;
 }
 
+static void *raw_open_over(BlockNode *self, BlockNode *child, bool created, BlockOptions *opts,
+                           bool read_only, GError **errp);
+
 static void *raw_open(BlockNode *self, BlockOptions *opts, bool read_only, GError **errp)
 {
-    BlockNode *child = raw_open_child(self, opts, errp);
+    bool created;
+    BlockNode *child = raw_open_child(self, opts, &created, errp);
     if (!child)
         return NULL;
+    void *s = raw_open_over(self, child, created, opts, read_only, errp);
+    /* A child made from nested options leaves with its parent (or its failure). */
+    if (!s && created)
+        node_delete(node_name(child), NULL);
+    return s;
+}
+
+static void *raw_open_over(BlockNode *self, BlockNode *child, bool created, BlockOptions *opts,
+                           bool read_only, GError **errp)
+{
     uint64_t child_size = node_size(child);
     uint64_t offset = 0, size = UINT64_MAX;
     if (!block_options_get_size(opts, "offset", false, &offset, errp) ||
@@ -69,7 +84,10 @@ static void *raw_open(BlockNode *self, BlockOptions *opts, bool read_only, GErro
                     node_name(child), node_name(self));
         return NULL;
     }
-    node_add_child(self, child);
+    if (created)
+        node_add_implicit_child(self, child);
+    else
+        node_add_child(self, child);
     RawState *s = g_new0(RawState, 1);
     s->child = child;
     s->offset = offset;

@@ -10,6 +10,7 @@
 #include <sys/stat.h>
 #include <stdio.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "block/driver.h"
 #include "block/options.h"
@@ -181,11 +182,35 @@ static int file_read_fd(void *opaque, uint32_t count, uint64_t offset, int *fd, 
     return plugin_handle_read_fd(opaque, count, offset, fd, fd_offset);
 }
 
+/* Growing a regular file: ftruncate on the plugin's own descriptor (a
+ * block device cannot grow; it is large enough or the request fails). */
+static int file_grow(void *opaque, uint64_t size)
+{
+    int fd;
+    uint64_t fd_offset;
+    if (plugin_handle_read_fd(opaque, 0, 0, &fd, &fd_offset) < 0)
+        return -ENOTSUP;
+    /* One grower at a time: a smaller ftruncate racing a larger one would shrink. */
+    static GMutex grow_lock;
+    g_mutex_lock(&grow_lock);
+    struct stat st;
+    int r = 0;
+    if (fstat(fd, &st) < 0)
+        r = -errno;
+    else if (!S_ISREG(st.st_mode))
+        r = size <= (uint64_t) ((PluginHandle *) opaque)->caps.size ? 0 : -ENOSPC;
+    else if ((uint64_t) st.st_size < size && ftruncate(fd, (off_t) size) < 0)
+        r = -errno;
+    g_mutex_unlock(&grow_lock);
+    return r;
+}
+
 static const BlockDriver file_driver = {
     .name = "file",
     .open = file_open,
     PLUGIN_DRIVER_CALLBACKS,
     .read_fd = file_read_fd,
+    .grow = file_grow,
 };
 
 /* ---- memory ---- */

@@ -24,8 +24,9 @@ static char *describe_filename(const BlockdevOptions *o)
     switch (o->driver) {
     case BLOCKDEV_DRIVER_FILE:
         return g_strdup(o->u.file.filename);
-    case BLOCKDEV_DRIVER_RAW: {
-        const BlockdevRef *ref = o->u.raw.file;
+    case BLOCKDEV_DRIVER_RAW:
+    case BLOCKDEV_DRIVER_QCOW2: {
+        const BlockdevRef *ref = o->driver == BLOCKDEV_DRIVER_RAW ? o->u.raw.file : o->u.qcow2.file;
         if (ref->type == QAPI_QTYPE_QSTRING)
             return g_strdup(filename_of(ref->u.reference));
         return describe_filename(ref->u.definition);
@@ -68,10 +69,29 @@ bool qmp_blockdev_del(QmpSession *session, q_obj_blockdev_del_arg *args, GError 
     return true;
 }
 
+/* Length of a node's backing chain (format drivers report their backing). */
+static int64_t backing_depth(BlockNode *node)
+{
+    BlockImageInfo img;
+    int64_t depth = 0;
+    while (depth < 1000 && node_image_info(node, &img) && img.backing) {
+        depth++;
+        node = img.backing;
+    }
+    return depth;
+}
+
 static BlockDeviceInfo *node_info(BlockNode *node)
 {
     BlockDeviceInfo *info = g_new0(BlockDeviceInfo, 1);
+    BlockImageInfo img;
+    bool has_img = node_image_info(node, &img);
     const char *file = filename_of(node_name(node));
+    /* Nodes a format driver opened itself were not added through QMP. */
+    if (!*file && node_filename(node))
+        file = node_filename(node);
+    if (!*file && has_img && img.filename)
+        file = img.filename;
     info->file = g_strdup(file);
     info->has_node_name = true;
     info->node_name = g_strdup(node_name(node));
@@ -82,6 +102,26 @@ static BlockDeviceInfo *node_info(BlockNode *node)
     info->image->filename = g_strdup(file);
     info->image->format = g_strdup(node_driver_name(node));
     info->image->virtual_size = (int64_t)node_size(node);
+    if (has_img) {
+        if (img.cluster_size) {
+            info->image->has_cluster_size = true;
+            info->image->cluster_size = img.cluster_size;
+        }
+        if (img.backing_filename) {
+            info->has_backing_file = true;
+            info->backing_file = g_strdup(img.backing_filename);
+            info->image->has_backing_filename = true;
+            info->image->backing_filename = g_strdup(img.backing_filename);
+            info->image->has_full_backing_filename = true;
+            info->image->full_backing_filename =
+                g_strdup(img.full_backing_filename ? img.full_backing_filename : img.backing_filename);
+        }
+        if (img.backing_format) {
+            info->image->has_backing_filename_format = true;
+            info->image->backing_filename_format = g_strdup(img.backing_format);
+        }
+        info->backing_file_depth = backing_depth(node);
+    }
     info->cache = g_new0(BlockdevCacheInfo, 1);
     info->cache->writeback = true;
     /* Dirty bitmaps, newest first as QEMU lists them; absent when none. */

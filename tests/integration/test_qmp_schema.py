@@ -65,7 +65,9 @@ def compare(ours, theirs, a, b, where, seen):
         for m in x['members']:
             kinds = [t['type'] for t in y['members'] if theirs[t['type']]['meta-type'] == ours[m['type']]['meta-type']]
             check(kinds, '%s: alternate branch %s not in QEMU' % (where, m['type']))
-            compare(ours, theirs, m['type'], kinds[0], where + '|', seen)
+            # Builtins all share a meta-type: match them by name (null vs str).
+            same = [k for k in kinds if k == m['type']]
+            compare(ours, theirs, m['type'], (same or kinds)[0], where + '|', seen)
     elif mt == 'object':
         qm = {m['name']: m for m in y['members']}
         for m in x['members']:

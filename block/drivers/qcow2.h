@@ -1,0 +1,14 @@
+/* The qcow2 format driver (block/drivers/qcow2.c) and image creation. */
+#pragma once
+
+#include <stdbool.h>
+#include <stdint.h>
+#include <glib.h>
+
+/* Creates (or truncates) `path` as an empty qcow2 v3 image of `size` bytes
+ * with 16-bit refcounts.  `backing_file` (may be NULL) is recorded as is,
+ * with `backing_format` ("raw", "qcow2"; NULL records none) in a header
+ * extension.  cluster_size 0 means 64 KiB; otherwise a power of two from
+ * 512 bytes to 2 MiB.  Plain POSIX I/O; the result passes qemu-img check. */
+bool qcow2_create_image(const char *path, uint64_t size, const char *backing_file,
+                        const char *backing_format, uint32_t cluster_size, GError **errp);
