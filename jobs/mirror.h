@@ -1,10 +1,10 @@
 /* The mirror job: a live copy of a node that guests keep writing to
  * (QEMU's blockdev-mirror; see reference/block-jobs.md section 3).
  *
- * A first pass copies what the source holds (holes and zero regions are
- * written as zeroes), then the job loops over the regions guests dirtied
- * meanwhile, tracked in an anonymous dirty bitmap that an after-write hook
- * on the source fills.  When nothing is dirty it becomes READY and keeps the
+ * The job marks what the source holds dirty in an anonymous bitmap, which
+ * an after-write hook on the source also fills, and loops copying dirty
+ * regions (holes and zero regions are written as zeroes); the first pass
+ * is simply the first time round.  When nothing is dirty it becomes READY and keeps the
  * target in sync.  job-complete pivots: every export of the source switches
  * to the target atomically (drained, final sync, swap); a soft cancel after
  * READY ends the same way without the swap.  In write-blocking mode a

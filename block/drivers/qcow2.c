@@ -155,7 +155,7 @@ static int file_write(Qcow2 *s, const void *buf, uint64_t len, uint64_t off)
     if (off + len > node_size(s->file)) {
         int r = node_grow(s->file, DIV_UP(off + len, s->cs) * s->cs);
         if (r < 0)
-            return r;
+            return r == -ENOTSUP ? -ENOSPC : r; /* a fixed-size child (NBD, device) is full */
     }
     while (len > 0) {
         uint32_t n = (uint32_t)MIN(len, (uint64_t)1 << 30);
@@ -339,7 +339,7 @@ static int reserve(Qcow2 *s, uint64_t n)
     s->end = start;
     int r = node_grow(s->file, end * s->cs);
     if (r < 0)
-        return r;
+        return r == -ENOTSUP ? -ENOSPC : r; /* a fixed-size child is full */
 
     uint64_t new_entries = T ? T * s->cs / 8 : s->rt_entries;
     uint64_t *rt = g_new0(uint64_t, new_entries);
@@ -1044,7 +1044,7 @@ static char *implicit_name(const char *base, const char *suffix)
     char *name = g_strconcat(base, suffix, NULL);
     if (strlen(name) <= 31 && !node_find(name))
         return name;
-    g_free(name);
+    g_clear_pointer(&name, g_free);
     do {
         g_free(name);
         name = g_strdup_printf("qcow2-implicit%d", g_atomic_int_add(&counter, 1));

@@ -13,7 +13,7 @@
 /* The members BlockdevBackup and DriveBackup share (QEMU's BackupCommon). */
 #define BACKUP_COMMON_TO_OPTIONS(a, o)                                                   \
     do {                                                                                 \
-        (o)->job_id = (a)->has_job_id ? (a)->job_id : NULL;                              \
+        (o)->job_id = (a)->has_job_id ? (a)->job_id : (a)->device; /* see docs/qmp.md */ \
         (o)->device = (a)->device;                                                       \
         (o)->sync = (BackupSync)(a)->sync;                                               \
         (o)->bitmap = (a)->has_bitmap ? (a)->bitmap : NULL;                              \

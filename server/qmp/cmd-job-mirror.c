@@ -13,7 +13,7 @@
 /* The members BlockdevMirror and DriveMirror share. */
 #define MIRROR_COMMON_TO_OPTIONS(a, o)                                                   \
     do {                                                                                 \
-        (o)->job_id = (a)->has_job_id ? (a)->job_id : NULL;                              \
+        (o)->job_id = (a)->has_job_id ? (a)->job_id : (a)->device; /* see docs/qmp.md */ \
         (o)->device = (a)->device;                                                       \
         (o)->sync = (BackupSync)(a)->sync;                                               \
         (o)->speed = (a)->has_speed ? (a)->speed : 0;                                    \

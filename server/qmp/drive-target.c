@@ -1,6 +1,12 @@
-/* Target images for drive-backup and drive-mirror (see drive-target.h). */
+/* Target images for drive-backup and drive-mirror (see drive-target.h).
+ *
+ * Like QEMU's drive-backup/drive-mirror, the target is named by a file
+ * name (or a URI) rather than a node: this opens the protocol node (a file,
+ * or an NBD client for a URI) and, for qcow2, the format node on top of it,
+ * which also opens the backing chain the image header names. */
 #include "server/qmp/drive-target.h"
 #include "server/qmp/qapi-runtime.h"
+#include "block/drivers/qcow2.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -8,33 +14,148 @@
 #include <unistd.h>
 #include <json-glib/json-glib.h>
 
+static bool is_nbd_uri(const char *path)
+{
+    return g_str_has_prefix(path, "nbd:") || g_str_has_prefix(path, "nbd+") ||
+           g_str_has_prefix(path, "nbds:") || g_str_has_prefix(path, "nbds+");
+}
+
+/* Options of an NBD client node for `uri` (QEMU's nbd URI forms). */
+static JsonObject *nbd_uri_options(const char *uri, GError **errp)
+{
+    g_autoptr(GError) err = NULL;
+    g_autoptr(GUri) u = g_uri_parse(uri, G_URI_FLAGS_ENCODED_QUERY, &err);
+    if (!u) {
+        g_set_error(errp, QMP_ERROR, QMP_ERROR_GENERIC, "Invalid NBD URI '%s': %s", uri, err->message);
+        return NULL;
+    }
+    const char *scheme = g_uri_get_scheme(u);
+    if (g_str_has_prefix(scheme, "nbds")) {
+        g_set_error(errp, QMP_ERROR, QMP_ERROR_GENERIC,
+                    "NBD URI '%s': TLS needs credentials; add the target with blockdev-add "
+                    "and tls-creds, then use blockdev-backup/blockdev-mirror", uri);
+        return NULL;
+    }
+    JsonObject *server = json_object_new();
+    if (strcmp(scheme, "nbd+unix") == 0) {
+        g_autofree char *sock = NULL;
+        const char *query = g_uri_get_query(u);
+        g_autoptr(GHashTable) params = query ? g_uri_parse_params(query, -1, "&", G_URI_PARAMS_NONE, NULL)
+                                             : NULL;
+        if (params)
+            sock = g_strdup(g_hash_table_lookup(params, "socket"));
+        if (!sock || (g_uri_get_host(u) && *g_uri_get_host(u))) {
+            g_set_error(errp, QMP_ERROR, QMP_ERROR_GENERIC,
+                        "NBD URI '%s': nbd+unix needs ?socket=PATH and no host", uri);
+            json_object_unref(server);
+            return NULL;
+        }
+        json_object_set_string_member(server, "type", "unix");
+        json_object_set_string_member(server, "path", sock);
+    } else if (strcmp(scheme, "nbd") == 0 || strcmp(scheme, "nbd+tcp") == 0) {
+        const char *host = g_uri_get_host(u);
+        if (!host || !*host) {
+            g_set_error(errp, QMP_ERROR, QMP_ERROR_GENERIC, "NBD URI '%s' has no host", uri);
+            json_object_unref(server);
+            return NULL;
+        }
+        g_autofree char *port = g_strdup_printf("%d", g_uri_get_port(u) > 0 ? g_uri_get_port(u) : 10809);
+        json_object_set_string_member(server, "type", "inet");
+        json_object_set_string_member(server, "host", host);
+        json_object_set_string_member(server, "port", port);
+    } else {
+        g_set_error(errp, QMP_ERROR, QMP_ERROR_GENERIC, "NBD URI '%s': unknown scheme '%s'", uri, scheme);
+        json_object_unref(server);
+        return NULL;
+    }
+    JsonObject *opts = json_object_new();
+    json_object_set_string_member(opts, "driver", "nbd");
+    json_object_set_object_member(opts, "server", server);
+    const char *path = g_uri_get_path(u);
+    while (path && *path == '/')
+        path++;
+    if (path && *path) {
+        g_autofree char *export = g_uri_unescape_string(path, NULL);
+        json_object_set_string_member(opts, "export", export ? export : path);
+    }
+    return opts;
+}
+
+/* "qcow2" if the file starts with qcow2's magic, else "raw" (QEMU probes likewise). */
+static const char *probe_format(const char *path)
+{
+    unsigned char magic[4] = { 0 };
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return "raw"; /* opening the file node reports the error */
+    ssize_t n = read(fd, magic, sizeof magic);
+    close(fd);
+    return n == 4 && memcmp(magic, "QFI\xfb", 4) == 0 ? "qcow2" : "raw";
+}
+
+static bool create_image(const char *path, const char *format, uint64_t size, GError **errp)
+{
+    if (strcmp(format, "qcow2") == 0) {
+        g_autoptr(GError) err = NULL;
+        if (!qcow2_create_image(path, size, NULL, NULL, 0, &err)) {
+            g_set_error(errp, QMP_ERROR, QMP_ERROR_GENERIC, "Could not create '%s': %s", path, err->message);
+            return false;
+        }
+        return true;
+    }
+    int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+    if (fd < 0 || ftruncate(fd, (off_t)size) < 0) {
+        int err = errno;
+        if (fd >= 0)
+            close(fd);
+        g_set_error(errp, QMP_ERROR, QMP_ERROR_GENERIC, "Could not create '%s': %s", path, g_strerror(err));
+        return false;
+    }
+    close(fd);
+    return true;
+}
+
 BlockNode *qmp_open_drive_target(const char *command, const char *path, const char *format,
                                  bool existing, const char *node_name, uint64_t size,
                                  GError **errp)
 {
     static unsigned counter;
-    if (format && strcmp(format, "raw") != 0) {
+    if (format && strcmp(format, "raw") != 0 && strcmp(format, "qcow2") != 0) {
         g_set_error(errp, QMP_ERROR, QMP_ERROR_GENERIC,
-                    "%s: format '%s' is not supported (only raw)", command, format);
+                    "%s: format '%s' is not supported (raw or qcow2)", command, format);
         return NULL;
     }
-    if (!existing) {
-        int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-        if (fd < 0 || ftruncate(fd, (off_t)size) < 0) {
-            int err = errno;
-            if (fd >= 0)
-                close(fd);
-            g_set_error(errp, QMP_ERROR, QMP_ERROR_GENERIC, "Could not create '%s': %s",
-                        path, g_strerror(err));
-            return NULL;
-        }
-        close(fd);
+    bool uri = is_nbd_uri(path);
+    if (uri && !existing) {
+        g_set_error(errp, QMP_ERROR, QMP_ERROR_GENERIC,
+                    "Protocol driver 'nbd' does not support image creation");
+        return NULL;
     }
-    g_autoptr(JsonObject) opts = json_object_new();
+    if (!format)
+        format = existing && !uri ? probe_format(path) : "raw";
+    if (!existing && !create_image(path, format, size, errp))
+        return NULL;
+
+    g_autoptr(JsonObject) proto = NULL;
+    if (uri) {
+        proto = nbd_uri_options(path, errp);
+        if (!proto)
+            return NULL;
+    } else {
+        proto = json_object_new();
+        json_object_set_string_member(proto, "driver", "file");
+        json_object_set_string_member(proto, "filename", path);
+    }
     g_autofree char *name = node_name ? g_strdup(node_name)
                                       : g_strdup_printf("%s-%u", command, ++counter);
-    json_object_set_string_member(opts, "driver", "file");
+    if (strcmp(format, "raw") == 0) {
+        /* A raw image is its protocol node, as before (no extra layer). */
+        json_object_set_string_member(proto, "node-name", name);
+        return node_create(proto, errp);
+    }
+    g_autoptr(JsonObject) opts = json_object_new();
+    json_object_set_string_member(opts, "driver", format);
     json_object_set_string_member(opts, "node-name", name);
-    json_object_set_string_member(opts, "filename", path);
+    json_object_set_object_member(opts, "file", json_object_ref(proto));
     return node_create(opts, errp);
 }

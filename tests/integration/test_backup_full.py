@@ -62,7 +62,6 @@ def scenario(cmd):
             {'job-id': 'x', 'device': 'src', 'target': 't1', 'sync': 'bitmap', 'bitmap': 'nob'},
             {'job-id': 'x', 'device': 'src', 'target': 't1', 'sync': 'full', 'bitmap-mode': 'never'},
             {'job-id': '1x', 'device': 'src', 'target': 't1', 'sync': 'full'},
-            {'device': 'src', 'target': 't1', 'sync': 'full'},
         ]:
             r = q.cmd('blockdev-backup', args)
             check('error' in r, 'blockdev-backup %r succeeded' % args)
@@ -128,7 +127,6 @@ def main():
         "Bitmap 'nob' could not be found",
         'Cannot specify bitmap sync mode without a bitmap',
         "Invalid job ID '1x'",
-        "Invalid job ID ''",
         "Job 'k' in state 'pending' cannot accept command verb 'dismiss'",
         "Job 'k' in state 'pending' cannot accept command verb 'pause'",
         "Block job 'nope' not found",
