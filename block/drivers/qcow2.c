@@ -911,15 +911,16 @@ static int qcow2_zero(void *o, uint32_t count, uint64_t offset, uint32_t flags)
                 r = -ENOTSUP; /* the node layer writes zeroes */
     }
     for (uint64_t c = a; c < b && r == 0;) {
+        uint64_t e1, k = 1;
         ZeroAction act = zero_action(s, c, may_trim, &e, &r);
-        uint64_t k = 1;
-        if (act == ZA_PLAIN)
-            while (c + k < b && zero_action(s, c + k, may_trim, &e, &r) == ZA_PLAIN)
-                k++;
+        /* Runs: plain entries, or kept clusters contiguous on the host. */
+        while (r == 0 && act != ZA_SKIP && c + k < b && zero_action(s, c + k, may_trim, &e1, &r) == act &&
+               (act == ZA_PLAIN || (e1 & L2E_OFFSET_MASK) == (e & L2E_OFFSET_MASK) + k * cs))
+            k++;
         if (r < 0)
             break;
         if (act == ZA_KEEP)
-            r = set_entries(s, c, 1, e & L2E_OFFSET_MASK, OFLAG_COPIED | OFLAG_ZERO);
+            r = set_entries(s, c, k, e & L2E_OFFSET_MASK, OFLAG_COPIED | OFLAG_ZERO);
         else if (act == ZA_PLAIN)
             r = set_entries(s, c, k, 0, s->version >= 3 ? OFLAG_ZERO : 0);
         c += k;
