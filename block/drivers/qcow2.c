@@ -553,8 +553,20 @@ static int l2_for_write(Qcow2 *s, uint64_t l1i, L2Table **out)
         return -EIO;
     uint64_t l1e = s->l1[l1i];
     if (l1e & L1E_OFFSET_MASK) {
-        if (!(l1e & OFLAG_COPIED))
-            return -EIO; /* shared with a snapshot: refused at open */
+        if (!(l1e & OFLAG_COPIED)) {
+            /* Only snapshots share tables (refused at open); a missing flag
+             * on a table referenced once is just repaired. */
+            uint64_t rc;
+            int r = refcount_of(s, (l1e & L1E_OFFSET_MASK) >> s->cluster_bits, &rc);
+            if (r < 0)
+                return r;
+            if (rc != 1)
+                return -EIO;
+            l1e |= OFLAG_COPIED;
+            if ((r = write_be64(s, l1e, s->l1_offset + 8 * l1i)) < 0)
+                return r;
+            s->l1[l1i] = l1e;
+        }
         return l2_load(s, l1e & L1E_OFFSET_MASK, out);
     }
     uint64_t off;
