@@ -553,8 +553,20 @@ static int l2_for_write(Qcow2 *s, uint64_t l1i, L2Table **out)
         return -EIO;
     uint64_t l1e = s->l1[l1i];
     if (l1e & L1E_OFFSET_MASK) {
-        if (!(l1e & OFLAG_COPIED))
-            return -EIO; /* shared with a snapshot: refused at open */
+        if (!(l1e & OFLAG_COPIED)) {
+            /* Only snapshots share tables (refused at open); a missing flag
+             * on a table referenced once is just repaired. */
+            uint64_t rc;
+            int r = refcount_of(s, (l1e & L1E_OFFSET_MASK) >> s->cluster_bits, &rc);
+            if (r < 0)
+                return r;
+            if (rc != 1)
+                return -EIO;
+            l1e |= OFLAG_COPIED;
+            if ((r = write_be64(s, l1e, s->l1_offset + 8 * l1i)) < 0)
+                return r;
+            s->l1[l1i] = l1e;
+        }
         return l2_load(s, l1e & L1E_OFFSET_MASK, out);
     }
     uint64_t off;
@@ -911,15 +923,16 @@ static int qcow2_zero(void *o, uint32_t count, uint64_t offset, uint32_t flags)
                 r = -ENOTSUP; /* the node layer writes zeroes */
     }
     for (uint64_t c = a; c < b && r == 0;) {
+        uint64_t e1, k = 1;
         ZeroAction act = zero_action(s, c, may_trim, &e, &r);
-        uint64_t k = 1;
-        if (act == ZA_PLAIN)
-            while (c + k < b && zero_action(s, c + k, may_trim, &e, &r) == ZA_PLAIN)
-                k++;
+        /* Runs: plain entries, or kept clusters contiguous on the host. */
+        while (r == 0 && act != ZA_SKIP && c + k < b && zero_action(s, c + k, may_trim, &e1, &r) == act &&
+               (act == ZA_PLAIN || (e1 & L2E_OFFSET_MASK) == (e & L2E_OFFSET_MASK) + k * cs))
+            k++;
         if (r < 0)
             break;
         if (act == ZA_KEEP)
-            r = set_entries(s, c, 1, e & L2E_OFFSET_MASK, OFLAG_COPIED | OFLAG_ZERO);
+            r = set_entries(s, c, k, e & L2E_OFFSET_MASK, OFLAG_COPIED | OFLAG_ZERO);
         else if (act == ZA_PLAIN)
             r = set_entries(s, c, k, 0, s->version >= 3 ? OFLAG_ZERO : 0);
         c += k;

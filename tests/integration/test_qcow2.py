@@ -180,6 +180,22 @@ def main():
         q.wait_event('BLOCK_EXPORT_DELETED')
         for name in ('top2', 'mid', 'midf'):
             ok(q.cmd('blockdev-del', {'node-name': name}), 'blockdev-del ' + name)
+        # The same chain with the backing given inline: same content, and
+        # its implicit nodes leave with it.
+        ok(q.cmd('blockdev-add', {'driver': 'qcow2', 'node-name': 'top3', 'read-only': True,
+                                  'file': {'driver': 'file', 'filename': top, 'read-only': True},
+                                  'backing': {'driver': 'qcow2', 'read-only': True, 'backing': None,
+                                              'file': {'driver': 'file', 'filename': d.path('mid.qcow2'),
+                                                       'read-only': True}}}), 'top3')
+        check(nodes(q)['top3']['backing_file_depth'] == 1, 'inline backing depth')
+        ok(q.cmd('block-export-add', {'type': 'nbd', 'id': 'e2', 'node-name': 'top3', 'name': 'top3'}), 'export top3')
+        h = connect(sock, 'top3')
+        check(bytes(h.pread(SIZE, 0)) == bytes(expect), 'top3 (inline backing) content')
+        h.shutdown()
+        ok(q.cmd('block-export-del', {'id': 'e2'}), 'block-export-del e2')
+        q.wait_event('BLOCK_EXPORT_DELETED')
+        ok(q.cmd('blockdev-del', {'node-name': 'top3'}), 'blockdev-del top3')
+        check(not nodes(q), 'nodes left after top3: %r' % sorted(nodes(q)))
         q.close()
         check(d.stop() == 0, 'daemon exit status')
 

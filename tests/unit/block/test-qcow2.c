@@ -577,6 +577,32 @@ static void test_bitmaps_autoclear(void)
     g_assert_cmpuint(header_u32(img, 92) & 1, ==, 0);
 }
 
+/* An L1 entry missing its COPIED flag (refcount 1) is repaired on write. */
+static void test_copied_flag_repair(void)
+{
+    if (!have_qemu_img())
+        return;
+    g_autofree char *img = path("copied.qcow2");
+    g_assert_cmpint(run(NULL, "qemu-img create -q -f qcow2 %s 4M && qemu-io -f qcow2 -c \"write -P 1 0 64k\" %s "
+                              ">/dev/null", img, img), ==, 0);
+    int fd = open(img, O_RDWR);
+    g_assert_cmpint(fd, >=, 0);
+    uint64_t l1, e;
+    g_assert_cmpint(pread(fd, &l1, 8, 40), ==, 8);
+    g_assert_cmpint(pread(fd, &e, 8, (off_t)GUINT64_FROM_BE(l1)), ==, 8);
+    e = GUINT64_TO_BE(GUINT64_FROM_BE(e) & ~(UINT64_C(1) << 63));
+    g_assert_cmpint(pwrite(fd, &e, 8, (off_t)GUINT64_FROM_BE(l1)), ==, 8);
+    close(fd);
+    g_assert_cmpint(run(NULL, "qemu-img check -q %s 2>/dev/null", img), ==, 2);
+    g_autofree uint8_t *expected = g_malloc0(4 * MiB);
+    memset(expected, 1, 64 * KiB);
+    memset(expected + 64 * KiB, 2, 4096);
+    BlockNode *n = open_qcow2(img);
+    g_assert_cmpint(node_pwrite(n, expected + 64 * KiB, 4096, 64 * KiB, 0), ==, 0);
+    close_node(n);
+    verify_image(img, expected, 4 * MiB);
+}
+
 typedef struct Worker {
     BlockNode *node;
     uint8_t *expected;
@@ -713,6 +739,7 @@ int main(int argc, char **argv)
     g_test_add_func("/qcow2/create", test_create);
     g_test_add_func("/qcow2/errors", test_errors);
     g_test_add_func("/qcow2/bitmaps-autoclear", test_bitmaps_autoclear);
+    g_test_add_func("/qcow2/copied-flag-repair", test_copied_flag_repair);
     g_test_add_func("/qcow2/threads", test_threads);
     g_test_add_func("/qcow2/threads-overlapping", test_threads_overlapping);
     int rc = g_test_run();
