@@ -8,6 +8,13 @@
  * drives libnbd's state machine, so many requests are in flight at once on
  * one connection.  If the connection dies, a request reconnects; with
  * reconnect-delay it keeps trying for that many seconds before failing.
+ * When the server advertises multi-conn (a flush on one connection covers
+ * writes completed on all), the node opens one connection per CPU (2 to
+ * NBD_MULTI_CONN; more only contend on a small machine) and spreads
+ * requests over them, as nbdcopy does: a server that handles each
+ * connection's requests on one thread then works in parallel.  Extra
+ * connections get a short handshake timeout (qemu-nbd --shared=1 accepts
+ * but never serves a second client) and are simply not used if they fail.
  * TLS: tls-creds names a tls-creds-x509/psk object with endpoint=client
  * (held, so object-del refuses it while the node exists); tls-hostname is
  * the name the server certificate must carry. */
@@ -23,6 +30,9 @@
 #include <libnbd.h>
 #include "server/objects/objects.h"
 
+#define NBD_MULTI_CONN 4u             /* most connections when the server allows several */
+#define NBD_EXTRA_CONN_TIMEOUT_MS 2000 /* handshake time allowed to the extra ones */
+
 typedef struct NbdConn {
     struct nbd_handle *h;
     GThread *thread;
@@ -36,7 +46,9 @@ typedef struct NbdTarget {
     char *tls_hostname;
     uint64_t reconnect_delay;   /* seconds */
     GRWLock lock;               /* readers: requests; writer: reconnect */
-    NbdConn *conn;
+    NbdConn *conns[NBD_MULTI_CONN]; /* conns[0] always, the rest if multi-conn */
+    unsigned nconns;
+    guint next;                 /* atomic: round-robin cursor */
     gint64 dead_since;          /* monotonic us of the first failed reconnect, 0 when healthy */
     uint64_t size;
     bool can_flush, can_trim, can_zero, can_fua, can_extents, can_multi_conn, rotational, read_only;
@@ -156,8 +168,24 @@ static bool parse_tls(NbdTarget *t, BlockOptions *opts, GError **errp)
     return true;
 }
 
-/* A new connection (blocking handshake), with its I/O thread. */
-static NbdConn *conn_new(NbdTarget *t, GError **errp)
+/* Drives the handshake started by nbd_aio_connect_*: 0 once ready, -1 on
+ * failure or when `timeout_ms` passes. */
+static int handshake(struct nbd_handle *h, int timeout_ms)
+{
+    gint64 deadline = g_get_monotonic_time() + (gint64)timeout_ms * 1000;
+    while (!nbd_aio_is_ready(h)) {
+        if (nbd_aio_is_dead(h) || nbd_aio_is_closed(h))
+            return -1;
+        gint64 left = (deadline - g_get_monotonic_time()) / 1000;
+        if (left <= 0 || nbd_poll(h, (int)left) < 0)
+            return -1;
+    }
+    return 0;
+}
+
+/* A new connection with its I/O thread; the handshake blocks, or with
+ * timeout_ms > 0 fails after that long. */
+static NbdConn *conn_new(NbdTarget *t, int timeout_ms, GError **errp)
 {
     NbdConn *c = g_new0(NbdConn, 1);
     c->wake_fd = -1;
@@ -169,8 +197,11 @@ static NbdConn *conn_new(NbdTarget *t, GError **errp)
         r = nbd_add_meta_context(c->h, LIBNBD_CONTEXT_BASE_ALLOCATION);
     if (r == 0 && t->tls)
         r = nbd_set_tls_options(c->h, t);
-    if (r == 0)
+    if (r == 0 && timeout_ms <= 0)
         r = t->path ? nbd_connect_unix(c->h, t->path) : nbd_connect_tcp(c->h, t->host, t->port);
+    else if (r == 0)
+        r = (t->path ? nbd_aio_connect_unix(c->h, t->path) : nbd_aio_connect_tcp(c->h, t->host, t->port)) < 0
+                ? -1 : handshake(c->h, timeout_ms);
     if (r < 0) {
         g_set_error(errp, G_IO_ERROR, G_IO_ERROR_FAILED, "Failed to connect to NBD server: %s",
                     nbd_get_error() ? nbd_get_error() : "unknown error");
@@ -275,19 +306,44 @@ static int conn_submit(NbdConn *c, const NbdArgs *a)
     return r;
 }
 
-/* Replaces a dead connection; true if one is usable afterwards. */
+static bool conn_alive(NbdConn *c)
+{
+    return c && !nbd_aio_is_dead(c->h) && !nbd_aio_is_closed(c->h);
+}
+
+/* Opens the extra connections multi-conn allows (best effort).  Writer-locked
+ * or before the node is in use. */
+static void open_extra_conns(NbdTarget *t)
+{
+    unsigned want = t->can_multi_conn ? CLAMP((unsigned)g_get_num_processors(), 2u, NBD_MULTI_CONN) : 1;
+    while (t->nconns < want) {
+        NbdConn *c = conn_new(t, NBD_EXTRA_CONN_TIMEOUT_MS, NULL);
+        if (!c)
+            break;
+        t->conns[t->nconns++] = c;
+    }
+}
+
+/* Replaces the connections if one died; true if one is usable afterwards. */
 static bool reconnect(NbdTarget *t)
 {
     g_rw_lock_writer_lock(&t->lock);
-    bool ok = t->conn && !nbd_aio_is_dead(t->conn->h) && !nbd_aio_is_closed(t->conn->h);
+    bool ok = t->nconns > 0;
+    for (unsigned i = 0; i < t->nconns; i++)
+        ok = ok && conn_alive(t->conns[i]);
     if (!ok) {
-        conn_free(t->conn);
-        t->conn = conn_new(t, NULL);
-        ok = t->conn != NULL;
-        if (ok)
+        for (unsigned i = 0; i < t->nconns; i++)
+            conn_free(t->conns[i]);
+        t->nconns = 0;
+        NbdConn *c = conn_new(t, 0, NULL);
+        ok = c != NULL;
+        if (ok) {
+            t->conns[t->nconns++] = c;
+            open_extra_conns(t);
             t->dead_since = 0;
-        else if (!t->dead_since)
+        } else if (!t->dead_since) {
             t->dead_since = g_get_monotonic_time();
+        }
     }
     g_rw_lock_writer_unlock(&t->lock);
     return ok;
@@ -299,7 +355,12 @@ static int nbd_request(NbdTarget *t, const NbdArgs *a)
 {
     for (;;) {
         g_rw_lock_reader_lock(&t->lock);
-        int r = t->conn ? conn_submit(t->conn, a) : -ENOTCONN;
+        int r = -ENOTCONN;
+        if (t->nconns > 0) {
+            /* Any connection will do, flushes included (multi-conn). */
+            unsigned i = t->nconns > 1 ? (unsigned)g_atomic_int_add((gint *)&t->next, 1) % t->nconns : 0;
+            r = conn_submit(t->conns[i], a);
+        }
         g_rw_lock_reader_unlock(&t->lock);
         if (r == 0 || !conn_error(-r))
             return r;
@@ -358,7 +419,8 @@ out:
 
 static void nbd_target_free(NbdTarget *t)
 {
-    conn_free(t->conn);
+    for (unsigned i = 0; i < t->nconns; i++)
+        conn_free(t->conns[i]);
     g_rw_lock_clear(&t->lock);
     g_free(t->path);
     g_free(t->host);
@@ -384,10 +446,11 @@ static void *nbd_open(BlockNode *self, BlockOptions *opts, bool read_only, GErro
         goto fail;
     if (!block_options_get_uint(opts, "reconnect-delay", UINT32_MAX, &t->reconnect_delay, errp))
         goto fail;
-    t->conn = conn_new(t, errp);
-    if (!t->conn)
+    NbdConn *first = conn_new(t, 0, errp);
+    if (!first)
         goto fail;
-    struct nbd_handle *h = t->conn->h;
+    t->conns[t->nconns++] = first;
+    struct nbd_handle *h = first->h;
     int64_t size = nbd_get_size(h);
     if (size < 0) {
         g_set_error(errp, G_IO_ERROR, G_IO_ERROR_FAILED, "Failed to get NBD export size: %s", nbd_get_error());
@@ -402,6 +465,7 @@ static void *nbd_open(BlockNode *self, BlockOptions *opts, bool read_only, GErro
     t->can_multi_conn = nbd_can_multi_conn(h) == 1;
     t->rotational = nbd_is_rotational(h) == 1;
     t->can_extents = nbd_can_meta_context(h, LIBNBD_CONTEXT_BASE_ALLOCATION) == 1;
+    open_extra_conns(t);
     return t;
 fail:
     nbd_target_free(t);
