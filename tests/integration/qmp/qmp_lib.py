@@ -41,7 +41,16 @@ class Qmp:
     def __init__(self, path, negotiate=True, timeout=20):
         self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         self.sock.settimeout(timeout)
-        self.sock.connect(path)
+        # The socket file appears at bind(), a moment before listen().
+        deadline = time.time() + timeout
+        while True:
+            try:
+                self.sock.connect(path)
+                break
+            except ConnectionRefusedError:
+                if time.time() > deadline:
+                    raise
+                time.sleep(0.02)
         self.file = self.sock.makefile('rb')
         self.events = []
         self.greeting = self.recv()
