@@ -26,6 +26,7 @@
 #include "block/drivers/qcow2.h"
 #include "block/driver.h"
 #include "block/node.h"
+#include "block/child-ref.h"
 #include "block/options.h"
 
 #include <errno.h>
@@ -130,16 +131,16 @@ static void put_be16(void *p, uint16_t v) { v = GUINT16_TO_BE(v); memcpy(p, &v, 
 
 /* ---- file I/O ---- */
 
-/* Reads from the file; bytes past its end read as zeroes. */
-static int file_read(Qcow2 *s, void *buf, uint64_t len, uint64_t off)
+/* Reads from `node` (may be NULL: nothing); bytes past its end read as zeroes. */
+static int read_zero_padded(BlockNode *node, void *buf, uint64_t len, uint64_t off)
 {
-    uint64_t fsize = node_size(s->file);
-    uint64_t avail = off >= fsize ? 0 : MIN(len, fsize - off);
+    uint64_t size = node ? node_size(node) : 0;
+    uint64_t avail = off >= size ? 0 : MIN(len, size - off);
     if (avail < len)
         memset((char *)buf + avail, 0, len - avail);
     while (avail > 0) {
         uint32_t n = (uint32_t)MIN(avail, (uint64_t)1 << 30);
-        int r = node_pread(s->file, buf, n, off);
+        int r = node_pread(node, buf, n, off);
         if (r < 0)
             return r;
         buf = (char *)buf + n;
@@ -147,6 +148,12 @@ static int file_read(Qcow2 *s, void *buf, uint64_t len, uint64_t off)
         avail -= n;
     }
     return 0;
+}
+
+/* Reads from the file; bytes past its end read as zeroes. */
+static int file_read(Qcow2 *s, void *buf, uint64_t len, uint64_t off)
+{
+    return read_zero_padded(s->file, buf, len, off);
 }
 
 /* Writes to the file, growing it (to a cluster boundary) when needed. */
@@ -641,20 +648,7 @@ static int set_entries(Qcow2 *s, uint64_t c0, uint64_t n, uint64_t host, uint64_
  * where it has them, zeroes elsewhere. */
 static int read_backing(Qcow2 *s, void *buf, uint64_t len, uint64_t off)
 {
-    uint64_t bsize = s->backing ? node_size(s->backing) : 0;
-    uint64_t avail = off >= bsize ? 0 : MIN(len, bsize - off);
-    if (avail < len)
-        memset((char *)buf + avail, 0, len - avail);
-    while (avail > 0) {
-        uint32_t n = (uint32_t)MIN(avail, (uint64_t)1 << 30);
-        int r = node_pread(s->backing, buf, n, off);
-        if (r < 0)
-            return r;
-        buf = (char *)buf + n;
-        off += n;
-        avail -= n;
-    }
-    return 0;
+    return read_zero_padded(s->backing, buf, len, off);
 }
 
 /* Decompresses a compressed cluster (raw deflate) into out (cs bytes). */
@@ -1050,59 +1044,6 @@ static int qcow2_extents(void *o, uint32_t count, uint64_t offset, uint32_t flag
 
 /* ---- open ---- */
 
-/* A name for an implicit node: "<base><suffix>" when free and valid, else a counter. */
-static char *implicit_name(const char *base, const char *suffix)
-{
-    static gint counter;
-    char *name = g_strconcat(base, suffix, NULL);
-    if (strlen(name) <= 31 && !node_find(name))
-        return name;
-    g_clear_pointer(&name, g_free);
-    do {
-        g_free(name);
-        name = g_strdup_printf("qcow2-implicit%d", g_atomic_int_add(&counter, 1));
-    } while (node_find(name));
-    return name;
-}
-
-static BlockNode *create_nested(BlockNode *self, JsonObject *nested, const char *suffix, bool force_ro,
-                                GError **errp)
-{
-    g_autoptr(JsonObject) copy = json_object_new();
-    GList *members = json_object_get_members(nested);
-    for (GList *l = members; l; l = l->next)
-        json_object_set_member(copy, l->data, json_node_copy(json_object_get_member(nested, l->data)));
-    g_list_free(members);
-    if (!json_object_has_member(copy, "node-name")) {
-        g_autofree char *name = implicit_name(node_name(self), suffix);
-        json_object_set_string_member(copy, "node-name", name);
-    }
-    if (force_ro)
-        json_object_set_boolean_member(copy, "read-only", true);
-    return node_create(copy, errp);
-}
-
-/* The child named by option `key`: a node name or nested options (*created set). */
-static BlockNode *open_ref(BlockNode *self, BlockOptions *opts, const char *key, const char *suffix,
-                           bool *created, GError **errp)
-{
-    *created = false;
-    JsonObject *nested = block_options_get_object(opts, key);
-    if (nested) {
-        BlockNode *n = create_nested(self, nested, suffix, false, errp);
-        *created = n != NULL;
-        return n;
-    }
-    const char *name = block_options_get_str(opts, key, true, errp);
-    if (!name)
-        return NULL;
-    BlockNode *child = node_find(name);
-    if (!child)
-        g_set_error(errp, G_IO_ERROR, G_IO_ERROR_NOT_FOUND,
-                    "Cannot find device='%s' nor node-name='%s'", name, name);
-    return child;
-}
-
 static void qcow2_free(Qcow2 *s)
 {
     if (!s)
@@ -1366,7 +1307,7 @@ static BlockNode *open_backing_from_header(Qcow2 *s, BlockNode *self, GError **e
         json_object_set_object_member(opts, "file", json_object_ref(file));
     }
     GError *err = NULL;
-    BlockNode *b = create_nested(self, opts, "-backing", true, &err);
+    BlockNode *b = node_create_implicit(self, opts, "-backing", true, &err);
     if (!b) {
         g_set_error(errp, err->domain, err->code, "Could not open backing file: %s", err->message);
         g_error_free(err);
@@ -1385,7 +1326,7 @@ static void *qcow2_open(BlockNode *self, BlockOptions *opts, bool read_only, GEr
     if (!block_options_get_size(opts, "l2-cache-size", false, &l2_cache, errp) ||
         !block_options_get_size(opts, "cache-size", false, &cache, errp))
         goto fail;
-    s->file = open_ref(self, opts, "file", "-file", &file_created, errp);
+    s->file = node_open_child_ref(self, opts, "file", "-file", &file_created, errp);
     if (!s->file)
         goto fail;
     if (!read_only && node_read_only(s->file)) {
@@ -1450,7 +1391,7 @@ static void *qcow2_open(BlockNode *self, BlockOptions *opts, bool read_only, GEr
         if (!nested && !ref)
             goto fail;
         if (nested || *ref) {
-            s->backing = open_ref(self, opts, "backing", "-backing", &backing_created, errp);
+            s->backing = node_open_child_ref(self, opts, "backing", "-backing", &backing_created, errp);
             if (!s->backing)
                 goto fail;
         }

@@ -2,6 +2,7 @@
  * restricted to a window [offset, offset+size) of it. */
 #include "block/driver.h"
 #include "block/node.h"
+#include "block/child-ref.h"
 #include "block/options.h"
 
 #include <errno.h>
@@ -11,41 +12,13 @@ typedef struct RawState {
     uint64_t offset, size;
 } RawState;
 
-/* The child named by the `file` option: a node name, or nested options of a new node. */
-static BlockNode *raw_open_child(BlockNode *self, BlockOptions *opts, bool *created, GError **errp)
-{
-    JsonObject *nested = block_options_get_object(opts, "file");
-    *created = nested != NULL;
-    if (nested) {
-        g_autoptr(JsonObject) copy = json_object_new();
-        GList *members = json_object_get_members(nested);
-        for (GList *l = members; l; l = l->next)
-            json_object_set_member(copy, l->data, json_node_copy(json_object_get_member(nested, l->data)));
-        g_list_free(members);
-        if (!json_object_has_member(copy, "node-name")) {
-            /* An implicit child gets a name derived from its parent. */
-            g_autofree char *name = g_strdup_printf("%s-file", node_name(self));
-            json_object_set_string_member(copy, "node-name", name);
-        }
-        return node_create(copy, errp);
-    }
-    const char *name = block_options_get_str(opts, "file", true, errp);
-    if (!name)
-        return NULL;
-    BlockNode *child = node_find(name);
-    if (!child)
-        g_set_error(errp, G_IO_ERROR, G_IO_ERROR_NOT_FOUND,
-                    "Cannot find device='%s' nor node-name='%s'", name, name);
-    return child;
-}
-
 static void *raw_open_over(BlockNode *self, BlockNode *child, bool created, BlockOptions *opts,
                            bool read_only, GError **errp);
 
 static void *raw_open(BlockNode *self, BlockOptions *opts, bool read_only, GError **errp)
 {
     bool created;
-    BlockNode *child = raw_open_child(self, opts, &created, errp);
+    BlockNode *child = node_open_child_ref(self, opts, "file", "-file", &created, errp);
     if (!child)
         return NULL;
     void *s = raw_open_over(self, child, created, opts, read_only, errp);

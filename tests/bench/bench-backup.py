@@ -25,8 +25,8 @@ import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
-from bench_lib import SIZE, daemons, make_source, ok, report, with_ceiling  # noqa: E402
-from backup_lib import Daemon, Nbdkit, check, connect, fail, wait_job_end  # noqa: E402
+from bench_lib import SIZE, ok, report, start_daemons, with_ceiling  # noqa: E402
+from backup_lib import Nbdkit, check, connect, fail, wait_job_end  # noqa: E402
 
 CLUSTER = 64 << 10
 
@@ -116,20 +116,7 @@ def main():
     shm = tempfile.mkdtemp(prefix='bench-backup.', dir='/dev/shm' if os.path.isdir('/dev/shm') else None)
     try:
         with contextlib.ExitStack() as stack:
-            setups = {}
-            for name, cmd in daemons():
-                src = os.path.join(shm, 'src-%d.raw' % len(setups))
-                make_source(src)
-                d = stack.enter_context(Daemon(cmd))
-                q = d.qmp()
-                stack.callback(q.close)
-                ok(q.cmd('blockdev-add', {'driver': 'file', 'node-name': 'src', 'filename': src}), 'src')
-                nbd = d.path('nbd.sock')
-                ok(q.cmd('nbd-server-start', {'addr': {'type': 'unix', 'data': {'path': nbd}}}), 'nbd')
-                ok(q.cmd('block-export-add', {'type': 'nbd', 'id': 'e', 'node-name': 'src', 'name': 'src',
-                                              'writable': True}), 'export')
-                setups[name] = {'q': q, 'nbd': nbd}
-                st_src = src
+            setups, st_src = start_daemons(stack, shm)
             mib = SIZE / (1 << 20)
             # nbdkit's default (sparse) allocator takes a write lock and
             # faults in fresh pages for every write, which caps what any

@@ -22,8 +22,8 @@ import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
-from bench_lib import QUICK, SIZE, daemons, make_source, ok, report, with_ceiling  # noqa: E402
-from backup_lib import Daemon, Nbdkit, check, wait_job_end, wait_status  # noqa: E402
+from bench_lib import QUICK, SIZE, ok, report, start_daemons, with_ceiling  # noqa: E402
+from backup_lib import Nbdkit, check, wait_job_end, wait_status  # noqa: E402
 from mirror_lib import Writer  # noqa: E402
 
 WINDOW = 1.0 if QUICK else 3.0  # seconds of writes per IOPS figure
@@ -66,20 +66,7 @@ def main():
     shm = tempfile.mkdtemp(prefix='bench-mirror.', dir='/dev/shm' if os.path.isdir('/dev/shm') else None)
     try:
         with contextlib.ExitStack() as stack:
-            setups = {}
-            for name, cmd in daemons():
-                src = os.path.join(shm, 'src-%d.raw' % len(setups))
-                make_source(src)
-                d = stack.enter_context(Daemon(cmd))
-                q = d.qmp()
-                stack.callback(q.close)
-                ok(q.cmd('blockdev-add', {'driver': 'file', 'node-name': 'src', 'filename': src}), 'src')
-                nbd = d.path('nbd.sock')
-                ok(q.cmd('nbd-server-start', {'addr': {'type': 'unix', 'data': {'path': nbd}}}), 'nbd')
-                ok(q.cmd('block-export-add', {'type': 'nbd', 'id': 'e', 'node-name': 'src', 'name': 'src',
-                                              'writable': True}), 'export')
-                setups[name] = {'q': q, 'nbd': nbd}
-                st_src = src
+            setups, st_src = start_daemons(stack, shm)
             mib = SIZE / (1 << 20)
             report('mirror of %d MiB to nbdkit memory until READY (default allocator):' % mib, mib,
                    with_ceiling(setups, ready_trial('sparse'), st_src, 'allocator=sparse'), target=2)

@@ -82,6 +82,27 @@ def report(title, mib, times, target=None):
     return med
 
 
+def start_daemons(stack, shm):
+    """Every daemon of daemons() started (entered on `stack`) with a 2 GiB
+    file node `src` in `shm` exported writable as 'src'.  Returns
+    (name -> {'q': QMP client, 'nbd': export socket}, one source file)."""
+    setups = {}
+    src = None
+    for name, cmd in daemons():
+        src = os.path.join(shm, 'src-%d.raw' % len(setups))
+        make_source(src)
+        d = stack.enter_context(Daemon(cmd))
+        q = d.qmp()
+        stack.callback(q.close)
+        ok(q.cmd('blockdev-add', {'driver': 'file', 'node-name': 'src', 'filename': src}), 'src')
+        nbd = d.path('nbd.sock')
+        ok(q.cmd('nbd-server-start', {'addr': {'type': 'unix', 'data': {'path': nbd}}}), 'nbd')
+        ok(q.cmd('block-export-add', {'type': 'nbd', 'id': 'e', 'node-name': 'src', 'name': 'src',
+                                      'writable': True}), 'export')
+        setups[name] = {'q': q, 'nbd': nbd}
+    return setups, src
+
+
 def ceiling_trial(src, *nbdkit_args):
     """A trial for alternate(): nbdcopy, libnbd's own copier with four
     connections, from the source file to a fresh nbdkit memory target -- what

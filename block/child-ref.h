@@ -1,0 +1,20 @@
+/* Children of format nodes named by an option that is either the name of
+ * an existing node or the nested options of a new one (QEMU's BlockdevRef),
+ * shared by the raw and qcow2 drivers. */
+#pragma once
+
+#include <stdbool.h>
+#include <glib.h>
+#include <json-glib/json-glib.h>
+#include "block/node.h"
+#include "block/options.h"
+
+/* Creates a node from `nested` (copied) for `parent`; without a node-name
+ * it is called "<parent><suffix>" (or a free generated name), and with
+ * `read_only` it is opened read-only. */
+BlockNode *node_create_implicit(BlockNode *parent, JsonObject *nested, const char *suffix, bool read_only,
+                                GError **errp);
+/* The child named by option `key` of `opts`: an existing node, or a new
+ * implicit one (*created is then true; add it with node_add_implicit_child). */
+BlockNode *node_open_child_ref(BlockNode *parent, BlockOptions *opts, const char *key, const char *suffix,
+                               bool *created, GError **errp);
