@@ -20,6 +20,11 @@
 #define BLOCK_FLAG_FUA       (1u << 1)
 #define BLOCK_FLAG_REQ_ONE   (1u << 2)
 #define BLOCK_FLAG_FAST_ZERO (1u << 3)
+/* blockd's own extents flag (never passed to plugins): describe what this
+ * layer holds, as QEMU's allocation status does -- HOLE alone for what it
+ * leaves to its backing node, ZERO alone for zeroes it holds itself.
+ * Drivers without a backing node may ignore it.  sync=top jobs use it. */
+#define BLOCK_FLAG_ALLOCATION (1u << 8)
 
 /* Levels for can_fua / can_cache: identical to NBDKIT_FUA_* / NBDKIT_CACHE_*. */
 #define BLOCK_SUPPORT_NONE    0

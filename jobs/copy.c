@@ -81,6 +81,13 @@ static int copy_data(CopyEngine *e, uint64_t offset, uint64_t len, void *buf, bo
     return node_pwrite(e->cfg.target, buf, (uint32_t)len, offset, 0);
 }
 
+/* sync=top asks what the source's own layer holds: what it leaves to a
+ * backing node shows as a hole and is not copied. */
+static uint32_t status_flags(CopyEngine *e)
+{
+    return e->cfg.skip_unallocated ? BLOCK_FLAG_ALLOCATION : 0;
+}
+
 /* Copies one chunk; `known` (may be NULL) says which parts of the source
  * are zero or holes, otherwise the source is asked. */
 static int copy_range(CopyEngine *e, uint64_t offset, uint64_t len, GArray *known, bool *is_read)
@@ -92,7 +99,7 @@ static int copy_range(CopyEngine *e, uint64_t offset, uint64_t len, GArray *know
     g_autoptr(GArray) ext = known ? g_array_ref(known) : g_array_new(FALSE, FALSE, sizeof(BlockExtent));
     if (!known) {
         BlockExtents *list = extents_new(offset, offset + len);
-        int r = node_block_status(e->cfg.source, (uint32_t)len, offset, 0, list);
+        int r = node_block_status(e->cfg.source, (uint32_t)len, offset, status_flags(e), list);
         for (size_t i = 0; r == 0 && i < extents_count(list); i++) {
             BlockExtent x = extents_get(list, i);
             g_array_append_val(ext, x);
@@ -287,7 +294,7 @@ static GArray *cached_extents(CopyEngine *e, uint64_t offset, uint64_t len)
         extents_free(e->status_cache);
         uint64_t n = MIN(node_size(e->cfg.source) - offset, STATUS_WINDOW);
         c = e->status_cache = extents_new(offset, offset + n);
-        if (node_block_status(e->cfg.source, (uint32_t)n, offset, 0, c) < 0 ||
+        if (node_block_status(e->cfg.source, (uint32_t)n, offset, status_flags(e), c) < 0 ||
             offset + len > extents_next_offset(c)) {
             extents_free(c);
             e->status_cache = NULL;

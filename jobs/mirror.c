@@ -348,7 +348,8 @@ static int mirror_dirty_init(Mirror *m, Job *job)
             return -ECANCELED;
         uint64_t n = MIN(size - pos, MIRROR_STATUS_WINDOW);
         BlockExtents *ext = ask ? extents_new(pos, pos + n) : NULL;
-        if (!ext || node_block_status(m->source, (uint32_t)n, pos, 0, ext) < 0 ||
+        uint32_t flags = m->sync == BACKUP_SYNC_TOP ? BLOCK_FLAG_ALLOCATION : 0;
+        if (!ext || node_block_status(m->source, (uint32_t)n, pos, flags, ext) < 0 ||
             extents_count(ext) == 0) {
             /* No answer: copy the window whole (zeroes are still detected). */
             g_mutex_lock(&m->lock);

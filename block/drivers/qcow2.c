@@ -1030,11 +1030,16 @@ static int qcow2_extents(void *o, uint32_t count, uint64_t offset, uint32_t flag
         while (i + k < n && classify(s, entries[i + k]) == t)
             k++;
         uint64_t from = MAX((c0 + i) * s->cs, offset), to = MIN((c0 + i + k) * s->cs, end);
-        if (t == CT_UNALLOC)
+        bool data = t == CT_NORMAL || t == CT_COMPRESSED;
+        if (t == CT_UNALLOC && (flags & BLOCK_FLAG_ALLOCATION))
+            /* Left to the backing node (zeroes when there is none). */
+            r = extents_add(out, from, to - from, BLOCK_EXTENT_HOLE | (s->backing ? 0 : BLOCK_EXTENT_ZERO));
+        else if (t == CT_UNALLOC)
             r = add_backing_extents(s, from, to - from, flags, out);
+        else if (flags & BLOCK_FLAG_ALLOCATION)
+            r = extents_add(out, from, to - from, data ? 0 : BLOCK_EXTENT_ZERO); /* held here */
         else
-            r = extents_add(out, from, to - from,
-                            t == CT_NORMAL || t == CT_COMPRESSED ? 0 : BLOCK_EXTENT_HOLE | BLOCK_EXTENT_ZERO);
+            r = extents_add(out, from, to - from, data ? 0 : BLOCK_EXTENT_HOLE | BLOCK_EXTENT_ZERO);
         if (flags & BLOCK_FLAG_REQ_ONE)
             break;
         i += k;

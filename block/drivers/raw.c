@@ -140,6 +140,14 @@ static int raw_extents(void *o, uint32_t count, uint64_t offset, uint32_t flags,
     return r;
 }
 
+/* The image file is the child's, unless only a window of it is used. */
+static void raw_image_info(void *o, BlockImageInfo *info)
+{
+    RawState *s = o;
+    if (s->offset == 0 && s->size == node_size(s->child))
+        info->filename = node_filename(s->child);
+}
+
 static int raw_read_fd(void *o, uint32_t count, uint64_t offset, int *fd, uint64_t *fd_offset)
 {
     RawState *s = o;
@@ -170,4 +178,5 @@ const BlockDriver block_driver_raw = {
     .extents = raw_extents,
     .cache = raw_cache,
     .read_fd = raw_read_fd,
+    .image_info = raw_image_info,
 };

@@ -75,7 +75,7 @@ static int drv_zero(void *opaque, uint32_t count, uint64_t offset, uint32_t flag
 
 static int drv_extents(void *opaque, uint32_t count, uint64_t offset, uint32_t flags, BlockExtents *extents)
 {
-    return plugin_handle_extents(opaque, count, offset, flags, extents);
+    return plugin_handle_extents(opaque, count, offset, flags & ~BLOCK_FLAG_ALLOCATION, extents);
 }
 
 static int drv_cache(void *opaque, uint32_t count, uint64_t offset, uint32_t flags)

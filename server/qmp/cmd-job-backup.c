@@ -62,6 +62,15 @@ static Job *start_blockdev_backup(BlockdevBackup *a, JobTxn *txn, GError **errp)
     return backup_job_create(&o, errp);
 }
 
+/* QEMU's do_drive_backup: sync=top images sit on the source's backing,
+ * sync=none ones on the source. */
+static DriveTargetBase drive_target_base(MirrorSyncMode sync)
+{
+    return sync == MIRROR_SYNC_MODE_TOP    ? DRIVE_TARGET_SOURCE_BACKING
+           : sync == MIRROR_SYNC_MODE_NONE ? DRIVE_TARGET_SOURCE
+                                           : DRIVE_TARGET_NO_BASE;
+}
+
 static Job *start_drive_backup(DriveBackup *a, JobTxn *txn, GError **errp)
 {
     BlockNode *source = node_find(a->device);
@@ -76,7 +85,7 @@ static Job *start_drive_backup(DriveBackup *a, JobTxn *txn, GError **errp)
         return NULL;
     BlockNode *target = qmp_open_drive_target("drive-backup", a->target, a->has_format ? a->format : NULL,
                                                a->has_mode && a->mode == NEW_IMAGE_MODE_EXISTING,
-                                               NULL, node_size(source), errp);
+                                               NULL, source, drive_target_base(a->sync), errp);
     if (!target)
         return NULL;
     g_autofree char *target_name = g_strdup(node_name(target));

@@ -67,7 +67,12 @@ bool qmp_drive_mirror(QmpSession *s, DriveMirror *args, GError **errp)
     BlockNode *target = qmp_open_drive_target(
         "drive-mirror", args->target, args->has_format ? args->format : NULL,
         args->has_mode && args->mode == NEW_IMAGE_MODE_EXISTING,
-        args->has_node_name ? args->node_name : NULL, node_size(source), errp);
+        args->has_node_name ? args->node_name : NULL, source,
+        /* QEMU's qmp_drive_mirror: top sits on the source's backing, none on the source. */
+        args->sync == MIRROR_SYNC_MODE_TOP    ? DRIVE_TARGET_SOURCE_BACKING
+        : args->sync == MIRROR_SYNC_MODE_NONE ? DRIVE_TARGET_SOURCE
+                                              : DRIVE_TARGET_NO_BASE,
+        errp);
     if (!target)
         return false;
     g_autofree char *target_name = g_strdup(node_name(target));

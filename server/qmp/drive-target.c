@@ -93,11 +93,42 @@ static const char *probe_format(const char *path)
     return n == 4 && memcmp(magic, "QFI\xfb", 4) == 0 ? "qcow2" : "raw";
 }
 
-static bool create_image(const char *path, const char *format, uint64_t size, GError **errp)
+/* The backing file name and format a new image over `base` records (NULL
+ * when it has no file name: a memory node, say).  A file node is a raw image. */
+static void base_file(BlockNode *base, const char **file, const char **format)
+{
+    BlockImageInfo img;
+    *file = *format = NULL;
+    if (!base)
+        return;
+    if (node_image_info(base, &img) && img.filename) {
+        *file = img.filename;
+        *format = node_driver_name(base);
+    } else if (node_filename(base)) {
+        *file = node_filename(base);
+        *format = "raw";
+    }
+}
+
+/* The node a new image for `source` sits on under `base`, or NULL. */
+static BlockNode *base_node(BlockNode *source, DriveTargetBase base)
+{
+    BlockImageInfo img;
+    if (base == DRIVE_TARGET_SOURCE)
+        return source;
+    if (base == DRIVE_TARGET_SOURCE_BACKING && node_image_info(source, &img))
+        return img.backing;
+    return NULL;
+}
+
+static bool create_image(const char *path, const char *format, uint64_t size, BlockNode *base,
+                         GError **errp)
 {
     if (strcmp(format, "qcow2") == 0) {
         g_autoptr(GError) err = NULL;
-        if (!qcow2_create_image(path, size, NULL, NULL, 0, &err)) {
+        const char *bfile, *bformat;
+        base_file(base, &bfile, &bformat);
+        if (!qcow2_create_image(path, size, bfile, bformat, 0, &err)) {
             g_set_error(errp, QMP_ERROR, QMP_ERROR_GENERIC, "Could not create '%s': %s", path, err->message);
             return false;
         }
@@ -116,8 +147,8 @@ static bool create_image(const char *path, const char *format, uint64_t size, GE
 }
 
 BlockNode *qmp_open_drive_target(const char *command, const char *path, const char *format,
-                                 bool existing, const char *node_name, uint64_t size,
-                                 GError **errp)
+                                 bool existing, const char *target_name, BlockNode *source,
+                                 DriveTargetBase base, GError **errp)
 {
     static unsigned counter;
     if (format && strcmp(format, "raw") != 0 && strcmp(format, "qcow2") != 0) {
@@ -133,7 +164,8 @@ BlockNode *qmp_open_drive_target(const char *command, const char *path, const ch
     }
     if (!format)
         format = existing && !uri ? probe_format(path) : "raw";
-    if (!existing && !create_image(path, format, size, errp))
+    BlockNode *under = existing ? NULL : base_node(source, base);
+    if (!existing && !create_image(path, format, node_size(source), under, errp))
         return NULL;
 
     g_autoptr(JsonObject) proto = NULL;
@@ -146,7 +178,7 @@ BlockNode *qmp_open_drive_target(const char *command, const char *path, const ch
         json_object_set_string_member(proto, "driver", "file");
         json_object_set_string_member(proto, "filename", path);
     }
-    g_autofree char *name = node_name ? g_strdup(node_name)
+    g_autofree char *name = target_name ? g_strdup(target_name)
                                       : g_strdup_printf("%s-%u", command, ++counter);
     if (strcmp(format, "raw") == 0) {
         /* A raw image is its protocol node, as before (no extra layer). */
@@ -157,5 +189,9 @@ BlockNode *qmp_open_drive_target(const char *command, const char *path, const ch
     json_object_set_string_member(opts, "driver", format);
     json_object_set_string_member(opts, "node-name", name);
     json_object_set_object_member(opts, "file", json_object_ref(proto));
+    /* Over the source itself the image uses the live node, as QEMU does,
+     * not a second opening of its file. */
+    if (under && under == source)
+        json_object_set_string_member(opts, "backing", node_name(source));
     return node_create(opts, errp);
 }
