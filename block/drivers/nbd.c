@@ -203,8 +203,16 @@ static NbdConn *conn_new(NbdTarget *t, int timeout_ms, GError **errp)
         r = (t->path ? nbd_aio_connect_unix(c->h, t->path) : nbd_aio_connect_tcp(c->h, t->host, t->port)) < 0
                 ? -1 : handshake(c->h, timeout_ms);
     if (r < 0) {
-        g_set_error(errp, G_IO_ERROR, G_IO_ERROR_FAILED, "Failed to connect to NBD server: %s",
-                    nbd_get_error() ? nbd_get_error() : "unknown error");
+        /* QEMU's wording when the socket cannot be reached; libnbd's own
+         * text for a failed handshake (no such export, TLS refused...). */
+        int err = nbd_get_errno();
+        g_autofree char *where = t->path ? g_strdup(t->path) : g_strdup_printf("%s:%s", t->host, t->port);
+        if (err == ENOENT || err == ECONNREFUSED || err == EACCES || err == EHOSTUNREACH || err == ENETUNREACH)
+            g_set_error(errp, G_IO_ERROR, G_IO_ERROR_FAILED, "Failed to connect to '%s': %s", where,
+                        g_strerror(err));
+        else
+            g_set_error(errp, G_IO_ERROR, G_IO_ERROR_FAILED, "Failed to connect to '%s': %s", where,
+                        nbd_get_error() ? nbd_get_error() : "unknown error");
         conn_free(c);
         return NULL;
     }

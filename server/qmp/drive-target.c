@@ -129,7 +129,7 @@ static bool create_image(const char *path, const char *format, uint64_t size, Bl
         const char *bfile, *bformat;
         base_file(base, &bfile, &bformat);
         if (!qcow2_create_image(path, size, bfile, bformat, 0, &err)) {
-            g_set_error(errp, QMP_ERROR, QMP_ERROR_GENERIC, "Could not create '%s': %s", path, err->message);
+            g_set_error_literal(errp, QMP_ERROR, QMP_ERROR_GENERIC, err->message);
             return false;
         }
         return true;
@@ -146,6 +146,22 @@ static bool create_image(const char *path, const char *format, uint64_t size, Bl
     return true;
 }
 
+/* The format node `name` of `format` over the protocol options `proto`
+ * (backed by the live `backing` node when given). */
+static BlockNode *open_format(const char *format, const char *name, JsonObject *proto, BlockNode *backing,
+                              GError **errp)
+{
+    g_autoptr(JsonObject) opts = json_object_new();
+    json_object_set_string_member(opts, "driver", format);
+    json_object_set_string_member(opts, "node-name", name);
+    json_object_set_object_member(opts, "file", json_object_ref(proto));
+    /* Over the source itself the image uses the live node, as QEMU does,
+     * not a second opening of its file. */
+    if (backing)
+        json_object_set_string_member(opts, "backing", node_name(backing));
+    return node_create(opts, errp);
+}
+
 BlockNode *qmp_open_drive_target(const char *command, const char *path, const char *format,
                                  bool existing, const char *target_name, BlockNode *source,
                                  DriveTargetBase base, GError **errp)
@@ -157,11 +173,11 @@ BlockNode *qmp_open_drive_target(const char *command, const char *path, const ch
         return NULL;
     }
     bool uri = is_nbd_uri(path);
-    if (uri && !existing) {
-        g_set_error(errp, QMP_ERROR, QMP_ERROR_GENERIC,
-                    "Protocol driver 'nbd' does not support image creation");
-        return NULL;
-    }
+    /* An export cannot be created: as QEMU does, a "new" image on NBD is
+     * the existing export, opened (the job checks its size). */
+    bool created_is_opened = uri && !existing;
+    if (uri)
+        existing = true;
     if (!format)
         format = existing && !uri ? probe_format(path) : "raw";
     BlockNode *under = existing ? NULL : base_node(source, base);
@@ -170,9 +186,15 @@ BlockNode *qmp_open_drive_target(const char *command, const char *path, const ch
 
     g_autoptr(JsonObject) proto = NULL;
     if (uri) {
-        proto = nbd_uri_options(path, errp);
-        if (!proto)
+        g_autoptr(GError) err = NULL;
+        proto = nbd_uri_options(path, &err);
+        if (!proto) {
+            if (created_is_opened)
+                g_prefix_error(&err, "Protocol driver 'nbd' does not support image creation, and opening "
+                               "the image failed: ");
+            g_propagate_error(errp, g_steal_pointer(&err));
             return NULL;
+        }
     } else {
         proto = json_object_new();
         json_object_set_string_member(proto, "driver", "file");
@@ -180,18 +202,19 @@ BlockNode *qmp_open_drive_target(const char *command, const char *path, const ch
     }
     g_autofree char *name = target_name ? g_strdup(target_name)
                                       : g_strdup_printf("%s-%u", command, ++counter);
+    g_autoptr(GError) err = NULL;
+    BlockNode *node = NULL;
     if (strcmp(format, "raw") == 0) {
         /* A raw image is its protocol node, as before (no extra layer). */
         json_object_set_string_member(proto, "node-name", name);
-        return node_create(proto, errp);
+        node = node_create(proto, &err);
+    } else {
+        node = open_format(format, name, proto, under == source ? source : NULL, &err);
     }
-    g_autoptr(JsonObject) opts = json_object_new();
-    json_object_set_string_member(opts, "driver", format);
-    json_object_set_string_member(opts, "node-name", name);
-    json_object_set_object_member(opts, "file", json_object_ref(proto));
-    /* Over the source itself the image uses the live node, as QEMU does,
-     * not a second opening of its file. */
-    if (under && under == source)
-        json_object_set_string_member(opts, "backing", node_name(source));
-    return node_create(opts, errp);
+    if (!node && created_is_opened)
+        g_prefix_error(&err, "Protocol driver 'nbd' does not support image creation, and opening the "
+                       "image failed: ");
+    if (!node)
+        g_propagate_error(errp, g_steal_pointer(&err));
+    return node;
 }
