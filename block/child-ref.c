@@ -43,12 +43,17 @@ BlockNode *node_open_child_ref(BlockNode *parent, BlockOptions *opts, const char
         *created = n != NULL;
         return n;
     }
-    const char *name = block_options_get_str(opts, key, true, errp);
+    return node_find_ref(opts, key, true, errp);
+}
+
+BlockNode *node_find_ref(BlockOptions *opts, const char *key, bool required, GError **errp)
+{
+    const char *name = block_options_get_str(opts, key, required, errp);
     if (!name)
         return NULL;
-    BlockNode *child = node_find(name);
-    if (!child)
+    BlockNode *node = node_find(name);
+    if (!node)
         g_set_error(errp, G_IO_ERROR, G_IO_ERROR_NOT_FOUND,
                     "Cannot find device='%s' nor node-name='%s'", name, name);
-    return child;
+    return node;
 }

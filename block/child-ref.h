@@ -14,6 +14,9 @@
  * `read_only` it is opened read-only. */
 BlockNode *node_create_implicit(BlockNode *parent, JsonObject *nested, const char *suffix, bool read_only,
                                 GError **errp);
+/* The existing node named by option `key` (a string) of `opts`, or NULL
+ * with QEMU's "Cannot find device=..." error (or the option's own). */
+BlockNode *node_find_ref(BlockOptions *opts, const char *key, bool required, GError **errp);
 /* The child named by option `key` of `opts`: an existing node, or a new
  * implicit one (*created is then true; add it with node_add_implicit_child). */
 BlockNode *node_open_child_ref(BlockNode *parent, BlockOptions *opts, const char *key, const char *suffix,

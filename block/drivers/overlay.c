@@ -16,6 +16,7 @@
  * a guest write that landed after the checkpoint. */
 #include "block/driver.h"
 #include "block/node.h"
+#include "block/child-ref.h"
 #include "block/options.h"
 #include "bitmaps/hbitmap.h"
 
@@ -33,25 +34,13 @@ typedef struct Overlay {
     GHashTable *mem;     /* cluster index -> OVERLAY_CLUSTER bytes */
 } Overlay;
 
-static BlockNode *find_node(BlockOptions *opts, const char *key, bool required, GError **errp)
-{
-    const char *name = block_options_get_str(opts, key, required, errp);
-    if (!name)
-        return NULL;
-    BlockNode *node = node_find(name);
-    if (!node)
-        g_set_error(errp, G_IO_ERROR, G_IO_ERROR_NOT_FOUND,
-                    "Cannot find device='%s' nor node-name='%s'", name, name);
-    return node;
-}
-
 static void *overlay_open(BlockNode *self, BlockOptions *opts, bool read_only, GError **errp)
 {
-    BlockNode *backing = find_node(opts, "backing", true, errp);
+    BlockNode *backing = node_find_ref(opts, "backing", true, errp);
     if (!backing)
         return NULL;
     BlockNode *file = NULL;
-    if (block_options_has(opts, "file") && !(file = find_node(opts, "file", false, errp)))
+    if (block_options_has(opts, "file") && !(file = node_find_ref(opts, "file", false, errp)))
         return NULL;
     if (file && (node_read_only(file) || node_size(file) < node_size(backing))) {
         g_set_error(errp, G_IO_ERROR, G_IO_ERROR_INVALID_ARGUMENT,

@@ -682,22 +682,35 @@ static int read_compressed(Qcow2 *s, uint64_t e, uint8_t *out)
     return 0;
 }
 
+/* The L2 entries of the clusters from the one holding `offset` on, as
+ * many as [offset, offset+count) spans (at most LOOKUP_BATCH): their number,
+ * or -errno.  *first is the first cluster's index. */
+static int64_t lookup_entries(Qcow2 *s, uint64_t offset, uint32_t count, uint64_t *entries, uint64_t *first)
+{
+    uint64_t c0 = offset >> s->cluster_bits;
+    uint64_t last = (offset + count - 1) >> s->cluster_bits;
+    uint64_t n = MIN(last - c0 + 1, (uint64_t)LOOKUP_BATCH);
+    int r = 0;
+    g_mutex_lock(&s->lock);
+    for (uint64_t i = 0; i < n && r == 0; i++)
+        r = get_entry(s, c0 + i, &entries[i]);
+    g_mutex_unlock(&s->lock);
+    *first = c0;
+    return r < 0 ? r : (int64_t)n;
+}
+
 static int qcow2_pread(void *o, void *buf, uint32_t count, uint64_t offset, uint32_t flags)
 {
     Qcow2 *s = o;
     uint64_t entries[LOOKUP_BATCH];
     g_autofree uint8_t *cbuf = NULL;
     while (count > 0) {
-        uint64_t c0 = offset >> s->cluster_bits;
-        uint64_t last = (offset + count - 1) >> s->cluster_bits;
-        uint64_t n = MIN(last - c0 + 1, (uint64_t)LOOKUP_BATCH);
+        uint64_t c0;
+        int64_t got = lookup_entries(s, offset, count, entries, &c0);
+        if (got < 0)
+            return (int)got;
+        uint64_t n = (uint64_t)got;
         int r = 0;
-        g_mutex_lock(&s->lock);
-        for (uint64_t i = 0; i < n && r == 0; i++)
-            r = get_entry(s, c0 + i, &entries[i]);
-        g_mutex_unlock(&s->lock);
-        if (r < 0)
-            return r;
         uint64_t i = 0;
         while (i < n && count > 0) {
             uint64_t in = offset & (s->cs - 1);
@@ -1013,16 +1026,12 @@ static int qcow2_extents(void *o, uint32_t count, uint64_t offset, uint32_t flag
 {
     Qcow2 *s = o;
     uint64_t entries[LOOKUP_BATCH];
-    uint64_t c0 = offset >> s->cluster_bits;
-    uint64_t last = (offset + count - 1) >> s->cluster_bits;
-    uint64_t n = MIN(last - c0 + 1, (uint64_t)LOOKUP_BATCH);
+    uint64_t c0;
+    int64_t got = lookup_entries(s, offset, count, entries, &c0);
+    if (got < 0)
+        return (int)got;
+    uint64_t n = (uint64_t)got;
     int r = 0;
-    g_mutex_lock(&s->lock);
-    for (uint64_t i = 0; i < n && r == 0; i++)
-        r = get_entry(s, c0 + i, &entries[i]);
-    g_mutex_unlock(&s->lock);
-    if (r < 0)
-        return r;
     uint64_t i = 0, end = MIN(offset + count, s->size);
     while (i < n && r == 0) {
         ClusterType t = classify(s, entries[i]);
