@@ -52,13 +52,13 @@ static bool buffer_is_zero(const void *buf, size_t len)
 }
 
 /* Writes zeroes to the target (nothing if it is known zero). */
-static int write_zeroes(CopyEngine *e, uint64_t offset, uint64_t len)
+static int write_zeroes(const CopyConfig *c, uint64_t offset, uint64_t len)
 {
-    if (e->cfg.target_is_zero)
+    if (c->target_is_zero)
         return 0;
     while (len > 0) {
         uint32_t n = (uint32_t)MIN(len, 1u << 30);
-        int r = node_zero(e->cfg.target, n, offset, BLOCK_FLAG_MAY_TRIM);
+        int r = node_zero(c->target, n, offset, BLOCK_FLAG_MAY_TRIM);
         if (r < 0)
             return r;
         offset += n;
@@ -68,38 +68,36 @@ static int write_zeroes(CopyEngine *e, uint64_t offset, uint64_t len)
 }
 
 /* Copies [offset, offset+len) of data; *is_read tells which side failed. */
-static int copy_data(CopyEngine *e, uint64_t offset, uint64_t len, void *buf, bool *is_read)
+static int copy_data(const CopyConfig *c, uint64_t offset, uint64_t len, void *buf, bool *is_read)
 {
-    int r = node_pread(e->cfg.source, buf, (uint32_t)len, offset);
+    int r = node_pread(c->source, buf, (uint32_t)len, offset);
     if (r < 0) {
         *is_read = true;
         return r;
     }
     *is_read = false;
     if (buffer_is_zero(buf, len))
-        return write_zeroes(e, offset, len);
-    return node_pwrite(e->cfg.target, buf, (uint32_t)len, offset, 0);
+        return write_zeroes(c, offset, len);
+    return node_pwrite(c->target, buf, (uint32_t)len, offset, 0);
 }
 
 /* sync=top asks what the source's own layer holds: what it leaves to a
  * backing node shows as a hole and is not copied. */
-static uint32_t status_flags(CopyEngine *e)
+static uint32_t status_flags(const CopyConfig *c)
 {
-    return e->cfg.skip_unallocated ? BLOCK_FLAG_ALLOCATION : 0;
+    return c->skip_unallocated ? BLOCK_FLAG_ALLOCATION : 0;
 }
 
-/* Copies one chunk; `known` (may be NULL) says which parts of the source
- * are zero or holes, otherwise the source is asked. */
-static int copy_range(CopyEngine *e, uint64_t offset, uint64_t len, GArray *known, bool *is_read)
+int copy_region(const CopyConfig *c, uint64_t offset, uint64_t len, GArray *known, bool *is_read)
 {
     g_autofree void *buf = g_malloc(len);
     *is_read = false;
-    if (!node_caps(e->cfg.source)->can_extents)
-        return copy_data(e, offset, len, buf, is_read);
+    if (!node_caps(c->source)->can_extents)
+        return copy_data(c, offset, len, buf, is_read);
     g_autoptr(GArray) ext = known ? g_array_ref(known) : g_array_new(FALSE, FALSE, sizeof(BlockExtent));
     if (!known) {
         BlockExtents *list = extents_new(offset, offset + len);
-        int r = node_block_status(e->cfg.source, (uint32_t)len, offset, status_flags(e), list);
+        int r = node_block_status(c->source, (uint32_t)len, offset, status_flags(c), list);
         for (size_t i = 0; r == 0 && i < extents_count(list); i++) {
             BlockExtent x = extents_get(list, i);
             g_array_append_val(ext, x);
@@ -113,16 +111,16 @@ static int copy_range(CopyEngine *e, uint64_t offset, uint64_t len, GArray *know
         uint64_t xend = MIN(x.offset + x.length, end);
         if (xend <= pos)
             continue;
-        if ((x.type & BLOCK_EXTENT_HOLE) && e->cfg.skip_unallocated)
+        if ((x.type & BLOCK_EXTENT_HOLE) && c->skip_unallocated)
             r = 0;
         else if (x.type & BLOCK_EXTENT_ZERO)
-            r = write_zeroes(e, pos, xend - pos);
+            r = write_zeroes(c, pos, xend - pos);
         else
-            r = copy_data(e, pos, xend - pos, (char *)buf + (pos - offset), is_read);
+            r = copy_data(c, pos, xend - pos, (char *)buf + (pos - offset), is_read);
         pos = xend;
     }
     if (r == 0 && pos < end)
-        r = copy_data(e, pos, end - pos, (char *)buf + (pos - offset), is_read);
+        r = copy_data(c, pos, end - pos, (char *)buf + (pos - offset), is_read);
     return r;
 }
 
@@ -142,7 +140,7 @@ static void worker(gpointer data, gpointer user_data)
     CopyEngine *e = user_data;
     bool is_read = false;
     uint64_t bytes = clusters_bytes(e, t->first, t->count);
-    int r = copy_range(e, cluster_offset(e, t->first), bytes, t->extents, &is_read);
+    int r = copy_region(&e->cfg, cluster_offset(e, t->first), bytes, t->extents, &is_read);
     if (r == 0 && e->cfg.job)
         job_progress_add(e->cfg.job, bytes);
     g_mutex_lock(&e->lock);
@@ -294,7 +292,7 @@ static GArray *cached_extents(CopyEngine *e, uint64_t offset, uint64_t len)
         extents_free(e->status_cache);
         uint64_t n = MIN(node_size(e->cfg.source) - offset, STATUS_WINDOW);
         c = e->status_cache = extents_new(offset, offset + n);
-        if (node_block_status(e->cfg.source, (uint32_t)n, offset, status_flags(e), c) < 0 ||
+        if (node_block_status(e->cfg.source, (uint32_t)n, offset, status_flags(&e->cfg), c) < 0 ||
             offset + len > extents_next_offset(c)) {
             extents_free(c);
             e->status_cache = NULL;
@@ -382,10 +380,10 @@ int copy_engine_copy_before_write(CopyEngine *e, uint64_t offset, uint64_t len)
              * source for extents (which can cost more); zeroes are still
              * detected in the buffer.  sync=top must know the holes. */
             if (e->cfg.skip_unallocated) {
-                r = copy_range(e, cluster_offset(e, f), bytes, NULL, &is_read);
+                r = copy_region(&e->cfg, cluster_offset(e, f), bytes, NULL, &is_read);
             } else {
                 g_autofree void *buf = g_malloc(bytes);
-                r = copy_data(e, cluster_offset(e, f), bytes, buf, &is_read);
+                r = copy_data(&e->cfg, cluster_offset(e, f), bytes, buf, &is_read);
             }
             if (r == 0 && e->cfg.job)
                 job_progress_add(e->cfg.job, bytes);

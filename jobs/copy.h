@@ -35,6 +35,15 @@ typedef struct CopyConfig {
  * need not be written to it as a copy target. */
 bool copy_node_reads_zero(BlockNode *node);
 
+/* Copies [offset, offset+len) from cfg->source to cfg->target, by the
+ * source's block status (or `known`, BlockExtent items covering the range,
+ * when not NULL): zero regions become zero requests (none when the target
+ * is known zero), holes are skipped for skip_unallocated, data that reads
+ * as zeroes is written as zeroes.  0 or -errno, *is_read telling whether
+ * reading the source failed.  Only source, target, skip_unallocated and
+ * target_is_zero of cfg are used. */
+int copy_region(const CopyConfig *cfg, uint64_t offset, uint64_t len, GArray *known, bool *is_read);
+
 /* A new engine with nothing to copy. */
 CopyEngine *copy_engine_new(const CopyConfig *cfg);
 /* Frees the engine (no copy may be running). */

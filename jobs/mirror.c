@@ -24,14 +24,13 @@
  * - The final sync (pivot, or soft cancel after READY) runs with every
  *   export of the source quiesced, so nothing is written meanwhile. */
 #include "jobs/mirror.h"
-#include "jobs/copy.h" /* copy_node_reads_zero */
+#include "jobs/copy.h"
 #include "jobs/node-claims.h"
 #include "bitmaps/hbitmap.h"
 #include "block/node.h"
 #include "server/export.h"
 
 #include <errno.h>
-#include <string.h>
 
 #define MIRROR_DEFAULT_GRANULARITY (64 * 1024)
 #define MIRROR_DEFAULT_BUF_SIZE (16 << 20)
@@ -55,6 +54,7 @@ typedef struct Mirror {
     JobOnError on_source_error, on_target_error;
     BackupSync sync;
     bool target_is_zero; /* zero regions of the source need not be copied at first */
+    CopyConfig copy;     /* how one region is copied (zeroes always written) */
 
     GMutex lock;
     GCond cond;        /* bits set, a copy finished, a range unlocked, a kick */
@@ -67,7 +67,6 @@ typedef struct Mirror {
 
     uint64_t copied;           /* bytes copied so far (atomic) */
 
-    gint active;          /* write-blocking in force */
     gint ready;           /* reached READY once */
     gint should_complete; /* job-complete was called */
 
@@ -158,7 +157,7 @@ static int mirror_before_write(BlockNode *node, uint64_t offset, uint64_t count,
                                NodeWriteKind kind, void *opaque)
 {
     Mirror *m = opaque;
-    if (!g_atomic_int_get(&m->active) || kind == NODE_WRITE_TRIM)
+    if (m->copy_mode != MIRROR_WRITE_BLOCKING || kind == NODE_WRITE_TRIM)
         return 0;
     g_mutex_lock(&m->lock);
     while (overlaps_locked(m, offset, offset + count))
@@ -198,57 +197,6 @@ static void mirror_after_write(BlockNode *node, const void *buf, uint64_t offset
 }
 
 /* --- copies --- */
-
-static bool buffer_is_zero(const void *buf, size_t len)
-{
-    const unsigned char *p = buf;
-    return len == 0 || (p[0] == 0 && memcmp(p, p + 1, len - 1) == 0);
-}
-
-/* Copies data read from the source; all-zero data becomes a zero request. */
-static int copy_data(Mirror *m, uint64_t offset, uint64_t len, void *buf, bool *is_read)
-{
-    int r = node_pread(m->source, buf, (uint32_t)len, offset);
-    *is_read = r < 0;
-    if (r < 0)
-        return r;
-    if (buffer_is_zero(buf, len))
-        return node_zero(m->target, (uint32_t)len, offset, BLOCK_FLAG_MAY_TRIM);
-    return node_pwrite(m->target, buf, (uint32_t)len, offset, 0);
-}
-
-/* Copies one region: parts the source's block status calls zero (holes
- * included) are written as zero requests without reading them. */
-static int copy_region(Mirror *m, uint64_t offset, uint64_t len, bool *is_read)
-{
-    g_autofree void *buf = g_malloc(len);
-    *is_read = false;
-    if (!node_caps(m->source)->can_extents)
-        return copy_data(m, offset, len, buf, is_read);
-    BlockExtents *ext = extents_new(offset, offset + len);
-    int r = ext ? node_block_status(m->source, (uint32_t)len, offset, 0, ext) : -ENOMEM;
-    if (r < 0) {
-        extents_free(ext);
-        *is_read = true; /* asking the source failed */
-        return r;
-    }
-    uint64_t pos = offset, end = offset + len;
-    for (size_t i = 0; r == 0 && i < extents_count(ext) && pos < end; i++) {
-        BlockExtent x = extents_get(ext, i);
-        uint64_t xend = MIN(x.offset + x.length, end);
-        if (xend <= pos)
-            continue;
-        if (x.type & BLOCK_EXTENT_ZERO)
-            r = node_zero(m->target, (uint32_t)(xend - pos), pos, BLOCK_FLAG_MAY_TRIM);
-        else
-            r = copy_data(m, pos, xend - pos, (char *)buf + (pos - offset), is_read);
-        pos = xend;
-    }
-    extents_free(ext);
-    if (r == 0 && pos < end)
-        r = copy_data(m, pos, end - pos, (char *)buf + (pos - offset), is_read);
-    return r;
-}
 
 typedef enum ClaimResult { CLAIM_NONE, CLAIM_BUSY, CLAIM_OK } ClaimResult;
 
@@ -303,7 +251,7 @@ static void mirror_worker(gpointer data, gpointer user_data)
     MirrorOp *op = data;
     Mirror *m = user_data;
     bool is_read = false;
-    int r = copy_region(m, op->offset, op->len, &is_read);
+    int r = copy_region(&m->copy, op->offset, op->len, NULL, &is_read);
     finish_op(m, op, r, is_read);
     g_mutex_lock(&m->lock);
     m->inflight--;
@@ -343,12 +291,12 @@ static int mirror_dirty_init(Mirror *m, Job *job)
     uint64_t size = node_size(m->source);
     bool ask = node_caps(m->source)->can_extents &&
                (m->sync == BACKUP_SYNC_TOP || m->target_is_zero);
+    uint32_t flags = m->sync == BACKUP_SYNC_TOP ? BLOCK_FLAG_ALLOCATION : 0;
     for (uint64_t pos = 0; pos < size;) {
         if (!job_pause_point(job))
             return -ECANCELED;
         uint64_t n = MIN(size - pos, MIRROR_STATUS_WINDOW);
         BlockExtents *ext = ask ? extents_new(pos, pos + n) : NULL;
-        uint32_t flags = m->sync == BACKUP_SYNC_TOP ? BLOCK_FLAG_ALLOCATION : 0;
         if (!ext || node_block_status(m->source, (uint32_t)n, pos, flags, ext) < 0 ||
             extents_count(ext) == 0) {
             /* No answer: copy the window whole (zeroes are still detected). */
@@ -472,7 +420,7 @@ static bool mirror_final_sync(void *opaque, GError **errp)
         if (c == CLAIM_NONE)
             return true;
         bool is_read = false;
-        int r = copy_region(m, op.offset, op.len, &is_read);
+        int r = copy_region(&m->copy, op.offset, op.len, NULL, &is_read);
         finish_op(m, &op, r, is_read);
         if (r < 0) {
             g_set_error(errp, G_IO_ERROR, G_IO_ERROR_FAILED, "%s", g_strerror(-r));
@@ -643,8 +591,8 @@ Job *mirror_job_create(const MirrorOptions *opts, GError **errp)
     unsigned workers = (unsigned)CLAMP(m->buf_size / m->chunk, 1, MIRROR_MAX_WORKERS);
     m->pool = g_thread_pool_new(mirror_worker, m, (gint)workers, FALSE, NULL);
     m->target_is_zero = opts->sync != BACKUP_SYNC_NONE && copy_node_reads_zero(tgt);
-    /* As QEMU's active mode: write-blocking is in force from the start. */
-    g_atomic_int_set(&m->active, m->copy_mode == MIRROR_WRITE_BLOCKING);
+    /* Copies of the dirty loop always write zeroes: the target changes. */
+    m->copy = (CopyConfig){ .source = src, .target = tgt };
     /* Every write issued from now on is tracked (or written through). */
     m->before_hook = node_add_before_write_hook(src, NODE_HOOK_ORDER_JOB, mirror_before_write, m);
     m->after_hook = node_add_after_write_hook(src, mirror_after_write, m);
