@@ -14,6 +14,7 @@
 #include <unistd.h>
 #include <glib.h>
 #include <json-glib/json-glib.h>
+#include "block/nbd-uri.h"
 
 typedef struct Client {
     int fd;
@@ -336,39 +337,14 @@ static int cmd_job(Client *c, int argc, char **argv)
 static char *backup_target_node(Client *c, const char *to, const char *prefix, bool *created)
 {
     *created = false;
-    if (!g_str_has_prefix(to, "nbd"))
+    if (!nbd_uri_is(to))
         return g_strdup(to);
     GError *err = NULL;
-    g_autoptr(GUri) uri = g_uri_parse(to, G_URI_FLAGS_NONE, &err);
-    if (!uri)
-        die("bad URI %s: %s", to, err->message);
-    g_autoptr(JsonObject) server = json_object_new();
-    const char *scheme = g_uri_get_scheme(uri);
-    if (strcmp(scheme, "nbd+unix") == 0) {
-        const char *query = g_uri_get_query(uri);
-        g_autoptr(GHashTable) params = query ? g_uri_parse_params(query, -1, "&", G_URI_PARAMS_NONE, NULL) : NULL;
-        const char *sock = params ? g_hash_table_lookup(params, "socket") : NULL;
-        if (!sock)
-            die("%s: nbd+unix URIs need ?socket=PATH", to);
-        json_object_set_string_member(server, "type", "unix");
-        json_object_set_string_member(server, "path", sock);
-    } else if (strcmp(scheme, "nbd") == 0) {
-        json_object_set_string_member(server, "type", "inet");
-        json_object_set_string_member(server, "host", g_uri_get_host(uri));
-        int port = g_uri_get_port(uri);
-        g_autofree char *p = g_strdup_printf("%d", port > 0 ? port : 10809);
-        json_object_set_string_member(server, "port", p);
-    } else {
-        die("%s: only nbd:// and nbd+unix:// URIs are supported", to);
-    }
-    const char *path = g_uri_get_path(uri);
+    g_autoptr(JsonObject) args = nbd_uri_to_options(to, &err);
+    if (!args)
+        die("%s", err->message);
     char *node = g_strdup_printf("%s-target-%d", prefix, (int)getpid());
-    g_autoptr(JsonObject) args = json_object_new();
-    json_object_set_string_member(args, "driver", "nbd");
     json_object_set_string_member(args, "node-name", node);
-    json_object_set_object_member(args, "server", json_object_ref(server));
-    if (path && path[0] == '/' && path[1])
-        json_object_set_string_member(args, "export", path + 1);
     json_node_unref(client_execute(c, "blockdev-add", args));
     *created = true;
     return node;

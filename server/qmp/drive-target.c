@@ -7,79 +7,13 @@
 #include "server/qmp/drive-target.h"
 #include "server/qmp/qapi-runtime.h"
 #include "block/drivers/qcow2.h"
+#include "block/nbd-uri.h"
 
 #include <errno.h>
 #include <fcntl.h>
 #include <string.h>
 #include <unistd.h>
 #include <json-glib/json-glib.h>
-
-static bool is_nbd_uri(const char *path)
-{
-    return g_str_has_prefix(path, "nbd:") || g_str_has_prefix(path, "nbd+") ||
-           g_str_has_prefix(path, "nbds:") || g_str_has_prefix(path, "nbds+");
-}
-
-/* Options of an NBD client node for `uri` (QEMU's nbd URI forms). */
-static JsonObject *nbd_uri_options(const char *uri, GError **errp)
-{
-    g_autoptr(GError) err = NULL;
-    g_autoptr(GUri) u = g_uri_parse(uri, G_URI_FLAGS_ENCODED_QUERY, &err);
-    if (!u) {
-        g_set_error(errp, QMP_ERROR, QMP_ERROR_GENERIC, "Invalid NBD URI '%s': %s", uri, err->message);
-        return NULL;
-    }
-    const char *scheme = g_uri_get_scheme(u);
-    if (g_str_has_prefix(scheme, "nbds")) {
-        g_set_error(errp, QMP_ERROR, QMP_ERROR_GENERIC,
-                    "NBD URI '%s': TLS needs credentials; add the target with blockdev-add "
-                    "and tls-creds, then use blockdev-backup/blockdev-mirror", uri);
-        return NULL;
-    }
-    JsonObject *server = json_object_new();
-    if (strcmp(scheme, "nbd+unix") == 0) {
-        g_autofree char *sock = NULL;
-        const char *query = g_uri_get_query(u);
-        g_autoptr(GHashTable) params = query ? g_uri_parse_params(query, -1, "&", G_URI_PARAMS_NONE, NULL)
-                                             : NULL;
-        if (params)
-            sock = g_strdup(g_hash_table_lookup(params, "socket"));
-        if (!sock || (g_uri_get_host(u) && *g_uri_get_host(u))) {
-            g_set_error(errp, QMP_ERROR, QMP_ERROR_GENERIC,
-                        "NBD URI '%s': nbd+unix needs ?socket=PATH and no host", uri);
-            json_object_unref(server);
-            return NULL;
-        }
-        json_object_set_string_member(server, "type", "unix");
-        json_object_set_string_member(server, "path", sock);
-    } else if (strcmp(scheme, "nbd") == 0 || strcmp(scheme, "nbd+tcp") == 0) {
-        const char *host = g_uri_get_host(u);
-        if (!host || !*host) {
-            g_set_error(errp, QMP_ERROR, QMP_ERROR_GENERIC, "NBD URI '%s' has no host", uri);
-            json_object_unref(server);
-            return NULL;
-        }
-        g_autofree char *port = g_strdup_printf("%d", g_uri_get_port(u) > 0 ? g_uri_get_port(u) : 10809);
-        json_object_set_string_member(server, "type", "inet");
-        json_object_set_string_member(server, "host", host);
-        json_object_set_string_member(server, "port", port);
-    } else {
-        g_set_error(errp, QMP_ERROR, QMP_ERROR_GENERIC, "NBD URI '%s': unknown scheme '%s'", uri, scheme);
-        json_object_unref(server);
-        return NULL;
-    }
-    JsonObject *opts = json_object_new();
-    json_object_set_string_member(opts, "driver", "nbd");
-    json_object_set_object_member(opts, "server", server);
-    const char *path = g_uri_get_path(u);
-    while (path && *path == '/')
-        path++;
-    if (path && *path) {
-        g_autofree char *export = g_uri_unescape_string(path, NULL);
-        json_object_set_string_member(opts, "export", export ? export : path);
-    }
-    return opts;
-}
 
 /* "qcow2" if the file starts with qcow2's magic, else "raw" (QEMU probes likewise). */
 static const char *probe_format(const char *path)
@@ -172,7 +106,7 @@ BlockNode *qmp_open_drive_target(const char *command, const char *path, const ch
                     "%s: format '%s' is not supported (raw or qcow2)", command, format);
         return NULL;
     }
-    bool uri = is_nbd_uri(path);
+    bool uri = nbd_uri_is(path);
     /* An export cannot be created: as QEMU does, a "new" image on NBD is
      * the existing export, opened (the job checks its size). */
     bool created_is_opened = uri && !existing;
@@ -187,7 +121,7 @@ BlockNode *qmp_open_drive_target(const char *command, const char *path, const ch
     g_autoptr(JsonObject) proto = NULL;
     if (uri) {
         g_autoptr(GError) err = NULL;
-        proto = nbd_uri_options(path, &err);
+        proto = nbd_uri_to_options(path, &err);
         if (!proto) {
             if (created_is_opened)
                 g_prefix_error(&err, "Protocol driver 'nbd' does not support image creation, and opening "
