@@ -1290,19 +1290,14 @@ static BlockNode *open_backing_from_header(Qcow2 *s, BlockNode *self, GError **e
         s->backing_full = g_build_filename(dir, name, NULL);
     }
     const char *fmt = s->backing_fmt;
-    g_autofree char *probed = NULL;
     if (!fmt) {
-        int fd = open(s->backing_full, O_RDONLY | O_CLOEXEC);
-        if (fd < 0) {
-            int err = errno;
+        int err = 0;
+        fmt = qcow2_probe_format(s->backing_full, &err);
+        if (!fmt) {
             set_err(errp, g_io_error_from_errno(err), "Could not open backing file: Could not open '%s': %s",
                     s->backing_full, g_strerror(err));
             return NULL;
         }
-        uint8_t magic[4] = { 0 };
-        ssize_t n = read(fd, magic, sizeof magic);
-        close(fd);
-        fmt = probed = g_strdup(n == 4 && be32_at(magic) == QCOW2_MAGIC ? "qcow2" : "raw");
     }
     if (strcmp(fmt, "qcow2") != 0 && strcmp(fmt, "raw") != 0 && strcmp(fmt, "file") != 0) {
         set_err(errp, G_IO_ERROR_NOT_SUPPORTED,
@@ -1327,6 +1322,19 @@ static BlockNode *open_backing_from_header(Qcow2 *s, BlockNode *self, GError **e
         g_error_free(err);
     }
     return b;
+}
+
+const char *qcow2_probe_format(const char *path, int *err)
+{
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0) {
+        *err = errno;
+        return NULL;
+    }
+    uint8_t magic[4] = { 0 };
+    ssize_t n = read(fd, magic, sizeof magic);
+    close(fd);
+    return n == 4 && be32_at(magic) == QCOW2_MAGIC ? "qcow2" : "raw";
 }
 
 static void *qcow2_open(BlockNode *self, BlockOptions *opts, bool read_only, GError **errp)

@@ -10,5 +10,9 @@
  * with `backing_format` ("raw", "qcow2"; NULL records none) in a header
  * extension.  cluster_size 0 means 64 KiB; otherwise a power of two from
  * 512 bytes to 2 MiB.  Plain POSIX I/O; the result passes qemu-img check. */
+/* The format of the image file `path` by its first bytes: "qcow2" for
+ * qcow2's magic, else "raw" (QEMU's probe for these two); NULL with *err
+ * set to the errno when it cannot be read. */
+const char *qcow2_probe_format(const char *path, int *err);
 bool qcow2_create_image(const char *path, uint64_t size, const char *backing_file,
                         const char *backing_format, uint32_t cluster_size, GError **errp);

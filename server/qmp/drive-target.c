@@ -15,16 +15,13 @@
 #include <unistd.h>
 #include <json-glib/json-glib.h>
 
-/* "qcow2" if the file starts with qcow2's magic, else "raw" (QEMU probes likewise). */
+/* The probed format of an existing file; an unreadable one is called raw
+ * and opening its file node reports the error. */
 static const char *probe_format(const char *path)
 {
-    unsigned char magic[4] = { 0 };
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
-    if (fd < 0)
-        return "raw"; /* opening the file node reports the error */
-    ssize_t n = read(fd, magic, sizeof magic);
-    close(fd);
-    return n == 4 && memcmp(magic, "QFI\xfb", 4) == 0 ? "qcow2" : "raw";
+    int err;
+    const char *format = qcow2_probe_format(path, &err);
+    return format ? format : "raw";
 }
 
 /* The backing file name and format a new image over `base` records (NULL
