@@ -336,6 +336,16 @@ void bitmap_store_quiesce(BitmapStore *st)
     g_mutex_unlock(&st->lock);
 }
 
+void bitmap_store_forget(BitmapStore *st, HBitmap *bits)
+{
+    g_mutex_lock(&st->lock);
+    g_assert(st->quiesced && !st->flushing);
+    for (guint i = st->pending->len; i > 0; i--)
+        if (g_array_index(st->pending, PendingRun, i - 1).bits == bits)
+            g_array_remove_index(st->pending, i - 1);
+    g_mutex_unlock(&st->lock);
+}
+
 void bitmap_store_resume(BitmapStore *st)
 {
     g_mutex_lock(&st->lock);

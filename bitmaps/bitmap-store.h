@@ -49,6 +49,9 @@ int bitmap_store_wait(BitmapStore *st, uint64_t ticket);
 
 /* Waits for in-flight durable writes and blocks new ones (before a rewrite). */
 void bitmap_store_quiesce(BitmapStore *st);
+/* Drops queued runs of `bits` (a bitmap being removed); call while quiesced.
+ * Their writers' tickets are still honoured by the next flush or rewrite. */
+void bitmap_store_forget(BitmapStore *st, HBitmap *bits);
 /* Lets durable writes run again. */
 void bitmap_store_resume(BitmapStore *st);
 /* Rewrites the whole file with `entries` (StoredBitmap *); `clean` records

@@ -16,7 +16,8 @@ typedef struct NodeBitmaps {
      * clears bits or changes the list holds it for writing. */
     GRWLock lock;
     GPtrArray *bitmaps;      /* DirtyBitmap *, creation order */
-    NodeWriteHook *hook;     /* installed while there is a bitmap */
+    NodeWriteHook *hook;     /* before-write, installed while there is a bitmap */
+    NodeWriteHook *done_hook; /* after-write, likewise */
     BitmapStore *store;      /* sidecar, for nodes with persistent bitmaps */
 } NodeBitmaps;
 
@@ -43,8 +44,11 @@ static void dirty_bitmap_free(DirtyBitmap *bm)
     g_free(bm);
 }
 
-/* Stores every persistent bitmap of the node (whole-file rewrite). */
-static bool store_all(NodeBitmaps *nb, bool clean, GError **errp)
+/* Stores every persistent bitmap of the node (whole-file rewrite).  Called
+ * inside a change (change_begin), so no writer marks bits meanwhile: every
+ * run queued before the change is covered by what is written here, and the
+ * data offsets the writers use change only while they are excluded. */
+static bool store_all_locked(NodeBitmaps *nb, bool clean, GError **errp)
 {
     if (!nb->store)
         return true;
@@ -63,36 +67,52 @@ static bool store_all(NodeBitmaps *nb, bool clean, GError **errp)
         sb->durable = bm->durable;
         g_ptr_array_add(entries, sb);
     }
-    bitmap_store_quiesce(nb->store);
-    bool ok = bitmap_store_rewrite(nb->store, entries, clean, errp);
-    if (ok) {
-        guint k = 0;
-        for (guint i = 0; i < nb->bitmaps->len; i++) {
-            DirtyBitmap *bm = nb->bitmaps->pdata[i];
-            if (bm->persistent)
-                bm->data_offset = ((StoredBitmap *)entries->pdata[k++])->data_offset;
-        }
+    if (!bitmap_store_rewrite(nb->store, entries, clean, errp))
+        return false;
+    guint k = 0;
+    for (guint i = 0; i < nb->bitmaps->len; i++) {
+        DirtyBitmap *bm = nb->bitmaps->pdata[i];
+        if (bm->persistent)
+            bm->data_offset = ((StoredBitmap *)entries->pdata[k++])->data_offset;
     }
-    bitmap_store_resume(nb->store);
+    return true;
+}
+
+static void update_hook(NodeBitmaps *nb);
+
+/* A change of the node's bitmaps (list, bits other than by marking, states):
+ * writers are held off their marking and the sidecar's group commit is
+ * stopped between change_begin and change_end. */
+static void change_begin(NodeBitmaps *nb)
+{
+    g_rw_lock_writer_lock(&nb->lock);
+    if (nb->store)
+        bitmap_store_quiesce(nb->store);
+}
+
+/* Ends a change; with `persist` the sidecar is rewritten first.  A failed
+ * rewrite is reported but not fatal: the in-memory bitmaps stay right, the
+ * old file still covers what it covered (runs queued for it stay queued),
+ * and the next rewrite retries.  The write hook is updated last, outside the
+ * locks, because removing it waits for writers that may be waiting here. */
+static bool change_end(NodeBitmaps *nb, bool persist, bool clean, GError **errp)
+{
+    g_autoptr(GError) local = NULL;
+    bool ok = !persist || store_all_locked(nb, clean, errp ? errp : &local);
+    if (local)
+        g_printerr("blockd: warning: %s\n", local->message);
+    if (nb->store)
+        bitmap_store_resume(nb->store);
+    g_rw_lock_writer_unlock(&nb->lock);
+    update_hook(nb);
     return ok;
 }
 
-/* Persists after a metadata change; a failure is reported but not fatal:
- * the in-memory bitmap stays right and the next rewrite retries. */
-static void store_after_change(NodeBitmaps *nb)
+/* Marks the range in every enabled bitmap; for persistent ones the marks are
+ * queued for the sidecar and the returned ticket (0: none) must be waited for. */
+static uint64_t mark_locked(NodeBitmaps *nb, uint64_t offset, uint64_t count)
 {
-    g_autoptr(GError) err = NULL;
-    if (!store_all(nb, false, &err))
-        g_printerr("blockd: warning: %s\n", err->message);
-}
-
-/* The before-write hook: marks the range in every enabled bitmap, and for
- * persistent ones waits until the marks are on stable storage. */
-static int track_write(BlockNode *node, uint64_t offset, uint64_t count, NodeWriteKind kind, void *opaque)
-{
-    NodeBitmaps *nb = opaque;
     uint64_t ticket = 0;
-    g_rw_lock_reader_lock(&nb->lock);
     for (guint i = 0; i < nb->bitmaps->len; i++) {
         DirtyBitmap *bm = nb->bitmaps->pdata[i];
         if (!bm->enabled || offset >= bm->size)
@@ -105,25 +125,54 @@ static int track_write(BlockNode *node, uint64_t offset, uint64_t count, NodeWri
             hbitmap_set(bm->bits, first, last - first + 1);
             ticket = bitmap_store_enqueue(nb->store, bm->data_offset, bm->bits, bm->durable,
                                           first / 64, last / 64);
-        } else {
+        } else if (!hbitmap_all_set(bm->bits, first, last - first + 1)) {
             hbitmap_set(bm->bits, first, last - first + 1);
         }
     }
+    return ticket;
+}
+
+/* The before-write hook: marks the range in every enabled bitmap, and for
+ * persistent ones waits until the marks are on stable storage, so the data
+ * never lands (even partly, before a crash) outside a stored bitmap. */
+static int track_write(BlockNode *node, uint64_t offset, uint64_t count, NodeWriteKind kind, void *opaque)
+{
+    NodeBitmaps *nb = opaque;
+    g_rw_lock_reader_lock(&nb->lock);
+    uint64_t ticket = mark_locked(nb, offset, count);
     g_rw_lock_reader_unlock(&nb->lock);
     return ticket ? bitmap_store_wait(nb->store, ticket) : 0;
+}
+
+/* The after-write hook: marks again before the write is acknowledged.  A
+ * bitmap change between the two marks (a clear, an enable, an add) must not
+ * miss a write whose data landed after it; QEMU marks only here.  The common
+ * case costs a check that the bits are already set and durable.  A failure
+ * to store the marks fails nothing now: the data is written and its granules
+ * stay not-durable, so the next write there retries. */
+static void track_write_done(BlockNode *node, const void *buf, uint64_t offset, uint64_t count,
+                             NodeWriteKind kind, int result, void *opaque)
+{
+    NodeBitmaps *nb = opaque;
+    g_rw_lock_reader_lock(&nb->lock);
+    uint64_t ticket = mark_locked(nb, offset, count);
+    g_rw_lock_reader_unlock(&nb->lock);
+    if (ticket)
+        bitmap_store_wait(nb->store, ticket);
 }
 
 static void node_closing(BlockNode *node, void *opaque)
 {
     NodeBitmaps *nb = opaque;
-    g_autoptr(GError) err = NULL;
-    if (!store_all(nb, true, &err))
-        g_printerr("blockd: warning: %s\n", err->message);
+    change_begin(nb);
+    change_end(nb, true, true, NULL); /* the clean store, with checksums */
     g_mutex_lock(&registry_lock);
     g_hash_table_remove(registry, node);
     g_mutex_unlock(&registry_lock);
     if (nb->hook)
         node_remove_before_write_hook(node, nb->hook);
+    if (nb->done_hook)
+        node_remove_before_write_hook(node, nb->done_hook);
     g_ptr_array_free(nb->bitmaps, TRUE);
     bitmap_store_free(nb->store);
     g_rw_lock_clear(&nb->lock);
@@ -148,15 +197,17 @@ static NodeBitmaps *node_bitmaps(BlockNode *node, bool create)
     return nb;
 }
 
-/* Keeps the write hook installed exactly while the node has bitmaps, so
+/* Keeps the write hooks installed exactly while the node has bitmaps, so
  * nodes without bitmaps pay nothing on the write path. */
 static void update_hook(NodeBitmaps *nb)
 {
-    if (nb->bitmaps->len && !nb->hook)
+    if (nb->bitmaps->len && !nb->hook) {
         nb->hook = node_add_before_write_hook(nb->node, NODE_HOOK_ORDER_DIRTY_BITMAP, track_write, nb);
-    else if (!nb->bitmaps->len && nb->hook) {
+        nb->done_hook = node_add_after_write_hook(nb->node, track_write_done, nb);
+    } else if (!nb->bitmaps->len && nb->hook) {
         node_remove_before_write_hook(nb->node, nb->hook);
-        nb->hook = NULL;
+        node_remove_before_write_hook(nb->node, nb->done_hook);
+        nb->hook = nb->done_hook = NULL;
     }
 }
 
@@ -169,14 +220,6 @@ static DirtyBitmap *bitmap_new(NodeBitmaps *nb, const char *name, uint32_t granu
     bm->size = node_size(nb->node);
     bm->bits = hbitmap_new((bm->size + granularity - 1) / granularity);
     return bm;
-}
-
-static void bitmap_attach(NodeBitmaps *nb, DirtyBitmap *bm)
-{
-    g_rw_lock_writer_lock(&nb->lock);
-    g_ptr_array_add(nb->bitmaps, bm);
-    g_rw_lock_writer_unlock(&nb->lock);
-    update_hook(nb);
 }
 
 uint32_t dirty_bitmap_default_granularity(BlockNode *node)
@@ -232,18 +275,23 @@ DirtyBitmap *dirty_bitmap_create(BlockNode *node, const char *name, uint32_t gra
     DirtyBitmap *bm = bitmap_new(nb, name, granularity);
     bm->enabled = !disabled;
     bm->persistent = persistent;
-    if (persistent) {
+    if (persistent)
         bm->durable = hbitmap_new(hbitmap_size(bm->bits));
-        if (!nb->store) {
-            g_autofree char *path = bitmap_store_path_for(node_filename(node));
-            nb->store = bitmap_store_new(path);
-        }
+    change_begin(nb);
+    if (persistent && !nb->store) {
+        g_autofree char *path = bitmap_store_path_for(node_filename(node));
+        nb->store = bitmap_store_new(path);
+        bitmap_store_quiesce(nb->store); /* change_end resumes it */
     }
-    bitmap_attach(nb, bm);
-    if (persistent && !store_all(nb, false, errp)) {
-        dirty_bitmap_remove(bm, NULL);
+    g_ptr_array_add(nb->bitmaps, bm);
+    if (persistent && !store_all_locked(nb, false, errp)) {
+        /* Not stored, so not added: nothing was queued for it (the lock
+         * kept writers out), so it can go at once. */
+        g_ptr_array_remove(nb->bitmaps, bm);
+        change_end(nb, false, false, NULL);
         return NULL;
     }
+    change_end(nb, false, false, NULL);
     return bm;
 }
 
@@ -305,41 +353,36 @@ bool dirty_bitmap_remove(DirtyBitmap *bm, GError **errp)
         return false;
     }
     NodeBitmaps *nb = bm->nb;
-    bool persistent = bm->persistent;
-    g_rw_lock_writer_lock(&nb->lock);
-    g_ptr_array_remove(nb->bitmaps, bm); /* frees it */
-    g_rw_lock_writer_unlock(&nb->lock);
-    update_hook(nb);
-    if (persistent)
-        store_after_change(nb);
+    change_begin(nb);
+    guint index;
+    g_assert(g_ptr_array_find(nb->bitmaps, bm, &index));
+    g_ptr_array_steal_index(nb->bitmaps, index);
+    /* Writers that marked it may still wait for their runs: drop those
+     * runs now that no flush is running, before the bits are freed. */
+    if (nb->store)
+        bitmap_store_forget(nb->store, bm->bits);
+    change_end(nb, bm->persistent, false, NULL);
+    dirty_bitmap_free(bm);
     return true;
 }
 
 void dirty_bitmap_clear(DirtyBitmap *bm, HBitmap **backup)
 {
     NodeBitmaps *nb = bm->nb;
-    g_rw_lock_writer_lock(&nb->lock);
-    if (nb->store)
-        bitmap_store_quiesce(nb->store);
+    change_begin(nb);
     if (backup)
         *backup = hbitmap_copy(bm->bits);
     hbitmap_reset_all(bm->bits);
     if (bm->durable)
         hbitmap_reset_all(bm->durable);
-    if (nb->store)
-        bitmap_store_resume(nb->store);
-    g_rw_lock_writer_unlock(&nb->lock);
-    if (bm->persistent)
-        store_after_change(nb);
+    change_end(nb, bm->persistent, false, NULL);
 }
 
 void dirty_bitmap_restore(DirtyBitmap *bm, HBitmap *saved, bool keep_new_writes)
 {
     NodeBitmaps *nb = bm->nb;
-    /* The bits are changed in place: the sidecar writer may hold bm->bits. */
-    g_rw_lock_writer_lock(&nb->lock);
-    if (nb->store)
-        bitmap_store_quiesce(nb->store);
+    /* The bits are changed in place: queued runs point at bm->bits. */
+    change_begin(nb);
     if (!keep_new_writes) {
         hbitmap_reset_all(bm->bits);
         /* Writes skip granules marked durable: they must be re-marked. */
@@ -347,23 +390,17 @@ void dirty_bitmap_restore(DirtyBitmap *bm, HBitmap *saved, bool keep_new_writes)
             hbitmap_reset_all(bm->durable);
     }
     hbitmap_merge(bm->bits, saved);
-    if (nb->store)
-        bitmap_store_resume(nb->store);
-    g_rw_lock_writer_unlock(&nb->lock);
     hbitmap_free(saved);
-    if (bm->persistent)
-        store_after_change(nb);
+    change_end(nb, bm->persistent, false, NULL);
 }
 
 void dirty_bitmap_set_enabled(DirtyBitmap *bm, bool enabled)
 {
     NodeBitmaps *nb = bm->nb;
-    g_rw_lock_writer_lock(&nb->lock);
+    change_begin(nb);
     bool changed = bm->enabled != enabled;
     bm->enabled = enabled;
-    g_rw_lock_writer_unlock(&nb->lock);
-    if (changed && bm->persistent)
-        store_after_change(nb);
+    change_end(nb, changed && bm->persistent, false, NULL);
 }
 
 /* ORs src into dst, converting granularity when they differ. */
@@ -408,15 +445,16 @@ bool dirty_bitmap_merge(DirtyBitmap *target, GPtrArray *sources, HBitmap **backu
         return false;
     /* Every check passed, so nothing below can fail: all sources or none. */
     NodeBitmaps *nb = target->nb;
-    g_rw_lock_writer_lock(&nb->lock);
+    /* Sources on other nodes may be marked meanwhile: reading them beside
+     * concurrent hbitmap_set is safe, and their list cannot change (this
+     * runs on the main loop, as every change does). */
+    change_begin(nb);
     if (backup)
         *backup = hbitmap_copy(target->bits);
     for (guint i = 0; i < sources->len; i++)
         if (sources->pdata[i] != target)
             merge_bits(target, target->bits, sources->pdata[i]);
-    g_rw_lock_writer_unlock(&nb->lock);
-    if (target->persistent)
-        store_after_change(nb);
+    change_end(nb, target->persistent, false, NULL);
     return true;
 }
 
@@ -470,6 +508,14 @@ void dirty_bitmap_set_range(DirtyBitmap *bm, uint64_t offset, uint64_t len)
     g_rw_lock_reader_unlock(&bm->nb->lock);
 }
 
+bool dirty_bitmap_sync(DirtyBitmap *bm, GError **errp)
+{
+    if (!bm->persistent || bm->readonly)
+        return true;
+    change_begin(bm->nb);
+    return change_end(bm->nb, true, false, errp);
+}
+
 static int64_t byte_search(DirtyBitmap *bm, uint64_t offset, uint64_t end, bool dirty)
 {
     end = MIN(end, bm->size);
@@ -514,7 +560,9 @@ void dirty_bitmap_load_persistent(BlockNode *node)
         return;
     }
     NodeBitmaps *nb = node_bitmaps(node, true);
+    change_begin(nb);
     nb->store = st;
+    bitmap_store_quiesce(st); /* change_end resumes it */
     for (guint i = 0; i < loaded->len; i++) {
         StoredBitmap *sb = loaded->pdata[i];
         uint32_t gran = sb->inconsistent && (sb->granularity < 512 || (sb->granularity & (sb->granularity - 1)))
@@ -528,6 +576,7 @@ void dirty_bitmap_load_persistent(BlockNode *node)
         bm->readonly = ro;
         bm->inconsistent = sb->inconsistent;
         bm->enabled = sb->enabled && !sb->inconsistent;
+        bm->data_offset = sb->data_offset;
         if (sb->bits && hbitmap_size(sb->bits) == (bm->size + gran - 1) / gran) {
             bm->bits = sb->bits;
             sb->bits = NULL;
@@ -536,14 +585,10 @@ void dirty_bitmap_load_persistent(BlockNode *node)
         }
         if (!ro)
             bm->durable = hbitmap_copy(bm->bits); /* what we loaded is on disk */
-        g_rw_lock_writer_lock(&nb->lock);
         g_ptr_array_add(nb->bitmaps, bm);
-        g_rw_lock_writer_unlock(&nb->lock);
     }
     g_ptr_array_free(loaded, TRUE);
-    update_hook(nb);
     /* Rewrite at once: it drops the clean-close checksums (in-place updates
      * follow) and learns where each bitmap's words live. */
-    if (!ro)
-        store_after_change(nb);
+    change_end(nb, !ro, false, NULL);
 }

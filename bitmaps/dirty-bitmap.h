@@ -10,7 +10,15 @@
  *
  * Management calls (create, remove, clear, merge, state changes) are made
  * from one thread at a time (the main loop); the write path and readers
- * (NBD block status, jobs) may run on any thread. */
+ * (NBD block status, jobs) may run on any thread.
+ *
+ * The rule for persistent bitmaps: no write is acknowledged before its
+ * dirty bits are durable in every persistent bitmap that records it.
+ * Writes mark before the data is written (so data never lands outside a
+ * stored bitmap) and again after (so a clear, enable or add that ran while
+ * the write was in flight cannot miss it).  Every management change runs
+ * with the writers' marking excluded and the sidecar's group commit stopped,
+ * and rewrites the sidecar before writers go on. */
 #pragma once
 
 #include <stdbool.h>
@@ -77,8 +85,11 @@ char *dirty_bitmap_sha256(DirtyBitmap *bm);
 /* Bytes of memory the bits use. */
 size_t dirty_bitmap_memory(DirtyBitmap *bm);
 
-/* Marks [offset, offset+len) dirty (also used by jobs). */
+/* Marks [offset, offset+len) dirty in memory (jobs handing bits back);
+ * dirty_bitmap_sync then makes such marks durable. */
 void dirty_bitmap_set_range(DirtyBitmap *bm, uint64_t offset, uint64_t len);
+/* Stores a persistent bitmap's current bits (a whole rewrite); true if not persistent. */
+bool dirty_bitmap_sync(DirtyBitmap *bm, GError **errp);
 /* The start of the first dirty granule in [offset, end) (byte offset, clamped
  * to offset), or -1. */
 int64_t dirty_bitmap_next_dirty(DirtyBitmap *bm, uint64_t offset, uint64_t end);

@@ -3,6 +3,7 @@
 #include "block/options.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <string.h>
 
 struct BlockNode {
@@ -577,7 +578,16 @@ int node_read_fd(BlockNode *node, uint32_t count, uint64_t offset, int *fd, uint
     assert_range(node, count, offset);
     if (!node->drv->read_fd)
         return -ENOTSUP;
-    return node->drv->read_fd(node->opaque, count, offset, fd, fd_offset);
+    int drv_fd;
+    int r = node->drv->read_fd(node->opaque, count, offset, &drv_fd, fd_offset);
+    if (r < 0)
+        return r;
+    /* The caller sends from it after the request has left the node (and a
+     * pivot or blockdev-del may close the node meanwhile): its own copy
+     * keeps the bytes those of this node's file, never of whatever file is
+     * opened next under the same number. */
+    *fd = fcntl(drv_fd, F_DUPFD_CLOEXEC, 0);
+    return *fd < 0 ? -errno : 0;
 }
 
 int node_grow(BlockNode *node, uint64_t size)

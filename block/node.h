@@ -116,7 +116,8 @@ int node_zero(BlockNode *node, uint32_t count, uint64_t offset, uint32_t flags);
 int node_cache(BlockNode *node, uint32_t count, uint64_t offset);
 /* Appends extents starting at offset to `extents` (made with extents_new(offset, size)). */
 int node_block_status(BlockNode *node, uint32_t count, uint64_t offset, uint32_t flags, BlockExtents *extents);
-/* Zero-copy read: the fd and offset holding [offset, offset+count), or -ENOTSUP. */
+/* Zero-copy read: a new descriptor (the caller closes it) and the offset in
+ * it holding [offset, offset+count), or -ENOTSUP. */
 int node_read_fd(BlockNode *node, uint32_t count, uint64_t offset, int *fd, uint64_t *fd_offset);
 /* Grows a writable node to at least `size` bytes (formats appending to their
  * file); 0 if it already is that large, -ENOTSUP if the driver cannot. */

@@ -122,6 +122,10 @@ static void backup_bitmap_finish(Backup *b, bool success)
     default:
         break;
     }
+    /* Bits handed back must survive a crash like any write's. */
+    g_autoptr(GError) err = NULL;
+    if (!dirty_bitmap_sync(b->bitmap, &err))
+        g_printerr("blockd: warning: %s\n", err->message);
     dirty_bitmap_set_busy(b->bitmap, false);
     b->bitmap = NULL;
 }

@@ -118,7 +118,7 @@ int export_flush(Export *exp);
 int export_trim(Export *exp, uint64_t count, uint64_t offset, uint32_t flags);
 int export_zero(Export *exp, uint64_t count, uint64_t offset, uint32_t flags);
 int export_cache(Export *exp, uint64_t count, uint64_t offset);
-/* Zero-copy read source (see node_read_fd); -ENOTSUP when unavailable. */
+/* Zero-copy read source: a descriptor the caller closes (see node_read_fd); -ENOTSUP when unavailable. */
 int export_read_fd(Export *exp, uint32_t count, uint64_t offset, int *fd, uint64_t *fd_offset);
 
 /* Switches every export of `old_node` to `new_node` (same size) atomically:

@@ -250,6 +250,7 @@ static void do_read(Tx *tx, const NbdRequest *req)
             mark_dead(tx);
         }
         g_mutex_unlock(&tx->send_lock);
+        close(fd);
         return;
     }
 
