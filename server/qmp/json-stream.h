@@ -30,3 +30,6 @@ void json_stream_feed(JsonStream *js, const char *data, size_t len);
 bool json_stream_pending(JsonStream *js);
 /* Frees the splitter and any partial message. */
 void json_stream_free(JsonStream *js);
+/* True if a string in the JSON text holds the escape \u0000: C strings
+ * would silently end there (a node name "n0\u0000zz" would name "n0"). */
+bool json_text_has_nul_escape(const char *text, size_t len);

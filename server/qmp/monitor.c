@@ -218,6 +218,12 @@ static void on_message(const char *text, size_t len, const char *error, void *op
         send_error(s, NULL, "GenericError", desc);
         return;
     }
+    if (json_text_has_nul_escape(text, len)) {
+        /* QEMU 7.2 carries U+0000 as an overlong sequence; blockd's names and
+         * paths are C strings, so it refuses the message instead. */
+        send_error(s, NULL, "GenericError", "JSON parse error, \\u0000 is not supported");
+        return;
+    }
     g_autoptr(JsonParser) parser = json_parser_new_immutable();
     GError *err = NULL;
     if (!json_parser_load_from_data(parser, text, (gssize)len, &err)) {
@@ -423,7 +429,7 @@ static int listen_unix(const char *path, GError **errp)
     unlink(path);
     /* Only the owner may talk to the monitor: fix the mode before listen() accepts anyone. */
     if (bind(fd, (struct sockaddr *)&addr, sizeof(addr)) < 0 || chmod(path, 0600) < 0 ||
-        listen(fd, 16) < 0) {
+        listen(fd, SOMAXCONN) < 0) {
         g_set_error(errp, QMP_ERROR, QMP_ERROR_GENERIC, "Failed to bind socket to %s: %s", path,
                     g_strerror(errno));
         close(fd);

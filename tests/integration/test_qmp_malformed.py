@@ -2,7 +2,9 @@
 """Bad input on the monitor: 1000 malformed or random messages each get a QMP
 error (or are waited on as incomplete) and the monitor keeps working; an
 oversized message is refused; a client that disconnects mid-message does not
-disturb another monitor; nothing leaks (ASan/LSan at exit)."""
+disturb another monitor; \\u0000 in a string is refused (a C string would end
+there); a burst of 64 simultaneous connects is accepted; nothing leaks
+(ASan/LSan at exit)."""
 import json
 import os
 import random
@@ -89,6 +91,30 @@ def main():
         check(r == {'return': {}}, 'other monitor after disconnects: %r' % r)
         r = q.cmd('query-named-block-nodes')
         check([n['node-name'] for n in r['return']] == ['after'], 'normal command afterwards: %r' % r)
+        # U+0000 in a string would cut C strings short: "after\u0000zz"
+        # must not name (and delete) the node "after".
+        r = q.raw('{"execute": "blockdev-del", "arguments": {"node-name": "after\\u0000zz"}}')
+        check(r.get('error', {}).get('desc') == 'JSON parse error, \\u0000 is not supported',
+              '\\u0000 in a name: %r' % r)
+        r = q.cmd('query-named-block-nodes')
+        check([n['node-name'] for n in r['return']] == ['after'], 'node deleted through a \\u0000 name: %r' % r)
+        # A burst of simultaneous connects is queued, not refused (listen backlog).
+        import socket
+        burst = []
+        for _ in range(64):
+            c = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            c.setblocking(False)
+            try:
+                c.connect(d.socks[1])
+            except BlockingIOError as e:
+                check(False, 'connect %d of a burst of 64 refused: %s' % (len(burst) + 1, e))
+            burst.append(c)
+        for c in burst:
+            c.setblocking(True)
+            c.settimeout(20)
+            greeting = json.loads(c.makefile().readline())
+            check('QMP' in greeting, 'burst connection greeting: %r' % greeting)
+            c.close()
         q.close()
         other.close()
         check(d.stop() == 0, 'blockd did not exit cleanly')

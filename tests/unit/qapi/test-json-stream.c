@@ -59,9 +59,27 @@ static void test_limits(void)
     g_string_free(deep, TRUE);
 }
 
+static bool has_nul(const char *text)
+{
+    return json_text_has_nul_escape(text, strlen(text));
+}
+
+static void test_nul_escape(void)
+{
+    g_assert_true(has_nul("{\"node-name\": \"n0\\u0000zz\"}"));
+    g_assert_true(has_nul("{\"a\": \"\\\\\\u0000\"}"));   /* \\ then \u0000 */
+    g_assert_false(has_nul("{\"a\": \"\\\\u0000\"}"));      /* \\ then the text u0000 */
+    g_assert_false(has_nul("{\"a\": \"\\u0001\", \"b\": \"u0000\"}"));
+    g_assert_false(has_nul("{\"a\": \"\\u000\"}"));
+    g_assert_true(has_nul("{\"a\\u0000\": 1}"));                /* in a key too */
+    g_assert_true(json_text_has_nul_escape("\"\\u0000\"", 7));
+    g_assert_false(json_text_has_nul_escape("\"\\u0000\"", 6)); /* cut inside the escape */
+}
+
 int main(int argc, char **argv)
 {
     g_test_init(&argc, &argv, NULL);
+    g_test_add_func("/qmp/json-stream/nul-escape", test_nul_escape);
     g_test_add_func("/qmp/json-stream/boundaries", test_boundaries);
     g_test_add_func("/qmp/json-stream/limits", test_limits);
     return g_test_run();
