@@ -44,9 +44,9 @@ static bool listen_on(const SocketAddress *addr, GError **errp)
 static char *server_tls_creds, *server_tls_authz;
 
 /* A new server that requires TLS when tls_creds is set. */
-static NbdServer *new_server(uint32_t max_connections, const char *tls_creds,
-                             const char *tls_authz, GError **errp)
+static NbdServer *new_server(const NbdServerSettings *set, GError **errp)
 {
+    const char *tls_creds = set->tls_creds, *tls_authz = set->tls_authz;
     if (tls_authz && !tls_creds) {
         g_set_error(errp, QMP_ERROR, QMP_ERROR_GENERIC, "'tls-authz' requires 'tls-creds'");
         return NULL;
@@ -59,7 +59,7 @@ static NbdServer *new_server(uint32_t max_connections, const char *tls_creds,
         object_release_tls_creds(creds);
         return NULL;
     }
-    NbdServer *srv = nbd_server_new(max_connections);
+    NbdServer *srv = nbd_server_new(set->max_connections, set->handshake_max_seconds);
     if (creds)
         nbd_server_set_tls(srv, creds, authz);
     server_tls_creds = g_strdup(tls_creds);
@@ -67,16 +67,15 @@ static NbdServer *new_server(uint32_t max_connections, const char *tls_creds,
     return srv;
 }
 
-bool nbd_control_add_listener_tls(const SocketAddress *addr, uint32_t max_connections,
-                                  const char *tls_creds, const char *tls_authz, GError **errp)
+bool nbd_control_add_listener(const SocketAddress *addr, const NbdServerSettings *set, GError **errp)
 {
     bool created = !server;
     if (created) {
-        server = new_server(max_connections, tls_creds, tls_authz, errp);
+        server = new_server(set, errp);
         if (!server)
             return false;
-    } else if ((tls_creds && g_strcmp0(tls_creds, server_tls_creds) != 0) ||
-               (tls_authz && g_strcmp0(tls_authz, server_tls_authz) != 0)) {
+    } else if ((set->tls_creds && g_strcmp0(set->tls_creds, server_tls_creds) != 0) ||
+               (set->tls_authz && g_strcmp0(set->tls_authz, server_tls_authz) != 0)) {
         /* One server, one TLS policy: a listener cannot weaken or change it. */
         g_set_error(errp, QMP_ERROR, QMP_ERROR_GENERIC,
                     "the NBD server already runs with other TLS settings");
@@ -89,30 +88,19 @@ bool nbd_control_add_listener_tls(const SocketAddress *addr, uint32_t max_connec
     return false;
 }
 
-bool nbd_control_add_listener(const SocketAddress *addr, uint32_t max_connections, GError **errp)
-{
-    return nbd_control_add_listener_tls(addr, max_connections, NULL, NULL, errp);
-}
-
-bool nbd_control_start_tls(const SocketAddress *addr, uint32_t max_connections,
-                           const char *tls_creds, const char *tls_authz, GError **errp)
+bool nbd_control_start(const SocketAddress *addr, const NbdServerSettings *set, GError **errp)
 {
     if (server) {
         g_set_error(errp, QMP_ERROR, QMP_ERROR_GENERIC, "NBD server already running");
         return false;
     }
-    return nbd_control_add_listener_tls(addr, max_connections, tls_creds, tls_authz, errp);
-}
-
-bool nbd_control_start(const SocketAddress *addr, uint32_t max_connections, GError **errp)
-{
-    return nbd_control_start_tls(addr, max_connections, NULL, NULL, errp);
+    return nbd_control_add_listener(addr, set, errp);
 }
 
 bool nbd_control_listen_fd(int fd, GError **errp)
 {
     if (!server)
-        server = nbd_server_new(0);
+        server = nbd_server_new(0, NBD_DEFAULT_HANDSHAKE_MAX_SECONDS);
     return nbd_server_listen_fd(server, fd, errp);
 }
 

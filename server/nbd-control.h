@@ -15,17 +15,23 @@
 bool nbd_control_running(void);
 /* The running server, or NULL. */
 NbdServer *nbd_control_server(void);
+/* What nbd-server-start and --nbd-server set besides the address.  TLS:
+ * tls_creds names a tls-creds-* object (server endpoint) and tls_authz an
+ * authz-simple object; either may be NULL. */
+typedef struct NbdServerSettings {
+    uint32_t max_connections;        /* 0: unlimited */
+    uint32_t handshake_max_seconds;  /* 0: no limit */
+    const char *tls_creds, *tls_authz;
+} NbdServerSettings;
+
+/* The handshake limit when none is given (QEMU's). */
+#define NBD_DEFAULT_HANDSHAKE_MAX_SECONDS 10
+
 /* Starts the server on `addr`; fails with "NBD server already running" if it runs. */
-bool nbd_control_start(const SocketAddress *addr, uint32_t max_connections, GError **errp);
-/* Adds a listener on `addr`, starting the server first if needed (several --nbd-server). */
-bool nbd_control_add_listener(const SocketAddress *addr, uint32_t max_connections, GError **errp);
-/* nbd_control_start with TLS: tls_creds names a tls-creds-* object (server
- * endpoint) and tls_authz an authz-simple object; either may be NULL. */
-bool nbd_control_start_tls(const SocketAddress *addr, uint32_t max_connections,
-                           const char *tls_creds, const char *tls_authz, GError **errp);
-/* nbd_control_add_listener with TLS settings; a running server must have the same ones. */
-bool nbd_control_add_listener_tls(const SocketAddress *addr, uint32_t max_connections,
-                                  const char *tls_creds, const char *tls_authz, GError **errp);
+bool nbd_control_start(const SocketAddress *addr, const NbdServerSettings *set, GError **errp);
+/* Adds a listener on `addr`, starting the server first if needed (several
+ * --nbd-server); a running server must have the same TLS settings. */
+bool nbd_control_add_listener(const SocketAddress *addr, const NbdServerSettings *set, GError **errp);
 /* Serves an inherited listening socket (socket activation), starting the server if needed. */
 bool nbd_control_listen_fd(int fd, GError **errp);
 /* Stops listening and disconnects every client; "NBD server not running" if none runs. */

@@ -17,6 +17,8 @@ typedef struct NbdConn {
     NbdIo io;
     GThread *thread;
     bool done;                   /* thread finished and fd closed (under the server lock) */
+    bool refused;                /* over max-connections: only told why */
+    gint64 handshake_deadline;   /* monotonic us; 0 once past the handshake (server lock) */
 
     /* Negotiated during the handshake. */
     bool fixed_newstyle;
@@ -36,6 +38,9 @@ typedef struct NbdConn {
 
 /* Runs the handshake; true when transmission should start (conn->exp is set). */
 bool nbd_handshake(NbdConn *conn);
+/* A handshake that answers every option with NBD_REP_ERR_POLICY and `why`
+ * (a client over max-connections), then closes. */
+void nbd_handshake_refuse(NbdConn *conn, const char *why);
 /* Serves requests until the client disconnects (or the socket is shut down). */
 void nbd_transmission(NbdConn *conn);
 /* Drops negotiated state and references (at the end of a connection). */

@@ -366,7 +366,8 @@ static OptResult handle_option(NbdConn *c, uint32_t opt, const uint8_t *data, ui
     }
 }
 
-bool nbd_handshake(NbdConn *c)
+/* The server's greeting and the client's flags; false: close. */
+static bool exchange_flags(NbdConn *c)
 {
     uint8_t greeting[18];
     nbd_put64(greeting, NBD_MAGIC);
@@ -385,6 +386,52 @@ bool nbd_handshake(NbdConn *c)
     }
     c->fixed_newstyle = cflags & NBD_FLAG_C_FIXED_NEWSTYLE;
     c->no_zeroes = cflags & NBD_FLAG_C_NO_ZEROES;
+    return true;
+}
+
+/* Reads an option header; false: close (bad magic, or data longer than any
+ * option may be). */
+static bool read_option_header(NbdConn *c, uint32_t *opt, uint32_t *len)
+{
+    uint8_t hdr[16];
+    if (nbd_io_read_exact(&c->io, hdr, sizeof(hdr)) < 0)
+        return false;
+    if (nbd_get64(hdr) != NBD_IHAVEOPT) {
+        g_debug("nbd: bad option magic, disconnecting");
+        return false;
+    }
+    *opt = nbd_get32(hdr + 8);
+    *len = nbd_get32(hdr + 12);
+    if (*len > NBD_MAX_OPTION_LENGTH) {
+        g_debug("nbd: option data too long, disconnecting");
+        return false;
+    }
+    return true;
+}
+
+void nbd_handshake_refuse(NbdConn *c, const char *why)
+{
+    if (!exchange_flags(c))
+        return;
+    for (unsigned count = 0; count < 16; count++) {
+        uint32_t opt, len;
+        if (!read_option_header(c, &opt, &len) || nbd_io_discard(&c->io, len) < 0)
+            return;
+        if (opt == NBD_OPT_ABORT) {
+            send_ack(c, opt);
+            return;
+        }
+        /* EXPORT_NAME has no error reply: closing is all it can be told. */
+        if (opt == NBD_OPT_EXPORT_NAME || !c->fixed_newstyle ||
+            send_error(c, opt, NBD_REP_ERR_POLICY, "%s", why) != OPT_CONTINUE)
+            return;
+    }
+}
+
+bool nbd_handshake(NbdConn *c)
+{
+    if (!exchange_flags(c))
+        return false;
 
     /* Bound the haggling so a client cannot keep a connection busy forever. */
     /* Not kept: holding references would keep deleted exports alive. */
@@ -393,18 +440,23 @@ bool nbd_handshake(NbdConn *c)
     g_ptr_array_unref(exports);
 
     for (unsigned count = 0;; count++) {
-        uint8_t hdr[16];
-        if (nbd_io_read_exact(&c->io, hdr, sizeof(hdr)) < 0)
+        uint32_t opt, len;
+        if (!read_option_header(c, &opt, &len))
             return false;
-        if (nbd_get64(hdr) != NBD_IHAVEOPT) {
-            g_debug("nbd: bad option magic, disconnecting");
+        if (count >= max_options) {
+            g_debug("nbd: too many options, disconnecting");
             return false;
         }
-        uint32_t opt = nbd_get32(hdr + 8);
-        uint32_t len = nbd_get32(hdr + 12);
-        if (len > NBD_MAX_OPTION_LENGTH || count >= max_options) {
-            g_debug("nbd: option too long or too many options, disconnecting");
-            return false;
+        /* No option needs more than NBD_MAX_OPTION_BUFFER: larger data is
+         * read and dropped, never held (a client trickling 8 MiB options
+         * on many connections must not pin memory). */
+        if (len > NBD_MAX_OPTION_BUFFER) {
+            if (opt == NBD_OPT_EXPORT_NAME || nbd_io_discard(&c->io, len) < 0)
+                return false;
+            if (send_error(c, opt, NBD_REP_ERR_TOO_BIG, "option data too long (%" PRIu32 " bytes, at most %u)",
+                           len, NBD_MAX_OPTION_BUFFER) != OPT_CONTINUE)
+                return false;
+            continue;
         }
         g_autofree uint8_t *data = g_malloc(len);
         if (nbd_io_read_exact(&c->io, data, len) < 0)

@@ -120,5 +120,8 @@
 #define NBD_MAX_PAYLOAD_DRAIN       (64u * 1024 * 1024)
 /* Option data above this disconnects (largest legal option is far smaller). */
 #define NBD_MAX_OPTION_LENGTH       (8u * 1024 * 1024)
+/* Option data held in memory at most (16 meta context queries of the
+ * longest string); longer options are read, dropped and refused. */
+#define NBD_MAX_OPTION_BUFFER       (64u * 1024)
 /* Most block-status descriptors in one chunk. */
 #define NBD_MAX_EXTENTS             (1u << 20)

@@ -25,6 +25,9 @@
 #define SHUTDOWN_GRACE_US (2 * G_TIME_SPAN_SECOND)
 /* Send buffer asked for each client socket (the kernel caps it at wmem_max). */
 #define SOCKET_BUFFER_SIZE (4 * 1024 * 1024)
+/* Connections over max-connections that are told why before being closed;
+ * past this many at once, further ones are closed without a word. */
+#define MAX_REFUSING 8
 
 typedef struct NbdListener {
     NbdServer *srv;
@@ -39,11 +42,14 @@ typedef struct NbdListener {
 
 struct NbdServer {
     unsigned max_connections;
+    gint64 handshake_us;    /* 0: no limit */
+    guint watchdog;         /* main-loop timer enforcing handshake_us */
     GPtrArray *listeners;   /* NbdListener * */
-    GMutex lock;            /* conns, active, shutting_down */
+    GMutex lock;            /* conns, active, refusing, shutting_down, conns' deadlines */
     GCond cond;             /* signalled when a connection ends */
     GList *conns;           /* NbdConn * (running and finished, until reaped) */
-    unsigned active;
+    unsigned active;        /* connections counted against max_connections */
+    unsigned refusing;      /* connections being told they are over the limit */
     bool shutting_down;
     TlsCreds *tls_creds;    /* acquired object; set before clients arrive */
     AuthzSimple *tls_authz; /* acquired object or NULL */
@@ -81,16 +87,29 @@ AuthzSimple *nbd_server_tls_authz(NbdServer *srv)
 static gpointer connection_main(gpointer opaque)
 {
     NbdConn *c = opaque;
-    if (nbd_handshake(c))
-        nbd_transmission(c);
+    NbdServer *srv = c->srv;
+    if (c->refused) {
+        g_autofree char *why = g_strdup_printf("too many connections: the server allows %u (max-connections)",
+                                               srv->max_connections);
+        nbd_handshake_refuse(c, why);
+    } else {
+        bool ok = nbd_handshake(c);
+        g_mutex_lock(&srv->lock);
+        c->handshake_deadline = 0; /* the watchdog leaves transmission alone */
+        g_mutex_unlock(&srv->lock);
+        if (ok)
+            nbd_transmission(c);
+    }
     nbd_conn_clear(c);
 
-    NbdServer *srv = c->srv;
     g_mutex_lock(&srv->lock);
     /* Closed under the lock so nbd_server_free never shuts down a reused fd. */
     nbd_io_close(&c->io);
     c->done = true;
-    srv->active--;
+    if (c->refused)
+        srv->refusing--;
+    else
+        srv->active--;
     g_cond_broadcast(&srv->cond);
     g_mutex_unlock(&srv->lock);
     return NULL;
@@ -133,12 +152,15 @@ static void start_connection(NbdServer *srv, int fd, int family)
     nbd_io_init(&c->io, fd);
 
     g_mutex_lock(&srv->lock);
-    if (srv->shutting_down || (srv->max_connections && srv->active >= srv->max_connections)) {
+    c->refused = srv->max_connections && srv->active >= srv->max_connections;
+    if (srv->shutting_down || (c->refused && srv->refusing >= MAX_REFUSING)) {
         g_mutex_unlock(&srv->lock);
         close(fd);
         g_free(c);
         return;
     }
+    if (srv->handshake_us)
+        c->handshake_deadline = g_get_monotonic_time() + srv->handshake_us;
     g_autoptr(GError) err = NULL;
     c->thread = g_thread_try_new("nbd-conn", connection_main, c, &err);
     if (!c->thread) {
@@ -149,8 +171,32 @@ static void start_connection(NbdServer *srv, int fd, int family)
         return;
     }
     srv->conns = g_list_prepend(srv->conns, c);
-    srv->active++;
+    if (c->refused)
+        srv->refusing++;
+    else
+        srv->active++;
     g_mutex_unlock(&srv->lock);
+}
+
+/* Once a second: cuts connections still in the handshake past their
+ * deadline (QEMU's handshake-max-seconds), so clients that connect and say
+ * nothing, or trickle a huge option, cannot hold a slot or memory. */
+static gboolean handshake_watchdog(gpointer opaque)
+{
+    NbdServer *srv = opaque;
+    gint64 now = g_get_monotonic_time();
+    g_mutex_lock(&srv->lock);
+    for (GList *l = srv->conns; l; l = l->next) {
+        NbdConn *c = l->data;
+        if (!c->done && c->handshake_deadline && now >= c->handshake_deadline) {
+            g_debug("nbd: a client did not finish the handshake in %" G_GINT64_FORMAT " s; disconnecting",
+                    srv->handshake_us / G_TIME_SPAN_SECOND);
+            c->handshake_deadline = 0;
+            nbd_io_shutdown(&c->io, SHUT_RDWR);
+        }
+    }
+    g_mutex_unlock(&srv->lock);
+    return G_SOURCE_CONTINUE;
 }
 
 static gboolean on_incoming(int fd, GIOCondition cond, gpointer opaque)
@@ -171,7 +217,7 @@ static gboolean on_incoming(int fd, GIOCondition cond, gpointer opaque)
     return G_SOURCE_CONTINUE;
 }
 
-NbdServer *nbd_server_new(unsigned max_connections)
+NbdServer *nbd_server_new(unsigned max_connections, unsigned handshake_max_seconds)
 {
     /* sendfile() cannot suppress SIGPIPE per call; a vanished client must
      * not kill the daemon. */
@@ -181,9 +227,12 @@ NbdServer *nbd_server_new(unsigned max_connections)
 
     NbdServer *srv = g_new0(NbdServer, 1);
     srv->max_connections = max_connections;
+    srv->handshake_us = (gint64)handshake_max_seconds * G_TIME_SPAN_SECOND;
     srv->listeners = g_ptr_array_new();
     g_mutex_init(&srv->lock);
     g_cond_init(&srv->cond);
+    if (srv->handshake_us)
+        srv->watchdog = g_timeout_add_seconds(1, handshake_watchdog, srv);
     return srv;
 }
 
@@ -346,6 +395,8 @@ void nbd_server_free(NbdServer *srv)
 {
     if (!srv)
         return;
+    if (srv->watchdog)
+        g_source_remove(srv->watchdog);
     for (unsigned i = 0; i < srv->listeners->len; i++) {
         NbdListener *l = srv->listeners->pdata[i];
         g_source_remove(l->source);

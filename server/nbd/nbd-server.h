@@ -12,8 +12,10 @@
 
 typedef struct NbdServer NbdServer;
 
-/* A server with no listeners; max_connections 0 means unlimited. */
-NbdServer *nbd_server_new(unsigned max_connections);
+/* A server with no listeners.  Over max_connections (0: unlimited) clients
+ * are told so in the handshake and closed; a client still in the handshake
+ * after handshake_max_seconds (0: no limit) is disconnected. */
+NbdServer *nbd_server_new(unsigned max_connections, unsigned handshake_max_seconds);
 /* Requires TLS with `creds` (server endpoint) from now on, checking client
  * identities with `authz` if not NULL.  The server keeps both acquisitions
  * (server/objects/objects.h) and releases them when freed. */

@@ -30,6 +30,12 @@
 #define READ_AHEAD_SIZE    (64 * 1024)
 #define BUFFER_CLASSES     14          /* 4 KiB << 0 .. 4 KiB << 13 = 32 MiB */
 #define MAX_CACHED_BYTES   (64u * 1024 * 1024)
+/* Payload buffers a connection may hold at once, in use and cached for
+ * reuse together (docs/nbd.md): READ data waiting for a client that does
+ * not read its replies, WRITE data waiting to be written.  A request that
+ * would go over waits for another to finish: the client's own backlog
+ * slows it, never the daemon's memory. */
+#define MAX_BUFFER_BYTES   (128u * 1024 * 1024)
 /* Small requests already read ahead run as one batch on one thread, with
  * one send for all their replies: at high queue depth this saves a thread
  * wake-up and a send per request.  Only quick commands join a batch. */
@@ -77,8 +83,10 @@ typedef struct Tx {
     size_t rpos, rlen;
 
     GMutex buf_lock;
+    GCond buf_cond;          /* a buffer was given back */
     IoBuffer *free_bufs[BUFFER_CLASSES];
-    uint64_t cached_bytes;
+    uint64_t cached_bytes;   /* in free_bufs */
+    uint64_t held_bytes;     /* handed out by buffer_get */
 
     GMutex send_lock;
     gint dead;               /* the socket failed: skip sends */
@@ -98,22 +106,67 @@ static unsigned buffer_class(size_t len)
     return k;
 }
 
+static void buffer_free(IoBuffer *b)
+{
+    free(b->data);
+    g_free(b);
+}
+
+/* Drops cached buffers (largest first) until `need` more bytes fit in the
+ * budget or the cache is empty; returns them for freeing outside the lock. */
+static IoBuffer *uncache_locked(Tx *tx, uint64_t need)
+{
+    IoBuffer *dropped = NULL;
+    for (unsigned k = BUFFER_CLASSES; k > 0 && tx->held_bytes + tx->cached_bytes + need > MAX_BUFFER_BYTES;) {
+        IoBuffer *b = tx->free_bufs[k - 1];
+        if (!b) {
+            k--;
+            continue;
+        }
+        tx->free_bufs[k - 1] = b->next;
+        tx->cached_bytes -= (size_t)4096 << b->klass;
+        b->next = dropped;
+        dropped = b;
+    }
+    return dropped;
+}
+
 static IoBuffer *buffer_get(Tx *tx, size_t len)
 {
     unsigned k = buffer_class(len);
+    size_t size = (size_t)4096 << k;
+    IoBuffer *dropped = NULL;
     g_mutex_lock(&tx->buf_lock);
     IoBuffer *b = tx->free_bufs[k];
     if (b) {
         tx->free_bufs[k] = b->next;
-        tx->cached_bytes -= (size_t)4096 << k;
+        tx->cached_bytes -= size;
+    } else {
+        /* Invariant: held + cached <= MAX_BUFFER_BYTES.  Make room by
+         * dropping cached buffers, else wait for one in use to come back. */
+        for (;;) {
+            for (IoBuffer *d = uncache_locked(tx, size), *next; d; d = next) {
+                next = d->next;
+                d->next = dropped;
+                dropped = d;
+            }
+            if (tx->held_bytes + tx->cached_bytes + size <= MAX_BUFFER_BYTES)
+                break;
+            g_cond_wait(&tx->buf_cond, &tx->buf_lock);
+        }
     }
+    tx->held_bytes += size;
     g_mutex_unlock(&tx->buf_lock);
+    for (IoBuffer *next; dropped; dropped = next) {
+        next = dropped->next;
+        buffer_free(dropped);
+    }
     if (!b) {
         b = g_new0(IoBuffer, 1);
         b->klass = k;
         /* Page-aligned so O_DIRECT backends can use it as is. */
-        if (posix_memalign(&b->data, 4096, (size_t)4096 << k) != 0)
-            g_error("nbd: out of memory for a %zu byte buffer", (size_t)4096 << k);
+        if (posix_memalign(&b->data, 4096, size) != 0)
+            g_error("nbd: out of memory for a %zu byte buffer", size);
     }
     return b;
 }
@@ -124,17 +177,17 @@ static void buffer_put(Tx *tx, IoBuffer *b)
         return;
     size_t size = (size_t)4096 << b->klass;
     g_mutex_lock(&tx->buf_lock);
+    tx->held_bytes -= size;
     if (tx->cached_bytes + size <= MAX_CACHED_BYTES) {
         b->next = tx->free_bufs[b->klass];
         tx->free_bufs[b->klass] = b;
         tx->cached_bytes += size;
         b = NULL;
     }
+    g_cond_broadcast(&tx->buf_cond);
     g_mutex_unlock(&tx->buf_lock);
-    if (b) {
-        free(b->data);
-        g_free(b);
-    }
+    if (b)
+        buffer_free(b);
 }
 
 static void buffers_free_all(Tx *tx)
@@ -143,8 +196,7 @@ static void buffers_free_all(Tx *tx)
         while (tx->free_bufs[k]) {
             IoBuffer *b = tx->free_bufs[k];
             tx->free_bufs[k] = b->next;
-            free(b->data);
-            g_free(b);
+            buffer_free(b);
         }
     }
 }
@@ -627,6 +679,7 @@ void nbd_transmission(NbdConn *c)
     };
     g_mutex_init(&tx->recv_lock);
     g_mutex_init(&tx->buf_lock);
+    g_cond_init(&tx->buf_cond);
     g_mutex_init(&tx->send_lock);
 
     /* The connection thread is the first request thread; the others are
@@ -641,6 +694,7 @@ void nbd_transmission(NbdConn *c)
     buffers_free_all(tx);
     g_mutex_clear(&tx->recv_lock);
     g_mutex_clear(&tx->buf_lock);
+    g_cond_clear(&tx->buf_cond);
     g_mutex_clear(&tx->send_lock);
     g_free(tx);
 }

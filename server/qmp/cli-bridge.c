@@ -34,10 +34,17 @@ bool qmp_cli_nbd_server(JsonObject *opts, GError **errp)
     QapiIn in = { .keyval = true };
     g_autoptr(NbdServerOptions) o = NULL;
     JsonNode *node = wrap(opts);
-    bool ok = qapi_in_NbdServerOptions(&in, "", node, &o, errp) &&
-              nbd_control_add_listener_tls(o->addr, o->has_max_connections ? o->max_connections : 0,
-                                           o->has_tls_creds ? o->tls_creds : NULL,
-                                           o->has_tls_authz ? o->tls_authz : NULL, errp);
+    bool ok = qapi_in_NbdServerOptions(&in, "", node, &o, errp);
+    if (ok) {
+        NbdServerSettings set = {
+            .max_connections = o->has_max_connections ? o->max_connections : 0,
+            .handshake_max_seconds = o->has_handshake_max_seconds ? o->handshake_max_seconds
+                                                                  : NBD_DEFAULT_HANDSHAKE_MAX_SECONDS,
+            .tls_creds = o->has_tls_creds ? o->tls_creds : NULL,
+            .tls_authz = o->has_tls_authz ? o->tls_authz : NULL,
+        };
+        ok = nbd_control_add_listener(o->addr, &set, errp);
+    }
     json_node_unref(node);
     return ok;
 }

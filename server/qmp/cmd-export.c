@@ -139,9 +139,14 @@ static SocketAddress *address_from_legacy(const SocketAddressLegacy *l)
 bool qmp_nbd_server_start(QmpSession *session, q_obj_nbd_server_start_arg *args, GError **errp)
 {
     g_autoptr(SocketAddress) addr = address_from_legacy(args->addr);
-    return nbd_control_start_tls(addr, args->has_max_connections ? args->max_connections : 0,
-                                 args->has_tls_creds ? args->tls_creds : NULL,
-                                 args->has_tls_authz ? args->tls_authz : NULL, errp);
+    NbdServerSettings set = {
+        .max_connections = args->has_max_connections ? args->max_connections : 0,
+        .handshake_max_seconds = args->has_handshake_max_seconds ? args->handshake_max_seconds
+                                                                 : NBD_DEFAULT_HANDSHAKE_MAX_SECONDS,
+        .tls_creds = args->has_tls_creds ? args->tls_creds : NULL,
+        .tls_authz = args->has_tls_authz ? args->tls_authz : NULL,
+    };
+    return nbd_control_start(addr, &set, errp);
 }
 
 bool qmp_nbd_server_stop(QmpSession *session, GError **errp)

@@ -209,7 +209,7 @@ def meta_data(name, queries):
 class Daemon:
     """The real daemon with one memory export `disk0` on a Unix socket."""
 
-    def __init__(self, size="64M"):
+    def __init__(self, size="64M", server_opts=""):
         self.blockd = os.environ.get("BLOCKD")
         if not self.blockd:
             print("BLOCKD is not set", file=sys.stderr)
@@ -220,7 +220,7 @@ class Daemon:
         self.proc = subprocess.Popen([
             self.blockd,
             "--blockdev", "driver=memory,node-name=m0,size=" + size,
-            "--nbd-server", "addr.type=unix,addr.path=" + self.sock,
+            "--nbd-server", "addr.type=unix,addr.path=" + self.sock + server_opts,
             "--export", "type=nbd,id=e0,node-name=m0,name=disk0,writable=on",
             "--pidfile", self.pidfile])
         deadline = time.time() + 30
@@ -268,12 +268,13 @@ def check_healthy(daemon, offset=12345, pattern=b"healthy!"):
     c.disconnect()
 
 
-def run(body, size="64M"):
+def run(body, size="64M", server_opts=""):
     """Runs body(daemon) against a fresh daemon, then stops it by PID.
+    server_opts are appended to --nbd-server (",max-connections=2").
 
     Returns the exit status: 0 on pass, 1 on failure."""
     try:
-        daemon = Daemon(size)
+        daemon = Daemon(size, server_opts)
     except TestFailure as e:
         print("FAIL: %s" % e, file=sys.stderr)
         return 1
