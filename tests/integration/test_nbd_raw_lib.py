@@ -281,8 +281,8 @@ def run(body, size="64M", server_opts=""):
     try:
         body(daemon)
         daemon.stop()
-    except (TestFailure, EOFError, OSError, struct.error) as e:
-        print("FAIL: %s" % e, file=sys.stderr)
+    except Exception as e:  # any failure, libnbd's included: never leave the daemon behind
+        print("FAIL: %s: %s" % (type(e).__name__, e), file=sys.stderr)
         daemon.kill()
         return 1
     print("PASS")
