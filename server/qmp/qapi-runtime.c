@@ -111,8 +111,9 @@ int qapi_in_enum(QapiIn *in, const char *path, JsonNode *node, const char *const
     for (int i = 0; table[i]; i++)
         if (strcmp(table[i], value) == 0)
             return i;
+    /* QEMU names only the member ("null" for a list element), not its path. */
     g_set_error(errp, QMP_ERROR, QMP_ERROR_GENERIC, "Parameter '%s' does not accept value '%s'",
-                path, value);
+                qapi_path_leaf(path), value);
     return -1;
 }
 
