@@ -176,7 +176,8 @@ static int blkdebug_can_write(void *o) { return !node_read_only(((BlkdebugState 
 static int blkdebug_yes(void *o) { return 1; }
 static int blkdebug_can_trim(void *o) { return child_caps(o)->can_trim; }
 static int blkdebug_can_fast_zero(void *o) { return child_caps(o)->can_fast_zero; }
-static int blkdebug_can_fua(void *o) { return child_caps(o)->fua == BLOCK_SUPPORT_NATIVE ? BLOCK_SUPPORT_NATIVE : BLOCK_SUPPORT_EMULATE; }
+/* FUA is a flush after the write, as QEMU does over a file: the flush rules see it. */
+static int blkdebug_can_fua(void *o) { return BLOCK_SUPPORT_EMULATE; }
 static int blkdebug_can_cache(void *o) { return BLOCK_SUPPORT_EMULATE; } /* by reads, which the rules see */
 static int blkdebug_can_multi_conn(void *o) { return child_caps(o)->can_multi_conn; }
 static int blkdebug_is_rotational(void *o) { return child_caps(o)->is_rotational; }
@@ -284,8 +285,6 @@ static int blkdebug_zero(void *o, uint32_t count, uint64_t offset, uint32_t flag
     return r;
 }
 
-static int blkdebug_flush(void *o, uint32_t flags);
-
 static int blkdebug_trim(void *o, uint32_t count, uint64_t offset, uint32_t flags)
 {
     BlkdebugState *s = o;
@@ -303,7 +302,7 @@ static int blkdebug_trim(void *o, uint32_t count, uint64_t offset, uint32_t flag
         r = 0;
     }
     block_flush_gen_write(&s->flush_gen);
-    return r == 0 && (flags & BLOCK_FLAG_FUA) ? blkdebug_flush(s, 0) : r;
+    return r;
 }
 
 /* QEMU's bdrv_co_flush: events for the child, then the flush rules, but

@@ -223,7 +223,10 @@ static bool in_signed(QapiIn *in, const char *path, JsonNode *node, int64_t min,
     const char *s = keyval_string(in, node);
     if (s) {
         uint64_t size;
-        if (!g_ascii_string_to_signed(s, 10, INT64_MIN, INT64_MAX, &v, NULL)) {
+        char *end;
+        errno = 0;
+        v = g_ascii_strtoll(s, &end, 0); /* base 0 as QEMU's keyval: 0x10 is 16 */
+        if (errno || end == s || *end) {
             if (!parse_size(s, &size) || size > INT64_MAX) {
                 error_value(path, "integer", errp);
                 return false;
