@@ -31,6 +31,7 @@ typedef struct BlkdebugState {
 static void blkdebug_event(void *opaque, int event)
 {
     BlkdebugState *s = opaque;
+    g_assert((unsigned)event < BLKDBG__MAX);
     g_mutex_lock(&s->lock);
     int new_state = s->state;
     unsigned injected = 0;

@@ -11,6 +11,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), 'qmp
 from qmp_lib import Daemon, blockd_cmd, check, fail  # noqa: E402
 from lib import errno_of, import_nbd  # noqa: E402
 import shutil  # noqa: E402
+import subprocess  # noqa: E402
 
 nbd = import_nbd()
 OK, EIO, ENOSPC, EPERM = 'ok', errno.EIO, errno.ENOSPC, errno.EPERM
@@ -31,42 +32,51 @@ event = "read_aio"
 sector = "2"
 '''
 
-# (blkdebug options, raw node on top?, [(request, offset, length, expected)])
+# (blkdebug options, format node on top (None, 'raw', 'qcow2'), [(request, offset, length, expected)]);
+# qcow2 images hold 1 MiB of data at 0 and nothing after.
 SCRIPTS = [
-    ({'inject-error': [{'event': 'read_aio'}]}, True,
+    ({'inject-error': [{'event': 'read_aio'}]}, 'raw',
      [('r', 0, 512, EIO), ('w', 0, 512, EIO), ('f', 0, 0, EIO)]),
-    ({'inject-error': [{'event': 'read_aio'}]}, False,      # nobody raises read_aio
+    ({'inject-error': [{'event': 'read_aio'}]}, None,      # nobody raises read_aio
      [('w', 0, 512, OK), ('r', 0, 512, OK)]),
-    ({'inject-error': [{'event': 'none', 'once': True, 'errno': 28}]}, False,
+    ({'inject-error': [{'event': 'none', 'once': True, 'errno': 28}]}, None,
      [('r', 0, 512, ENOSPC), ('w', 0, 512, OK), ('r', 0, 512, OK)]),
-    ({'inject-error': [{'event': 'none', 'sector': 8, 'errno': 1}]}, False,
+    ({'inject-error': [{'event': 'none', 'sector': 8, 'errno': 1}]}, None,
      [('r', 0, 4096, OK), ('r', 4096, 512, EPERM), ('r', 4095, 2, EPERM), ('r', 4097, 511, OK),
       ('w', 4096, 1, EPERM), ('z', 0, 8192, EPERM), ('w', 8192, 512, OK)]),
-    ({'inject-error': [{'event': 'none', 'iotype': 'write'}]}, False,
+    ({'inject-error': [{'event': 'none', 'iotype': 'write'}]}, None,
      [('r', 0, 512, OK), ('w', 0, 512, EIO), ('z', 0, 4096, OK), ('f', 0, 0, OK)]),
-    ({'inject-error': [{'event': 'none', 'iotype': 'write-zeroes', 'errno': 28}]}, False,
+    ({'inject-error': [{'event': 'none', 'iotype': 'write-zeroes', 'errno': 28}]}, None,
      [('w', 0, 512, OK), ('z', 0, 4096, ENOSPC), ('z', 0, 100, ENOSPC)]),
-    ({'inject-error': [{'event': 'none', 'iotype': 'discard'}]}, False,
+    ({'inject-error': [{'event': 'none', 'iotype': 'discard'}]}, None,
      [('w', 0, 512, OK), ('t', 0, 4096, EIO)]),
-    ({'inject-error': [{'event': 'none', 'iotype': 'discard', 'errno': 95}]}, False,
+    ({'inject-error': [{'event': 'none', 'iotype': 'discard', 'errno': 95}]}, None,
      [('t', 0, 4096, OK)]),                                   # ENOTSUP: a discard is a hint
-    ({'inject-error': [{'event': 'none', 'iotype': 'block-status'}]}, False,
+    ({'inject-error': [{'event': 'none', 'iotype': 'block-status'}]}, None,
      [('r', 0, 512, OK), ('b', 0, 4096, EIO)]),
-    ({'inject-error': [{'event': 'flush_to_disk', 'iotype': 'flush'}]}, True,
+    ({'inject-error': [{'event': 'flush_to_disk', 'iotype': 'flush'}]}, 'raw',
      [('f', 0, 0, OK), ('w', 0, 512, OK), ('f', 0, 0, EIO), ('f', 0, 0, EIO), ('W', 0, 512, EIO)]),
-    ({'inject-error': [{'event': 'pwritev'}]}, False,
+    ({'inject-error': [{'event': 'pwritev'}]}, None,
      [('r', 0, 512, OK), ('w', 0, 512, EIO), ('r', 0, 512, EIO)]),
     ({'inject-error': [{'event': 'read_aio', 'state': 2}, {'event': 'write_aio', 'state': 1, 'errno': 28,
                                                            'iotype': 'write'}],
       'set-state': [{'event': 'write_aio', 'state': 1, 'new_state': 2},
-                    {'event': 'read_aio', 'state': 2, 'new_state': 3}]}, True,
+                    {'event': 'read_aio', 'state': 2, 'new_state': 3}]}, 'raw',
      [('r', 0, 512, OK), ('w', 0, 512, ENOSPC), ('w', 0, 512, ENOSPC), ('r', 0, 512, EIO),
       ('r', 0, 512, EIO), ('w', 0, 512, EIO)]),
-    ({'inject-error': [{'event': 'none', 'errno': 0}, {'event': 'none'}]}, False,
+    ({'inject-error': [{'event': 'none', 'errno': 0}, {'event': 'none'}]}, None,
      [('r', 0, 512, OK)]),                                    # the first match decides
-    ({'config': CONFIG}, True,
+    ({'config': CONFIG}, 'raw',
      [('w', 0, 512, OK), ('w', 0, 512, ENOSPC), ('r', 0, 512, OK), ('r', 1024, 512, EIO),
       ('w', 0, 512, ENOSPC)]),
+    # qcow2 raises read_aio for data clusters, l2_load for each L2 table it reads,
+    # flush events for its file; the rule stays active until another event.
+    ({'inject-error': [{'event': 'read_aio', 'iotype': 'read', 'once': True}]}, 'qcow2',
+     [('r', 2 << 20, 512, OK), ('r', 0, 512, EIO), ('r', 0, 512, OK), ('w', 2 << 20, 512, OK)]),
+    ({'inject-error': [{'event': 'l2_load', 'iotype': 'read'}]}, 'qcow2',
+     [('r', 0, 512, EIO), ('r', 0, 512, EIO), ('f', 0, 0, OK), ('r', 3 << 20, 512, EIO)]),
+    ({'inject-error': [{'event': 'flush_to_disk', 'iotype': 'flush', 'errno': 28}]}, 'qcow2',
+     [('f', 0, 0, OK), ('w', 0, 512, OK), ('f', 0, 0, ENOSPC), ('r', 0, 512, OK)]),
 ]
 
 # The same from --blockdev (lists as inject-error.0.event=...).
@@ -114,12 +124,23 @@ def keyval(obj, prefix=''):
     return ','.join(out)
 
 
-def run_script(cmd, opts, raw, steps, cli):
+def make_image(d, fmt):
+    """1 MiB of 0xab (all data: QEMU does not read holes), in a 4 MiB qcow2 image for qcow2."""
+    img = d.path('img')
+    if fmt != 'qcow2':
+        with open(img, 'wb') as f:
+            f.write(b'\xab' * (1 << 20))
+        return img
+    for tool in (['qemu-img', 'create', '-q', '-f', 'qcow2', img, '4M'],
+                 ['qemu-io', '-f', 'qcow2', '-c', 'write -q -P 0xab 0 1M', img]):
+        subprocess.run(tool, check=True, stdout=subprocess.DEVNULL)
+    return img
+
+
+def run_script(cmd, opts, fmt, steps, cli):
     """Sets the nodes up over QMP (or with --blockdev when `cli`), then runs the requests."""
     with Daemon(cmd) as d:
-        img, sock = d.path('img'), d.path('nbd.sock')
-        with open(img, 'wb') as f:
-            f.write(b'\xab' * (1 << 20))     # all data: QEMU does not read holes
+        img, sock = make_image(d, fmt), d.path('nbd.sock')
         opts = dict(opts)
         if 'config' in opts:
             with open(d.path('rules.cfg'), 'w') as f:
@@ -127,8 +148,8 @@ def run_script(cmd, opts, raw, steps, cli):
             opts['config'] = d.path('rules.cfg')
         nodes = [{'driver': 'file', 'node-name': 'f', 'filename': img, 'discard': 'unmap'},
                  dict(opts, driver='blkdebug', **{'node-name': 'dbg', 'image': 'f', 'discard': 'unmap'})]
-        if raw:
-            nodes.append({'driver': 'raw', 'node-name': 'fmt', 'file': 'dbg', 'discard': 'unmap'})
+        if fmt:
+            nodes.append({'driver': fmt, 'node-name': 'fmt', 'file': 'dbg', 'discard': 'unmap'})
         export = {'type': 'nbd', 'id': 'e', 'node-name': nodes[-1]['node-name'], 'writable': True, 'name': 'e'}
         if cli:
             d.stop()
@@ -166,13 +187,15 @@ def main():
         daemons.append(('qemu-storage-daemon', [shutil.which('qemu-storage-daemon')]))
     else:
         print('qemu-storage-daemon is not installed: checking blockd only')
-    for i, (opts, raw, steps) in enumerate(SCRIPTS + CLI_SCRIPTS):
+    for i, (opts, fmt, steps) in enumerate(SCRIPTS + CLI_SCRIPTS):
+        if fmt == 'qcow2' and not shutil.which('qemu-img'):
+            continue
         want = [s[3] for s in steps]
         for name, cmd in daemons:
-            got = run_script(cmd, opts, raw, steps, i >= len(SCRIPTS))
+            got = run_script(cmd, opts, fmt, steps, i >= len(SCRIPTS))
             if got != want:
                 fail('%s, rules %r%s:\n  requests %r\n  got  %r\n  want %r' % (
-                    name, opts, ' under raw' if raw else '', [s[:3] for s in steps], got, want))
+                    name, opts, ' under ' + fmt if fmt else '', [s[:3] for s in steps], got, want))
     print('%d scripts passed on %s' % (len(SCRIPTS + CLI_SCRIPTS), ', '.join(n for n, _ in daemons)))
 
 
