@@ -76,8 +76,6 @@ static int rule_check(BlkdebugState *s, uint64_t offset, uint64_t bytes, Blkdebu
     return -error;
 }
 
-static void *blkdebug_open(BlockNode *self, BlockOptions *opts, bool read_only, GError **errp);
-
 static void blkdebug_close(void *opaque)
 {
     BlkdebugState *s = opaque;
