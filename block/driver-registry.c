@@ -21,6 +21,7 @@ extern const BlockDriver block_driver_raw;
 extern const BlockDriver block_driver_nbd;
 extern const BlockDriver block_driver_overlay;
 extern const BlockDriver block_driver_qcow2;
+extern const BlockDriver block_driver_blkdebug;
 
 void block_drivers_init(void)
 {
@@ -30,6 +31,7 @@ void block_drivers_init(void)
         block_driver_register(&block_driver_nbd);
         block_driver_register(&block_driver_overlay);
         block_driver_register(&block_driver_qcow2);
+        block_driver_register(&block_driver_blkdebug);
         plugin_host_register_drivers();
         g_once_init_leave(&done, 1);
     }

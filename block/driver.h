@@ -83,6 +83,10 @@ typedef struct BlockDriver {
     /* Optional: what query-named-block-nodes shows of an image format
      * (backing file, cluster size).  Strings stay owned by the driver. */
     void (*image_info)(void *opaque, struct BlockImageInfo *info);
+
+    /* Optional: a parent reports a debug event (BlockDebugEvent) on its
+     * way through this node's I/O path; only blkdebug reacts. */
+    void (*debug_event)(void *opaque, int event);
 } BlockDriver;
 
 /* Image details a format driver reports (all optional: NULL / 0). */

@@ -616,3 +616,9 @@ bool node_image_info(BlockNode *node, BlockImageInfo *info)
     node->drv->image_info(node->opaque, info);
     return true;
 }
+
+void node_debug_event(BlockNode *node, int event)
+{
+    if (node->drv->debug_event)
+        node->drv->debug_event(node->opaque, event);
+}

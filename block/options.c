@@ -204,6 +204,39 @@ JsonObject *block_options_get_object(BlockOptions *opts, const char *key)
     return json_node_get_object(node);
 }
 
+JsonArray *block_options_get_array(BlockOptions *opts, const char *key)
+{
+    JsonNode *node = json_object_get_member(opts->obj, key);
+    if (!node || !JSON_NODE_HOLDS_ARRAY(node))
+        return NULL;
+    block_options_mark_used(opts, key);
+    return json_node_get_array(node);
+}
+
+bool block_options_get_int(BlockOptions *opts, const char *key, int64_t *out, GError **errp)
+{
+    JsonNode *node = get_member(opts, key);
+    if (!node)
+        return true;
+    if (JSON_NODE_HOLDS_VALUE(node) && json_node_get_value_type(node) == G_TYPE_INT64) {
+        *out = json_node_get_int(node);
+        return true;
+    }
+    if (JSON_NODE_HOLDS_VALUE(node) && json_node_get_value_type(node) == G_TYPE_STRING) {
+        const char *s = json_node_get_string(node);
+        char *end;
+        errno = 0;
+        gint64 v = g_ascii_strtoll(s, &end, 0);
+        if (!errno && end != s && !*end) {
+            *out = v;
+            return true;
+        }
+    }
+    g_set_error(errp, G_IO_ERROR, G_IO_ERROR_INVALID_ARGUMENT,
+                "Parameter '%s%s' expects integer", opts->prefix, key);
+    return false;
+}
+
 bool block_options_check_all_used(BlockOptions *opts, GError **errp)
 {
     GList *members = json_object_get_members(opts->obj);

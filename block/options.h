@@ -29,6 +29,10 @@ bool block_options_get_size(BlockOptions *opts, const char *key, bool required, 
 bool block_options_get_uint(BlockOptions *opts, const char *key, uint64_t max, uint64_t *out, GError **errp);
 /* A nested object option (for dotted keys); NULL when absent or not an object. */
 JsonObject *block_options_get_object(BlockOptions *opts, const char *key);
+/* An array option; NULL when absent or not an array. */
+JsonArray *block_options_get_array(BlockOptions *opts, const char *key);
+/* A signed integer option (JSON integer or decimal/hex text); `*out` unchanged when absent. */
+bool block_options_get_int(BlockOptions *opts, const char *key, int64_t *out, GError **errp);
 /* True if `key` is present with the JSON value null (marks it used). */
 bool block_options_is_null(BlockOptions *opts, const char *key);
 /* Marks `key` used without reading it. */

@@ -28,6 +28,7 @@
 #include "block/node.h"
 #include "block/child-ref.h"
 #include "block/options.h"
+#include "block/debug-event.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -85,6 +86,7 @@ typedef struct Qcow2 {
     BlockNode *file, *backing;
     GMutex lock;
     bool read_only;
+    BlockFlushGen flush_gen; /* for flush_to_disk events (a blkdebug file counts them) */
     bool broken;                 /* metadata I/O failed midway: no more writes */
     bool file_can_trim;
 
@@ -500,6 +502,7 @@ static int l2_load(Qcow2 *s, uint64_t off, L2Table **out)
     L2Table *t = g_hash_table_lookup(s->l2, &off);
     if (!t) {
         g_autofree uint8_t *raw = g_malloc(s->cs);
+        node_debug_event(s->file, BLKDBG_L2_LOAD);
         int r = file_read(s, raw, s->cs, off);
         if (r < 0)
             return r;
@@ -725,6 +728,7 @@ static int qcow2_pread(void *o, void *buf, uint32_t count, uint64_t offset, uint
             uint64_t len = MIN((uint64_t)count, k * s->cs - in);
             switch (t) {
             case CT_NORMAL:
+                node_debug_event(s->file, BLKDBG_READ_AIO);
                 r = file_read(s, buf, len, (entries[i] & L2E_OFFSET_MASK) + in);
                 break;
             case CT_ZERO_PLAIN:
@@ -732,11 +736,14 @@ static int qcow2_pread(void *o, void *buf, uint32_t count, uint64_t offset, uint
                 memset(buf, 0, len);
                 break;
             case CT_UNALLOC:
+                if (s->backing)
+                    node_debug_event(s->file, BLKDBG_READ_BACKING_AIO);
                 r = read_backing(s, buf, len, offset);
                 break;
             case CT_COMPRESSED:
                 if (!cbuf)
                     cbuf = g_malloc(s->cs);
+                node_debug_event(s->file, BLKDBG_READ_COMPRESSED);
                 r = read_compressed(s, entries[i], cbuf);
                 if (r == 0)
                     memcpy(buf, cbuf + in, len);
@@ -799,6 +806,7 @@ static int write_step(Qcow2 *s, const void *buf, uint64_t count, uint64_t offset
             goto out;
         g_mutex_unlock(&s->lock);
         *done = MIN(count, k * cs - in);
+        node_debug_event(s->file, BLKDBG_WRITE_AIO);
         return file_write(s, buf, *done, host + in);
     }
     while (k < nmax && (r = get_entry(s, c0 + k, &e)) == 0 && !in_place(e, classify(s, e)))
@@ -825,6 +833,7 @@ static int write_step(Qcow2 *s, const void *buf, uint64_t count, uint64_t offset
         data = bounce;
     }
     /* Data first, then the L2 entries that make it visible. */
+    node_debug_event(s->file, BLKDBG_WRITE_AIO);
     if ((r = file_write(s, data, k * cs, host)) < 0 ||
         (r = set_entries(s, c0, k, host, OFLAG_COPIED)) < 0)
         goto out;
@@ -837,6 +846,7 @@ out:
 static int qcow2_pwrite(void *o, const void *buf, uint32_t count, uint64_t offset, uint32_t flags)
 {
     Qcow2 *s = o;
+    block_flush_gen_write(&s->flush_gen);
     while (count > 0) {
         uint64_t done = 0;
         int r = write_step(s, buf, count, offset, &done);
@@ -893,6 +903,7 @@ static ZeroAction zero_action(Qcow2 *s, uint64_t c, bool may_trim, uint64_t *e, 
 static int qcow2_zero(void *o, uint32_t count, uint64_t offset, uint32_t flags)
 {
     Qcow2 *s = o;
+    block_flush_gen_write(&s->flush_gen);
     const uint64_t cs = s->cs;
     const bool fast = flags & BLOCK_FLAG_FAST_ZERO, may_trim = flags & BLOCK_FLAG_MAY_TRIM;
     uint64_t end = offset + count;
@@ -961,6 +972,7 @@ static int qcow2_trim(void *o, uint32_t count, uint64_t offset, uint32_t flags)
     int r = 0;
     if (s->version < 3 && s->backing)
         return 0; /* a hint; deallocating would expose the backing data */
+    block_flush_gen_write(&s->flush_gen);
     g_mutex_lock(&s->lock);
     if (s->broken)
         r = -EIO;
@@ -984,11 +996,22 @@ static int qcow2_trim(void *o, uint32_t count, uint64_t offset, uint32_t flags)
 static int qcow2_flush(void *o, uint32_t flags)
 {
     Qcow2 *s = o;
+    bool needed = false;
+    unsigned gen = 0;
+    /* The debug events of QEMU's bdrv_co_flush, for a blkdebug file. */
+    if (!s->read_only) {
+        node_debug_event(s->file, BLKDBG_FLUSH_TO_OS);
+        gen = block_flush_gen_begin(&s->flush_gen, &needed);
+        if (needed)
+            node_debug_event(s->file, BLKDBG_FLUSH_TO_DISK);
+    }
     g_mutex_lock(&s->lock);
     int r = node_flush(s->file);
     if (r == 0 && s->pending_free->len)
         r = apply_pending_frees(s);
     g_mutex_unlock(&s->lock);
+    if (r == 0 && needed)
+        block_flush_gen_done(&s->flush_gen, gen);
     return r;
 }
 

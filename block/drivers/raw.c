@@ -4,12 +4,14 @@
 #include "block/node.h"
 #include "block/child-ref.h"
 #include "block/options.h"
+#include "block/debug-event.h"
 
 #include <errno.h>
 
 typedef struct RawState {
-    BlockNode *child;
+    BlockNode *self, *child;
     uint64_t offset, size;
+    BlockFlushGen flush_gen;
 } RawState;
 
 static void *raw_open_over(BlockNode *self, BlockNode *child, bool created, BlockOptions *opts,
@@ -62,6 +64,7 @@ static void *raw_open_over(BlockNode *self, BlockNode *child, bool created, Bloc
     else
         node_add_child(self, child);
     RawState *s = g_new0(RawState, 1);
+    s->self = self;
     s->child = child;
     s->offset = offset;
     s->size = size;
@@ -95,26 +98,47 @@ static int raw_block_size(void *o, uint32_t *min, uint32_t *pref, uint32_t *max)
 static int raw_pread(void *o, void *buf, uint32_t count, uint64_t offset, uint32_t flags)
 {
     RawState *s = o;
+    node_debug_event(s->child, BLKDBG_READ_AIO);
     return node_pread(s->child, buf, count, offset + s->offset);
 }
 
 static int raw_pwrite(void *o, const void *buf, uint32_t count, uint64_t offset, uint32_t flags)
 {
     RawState *s = o;
+    node_debug_event(s->child, BLKDBG_WRITE_AIO);
+    block_flush_gen_write(&s->flush_gen);
     return node_pwrite(s->child, buf, count, offset + s->offset, flags);
 }
 
-static int raw_flush(void *o, uint32_t flags) { return node_flush(((RawState *)o)->child); }
+/* The debug events QEMU raises on the way to the child (a blkdebug child
+ * counts them): flush_to_disk only if something was written since. */
+static int raw_flush(void *o, uint32_t flags)
+{
+    RawState *s = o;
+    if (node_read_only(s->self))
+        return node_flush(s->child);
+    bool needed;
+    node_debug_event(s->child, BLKDBG_FLUSH_TO_OS);
+    unsigned gen = block_flush_gen_begin(&s->flush_gen, &needed);
+    if (needed)
+        node_debug_event(s->child, BLKDBG_FLUSH_TO_DISK);
+    int r = node_flush(s->child);
+    if (r == 0)
+        block_flush_gen_done(&s->flush_gen, gen);
+    return r;
+}
 
 static int raw_trim(void *o, uint32_t count, uint64_t offset, uint32_t flags)
 {
     RawState *s = o;
+    block_flush_gen_write(&s->flush_gen);
     return node_trim(s->child, count, offset + s->offset, flags);
 }
 
 static int raw_zero(void *o, uint32_t count, uint64_t offset, uint32_t flags)
 {
     RawState *s = o;
+    block_flush_gen_write(&s->flush_gen);
     return node_zero(s->child, count, offset + s->offset, flags);
 }
 

@@ -31,6 +31,16 @@ static char *describe_filename(const BlockdevOptions *o)
             return g_strdup(filename_of(ref->u.reference));
         return describe_filename(ref->u.definition);
     }
+    case BLOCKDEV_DRIVER_BLKDEBUG: {
+        /* QEMU's "blkdebug:CONFIG:IMAGE" while no other option is set. */
+        const BlockdevOptionsBlkdebug *b = &o->u.blkdebug;
+        if (b->has_align || b->has_max_transfer || b->has_opt_write_zero || b->has_max_write_zero ||
+            b->has_opt_discard || b->has_max_discard || b->has_inject_error || b->has_set_state)
+            return g_strdup("blkdebug://");
+        g_autofree char *image = b->image->type == QAPI_QTYPE_QSTRING ? g_strdup(filename_of(b->image->u.reference))
+                                                                      : describe_filename(b->image->u.definition);
+        return g_strdup_printf("blkdebug:%s:%s", b->has_config ? b->config : "", image);
+    }
     default:
         return g_strdup_printf("%s://", BlockdevDriver_str[o->driver]);
     }

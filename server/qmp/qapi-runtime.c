@@ -111,8 +111,9 @@ int qapi_in_enum(QapiIn *in, const char *path, JsonNode *node, const char *const
     for (int i = 0; table[i]; i++)
         if (strcmp(table[i], value) == 0)
             return i;
+    /* QEMU names only the member ("null" for a list element), not its path. */
     g_set_error(errp, QMP_ERROR, QMP_ERROR_GENERIC, "Parameter '%s' does not accept value '%s'",
-                path, value);
+                qapi_path_leaf(path), value);
     return -1;
 }
 
@@ -222,7 +223,10 @@ static bool in_signed(QapiIn *in, const char *path, JsonNode *node, int64_t min,
     const char *s = keyval_string(in, node);
     if (s) {
         uint64_t size;
-        if (!g_ascii_string_to_signed(s, 10, INT64_MIN, INT64_MAX, &v, NULL)) {
+        char *end;
+        errno = 0;
+        v = g_ascii_strtoll(s, &end, 0); /* base 0 as QEMU's keyval: 0x10 is 16 */
+        if (errno || end == s || *end) {
             if (!parse_size(s, &size) || size > INT64_MAX) {
                 error_value(path, "integer", errp);
                 return false;

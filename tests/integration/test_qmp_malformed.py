@@ -26,7 +26,7 @@ FIXED = [
     ('{"execute": "blockdev-del", "arguments": {"node-name": []}}',
      "Invalid parameter type for 'node-name', expected: string"),
     ('{"execute": "nbd-server-start", "arguments": {"addr": {"type": "carrier-pigeon"}}}',
-     "Parameter 'addr.type' does not accept value 'carrier-pigeon'"),
+     "Parameter 'type' does not accept value 'carrier-pigeon'"),
     ('}', 'JSON parse error'),
 ]
 
