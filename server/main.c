@@ -73,6 +73,20 @@ static bool startup(CliConfig *cfg, int activated, GError **errp)
     if (cfg->items->len == 0 &&
         !(add_default_export(errp) && (activated > 0 || add_default_listeners(errp))))
         return false;
+    /* qemu-storage-daemon refuses an NBD export while no NBD server runs.
+     * blockd takes --nbd-server anywhere on the line (or inherited sockets),
+     * but still refuses an export that no client could ever reach. */
+    bool have_server = activated > 0;
+    for (guint i = 0; i < cfg->items->len; i++)
+        have_server |= ((CliItem *)cfg->items->pdata[i])->kind == CLI_NBD_SERVER;
+    for (guint i = 0; i < cfg->items->len && !have_server; i++) {
+        CliItem *item = cfg->items->pdata[i];
+        if (item->kind == CLI_EXPORT) {
+            g_set_error(errp, G_IO_ERROR, G_IO_ERROR_FAILED, "%s %s: NBD server not running",
+                        cli_kind_option(item->kind), item->text);
+            return false;
+        }
+    }
     for (guint i = 0; i < cfg->items->len; i++) {
         CliItem *item = cfg->items->pdata[i];
         GError *err = NULL;

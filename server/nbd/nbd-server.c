@@ -20,6 +20,7 @@
 #include <sys/un.h>
 #include "server/nbd/nbd-conn.h"
 #include "server/objects/objects.h"
+#include "server/unix-path.h"
 
 /* Graceful shutdown: how long in-flight requests get before a hard disconnect. */
 #define SHUTDOWN_GRACE_US (2 * G_TIME_SPAN_SECOND)
@@ -36,6 +37,7 @@ typedef struct NbdListener {
     int family;
     char *unix_path;        /* path for URIs */
     bool unlink_path;       /* we created the socket file */
+    UnixPathId path_id;     /* which file that was */
     char *host;             /* numeric host for URIs (inet) */
     unsigned port;
 } NbdListener;
@@ -277,10 +279,11 @@ static bool add_listener(NbdServer *srv, int fd, const char *created_path, GErro
     if (created_path) {
         l->unix_path = g_strdup(created_path);
         l->unlink_path = true;
+        unix_path_identify(created_path, &l->path_id);
     }
     if (!g_unix_set_fd_nonblocking(fd, TRUE, errp) || !describe_listener(l, errp)) {
         if (l->unlink_path)
-            unlink(l->unix_path);
+            unix_path_remove_if_ours(l->unix_path, &l->path_id);
         close(fd);
         g_free(l->unix_path);
         g_free(l->host);
@@ -312,10 +315,7 @@ bool nbd_server_listen_unix(NbdServer *srv, const char *path, GError **errp)
     int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
     if (fd < 0)
         return fail_errno(errp, -1, "cannot create socket for", path);
-    struct stat st;
-    if (lstat(path, &st) == 0 && S_ISSOCK(st.st_mode))
-        unlink(path);
-    if (bind(fd, (struct sockaddr *)&sun, sizeof(sun)) < 0)
+    if (!unix_path_prepare(path) || bind(fd, (struct sockaddr *)&sun, sizeof(sun)) < 0)
         return fail_errno(errp, fd, "cannot bind", path);
     if (listen(fd, SOMAXCONN) < 0) {
         unlink(path);
@@ -402,7 +402,7 @@ void nbd_server_free(NbdServer *srv)
         g_source_remove(l->source);
         close(l->fd);
         if (l->unlink_path)
-            unlink(l->unix_path);
+            unix_path_remove_if_ours(l->unix_path, &l->path_id);
         g_free(l->unix_path);
         g_free(l->host);
         g_free(l);

@@ -5,6 +5,7 @@
  * per-session output buffer that is flushed when the socket is writable, so
  * a client that stops reading never blocks the daemon. */
 #include "server/qmp/monitor.h"
+#include "server/unix-path.h"
 #include "server/qmp/json-stream.h"
 #include "server/keyval.h"
 #include "qapi/qapi-commands.h"
@@ -25,6 +26,7 @@
 typedef struct Chardev {
     char *id;
     char *path;
+    UnixPathId path_id;  /* the socket file this chardev created */
     int fd;
     guint watch;
     bool has_monitor;
@@ -335,7 +337,7 @@ static void chardev_free(Chardev *cd)
         g_source_remove(cd->watch);
     if (cd->fd >= 0) {
         close(cd->fd);
-        unlink(cd->path);
+        unix_path_remove_if_ours(cd->path, &cd->path_id);
     }
     g_free(cd->id);
     g_free(cd->path);
@@ -426,10 +428,14 @@ static int listen_unix(const char *path, GError **errp)
         g_set_error(errp, QMP_ERROR, QMP_ERROR_GENERIC, "Failed to create socket: %s", g_strerror(errno));
         return -1;
     }
-    unlink(path);
+    if (!unix_path_prepare(path) || bind(fd, (struct sockaddr *)&addr, sizeof(addr)) < 0) {
+        g_set_error(errp, QMP_ERROR, QMP_ERROR_GENERIC, "Failed to bind socket to %s: %s", path,
+                    g_strerror(errno));
+        close(fd);
+        return -1;
+    }
     /* Only the owner may talk to the monitor: fix the mode before listen() accepts anyone. */
-    if (bind(fd, (struct sockaddr *)&addr, sizeof(addr)) < 0 || chmod(path, 0600) < 0 ||
-        listen(fd, SOMAXCONN) < 0) {
+    if (chmod(path, 0600) < 0 || listen(fd, SOMAXCONN) < 0) {
         g_set_error(errp, QMP_ERROR, QMP_ERROR_GENERIC, "Failed to bind socket to %s: %s", path,
                     g_strerror(errno));
         close(fd);
@@ -481,6 +487,7 @@ bool qmp_chardev_add(const char *text, GError **errp)
     Chardev *cd = g_new0(Chardev, 1);
     cd->id = g_strdup(id);
     cd->path = g_strdup(path);
+    unix_path_identify(path, &cd->path_id);
     cd->fd = fd;
     g_ptr_array_add(chardevs, cd);
     return true;

@@ -32,3 +32,29 @@ expect_error m0 "${mem[@]}" --blockdev driver=memory,node-name=m0,size=2M "${exp
 expect_error nosuchdriver --blockdev driver=nosuchdriver,node-name=m0 "${exp[@]}" "${server[@]}"
 expect_error "$TMP/missing.img" --blockdev "driver=file,node-name=f0,filename=$TMP/missing.img" \
     --export type=nbd,id=e0,node-name=f0 "${server[@]}"
+# An export that no NBD server could ever serve is refused (qemu-storage-daemon's message).
+expect_error "NBD server not running" "${mem[@]}" "${exp[@]}"
+
+# A second daemon naming the first one's live sockets fails and leaves them
+# alone: the first keeps serving on both, and still removes them at exit.
+QMP_SOCK=$TMP/qmp.sock
+monitor=(--chardev "socket,id=m,path=$QMP_SOCK,server=on,wait=off" --monitor chardev=m)
+start_blockd "${mem[@]}" "${exp[@]}" "${server[@]}" "${monitor[@]}"
+st=0
+timeout 20 "$BLOCKD" "${mem[@]}" "${exp[@]}" "${server[@]}" </dev/null >"$TMP/out" 2>"$TMP/err" || st=$?
+[[ $st -ne 0 && $st -ne 124 ]] || fail "a second blockd on a live NBD socket: exit status $st"
+grep -q "Address already in use" "$TMP/err" || fail "second blockd, NBD socket: $(cat "$TMP/err")"
+st=0
+timeout 20 "$BLOCKD" "${mem[@]}" "${monitor[@]}" </dev/null >"$TMP/out" 2>"$TMP/err" || st=$?
+[[ $st -ne 0 && $st -ne 124 ]] || fail "a second blockd on a live QMP socket: exit status $st"
+grep -q "Address already in use" "$TMP/err" || fail "second blockd, QMP socket: $(cat "$TMP/err")"
+[[ -S $SOCK && -S $QMP_SOCK ]] || fail "the second blockd removed the first one's sockets"
+nbdinfo --size "nbd+unix:///?socket=$SOCK" >/dev/null || fail "the first blockd no longer serves NBD"
+stop_blockd
+[[ ! -e $SOCK && ! -e $QMP_SOCK ]] || fail "the first blockd left its sockets behind"
+# A stale socket file (no one listening) is replaced.
+$PYTHON -c "import socket,sys; s=socket.socket(socket.AF_UNIX); s.bind(sys.argv[1])" "$SOCK"
+start_blockd "${mem[@]}" "${exp[@]}" "${server[@]}"
+nbdinfo --size "nbd+unix:///?socket=$SOCK" >/dev/null || fail "no service after replacing a stale socket"
+stop_blockd
+echo "PASS"
