@@ -42,6 +42,7 @@ struct file_conn {
   int fd;
   bool readonly;
   bool is_block;
+  bool can_seek_data;           /* SEEK_DATA/SEEK_HOLE work (not on block devices) */
   int can_punch_hole;           /* atomic: cleared on first EOPNOTSUPP */
   int can_zero_range;           /* atomic: cleared on first EOPNOTSUPP */
   pthread_mutex_t data_lock;    /* guards the three fields below */
@@ -146,6 +147,9 @@ file_open (int readonly)
   }
   h->readonly = readonly;
   h->is_block = S_ISBLK (st.st_mode);
+  /* Block devices answer SEEK_DATA with EINVAL: then there is no extent
+   * information and the node reports everything as data, as nbdkit does. */
+  h->can_seek_data = lseek (h->fd, 0, SEEK_DATA) != -1 || errno == ENXIO;
   h->can_punch_hole = h->can_zero_range = 1;
   pthread_mutex_init (&h->data_lock, NULL);
   __atomic_add_fetch (&current->refs, 1, __ATOMIC_RELAXED);
@@ -342,6 +346,13 @@ file_cache (void *handle, uint32_t count, uint64_t offset, uint32_t flags)
 }
 
 static int
+file_can_extents (void *handle)
+{
+  struct file_conn *h = handle;
+  return h->can_seek_data;
+}
+
+static int
 file_extents (void *handle, uint32_t count, uint64_t offset, uint32_t flags,
               struct nbdkit_extents *extents)
 {
@@ -436,7 +447,7 @@ static struct nbdkit_plugin plugin = {
   .can_fast_zero     = file_always,
   .can_fua           = file_native,
   .can_cache         = file_native,
-  .can_extents       = file_always,
+  .can_extents       = file_can_extents,
   .can_multi_conn    = file_always,
   .pread             = file_pread,
   .pwrite            = file_pwrite,
