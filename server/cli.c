@@ -131,6 +131,7 @@ CliConfig *cli_parse(int argc, char **argv, GError **errp)
     ParseState state = { .cfg = cfg };
     gboolean version = FALSE;
     gboolean daemonize = FALSE;
+    gboolean exit_with_parent = FALSE;
     char *pidfile = NULL;
 
     GOptionEntry entries[] = {
@@ -150,6 +151,8 @@ CliConfig *cli_parse(int argc, char **argv, GError **errp)
           "Write the process id to FILE once exports are ready", "FILE" },
         { "daemonize", 0, 0, G_OPTION_ARG_NONE, &daemonize,
           "Run in the background once start-up succeeded", NULL },
+        { "exit-with-parent", 0, 0, G_OPTION_ARG_NONE, &exit_with_parent,
+          "Exit when the parent process exits (implied under socket activation)", NULL },
         { "version", 'V', 0, G_OPTION_ARG_NONE, &version, "Print the version and exit", NULL },
         { NULL },
     };
@@ -166,6 +169,12 @@ CliConfig *cli_parse(int argc, char **argv, GError **errp)
                     "Unexpected argument '%s'", argv[1]);
         ok = false;
     }
+    if (ok && daemonize && exit_with_parent) {
+        /* The parent of a daemon is the process that exits at once. */
+        g_set_error(errp, G_OPTION_ERROR, G_OPTION_ERROR_FAILED,
+                    "--exit-with-parent and --daemonize cannot be used together");
+        ok = false;
+    }
     g_option_context_free(ctx);
     if (ok && version) {
         printf("blockd %s\n", BLOCKD_VERSION);
@@ -180,6 +189,7 @@ CliConfig *cli_parse(int argc, char **argv, GError **errp)
     }
     cfg->pidfile = pidfile;
     cfg->daemonize = daemonize;
+    cfg->exit_with_parent = exit_with_parent;
     return cfg;
 }
 

@@ -24,6 +24,7 @@ typedef struct CliConfig {
     GPtrArray *items;  /* CliItem *, in command-line order */
     char *pidfile;
     bool daemonize;
+    bool exit_with_parent;
 } CliConfig;
 
 /* Parses argv; prints help/version and exits for --help/--version; NULL + error on bad input. */

@@ -6,6 +6,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <signal.h>
+#include <sys/prctl.h>
 #include <sys/wait.h>
 #include <unistd.h>
 #include <gio/gio.h>
@@ -90,4 +92,16 @@ int socket_activation_fds(void)
     for (int fd = 3; fd < 3 + n; fd++)
         fcntl(fd, F_SETFD, FD_CLOEXEC);
     return (int)n;
+}
+
+bool exit_with_parent(pid_t parent)
+{
+    if (prctl(PR_SET_PDEATHSIG, SIGTERM) < 0)
+        return false;
+    /* The parent may have gone before the request took effect. */
+    if (getppid() != parent) {
+        errno = ESRCH;
+        return false;
+    }
+    return true;
 }

@@ -162,6 +162,7 @@ static void shutdown_all(void)
 int main(int argc, char **argv)
 {
     signal(SIGPIPE, SIG_IGN);
+    pid_t parent = getppid();
     GError *err = NULL;
     CliConfig *cfg = cli_parse(argc, argv, &err);
     if (!cfg) {
@@ -174,6 +175,15 @@ int main(int argc, char **argv)
     if (cfg->daemonize && (status_fd = daemon_fork(&err)) < 0) {
         fprintf(stderr, "blockd: %s\n", err->message);
         g_error_free(err);
+        cli_config_free(cfg);
+        return EXIT_FAILURE;
+    }
+
+    /* A socket-activated blockd serves the process that started it (nbdinfo
+     * -- [ blockd ... ]): when that process is gone, even by a crash, no one
+     * else can reach the inherited socket, so blockd goes too (as nbdkit). */
+    if ((cfg->exit_with_parent || (activated > 0 && !cfg->daemonize)) && !exit_with_parent(parent)) {
+        fprintf(stderr, "blockd: the parent process exited before start-up\n");
         cli_config_free(cfg);
         return EXIT_FAILURE;
     }
