@@ -2,6 +2,8 @@
 #include "block/driver.h"
 #include "block/plugin-host/plugin-host.h"
 
+#include <string.h>
+
 static GHashTable *drivers; /* name -> const BlockDriver * */
 
 void block_driver_register(const BlockDriver *drv)
@@ -35,4 +37,22 @@ void block_drivers_init(void)
         plugin_host_register_drivers();
         g_once_init_leave(&done, 1);
     }
+}
+
+static int compare_names(gconstpointer a, gconstpointer b)
+{
+    return strcmp(*(const char *const *)a, *(const char *const *)b);
+}
+
+GPtrArray *block_driver_names(void)
+{
+    block_drivers_init();
+    GPtrArray *names = g_ptr_array_new();
+    GHashTableIter it;
+    gpointer key;
+    g_hash_table_iter_init(&it, drivers);
+    while (g_hash_table_iter_next(&it, &key, NULL))
+        g_ptr_array_add(names, key);
+    g_ptr_array_sort(names, compare_names);
+    return names;
 }

@@ -105,3 +105,5 @@ void block_driver_register(const BlockDriver *drv);
 const BlockDriver *block_driver_find(const char *name);
 /* Registers every built-in driver; safe to call more than once. */
 void block_drivers_init(void);
+/* The registered drivers' names, sorted (borrowed strings; free the array). */
+GPtrArray *block_driver_names(void);

@@ -1,9 +1,11 @@
 /* Command-line parsing (see server/cli.h). */
 #include "server/cli.h"
 #include "server/keyval.h"
+#include "block/driver.h"
 
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 
 typedef struct ParseState {
     CliConfig *cfg;
@@ -30,10 +32,43 @@ const char *cli_kind_option(CliKind kind)
     return "?";
 }
 
+/* QEMU's implied first key of each option ("--blockdev file,..."). */
+static const char *implied_key(CliKind kind)
+{
+    switch (kind) {
+    case CLI_BLOCKDEV: return "driver";
+    case CLI_EXPORT: return "type";
+    case CLI_OBJECT: return "qom-type";
+    default: return NULL;
+    }
+}
+
+/* `--blockdev help` and friends: what the option takes, then exit.
+ * (qemu-storage-daemon answers "Help is not available for this option"
+ * for --blockdev and --export.) */
+static void print_help_and_exit(CliKind kind)
+{
+    if (kind == CLI_BLOCKDEV) {
+        g_autoptr(GPtrArray) names = block_driver_names();
+        printf("Available block drivers:\n");
+        for (guint i = 0; i < names->len; i++)
+            printf("  %s\n", (const char *)names->pdata[i]);
+    } else if (kind == CLI_EXPORT) {
+        printf("Available export types:\n  nbd\n");
+    } else if (kind == CLI_OBJECT) {
+        printf("List of user creatable objects:\n  authz-simple\n  tls-creds-psk\n  tls-creds-x509\n");
+    } else {
+        printf("Available chardev backend types:\n  socket\n");
+    }
+    exit(EXIT_SUCCESS);
+}
+
 static gboolean add_item(CliConfig *cfg, CliKind kind, const char *value, GError **errp)
 {
+    if (implied_key(kind) && strcmp(value, "help") == 0)
+        print_help_and_exit(kind);
     GError *err = NULL;
-    JsonObject *opts = keyval_parse(value, &err);
+    JsonObject *opts = keyval_parse_implied(value, implied_key(kind), &err);
     if (!opts) {
         g_set_error(errp, G_OPTION_ERROR, G_OPTION_ERROR_BAD_VALUE, "%s %s: %s",
                     cli_kind_option(kind), value, err->message);
@@ -60,6 +95,8 @@ static gboolean add_text_item(CliConfig *cfg, CliKind kind, const char *value)
 
 static gboolean on_chardev(const char *name, const char *value, gpointer data, GError **errp)
 {
+    if (strcmp(value, "help") == 0)
+        print_help_and_exit(CLI_CHARDEV);
     return add_text_item(((ParseState *)data)->cfg, CLI_CHARDEV, value);
 }
 
@@ -85,20 +122,6 @@ static gboolean on_export(const char *name, const char *value, gpointer data, GE
 
 static gboolean on_object(const char *name, const char *value, gpointer data, GError **errp)
 {
-    /* QEMU's implied first key: --object tls-creds-x509,id=... */
-    const char *comma = strchr(value, ',');
-    size_t first = comma ? (size_t)(comma - value) : strlen(value);
-    if (value[0] != '{' && !memchr(value, '=', first)) {
-        g_autofree char *full = g_strconcat("qom-type=", value, NULL);
-        gboolean ok = add_item(((ParseState *)data)->cfg, CLI_OBJECT, full, errp);
-        if (ok) {
-            CliItem *item = g_ptr_array_index(((ParseState *)data)->cfg->items,
-                                              ((ParseState *)data)->cfg->items->len - 1);
-            g_free(item->text);
-            item->text = g_strdup(value);
-        }
-        return ok;
-    }
     return add_item(((ParseState *)data)->cfg, CLI_OBJECT, value, errp);
 }
 

@@ -179,10 +179,21 @@ static JsonObject *parse_json(const char *str, GError **errp)
 
 JsonObject *keyval_parse(const char *str, GError **errp)
 {
+    return keyval_parse_implied(str, NULL, errp);
+}
+
+JsonObject *keyval_parse_implied(const char *str, const char *implied_key, GError **errp)
+{
     if (str[0] == '{')
         return parse_json(str, errp);
     JsonObject *root = json_object_new();
     const char *p = str;
+    if (implied_key && *p && p[strcspn(p, "=,")] != '=') {
+        /* The first element is a bare value (",," escapes a comma in it). */
+        g_autofree char *value = read_value(&p);
+        if (!store(root, implied_key, value, errp))
+            goto fail;
+    }
     while (*p) {
         const char *eq = p;
         while (*eq && *eq != '=' && *eq != ',')

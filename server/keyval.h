@@ -10,3 +10,7 @@
  * for gaps and mixtures); a string starting with '{' is parsed as a JSON
  * object instead.  NULL + error if malformed. */
 JsonObject *keyval_parse(const char *str, GError **errp);
+/* keyval_parse with QEMU's implied first key: when the first element has
+ * no '=', it is the value of `implied_key` ("file,node-name=f0" is
+ * "driver=file,node-name=f0" for --blockdev). */
+JsonObject *keyval_parse_implied(const char *str, const char *implied_key, GError **errp);

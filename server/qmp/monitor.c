@@ -12,6 +12,8 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
+#include <netdb.h>
 #include <poll.h>
 #include <string.h>
 #include <sys/socket.h>
@@ -337,7 +339,8 @@ static void chardev_free(Chardev *cd)
         g_source_remove(cd->watch);
     if (cd->fd >= 0) {
         close(cd->fd);
-        unix_path_remove_if_ours(cd->path, &cd->path_id);
+        if (cd->path)
+            unix_path_remove_if_ours(cd->path, &cd->path_id);
     }
     g_free(cd->id);
     g_free(cd->path);
@@ -364,14 +367,32 @@ static Chardev *chardev_find(const char *id)
 }
 
 /* Parses option text whose first element may omit its key (QEMU's implied key). */
+/* --chardev and --monitor are QemuOpts in QEMU: an implied first key, and
+ * bare flags after it ("server,nowait" is "server=on,wait=off"). */
 static JsonObject *parse_with_implied_key(const char *text, const char *implied, GError **errp)
 {
     if (text[0] == '{')
         return keyval_parse(text, errp);
-    size_t first = strcspn(text, ",");
-    g_autofree char *full = memchr(text, '=', first) ? g_strdup(text)
-                                                     : g_strdup_printf("%s=%s", implied, text);
-    return keyval_parse(full, errp);
+    g_autoptr(GString) full = g_string_new(NULL);
+    const char *p = text;
+    for (bool first = true; *p; first = false) {
+        size_t n = 0;
+        while (p[n] && !(p[n] == ',' && p[n + 1] != ',')) /* ",," is a literal comma */
+            n += p[n] == ',' ? 2 : 1;
+        g_autofree char *elt = g_strndup(p, n);
+        p += n + (p[n] == ',');
+        if (full->len)
+            g_string_append_c(full, ',');
+        if (strchr(elt, '='))
+            g_string_append(full, elt);
+        else if (first)
+            g_string_append_printf(full, "%s=%s", implied, elt);
+        else if (g_str_has_prefix(elt, "no") && elt[2])
+            g_string_append_printf(full, "%s=off", elt + 2);
+        else
+            g_string_append_printf(full, "%s=on", elt);
+    }
+    return keyval_parse(full->str, errp);
 }
 
 /* A string option of a chardev/monitor, NULL when absent. */
@@ -445,9 +466,61 @@ static int listen_unix(const char *path, GError **errp)
     return fd;
 }
 
+/* A TCP listener for a chardev (host=, port=, as QEMU's inet chardev). */
+static int listen_inet(const char *host, const char *port, GError **errp)
+{
+    struct addrinfo hints = { .ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM, .ai_flags = AI_PASSIVE };
+    struct addrinfo *res = NULL;
+    int r = getaddrinfo(host && *host ? host : NULL, port, &hints, &res);
+    if (r != 0) {
+        g_set_error(errp, QMP_ERROR, QMP_ERROR_GENERIC, "address resolution failed for %s:%s: %s",
+                    host ? host : "", port, gai_strerror(r));
+        return -1;
+    }
+    int fd = -1, err = 0;
+    for (struct addrinfo *ai = res; ai && fd < 0; ai = ai->ai_next) {
+        fd = socket(ai->ai_family, ai->ai_socktype | SOCK_NONBLOCK | SOCK_CLOEXEC, ai->ai_protocol);
+        if (fd < 0)
+            continue;
+        int one = 1;
+        setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+        if (bind(fd, ai->ai_addr, ai->ai_addrlen) < 0 || listen(fd, SOMAXCONN) < 0) {
+            err = errno;
+            close(fd);
+            fd = -1;
+        }
+    }
+    freeaddrinfo(res);
+    if (fd < 0)
+        g_set_error(errp, QMP_ERROR, QMP_ERROR_GENERIC, "Failed to bind socket: %s", g_strerror(err ? err : EINVAL));
+    return fd;
+}
+
+/* fd=N: a socket the caller already created (systemd), made to listen. */
+static int listen_inherited(const char *str, GError **errp)
+{
+    char *end;
+    long fd = strtol(str, &end, 10);
+    int type = 0;
+    socklen_t len = sizeof(type);
+    if (*end || fd < 0 || fd > INT_MAX ||
+        getsockopt((int)fd, SOL_SOCKET, SO_TYPE, &type, &len) < 0 || type != SOCK_STREAM) {
+        g_set_error(errp, QMP_ERROR, QMP_ERROR_GENERIC, "File descriptor '%s' is not a stream socket", str);
+        return -1;
+    }
+    if (!g_unix_set_fd_nonblocking((int)fd, TRUE, errp) || listen((int)fd, SOMAXCONN) < 0) {
+        g_set_error(errp, QMP_ERROR, QMP_ERROR_GENERIC, "Failed to listen on file descriptor %ld: %s",
+                    fd, g_strerror(errno));
+        return -1;
+    }
+    fcntl((int)fd, F_SETFD, FD_CLOEXEC);
+    return (int)fd;
+}
+
 bool qmp_chardev_add(const char *text, GError **errp)
 {
-    static const char *const known[] = { "backend", "id", "path", "server", "wait", NULL };
+    static const char *const known[] = { "backend", "id", "path", "server", "wait", "fd", "host", "port",
+                                         "ipv4", "ipv6", "nodelay", "telnet", NULL };
     g_autoptr(JsonObject) o = parse_with_implied_key(text, "backend", errp);
     if (!o || !check_known(o, known, errp))
         return false;
@@ -464,8 +537,13 @@ bool qmp_chardev_add(const char *text, GError **errp)
         g_set_error(errp, QMP_ERROR, QMP_ERROR_GENERIC, "Parameter 'id' is missing");
         return false;
     }
-    if (!path) {
-        g_set_error(errp, QMP_ERROR, QMP_ERROR_GENERIC, "chardev: socket: 'path' is required");
+    const char *fd_str = opt_str(o, "fd"), *host = opt_str(o, "host"), *port = opt_str(o, "port");
+    if (!path && !fd_str && !port) {
+        g_set_error(errp, QMP_ERROR, QMP_ERROR_GENERIC, "chardev: socket: no host given");
+        return false;
+    }
+    if (opt_bool(o, "telnet", 0) != 0) {
+        g_set_error(errp, QMP_ERROR, QMP_ERROR_GENERIC, "chardev '%s': telnet is not supported", id);
         return false;
     }
     int server = opt_bool(o, "server", 0), wait = opt_bool(o, "wait", 1);
@@ -481,13 +559,16 @@ bool qmp_chardev_add(const char *text, GError **errp)
         g_set_error(errp, QMP_ERROR, QMP_ERROR_GENERIC, "attempt to add duplicate property '%s' to object (type 'container')", id);
         return false;
     }
-    int fd = listen_unix(path, errp);
+    int fd = path ? listen_unix(path, errp) : fd_str ? listen_inherited(fd_str, errp)
+                                                       : listen_inet(host, port, errp);
     if (fd < 0)
         return false;
     Chardev *cd = g_new0(Chardev, 1);
     cd->id = g_strdup(id);
-    cd->path = g_strdup(path);
-    unix_path_identify(path, &cd->path_id);
+    if (path) {
+        cd->path = g_strdup(path);
+        unix_path_identify(path, &cd->path_id);
+    }
     cd->fd = fd;
     g_ptr_array_add(chardevs, cd);
     return true;
