@@ -23,6 +23,7 @@
 #include "block/options.h"
 
 #include <errno.h>
+#include <netdb.h>
 #include <poll.h>
 #include <string.h>
 #include <sys/eventfd.h>
@@ -143,6 +144,26 @@ static int nbd_set_tls_options(struct nbd_handle *h, NbdTarget *t)
     return r;
 }
 
+#ifndef LIBNBD_HAVE_NBD_SET_TLS_HOSTNAME
+/* True if `name` resolves to one of the addresses of `host` (for `port`). */
+static bool same_address(const char *name, const char *host, const char *port)
+{
+    struct addrinfo hints = { .ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM };
+    struct addrinfo *a = NULL, *b = NULL;
+    bool same = false;
+    if (getaddrinfo(name, port, &hints, &a) == 0 && getaddrinfo(host, port, &hints, &b) == 0) {
+        for (struct addrinfo *x = a; x && !same; x = x->ai_next)
+            for (struct addrinfo *y = b; y && !same; y = y->ai_next)
+                same = x->ai_addrlen == y->ai_addrlen && memcmp(x->ai_addr, y->ai_addr, x->ai_addrlen) == 0;
+    }
+    if (a)
+        freeaddrinfo(a);
+    if (b)
+        freeaddrinfo(b);
+    return same;
+}
+#endif
+
 /* Reads tls-creds and tls-hostname. */
 static bool parse_tls(NbdTarget *t, BlockOptions *opts, GError **errp)
 {
@@ -155,12 +176,18 @@ static bool parse_tls(NbdTarget *t, BlockOptions *opts, GError **errp)
     t->tls_hostname = g_strdup(hostname);
 #ifndef LIBNBD_HAVE_NBD_SET_TLS_HOSTNAME
     /* This libnbd checks the certificate against the host it connects to
-     * (nothing for a Unix socket): another name cannot be honoured. */
+     * (nothing for a Unix socket).  QEMU users write tls-hostname=localhost
+     * with server.host=127.0.0.1: connect by the name, which libnbd then
+     * checks, when it leads to the same address; refuse otherwise. */
     if (hostname && t->host && strcmp(hostname, t->host) != 0) {
-        g_set_error(errp, G_IO_ERROR, G_IO_ERROR_NOT_SUPPORTED,
-                    "tls-hostname '%s' differs from server.host '%s', which this libnbd cannot check",
-                    hostname, t->host);
-        return false;
+        if (!same_address(hostname, t->host, t->port)) {
+            g_set_error(errp, G_IO_ERROR, G_IO_ERROR_NOT_SUPPORTED,
+                        "tls-hostname '%s' does not resolve to server.host '%s': this libnbd can only "
+                        "check the certificate against the name it connects to", hostname, t->host);
+            return false;
+        }
+        g_free(t->host);
+        t->host = g_strdup(hostname);
     }
 #endif
     if (creds && !(t->tls = object_acquire_tls_creds(creds, false, errp)))

@@ -77,6 +77,24 @@ def check_qemu_img(fix, sock, port, pattern):
         os.unlink(out)
 
 
+def check_blockd_client_hostname(fix, port, pattern):
+    """blockd as the TLS client, as QEMU users write it: server.host is the
+    address, tls-hostname the name in the certificate (localhost)."""
+    client = ['--object', 'tls-creds-x509,id=tc,dir=%s,endpoint=client' % os.path.join(fix, 'client')]
+    node = ('driver=nbd,node-name=n0,server.type=inet,server.host=127.0.0.1,server.port=%d,'
+            'export=disk,tls-creds=tc' % port)
+    c = Blockd(*(client + ['--blockdev', node + ',tls-hostname=localhost',
+                           '--export', 'type=nbd,id=e0,node-name=n0,name=remote']))
+    with c:
+        h = c.connect('remote')
+        check(h.pread(len(pattern), 0) == pattern, 'blockd over TLS with tls-hostname read wrong data')
+        h.shutdown()
+    # A name that does not lead to server.host cannot be checked: refused clearly.
+    r = run(os.environ['BLOCKD'], *(client + ['--blockdev', node + ',tls-hostname=nosuch.invalid']))
+    check(r.returncode != 0 and "tls-hostname 'nosuch.invalid' does not resolve to server.host" in r.stdout,
+          'tls-hostname that cannot be checked: %s' % r.stdout)
+
+
 def check_rogue_certificate(fix, sock, d):
     """Python's ssl always sends its certificate; the server must reject the other CA's."""
     c = RawClient(sock)
@@ -157,6 +175,7 @@ def main():
 
             check_plaintext_refused(sock)
             check_qemu_img(fix, sock, port, pattern)
+            check_blockd_client_hostname(fix, port, pattern)
             check_rogue_certificate(fix, sock, d)
             # Every failure above left the first connection untouched.
             check(keeper.pread(len(pattern), 0) == pattern, 'established connection disturbed')
