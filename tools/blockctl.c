@@ -15,6 +15,7 @@
 #include <glib.h>
 #include <json-glib/json-glib.h>
 #include "block/nbd-uri.h"
+#include "block/options.h"
 
 typedef struct Client {
     int fd;
@@ -34,6 +35,33 @@ static void die(const char *fmt, ...)
     fputc('\n', stderr);
     va_end(ap);
     exit(EXIT_FAILURE);
+}
+
+/* The usage of the command being run (for usage_error). */
+static const char *current_usage;
+
+/* A mistake on the command line: the message and the usage, exit status 2. */
+static void usage_error(const char *fmt, ...) G_GNUC_PRINTF(1, 2) G_GNUC_NORETURN;
+static void usage_error(const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    fputs("blockctl: ", stderr);
+    vfprintf(stderr, fmt, ap);
+    fputc('\n', stderr);
+    va_end(ap);
+    if (current_usage)
+        fprintf(stderr, "usage: blockctl %s\n", current_usage);
+    exit(2);
+}
+
+/* --speed: bytes per second, with k/M/G suffixes (1024-based, as QEMU's sizes). */
+static gint64 parse_speed(const char *text)
+{
+    uint64_t bytes;
+    if (!block_parse_size(text, &bytes) || bytes > G_MAXINT64)
+        usage_error("bad --speed '%s': bytes per second, optionally with k, M or G", text);
+    return (gint64)bytes;
 }
 
 /* The next message from the daemon (one JSON object per line). */
@@ -193,37 +221,37 @@ static int print_done(JsonNode *ret, const char *what)
 
 static int cmd_add_file(Client *c, int argc, char **argv)
 {
-    if (argc < 2)
-        die("usage: blockctl add-file NODE-NAME FILENAME [read-only]");
+    if (argc > 2 && strcmp(argv[2], "read-only") != 0)
+        usage_error("unexpected '%s'", argv[2]);
     g_autoptr(JsonObject) args = json_object_new();
     json_object_set_string_member(args, "driver", "file");
     json_object_set_string_member(args, "node-name", argv[0]);
     json_object_set_string_member(args, "filename", argv[1]);
-    if (argc > 2 && strcmp(argv[2], "read-only") == 0)
+    if (argc > 2)
         json_object_set_boolean_member(args, "read-only", TRUE);
     return print_done(client_execute(c, "blockdev-add", args), "added node");
 }
 
 static int cmd_export(Client *c, int argc, char **argv)
 {
-    if (argc < 1)
-        die("usage: blockctl export NODE-NAME [NAME] [writable]");
+    /* NODE [NAME] [writable]: the last word may only be "writable". */
+    bool writable = argc > 1 && strcmp(argv[argc - 1], "writable") == 0;
+    int words = argc - writable;
+    if (words > 2)
+        usage_error("unexpected '%s'", argv[2]);
+    const char *name = words > 1 ? argv[1] : argv[0];
     g_autoptr(JsonObject) args = json_object_new();
-    const char *name = argc > 1 && strcmp(argv[1], "writable") != 0 ? argv[1] : argv[0];
     json_object_set_string_member(args, "type", "nbd");
     json_object_set_string_member(args, "id", name);
     json_object_set_string_member(args, "node-name", argv[0]);
     json_object_set_string_member(args, "name", name);
-    for (int i = 1; i < argc; i++)
-        if (strcmp(argv[i], "writable") == 0)
-            json_object_set_boolean_member(args, "writable", TRUE);
+    if (writable)
+        json_object_set_boolean_member(args, "writable", TRUE);
     return print_done(client_execute(c, "block-export-add", args), "exported");
 }
 
 static int cmd_unexport(Client *c, int argc, char **argv)
 {
-    if (argc < 1)
-        die("usage: blockctl unexport ID");
     g_autoptr(JsonObject) args = json_object_new();
     json_object_set_string_member(args, "id", argv[0]);
     return print_done(client_execute(c, "block-export-del", args), "removed export");
@@ -232,8 +260,6 @@ static int cmd_unexport(Client *c, int argc, char **argv)
 /* qmp '{"execute": ...}' or qmp COMMAND ['{ARGS}']: prints the return value as JSON. */
 static int cmd_qmp(Client *c, int argc, char **argv)
 {
-    if (argc < 1)
-        die("usage: blockctl qmp '{\"execute\": NAME, \"arguments\": {...}}' | COMMAND ['{ARGS}']");
     g_autoptr(JsonParser) p = json_parser_new();
     const char *name = argv[0];
     JsonObject *args = NULL;
@@ -323,9 +349,9 @@ static int cmd_jobs(Client *c)
 
 static int cmd_job(Client *c, int argc, char **argv)
 {
-    if (argc < 2 || (strcmp(argv[0], "pause") && strcmp(argv[0], "resume") && strcmp(argv[0], "cancel") &&
-                     strcmp(argv[0], "finalize") && strcmp(argv[0], "dismiss") && strcmp(argv[0], "complete")))
-        die("usage: blockctl job pause|resume|cancel|complete|finalize|dismiss ID");
+    if (strcmp(argv[0], "pause") && strcmp(argv[0], "resume") && strcmp(argv[0], "cancel") &&
+        strcmp(argv[0], "finalize") && strcmp(argv[0], "dismiss") && strcmp(argv[0], "complete"))
+        usage_error("unknown job verb '%s'", argv[0]);
     g_autofree char *name = g_strdup_printf("job-%s", argv[0]);
     g_autoptr(JsonObject) args = json_object_new();
     json_object_set_string_member(args, "id", argv[1]);
@@ -413,8 +439,6 @@ static int wait_job(Client *c, const char *id)
 /* backup NODE --to URI|NODE [--bitmap B] [--incremental] [--speed BYTES] [--job ID] [--wait] */
 static int cmd_backup(Client *c, int argc, char **argv)
 {
-    const char *usage = "usage: blockctl backup NODE --to URI|NODE [--bitmap B] [--incremental] "
-                        "[--speed BYTES/S] [--job ID] [--wait]";
     const char *node = NULL, *to = NULL, *bitmap = NULL, *job_id = NULL, *speed = NULL;
     bool incremental = false, wait = false;
     for (int i = 0; i < argc; i++) {
@@ -434,10 +458,12 @@ static int cmd_backup(Client *c, int argc, char **argv)
         else if (a[0] != '-' && !node)
             node = a;
         else
-            die("%s", usage);
+            usage_error(a[0] == '-' ? "unknown or incomplete option '%s'" : "unexpected '%s'", a);
     }
-    if (!node || !to || (incremental && !bitmap))
-        die("%s", usage);
+    if (!node || !to)
+        usage_error("NODE and --to are required");
+    if (incremental && !bitmap)
+        usage_error("--incremental needs --bitmap");
     bool created;
     g_autofree char *target = backup_target_node(c, to, "backup", &created);
     g_autofree char *id = job_id ? g_strdup(job_id) : g_strdup_printf("backup-%s", node);
@@ -451,12 +477,8 @@ static int cmd_backup(Client *c, int argc, char **argv)
         if (!incremental)  /* a full backup that also starts the bitmap afresh */
             json_object_set_string_member(args, "bitmap-mode", "on-success");
     }
-    if (speed) {
-        guint64 bytes;
-        if (!g_ascii_string_to_unsigned(speed, 10, 0, G_MAXINT64, &bytes, NULL))
-            die("bad --speed %s (bytes per second)", speed);
-        json_object_set_int_member(args, "speed", (gint64)bytes);
-    }
+    if (speed)
+        json_object_set_int_member(args, "speed", parse_speed(speed));
     if (wait)
         json_object_set_boolean_member(args, "auto-dismiss", FALSE);
     json_node_unref(client_execute(c, "blockdev-backup", args));
@@ -526,8 +548,6 @@ static char *wait_mirror(Client *c, const char *id, const char *until, gint64 st
 /* mirror NODE --to URI|NODE [--speed B] [--job ID] [--write-blocking] [--wait] [--complete] */
 static int cmd_mirror(Client *c, int argc, char **argv)
 {
-    const char *usage = "usage: blockctl mirror NODE --to URI|NODE [--speed BYTES/S] [--job ID] "
-                        "[--write-blocking] [--wait] [--complete]";
     const char *node = NULL, *to = NULL, *job_id = NULL, *speed = NULL;
     bool wait = false, complete = false, blocking = false;
     for (int i = 0; i < argc; i++) {
@@ -547,10 +567,10 @@ static int cmd_mirror(Client *c, int argc, char **argv)
         else if (a[0] != '-' && !node)
             node = a;
         else
-            die("%s", usage);
+            usage_error(a[0] == '-' ? "unknown or incomplete option '%s'" : "unexpected '%s'", a);
     }
     if (!node || !to)
-        die("%s", usage);
+        usage_error("NODE and --to are required");
     bool created;
     g_autofree char *target = backup_target_node(c, to, "mirror", &created);
     g_autofree char *id = job_id ? g_strdup(job_id) : g_strdup_printf("mirror-%s", node);
@@ -561,12 +581,8 @@ static int cmd_mirror(Client *c, int argc, char **argv)
     json_object_set_string_member(args, "sync", "full");
     if (blocking)
         json_object_set_string_member(args, "copy-mode", "write-blocking");
-    if (speed) {
-        guint64 bytes;
-        if (!g_ascii_string_to_unsigned(speed, 10, 0, G_MAXINT64, &bytes, NULL))
-            die("bad --speed %s (bytes per second)", speed);
-        json_object_set_int_member(args, "speed", (gint64)bytes);
-    }
+    if (speed)
+        json_object_set_int_member(args, "speed", parse_speed(speed));
     if (complete)
         json_object_set_boolean_member(args, "auto-dismiss", FALSE);
     json_node_unref(client_execute(c, "blockdev-mirror", args));
@@ -604,6 +620,45 @@ static int cmd_mirror(Client *c, int argc, char **argv)
     return rc;
 }
 
+/* Uniform entry points for the command table. */
+static int run_nodes(Client *c, int argc, char **argv) { return cmd_nodes(c); }
+static int run_exports(Client *c, int argc, char **argv) { return cmd_exports(c); }
+static int run_events(Client *c, int argc, char **argv) { cmd_events(c); }
+static int run_jobs(Client *c, int argc, char **argv) { return cmd_jobs(c); }
+
+typedef struct Command {
+    const char *name;
+    const char *usage;    /* after "blockctl " */
+    const char *help;
+    int min_args, max_args; /* words after the command; max -1: checked by the command */
+    int (*run)(Client *c, int argc, char **argv);
+} Command;
+
+static const Command commands[] = {
+    { "nodes", "nodes", "list block nodes", 0, 0, run_nodes },
+    { "exports", "exports", "list exports", 0, 0, run_exports },
+    { "add-file", "add-file NODE FILE [read-only]", "add a file node", 2, 3, cmd_add_file },
+    { "export", "export NODE [NAME] [writable]", "export a node over NBD", 1, 3, cmd_export },
+    { "unexport", "unexport ID", "remove an export", 1, 1, cmd_unexport },
+    { "qmp", "qmp '{\"execute\": NAME, \"arguments\": {...}}' | qmp COMMAND ['{ARGS}']",
+      "run any QMP command, print its return value", 1, 2, cmd_qmp },
+    { "events", "events", "print events as they arrive", 0, 0, run_events },
+    { "backup", "backup NODE --to URI|NODE [--bitmap B] [--incremental] [--speed BYTES/S] [--job ID] [--wait]",
+      "back NODE up to an NBD server or a node (progress bar with --wait); --speed takes k/M/G", 1, -1, cmd_backup },
+    { "mirror", "mirror NODE --to URI|NODE [--speed BYTES/S] [--job ID] [--write-blocking] [--wait] [--complete]",
+      "live-copy NODE until in sync (--wait), then switch its users (--complete)", 1, -1, cmd_mirror },
+    { "jobs", "jobs", "list block jobs", 0, 0, run_jobs },
+    { "job", "job pause|resume|cancel|complete|finalize|dismiss ID", "control a job", 2, 2, cmd_job },
+};
+
+static const Command *find_command(const char *name)
+{
+    for (size_t i = 0; i < G_N_ELEMENTS(commands); i++)
+        if (strcmp(commands[i].name, name) == 0)
+            return &commands[i];
+    return NULL;
+}
+
 int main(int argc, char **argv)
 {
     gboolean version = FALSE;
@@ -613,64 +668,45 @@ int main(int argc, char **argv)
         { "version", 'V', 0, G_OPTION_ARG_NONE, &version, "Print the version", NULL },
         { NULL },
     };
+    GString *summary = g_string_new("Commands (blockctl COMMAND --help for one):\n");
+    for (size_t i = 0; i < G_N_ELEMENTS(commands); i++)
+        g_string_append_printf(summary, "  %s\n      %s\n", commands[i].usage, commands[i].help);
     GOptionContext *ctx = g_option_context_new("COMMAND [ARGS] - control blockd over QMP");
     g_option_context_add_main_entries(ctx, entries, NULL);
-    /* Commands' own options (backup --to ...) stay in argv for them. */
-    g_option_context_set_ignore_unknown_options(ctx, TRUE);
-    g_option_context_set_summary(ctx,
-        "Commands:\n"
-        "  nodes                          list block nodes\n"
-        "  exports                        list exports\n"
-        "  add-file NODE FILE [read-only] add a file node\n"
-        "  export NODE [NAME] [writable]  export a node over NBD\n"
-        "  unexport ID                    remove an export\n"
-        "  qmp '{\"execute\": ...}'         run any QMP command, print its return value\n"
-        "  events                         print events as they arrive\n"
-        "  backup NODE --to URI|NODE [--bitmap B] [--incremental] [--speed BYTES/S] [--job ID] [--wait]\n"
-        "                                 back NODE up to an NBD server (progress bar with --wait)\n"
-        "  mirror NODE --to URI|NODE [--speed BYTES/S] [--job ID] [--write-blocking] [--wait] [--complete]\n"
-        "                                 live-copy NODE until in sync (--wait), then switch its users (--complete)\n"
-        "  jobs                           list block jobs\n"
-        "  job pause|resume|cancel|complete ID  control a job");
+    /* Global options come before the command; everything after it is the
+     * command's own (backup --to ...). */
+    g_option_context_set_strict_posix(ctx, TRUE);
+    g_option_context_set_summary(ctx, summary->str);
     GError *err = NULL;
     if (!g_option_context_parse(ctx, &argc, &argv, &err))
-        die("%s", err->message);
+        usage_error("%s", err->message);
     g_option_context_free(ctx);
+    g_string_free(summary, TRUE);
     if (version) {
         printf("blockctl %s\n", BLOCKD_VERSION);
         return 0;
     }
+    if (argc < 2)
+        usage_error("no command (try --help)");
+    const Command *cmd = find_command(argv[1]);
+    if (!cmd)
+        usage_error("unknown command '%s' (try --help)", argv[1]);
+    current_usage = cmd->usage;
+    int n = argc - 2;
+    char **rest = argv + 2;
+    for (int i = 0; i < n; i++) {
+        if (strcmp(rest[i], "--help") == 0 || strcmp(rest[i], "-h") == 0) {
+            printf("usage: blockctl %s\n  %s\n", cmd->usage, cmd->help);
+            return 0;
+        }
+    }
+    if (n < cmd->min_args)
+        usage_error("%s needs %s", cmd->name, cmd->min_args == 1 ? "an argument" : "more arguments");
+    if (cmd->max_args >= 0 && n > cmd->max_args)
+        usage_error("unexpected '%s'", rest[cmd->max_args]);
     if (!socket_path)
         socket_path = g_getenv("BLOCKCTL_SOCKET");
     if (!socket_path)
         die("no socket: use -s PATH (the --chardev path of blockd's monitor) or set BLOCKCTL_SOCKET");
-    if (argc < 2)
-        die("no command (try --help)");
-    const char *cmd = argv[1];
-    Client *c = client_connect();
-    int n = argc - 2;
-    char **rest = argv + 2;
-    if (strcmp(cmd, "nodes") == 0)
-        return cmd_nodes(c);
-    if (strcmp(cmd, "exports") == 0)
-        return cmd_exports(c);
-    if (strcmp(cmd, "add-file") == 0)
-        return cmd_add_file(c, n, rest);
-    if (strcmp(cmd, "export") == 0)
-        return cmd_export(c, n, rest);
-    if (strcmp(cmd, "unexport") == 0)
-        return cmd_unexport(c, n, rest);
-    if (strcmp(cmd, "qmp") == 0)
-        return cmd_qmp(c, n, rest);
-    if (strcmp(cmd, "events") == 0)
-        cmd_events(c);
-    if (strcmp(cmd, "backup") == 0)
-        return cmd_backup(c, n, rest);
-    if (strcmp(cmd, "mirror") == 0)
-        return cmd_mirror(c, n, rest);
-    if (strcmp(cmd, "jobs") == 0)
-        return cmd_jobs(c);
-    if (strcmp(cmd, "job") == 0)
-        return cmd_job(c, n, rest);
-    die("unknown command '%s' (try --help)", cmd);
+    return cmd->run(client_connect(), n, rest);
 }

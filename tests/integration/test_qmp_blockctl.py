@@ -39,6 +39,33 @@ with Daemon(blockd_cmd()) as d:
     r = ctl(sock, 'unexport', 'disk0')
     check(r.returncode != 0 and "Export 'disk0' is not found" in r.stderr, 'unexport twice: %r' % r.stderr)
     check(ctl(sock, 'exports').stdout.splitlines()[1:] == [], 'exports after unexport')
+    # Mistyped words and flags are usage errors (exit 2) that change nothing.
+    for args, want in ((('export', 'f0', 'x', 'writeable'), "unexpected 'writeable'"),
+                       (('export', 'f0', 'x', 'y', 'writable'), "unexpected '"),
+                       (('add-file', 'f1', img, 'readonly'), "unexpected 'readonly'"),
+                       (('backup', 'f0', '--to', 'n', '--sped', '1M'), "unknown or incomplete option '--sped'"),
+                       (('backup', 'f0', '--to', 'n', '--speed', '10Q'), "bad --speed '10Q'"),
+                       (('backup', 'f0'), 'NODE and --to are required'),
+                       (('nodes', 'extra'), "unexpected 'extra'"),
+                       (('job', 'pause'), 'job needs more arguments'),
+                       (('frobnicate',), "unknown command 'frobnicate'")):
+        r = ctl(sock, *args)
+        check(r.returncode == 2 and want in r.stderr, '%r: %d %r' % (args, r.returncode, r.stderr))
+    check(ctl(sock, 'exports').stdout.splitlines()[1:] == [], 'a usage error changed something')
+    r = ctl(sock, 'backup', '--help')
+    check(r.returncode == 0 and r.stdout.startswith('usage: blockctl backup NODE --to'), 'backup --help: %r' % r.stdout)
+    # Size suffixes for --speed reach the job as bytes per second.
+    big = d.path('big')
+    with open(big, 'wb') as f:
+        f.truncate(64 << 20)
+    check(ctl(sock, 'add-file', 'f1', big, 'read-only').returncode == 0, 'add-file read-only')
+    r = ctl(sock, 'qmp', 'blockdev-add', '{"driver": "null-co", "node-name": "sink", "size": %d}' % (64 << 20))
+    check(r.returncode == 0, 'null target: %r' % r.stderr)
+    r = ctl(sock, 'backup', 'f1', '--to', 'sink', '--speed', '10M', '--job', 'slow')
+    check(r.returncode == 0, 'backup --speed 10M: %r' % r.stderr)
+    jobs = json.loads(ctl(sock, '--json', 'jobs').stdout)
+    check([(j['device'], j['speed']) for j in jobs] == [('slow', 10 << 20)], '--speed 10M: %r' % jobs)
+    check(ctl(sock, 'job', 'cancel', 'slow').returncode == 0, 'cancel')
     check(d.stop() == 0, 'blockd exit status')
 
 r = ctl('/nonexistent/blockd.sock', 'nodes')
