@@ -159,6 +159,9 @@ static int file_read(Qcow2 *s, void *buf, uint64_t len, uint64_t off)
 /* Writes to the file, growing it (to a cluster boundary) when needed. */
 static int file_write(Qcow2 *s, const void *buf, uint64_t len, uint64_t off)
 {
+    /* Metadata can name any offset; one no file can have is corruption. */
+    if (off > INT64_MAX || len > INT64_MAX - off)
+        return -EIO;
     if (off + len > node_size(s->file)) {
         int r = node_grow(s->file, DIV_UP(off + len, s->cs) * s->cs);
         if (r < 0)
