@@ -87,6 +87,9 @@ static void read_range(BlockNode *n, uint64_t offset, uint64_t len)
 
 static void read_side(BlockNode *n)
 {
+    BlockImageInfo info;
+    if (node_image_info(n, &info) && info.backing_filename)
+        g_assert_cmpuint(strlen(info.backing_filename), <=, 1023);
     uint64_t size = node_size(n);
     uint64_t end = MIN(size, (uint64_t)1 << 30), pos = 0;
     for (int calls = 0; pos < end && calls < MAX_EXTENTS; calls++) {

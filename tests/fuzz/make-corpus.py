@@ -505,9 +505,57 @@ def bitmap_store():
     return s
 
 
+# ---------------------------------------------------------------- dictionaries
+
+def dict_entry(data):
+    out = ''
+    for b in data:
+        c = chr(b)
+        out += '\\' + c if c in '"\\' else c if 32 <= b < 127 else '\\x%02x' % b
+    return '"%s"\n' % out
+
+
+def write_dict(target, entries, comment):
+    d = os.path.join(HERE, 'dict')
+    os.makedirs(d, exist_ok=True)
+    with open(os.path.join(d, target + '.dict'), 'w') as f:
+        f.write('# %s (tests/fuzz/make-corpus.py)\n' % comment)
+        for e in entries:
+            f.write(dict_entry(e if isinstance(e, bytes) else e.encode()))
+
+
+def dictionaries():
+    import glob
+    import re
+    names = set()
+    for f in glob.glob(os.path.join(HERE, '..', '..', 'qapi', '*.json')):
+        for m in re.finditer(r"'\*?([a-z][a-z0-9_-]*)'", open(f).read()):
+            names.add(m.group(1))
+    names -= {'command', 'data', 'struct', 'enum', 'union', 'alternate', 'base', 'discriminator', 'include',
+              'returns', 'boxed', 'event', 'map', 'if', 'features', 'type', 'str', 'int', 'bool', 'size',
+              'number', 'null', 'any', 'uint8', 'uint16', 'uint32', 'uint64', 'int8', 'int16', 'int32', 'int64'}
+    names = sorted(names)
+    write_dict('qmp', ['"%s"' % n for n in names] +
+               ['"execute"', '"arguments"', '"id"', '"type"', '"data"', '{"execute": "qmp_capabilities"}',
+                '"mem0"', '"null0"', '"memory"', '"null-co"', '"raw"', '"qcow2"', '"overlay"', '\\u0000'],
+               'QMP names from qapi/*.json')
+    write_dict('keyval', [n + '=' for n in names] + ['.0.', ',,', '{"', 'on', 'off', '1G', '0x'],
+               'keys from qapi/*.json')
+    write_dict('qcow2', [b'QFI\xfb', be32(0xe2792aca), be32(0x6803f857), be32(0x23852875), be32(0x0537be77),
+                         be32(0x44415441), 'image.qcow2', 'backing.raw', 'backing.qcow2', 'qcow2', 'raw',
+                         be64(1 << 63), be64(1 << 62), be64(1)],
+               'qcow2 magic, header extensions, flags and the backing files next to the image')
+    write_dict('nbd-handshake', [b'IHAVEOPT', be32(0x25609513), be32(0x21e41c71), 'mem0', 'null0',
+                                 'base:allocation', 'qemu:dirty-bitmap:b0', 'qemu:allocation-depth', 'qemu:'],
+               'NBD magics, the exports and their meta contexts')
+
+
 def main():
-    targets = sys.argv[1:] or ['nbd-handshake', 'nbd-wire', 'qmp', 'keyval', 'qcow2', 'bitmap-store']
+    targets = sys.argv[1:] or ['nbd-handshake', 'nbd-wire', 'qmp', 'keyval', 'qcow2', 'bitmap-store', 'dict']
     for t in targets:
+        if t == 'dict':
+            dictionaries()
+            continue
         if t == 'nbd-handshake':
             seeds = nbd_built()
             seeds.update(nbd_captured())

@@ -4,11 +4,13 @@
 #
 #   tests/fuzz/run-fuzz.sh [TARGET...]      (make fuzz FUZZ_SECONDS=N)
 #
-# New interesting inputs go to $FUZZ_WORK/TARGET/corpus (kept between runs,
-# never into tests/fuzz/corpus), crashing inputs to $FUZZ_WORK/TARGET/crashes,
-# the fuzzer's output to $FUZZ_WORK/TARGET/log.  Prints one line per target:
-# executions, executions per second, crashes found.  Exits 1 if any target
-# crashed (or leaked, timed out, ran out of memory), 2 if it could not run.
+# Each target starts from tests/fuzz/corpus/TARGET with the dictionary
+# tests/fuzz/dict/TARGET.dict.  New interesting inputs go to
+# $FUZZ_WORK/TARGET/corpus (kept between runs, never into tests/fuzz/corpus),
+# crashing inputs to $FUZZ_WORK/TARGET/crashes, the fuzzer's output to
+# $FUZZ_WORK/TARGET/log.  Prints one line per target: executions, executions
+# per second, crashes found.  Exits 1 if any target crashed (or leaked, timed
+# out, ran out of memory), 2 if it could not run.
 set -u
 cd "$(dirname "$0")/../.."
 
@@ -64,11 +66,13 @@ for t in $TARGETS; do
     dir=$WORK/$t
     mkdir -p "$dir/corpus" "$dir/crashes" "$scratch/$t"
     before=$(ls "$dir/crashes" | wc -l)
+    dict=""
+    [ -f "tests/fuzz/dict/$t.dict" ] && dict="-dict=tests/fuzz/dict/$t.dict"
     TMPDIR=$scratch/$t \
     ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=1} \
     UBSAN_OPTIONS=${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1} \
         "$BUILD/tests/fuzz/fuzz-$t" -max_total_time="$SECONDS_EACH" -timeout="$UNIT_TIMEOUT" \
-        -print_final_stats=1 -artifact_prefix="$dir/crashes/" \
+        -print_final_stats=1 -artifact_prefix="$dir/crashes/" $dict \
         "$dir/corpus" "tests/fuzz/corpus/$t" > "$dir/log" 2>&1
     rc=$?
     after=$(ls "$dir/crashes" | wc -l)
