@@ -6,6 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <glib.h>
+#include <glib/gstdio.h>
 #include "tests/fuzz/fuzz.h"
 
 static const FuzzTarget *const targets[] = {
@@ -63,6 +64,14 @@ static void replay_target(gconstpointer data)
 int main(int argc, char **argv)
 {
     g_test_init(&argc, &argv, NULL);
+    /* The harnesses' files go to the build directory: an input that crashes
+     * (while its fix is missing) leaves them there, not in /tmp. */
+    const char *build = g_getenv("BUILD_DIR");
+    if (build) {
+        g_autofree char *tmp = g_build_filename(build, "tests", "fuzz", "replay-tmp", NULL);
+        g_mkdir_with_parents(tmp, 0700);
+        g_setenv("TMPDIR", tmp, TRUE);
+    }
     for (size_t i = 0; i < G_N_ELEMENTS(targets); i++) {
         g_autofree char *name = g_strdup_printf("/fuzz-replay/%s", targets[i]->name);
         g_test_add_data_func(name, targets[i], replay_target);
