@@ -19,6 +19,11 @@ BUILD=${BUILD_FUZZ:-build-fuzz}
 WORK=${FUZZ_WORK:-$BUILD/fuzz-work}
 # One input taking longer than this is reported as a hang (timeout-*).
 UNIT_TIMEOUT=${FUZZ_UNIT_TIMEOUT:-30}
+# ASan returns NULL for allocations too large to make, as malloc does
+# (allocator_may_return_null): the code must cope.  Large allocations that
+# succeed are fine while untouched (a bitmap of a big node), so libFuzzer
+# only reports memory really used (rss_limit_mb, 2 GiB), not malloc sizes.
+MALLOC_LIMIT_MB=${FUZZ_MALLOC_LIMIT_MB:-1048576}
 ALL="nbd-handshake nbd-wire qmp keyval qcow2 bitmap-store"
 TARGETS=${*:-$ALL}
 
@@ -69,10 +74,10 @@ for t in $TARGETS; do
     dict=""
     [ -f "tests/fuzz/dict/$t.dict" ] && dict="-dict=tests/fuzz/dict/$t.dict"
     TMPDIR=$scratch/$t \
-    ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=1} \
+    ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=1:allocator_may_return_null=1} \
     UBSAN_OPTIONS=${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1} \
         "$BUILD/tests/fuzz/fuzz-$t" -max_total_time="$SECONDS_EACH" -timeout="$UNIT_TIMEOUT" \
-        -print_final_stats=1 -artifact_prefix="$dir/crashes/" $dict \
+        -malloc_limit_mb="$MALLOC_LIMIT_MB" -print_final_stats=1 -artifact_prefix="$dir/crashes/" $dict \
         "$dir/corpus" "tests/fuzz/corpus/$t" > "$dir/log" 2>&1
     rc=$?
     after=$(ls "$dir/crashes" | wc -l)
