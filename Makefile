@@ -1,8 +1,10 @@
 # Thin wrapper over meson/ninja for the common commands.
 BUILD ?= build
 RELEASE ?= build-release
+FUZZ_BUILD ?= build-fuzz
+FUZZ_SECONDS ?= 60
 
-.PHONY: all deps setup build run check bench clean
+.PHONY: all deps setup build run check bench fuzz clean
 
 all: build
 
@@ -34,5 +36,10 @@ bench: $(RELEASE)/build.ninja
 	ninja -C $(RELEASE)
 	BLOCKD=$(CURDIR)/$(RELEASE)/blockd SOURCE_DIR=$(CURDIR) BUILD_DIR=$(CURDIR)/$(RELEASE) ./tests/bench/run-all.sh
 
+# Builds the libFuzzer targets with clang (in $(FUZZ_BUILD)) and runs each
+# for FUZZ_SECONDS on its corpus; non-zero exit if any crashed (docs/fuzzing.md).
+fuzz:
+	BUILD_FUZZ=$(FUZZ_BUILD) FUZZ_SECONDS=$(FUZZ_SECONDS) ./tests/fuzz/run-fuzz.sh
+
 clean:
-	rm -rf $(BUILD) $(RELEASE)
+	rm -rf $(BUILD) $(RELEASE) $(FUZZ_BUILD)

@@ -131,6 +131,11 @@ static StoredBitmap *parse_entry(const char *path, const uint8_t *file, size_t f
         warn(path, "a bitmap directory entry has an invalid name length");
         return NULL;
     }
+    /* A NUL would shorten the name (to "" even), which a rewrite cannot store. */
+    if (memchr(p + ENTRY_FIXED, '\0', name_len)) {
+        warn(path, "a bitmap directory entry has an invalid name");
+        return NULL;
+    }
     *next = p + entry_len;
     StoredBitmap *sb = g_new0(StoredBitmap, 1);
     sb->name = g_strndup((const char *)p + ENTRY_FIXED, name_len);

@@ -211,14 +211,19 @@ static void update_hook(NodeBitmaps *nb)
     }
 }
 
+/* NULL when the bits do not fit in memory (a huge node, a small granularity). */
 static DirtyBitmap *bitmap_new(NodeBitmaps *nb, const char *name, uint32_t granularity)
 {
+    uint64_t size = node_size(nb->node);
+    HBitmap *bits = hbitmap_try_new((size + granularity - 1) / granularity);
+    if (!bits)
+        return NULL;
     DirtyBitmap *bm = g_new0(DirtyBitmap, 1);
     bm->nb = nb;
     bm->name = g_strdup(name);
     bm->granularity = granularity;
-    bm->size = node_size(nb->node);
-    bm->bits = hbitmap_new((bm->size + granularity - 1) / granularity);
+    bm->size = size;
+    bm->bits = bits;
     return bm;
 }
 
@@ -273,6 +278,12 @@ DirtyBitmap *dirty_bitmap_create(BlockNode *node, const char *name, uint32_t gra
     }
     NodeBitmaps *nb = node_bitmaps(node, true);
     DirtyBitmap *bm = bitmap_new(nb, name, granularity);
+    if (!bm) {
+        g_set_error(errp, G_IO_ERROR, G_IO_ERROR_NO_SPACE,
+                    "Cannot allocate bitmap '%s': node '%s' is too large for granularity %u",
+                    name, node_name(node), granularity);
+        return NULL;
+    }
     bm->enabled = !disabled;
     bm->persistent = persistent;
     if (persistent)

@@ -32,7 +32,7 @@ static uint64_t load(const uint64_t *p)
     return __atomic_load_n(p, __ATOMIC_ACQUIRE);
 }
 
-HBitmap *hbitmap_new(uint64_t nbits)
+HBitmap *hbitmap_try_new(uint64_t nbits)
 {
     HBitmap *hb = g_new0(HBitmap, 1);
     hb->nbits = nbits;
@@ -41,12 +41,24 @@ HBitmap *hbitmap_new(uint64_t nbits)
         g_assert(l < MAX_LEVELS);
         hb->level_bits[l] = bits;
         uint64_t words = words_for(bits);
-        hb->level[l] = g_new0(uint64_t, words);
+        hb->level[l] = g_try_new0(uint64_t, words);
+        if (!hb->level[l]) {
+            hbitmap_free(hb);
+            return NULL;
+        }
         hb->levels = l + 1;
         if (words == 1)
             break;
         bits = words;
     }
+    return hb;
+}
+
+HBitmap *hbitmap_new(uint64_t nbits)
+{
+    HBitmap *hb = hbitmap_try_new(nbits);
+    if (!hb)
+        g_error("hbitmap: out of memory for %" G_GUINT64_FORMAT " bits", nbits);
     return hb;
 }
 

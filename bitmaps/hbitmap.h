@@ -22,6 +22,9 @@ typedef struct HBitmap HBitmap;
 
 /* A bitmap of `nbits` clear bits (nbits may be 0). */
 HBitmap *hbitmap_new(uint64_t nbits);
+/* Like hbitmap_new, but NULL when the memory cannot be allocated (sizes
+ * that come from users: a bitmap of a huge node). */
+HBitmap *hbitmap_try_new(uint64_t nbits);
 /* Frees the bitmap (NULL is fine). */
 void hbitmap_free(HBitmap *hb);
 /* A new bitmap with the same bits. */

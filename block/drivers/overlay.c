@@ -48,12 +48,20 @@ static void *overlay_open(BlockNode *self, BlockOptions *opts, bool read_only, G
                     node_name(file), node_name(backing));
         return NULL;
     }
+    uint64_t size = node_size(backing);
+    HBitmap *held = hbitmap_try_new((size + OVERLAY_CLUSTER - 1) / OVERLAY_CLUSTER);
+    if (!held) {
+        g_set_error(errp, G_IO_ERROR, G_IO_ERROR_NO_SPACE,
+                    "Cannot allocate the cluster map of an overlay over '%s': it is too large",
+                    node_name(backing));
+        return NULL;
+    }
     Overlay *o = g_new0(Overlay, 1);
     o->backing = backing;
     o->file = file;
-    o->size = node_size(backing);
+    o->size = size;
     g_rw_lock_init(&o->lock);
-    o->held = hbitmap_new((o->size + OVERLAY_CLUSTER - 1) / OVERLAY_CLUSTER);
+    o->held = held;
     o->mem = g_hash_table_new_full(g_int64_hash, g_int64_equal, g_free, g_free);
     node_add_child(self, backing);
     if (file)

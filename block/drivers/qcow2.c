@@ -161,6 +161,9 @@ static int file_read(Qcow2 *s, void *buf, uint64_t len, uint64_t off)
 /* Writes to the file, growing it (to a cluster boundary) when needed. */
 static int file_write(Qcow2 *s, const void *buf, uint64_t len, uint64_t off)
 {
+    /* Metadata can name any offset; one no file can have is corruption. */
+    if (off > INT64_MAX || len > INT64_MAX - off)
+        return -EIO;
     if (off + len > node_size(s->file)) {
         int r = node_grow(s->file, DIV_UP(off + len, s->cs) * s->cs);
         if (r < 0)
@@ -1290,6 +1293,16 @@ static bool parse_header(Qcow2 *s, BlockNode *self, const uint8_t *h, uint64_t h
     return true;
 }
 
+/* The image files whose backing files this thread is opening, innermost
+ * first (on the stack of the nested opens): a chain that comes back to one
+ * of them, an image naming itself for instance, would recurse forever. */
+typedef struct OpeningImage {
+    dev_t dev;
+    ino_t ino;
+    const struct OpeningImage *outer;
+} OpeningImage;
+static __thread const OpeningImage *opening_images;
+
 /* Resolves and opens the backing file named in the image. */
 static BlockNode *open_backing_from_header(Qcow2 *s, BlockNode *self, GError **errp)
 {
@@ -1338,8 +1351,27 @@ static BlockNode *open_backing_from_header(Qcow2 *s, BlockNode *self, GError **e
         json_object_set_string_member(opts, "driver", fmt);
         json_object_set_object_member(opts, "file", json_object_ref(file));
     }
+    OpeningImage me = { .outer = opening_images };
+    struct stat st;
+    const char *image = node_filename(s->file);
+    if (image && stat(image, &st) == 0) {
+        me.dev = st.st_dev;
+        me.ino = st.st_ino;
+    }
+    if (stat(s->backing_full, &st) == 0) {
+        for (const OpeningImage *o = &me; o; o = o->outer) {
+            if (o->dev == st.st_dev && o->ino == st.st_ino) {
+                set_err(errp, G_IO_ERROR_INVALID_DATA,
+                        "Could not open backing file '%s': it is already in the backing chain (a loop)",
+                        s->backing_full);
+                return NULL;
+            }
+        }
+    }
     GError *err = NULL;
+    opening_images = &me;
     BlockNode *b = node_create_implicit(self, opts, "-backing", true, &err);
+    opening_images = me.outer;
     if (!b) {
         g_set_error(errp, err->domain, err->code, "Could not open backing file: %s", err->message);
         g_error_free(err);
