@@ -115,7 +115,7 @@ static void nbd_handshake_init(void)
     add_from_keyval(qmp_cli_export,
                     "type=nbd,id=mem0,node-name=mem0,writable=on,bitmaps.0=b0,allocation-depth=on");
     add_from_keyval(qmp_cli_export, "type=nbd,id=null0,node-name=null0,description=the null export");
-    server = nbd_server_new(0);
+    server = nbd_server_new(0, 0); /* no handshake limit: no main loop runs here */
 }
 
 static void nbd_handshake_cleanup(void)

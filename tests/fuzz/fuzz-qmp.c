@@ -144,7 +144,7 @@ static void state_create(void)
     add_from_keyval(qmp_cli_blockdev, "driver=memory,node-name=mem0,size=1M");
     add_from_keyval(qmp_cli_blockdev, "driver=null-co,node-name=null0,size=1073741824");
     if (!nbd_control_running())
-        nbd_control_adopt(nbd_server_new(0));
+        nbd_control_adopt(nbd_server_new(0, 0)); /* no handshake limit: no main loop runs */
 }
 
 static void state_destroy(void)
