@@ -142,6 +142,41 @@ void (g_once_init_leave)(volatile void *location, gsize result)
     REAL(g_once_init_leave)(location, result);
 }
 
+/* ---- GLib's own memory in a handover ----
+ * Handing something over, GLib allocates memory of its own (a GSource, a
+ * queue link) in the sending thread and frees it in the receiving thread
+ * before the receiver reaches code of ours that could acquire: TSan sees
+ * the malloc and the free (it intercepts them) but not the lock between
+ * them.  While the real call runs, this thread's memory accesses are ignored
+ * (__tsan_ignore_thread_begin), so that memory starts out unowned; only
+ * GLib's own work is hidden, since no code of ours runs there -- except a
+ * callback that g_main_context_invoke runs at once, for which
+ * source_hop_dispatch lifts the ignore.  Synchronisation is not ignored. */
+
+void __tsan_ignore_thread_begin(void);
+void __tsan_ignore_thread_end(void);
+
+static __thread int in_glib_handover;
+
+#define GLIB_HANDOVER(call)                                                            \
+    ({                                                                                 \
+        __tsan_ignore_thread_begin();                                 \
+        in_glib_handover++;                                                            \
+        __typeof__(call) result_ = (call);                                             \
+        in_glib_handover--;                                                            \
+        __tsan_ignore_thread_end();                                   \
+        result_;                                                                       \
+    })
+
+#define GLIB_HANDOVER_VOID(call)                                                       \
+    do {                                                                               \
+        __tsan_ignore_thread_begin();                                 \
+        in_glib_handover++;                                                            \
+        call;                                                                          \
+        in_glib_handover--;                                                            \
+        __tsan_ignore_thread_end();                                   \
+    } while (0)
+
 /* ---- Main-context callbacks ----
  * The callback and its data are wrapped; the thread that adds the source
  * releases the wrapper, the thread that runs (or destroys) it acquires.
@@ -172,27 +207,41 @@ static SourceHop *source_hop(GMainContext *context, GSourceFunc func, gpointer d
 static gboolean source_hop_dispatch(gpointer p)
 {
     SourceHop *hop = p;
+    int ignored = in_glib_handover;     /* run at once by g_main_context_invoke */
+    for (int i = 0; i < ignored; i++)
+        __tsan_ignore_thread_end();
+    in_glib_handover = 0;
     __tsan_acquire(hop);
     __tsan_acquire(hop->context);
     gboolean again = hop->func(hop->data);
     __tsan_release(hop->context);
     __tsan_release(hop);
+    in_glib_handover = ignored;
+    for (int i = 0; i < ignored; i++)
+        __tsan_ignore_thread_begin();
     return again;
 }
 
 static void source_hop_free(gpointer p)
 {
     SourceHop *hop = p;
+    int ignored = in_glib_handover;     /* as above */
+    for (int i = 0; i < ignored; i++)
+        __tsan_ignore_thread_end();
+    in_glib_handover = 0;
     __tsan_acquire(hop);
     if (hop->notify)
         hop->notify(hop->data);
     g_free(hop);
+    in_glib_handover = ignored;
+    for (int i = 0; i < ignored; i++)
+        __tsan_ignore_thread_begin();
 }
 
 guint g_idle_add_full(gint priority, GSourceFunc function, gpointer data, GDestroyNotify notify)
 {
-    return REAL(g_idle_add_full)(priority, source_hop_dispatch, source_hop(NULL, function, data, notify),
-                                 source_hop_free);
+    SourceHop *hop = source_hop(NULL, function, data, notify);
+    return GLIB_HANDOVER(REAL(g_idle_add_full)(priority, source_hop_dispatch, hop, source_hop_free));
 }
 
 guint g_idle_add(GSourceFunc function, gpointer data)
@@ -203,8 +252,9 @@ guint g_idle_add(GSourceFunc function, gpointer data)
 guint g_timeout_add_full(gint priority, guint interval, GSourceFunc function, gpointer data,
                          GDestroyNotify notify)
 {
-    return REAL(g_timeout_add_full)(priority, interval, source_hop_dispatch,
-                                    source_hop(NULL, function, data, notify), source_hop_free);
+    SourceHop *hop = source_hop(NULL, function, data, notify);
+    return GLIB_HANDOVER(REAL(g_timeout_add_full)(priority, interval, source_hop_dispatch, hop,
+                                                  source_hop_free));
 }
 
 guint g_timeout_add(guint interval, GSourceFunc function, gpointer data)
@@ -215,8 +265,9 @@ guint g_timeout_add(guint interval, GSourceFunc function, gpointer data)
 guint g_timeout_add_seconds_full(gint priority, guint interval, GSourceFunc function, gpointer data,
                                  GDestroyNotify notify)
 {
-    return REAL(g_timeout_add_seconds_full)(priority, interval, source_hop_dispatch,
-                                            source_hop(NULL, function, data, notify), source_hop_free);
+    SourceHop *hop = source_hop(NULL, function, data, notify);
+    return GLIB_HANDOVER(REAL(g_timeout_add_seconds_full)(priority, interval, source_hop_dispatch,
+                                                          hop, source_hop_free));
 }
 
 guint g_timeout_add_seconds(guint interval, GSourceFunc function, gpointer data)
@@ -227,8 +278,9 @@ guint g_timeout_add_seconds(guint interval, GSourceFunc function, gpointer data)
 void g_main_context_invoke_full(GMainContext *context, gint priority, GSourceFunc function,
                                 gpointer data, GDestroyNotify notify)
 {
-    REAL(g_main_context_invoke_full)(context, priority, source_hop_dispatch,
-                                     source_hop(context, function, data, notify), source_hop_free);
+    SourceHop *hop = source_hop(context, function, data, notify);
+    GLIB_HANDOVER_VOID(REAL(g_main_context_invoke_full)(context, priority, source_hop_dispatch, hop,
+                                                        source_hop_free));
 }
 
 void g_main_context_invoke(GMainContext *context, GSourceFunc function, gpointer data)
@@ -256,16 +308,15 @@ static void pool_hop_run(gpointer data, gpointer p)
     __tsan_release(hop);
 }
 
-static GThreadPool *pool_new(GThreadPool *(*real_new)(GFunc, gpointer, GDestroyNotify, gint,
-                                                      gboolean, GError **),
-                             GFunc func, gpointer user_data, GDestroyNotify item_free,
+static GThreadPool *pool_new(GFunc func, gpointer user_data, GDestroyNotify item_free,
                              gint max_threads, gboolean exclusive, GError **error)
 {
     PoolHop *hop = g_new(PoolHop, 1);
     hop->func = func;
     hop->user_data = user_data;
     __tsan_release(hop);
-    GThreadPool *pool = real_new(pool_hop_run, hop, item_free, max_threads, exclusive, error);
+    GThreadPool *pool = REAL(g_thread_pool_new_full)(pool_hop_run, hop, item_free, max_threads,
+                                                     exclusive, error);
     if (!pool)
         g_free(hop);
     return pool;
@@ -274,27 +325,37 @@ static GThreadPool *pool_new(GThreadPool *(*real_new)(GFunc, gpointer, GDestroyN
 GThreadPool *g_thread_pool_new_full(GFunc func, gpointer user_data, GDestroyNotify item_free_func,
                                     gint max_threads, gboolean exclusive, GError **error)
 {
-    return pool_new(REAL(g_thread_pool_new_full), func, user_data, item_free_func, max_threads,
-                    exclusive, error);
+    return pool_new(func, user_data, item_free_func, max_threads, exclusive, error);
 }
 
 GThreadPool *g_thread_pool_new(GFunc func, gpointer user_data, gint max_threads,
                                gboolean exclusive, GError **error)
 {
-    return pool_new(REAL(g_thread_pool_new_full), func, user_data, NULL, max_threads, exclusive,
-                    error);
+    return pool_new(func, user_data, NULL, max_threads, exclusive, error);
+}
+
+/* The wrapper, read from GLib's pool structure, which GLib itself frees in
+ * whichever worker leaves the pool last: the read is ignored like GLib's own
+ * (uninstrumented) reads of it. */
+static PoolHop *pool_hop(GThreadPool *pool)
+{
+    __tsan_ignore_thread_begin();
+    PoolHop *hop = pool->user_data;
+    __tsan_ignore_thread_end();
+    return hop;
 }
 
 gboolean g_thread_pool_push(GThreadPool *pool, gpointer data, GError **error)
 {
-    __tsan_release(pool->user_data);
-    return REAL(g_thread_pool_push)(pool, data, error);
+    __tsan_release(pool_hop(pool));
+    return GLIB_HANDOVER(REAL(g_thread_pool_push)(pool, data, error));
 }
 
 void g_thread_pool_free(GThreadPool *pool, gboolean immediate, gboolean wait_)
 {
-    PoolHop *hop = pool->user_data;
-    REAL(g_thread_pool_free)(pool, immediate, wait_);
+    PoolHop *hop = pool_hop(pool);
+    /* It queues wake-ups for the workers, which they free. */
+    GLIB_HANDOVER_VOID(REAL(g_thread_pool_free)(pool, immediate, wait_));
     if (wait_) {
         __tsan_acquire(hop);
         g_free(hop);
@@ -309,13 +370,13 @@ void g_thread_pool_free(GThreadPool *pool, gboolean immediate, gboolean wait_)
 void g_async_queue_push(GAsyncQueue *queue, gpointer data)
 {
     __tsan_release(queue);
-    REAL(g_async_queue_push)(queue, data);
+    GLIB_HANDOVER_VOID(REAL(g_async_queue_push)(queue, data));
 }
 
 void g_async_queue_push_front(GAsyncQueue *queue, gpointer item)
 {
     __tsan_release(queue);
-    REAL(g_async_queue_push_front)(queue, item);
+    GLIB_HANDOVER_VOID(REAL(g_async_queue_push_front)(queue, item));
 }
 
 gpointer g_async_queue_pop(GAsyncQueue *queue)

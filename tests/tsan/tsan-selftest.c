@@ -189,9 +189,12 @@ static void mode_once(void)
 }
 
 /* ---- idle / timeout / invoke: a payload made by a thread, used by the
- * main loop; the source's destroy notify frees it ---- */
+ * main loop; the source's destroy notify frees it.  One at a time (the
+ * poster waits for each), so the main loop frees GLib's GSource of one
+ * before any later post. ---- */
 
 static GMainLoop *loop;
+static GCond seen_cond;
 static int main_loop_seen;
 
 static gboolean use_payload(gpointer data)
@@ -199,8 +202,11 @@ static gboolean use_payload(gpointer data)
     Payload *p = data;
     payload_check(p, 5);
     p->value = 6;
+    g_mutex_lock(&mutex_b);
     if (++main_loop_seen == 4)
         g_main_loop_quit(loop);
+    g_cond_signal(&seen_cond);
+    g_mutex_unlock(&mutex_b);
     return G_SOURCE_REMOVE;
 }
 
@@ -211,6 +217,14 @@ static void free_payload(gpointer data)
     g_free(p);
 }
 
+static void wait_seen(int n)
+{
+    g_mutex_lock(&mutex_b);
+    while (main_loop_seen < n)
+        g_cond_wait(&seen_cond, &mutex_b);
+    g_mutex_unlock(&mutex_b);
+}
+
 static Payload *leaked[2];
 
 static gpointer post_to_main_loop(gpointer unused)
@@ -219,9 +233,12 @@ static gpointer post_to_main_loop(gpointer unused)
      * payloads are checked and freed at the end. */
     leaked[0] = payload_new(5);
     g_idle_add(use_payload, leaked[0]);
+    wait_seen(1);
     leaked[1] = payload_new(5);
     g_timeout_add(1, use_payload, leaked[1]);
+    wait_seen(2);
     g_idle_add_full(G_PRIORITY_DEFAULT, use_payload, payload_new(5), free_payload);
+    wait_seen(3);
     g_main_context_invoke_full(NULL, G_PRIORITY_DEFAULT, use_payload, payload_new(5), free_payload);
     return NULL;
 }
@@ -239,29 +256,44 @@ static void mode_main_loop(void)
     }
 }
 
-/* ---- pool: tasks made by the pusher, results read after the pool ---- */
+/* ---- pool: tasks made by the pusher, results read after the pool.  One
+ * task at a time (the pusher waits for each), so GLib's queue link for a
+ * task is freed by the worker before any later push. ---- */
+
+static GCond task_done;
+static int tasks_done;
 
 static void pool_task(gpointer data, gpointer user_data)
 {
     Payload *p = data;
     int *results = user_data;
-    payload_check(p, p->value);
     results[p->value] = p->value * 2;
     g_free(p);
+    g_mutex_lock(&mutex_b);
+    tasks_done++;
+    g_cond_signal(&task_done);
+    g_mutex_unlock(&mutex_b);
 }
 
 static void mode_pool(void)
 {
     int results[16] = {0};
     GThreadPool *pool = g_thread_pool_new(pool_task, results, 4, FALSE, NULL);
-    for (int i = 0; i < 16; i++)
+    for (int i = 0; i < 16; i++) {
         g_thread_pool_push(pool, payload_new(i), NULL);
+        if (i < 8) {
+            g_mutex_lock(&mutex_b);
+            while (tasks_done <= i)
+                g_cond_wait(&task_done, &mutex_b);
+            g_mutex_unlock(&mutex_b);
+        }
+    }
     g_thread_pool_free(pool, FALSE, TRUE);
     for (int i = 0; i < 16; i++)
         g_assert_cmpint(results[i], ==, i * 2);
 }
 
-/* ---- queue: GAsyncQueue push/pop in both directions ---- */
+/* ---- queue: GAsyncQueue push/pop in both directions, ping-pong ---- */
 
 static gpointer echo(gpointer queues)
 {
@@ -279,9 +311,8 @@ static void mode_queue(void)
 {
     GAsyncQueue *q[2] = {g_async_queue_new(), g_async_queue_new()};
     GThread *t = g_thread_new("echo", echo, q);
-    for (int i = 0; i < 8; i++)
-        g_async_queue_push(q[0], payload_new(i));
     for (int i = 0; i < 8; i++) {
+        g_async_queue_push(q[0], payload_new(i));
         Payload *p = g_async_queue_pop(q[1]);
         payload_check(p, i + 1);
         g_free(p);
