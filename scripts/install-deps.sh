@@ -1,10 +1,12 @@
 #!/bin/sh
-# Installs the Debian 12 packages blockd needs to build, test and benchmark.
+# Installs the Debian 12 packages blockd needs to build, test and benchmark
+# (clang-14 and its sanitizer runtimes: the ThreadSanitizer build, make tsan).
 # Runs apt-get only when something is missing (always refreshes lists under CI).
 set -eu
 PACKAGES="gcc libc6-dev make meson ninja-build pkg-config python3
 libglib2.0-dev libjson-glib-dev libgnutls28-dev libnbd-dev nbdkit-plugin-dev
-nbdkit libnbd-bin python3-libnbd qemu-utils qemu-system-common fio gnutls-bin"
+nbdkit libnbd-bin python3-libnbd qemu-utils qemu-system-common fio gnutls-bin
+clang-14 libclang-rt-14-dev"
 
 missing=""
 for p in $PACKAGES; do

@@ -169,6 +169,11 @@ class Blockd:
         try:
             if exc_type is None:
                 self.stop()
+            else:
+                # The test failed (often because the daemon died): show why.
+                report = sanitizer_report(self.stderr_text())
+                if report:
+                    print('--- blockd sanitizer report ---\n' + report[:8000], file=sys.stderr)
         finally:
             self.kill()
             shutil.rmtree(self.tmp, ignore_errors=True)

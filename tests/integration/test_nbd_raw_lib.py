@@ -12,6 +12,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import traceback
 
 NBDMAGIC = 0x4E42444D41474943
 IHAVEOPT = 0x49484156454F5054
@@ -303,6 +304,10 @@ def run(body, size="64M", server_opts=""):
         daemon.stop()
     except (TestFailure, EOFError, OSError, struct.error) as e:
         print("FAIL: %s" % e, file=sys.stderr)
+        daemon.kill()
+        return 1
+    except Exception:                   # e.g. nbd.Error: still stop the daemon
+        traceback.print_exc()
         daemon.kill()
         return 1
     print("PASS")

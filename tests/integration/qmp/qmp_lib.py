@@ -160,6 +160,11 @@ class Daemon:
 
     def __exit__(self, exc_type, exc, tb):
         try:
+            if exc_type is not None:
+                # The test failed (often because the daemon died): show why.
+                report = sanitizer_report(self.stderr_text())
+                if report:
+                    print('--- daemon sanitizer report ---\n' + report[:8000], file=sys.stderr)
             if self.proc.poll() is None:
                 self.proc.kill()
                 self.proc.wait()
