@@ -79,6 +79,12 @@ def blockd_path():
     return path
 
 
+def tsan_build():
+    """Whether $BLOCKD is a ThreadSanitizer build (make tsan)."""
+    with open(blockd_path(), 'rb') as f:
+        return b'__tsan_init' in f.read()
+
+
 def free_port():
     with socket.socket() as s:
         s.bind(('127.0.0.1', 0))

@@ -276,6 +276,12 @@ class Daemon:
         self.tmp.cleanup()
 
 
+def tsan_build():
+    """Whether $BLOCKD is a ThreadSanitizer build (make tsan)."""
+    with open(os.environ["BLOCKD"], "rb") as f:
+        return b"__tsan_init" in f.read()
+
+
 def check_healthy(daemon, offset=12345, pattern=b"healthy!"):
     """A fresh, well-behaved client can write and read back data."""
     daemon.check_alive()
