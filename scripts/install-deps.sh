@@ -1,6 +1,7 @@
 #!/bin/sh
-# Installs the Debian 12 packages blockd needs to build, test, fuzz (clang-14
-# with libFuzzer) and benchmark.
+# Installs the Debian 12 packages blockd needs to build, test, fuzz and
+# benchmark (clang-14 with libFuzzer and the sanitizer runtimes: make fuzz,
+# make tsan).
 # Runs apt-get only when something is missing (always refreshes lists under CI).
 set -eu
 PACKAGES="gcc libc6-dev make meson ninja-build pkg-config python3

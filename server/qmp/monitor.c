@@ -654,10 +654,17 @@ void qmp_event_emit(const char *name, JsonObject *data)
     JsonObject *ev = json_object_new();
     json_object_set_string_member(ev, "event", name);
     if (data) {
-        JsonNode *copy = json_node_alloc();
-        json_node_init_object(copy, data);
-        json_object_set_member(ev, "data", json_node_copy(copy));
-        json_node_unref(copy);
+        /* A copy that shares nothing with data: events are made in job
+         * threads and sent from the main loop, and json-glib's reference
+         * counts are plain (non-atomic) integers, so json_node_copy (which
+         * only takes a reference on objects) left both threads unref'ing the
+         * same JsonObject (ThreadSanitizer: free in job_transition_to_ready
+         * racing json_to_string in deliver_events). */
+        JsonNode *node = json_node_alloc();
+        json_node_init_object(node, data);
+        g_autofree char *text = json_to_string(node, FALSE);
+        json_node_unref(node);
+        json_object_set_member(ev, "data", json_from_string(text, NULL));
     }
     json_object_set_object_member(ev, "timestamp", ts);
 

@@ -40,6 +40,19 @@ def check(cond, msg):
         fail(msg)
 
 
+# The first line of a sanitizer report.  ASan/UBSan abort and the TSan build
+# (halt_on_error=1) exits 66, so the exit status usually tells already; the
+# helpers also look for these so a report is never missed (e.g. in a daemon
+# that was failing anyway).
+SANITIZER_REPORTS = ('ERROR: AddressSanitizer', 'WARNING: ThreadSanitizer')
+
+
+def sanitizer_report(text):
+    """The sanitizer report in text (from its first line on), or ''."""
+    starts = [text.find(r) for r in SANITIZER_REPORTS if r in text]
+    return text[min(starts):] if starts else ''
+
+
 def import_nbd():
     try:
         import nbd
@@ -64,6 +77,12 @@ def blockd_path():
     if not path:
         fail('BLOCKD must name the blockd binary')
     return path
+
+
+def tsan_build():
+    """Whether $BLOCKD is a ThreadSanitizer build (make tsan)."""
+    with open(blockd_path(), 'rb') as f:
+        return b'__tsan_init' in f.read()
 
 
 def free_port():
@@ -136,6 +155,8 @@ class Blockd:
             fail('blockd did not exit within 30 s of SIGTERM')
         check(status == 0, 'blockd exited with status %d after SIGTERM: %s'
               % (status, self.stderr_text()[-2000:]))
+        report = sanitizer_report(self.stderr_text())
+        check(not report, 'sanitizer report:\n' + report[:8000])
 
     def kill(self):
         if self.alive():
@@ -154,6 +175,11 @@ class Blockd:
         try:
             if exc_type is None:
                 self.stop()
+            else:
+                # The test failed (often because the daemon died): show why.
+                report = sanitizer_report(self.stderr_text())
+                if report:
+                    print('--- blockd sanitizer report ---\n' + report[:8000], file=sys.stderr)
         finally:
             self.kill()
             shutil.rmtree(self.tmp, ignore_errors=True)

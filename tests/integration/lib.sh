@@ -84,6 +84,18 @@ stop_blockd() {
     wait "$BLOCKD_PID" || st=$?
     BLOCKD_PID=
     [[ $st -eq 0 ]] || fail "blockd exited with status $st after SIGTERM"
+    check_no_sanitizer_report "$BLOCKD_ERR"
+}
+
+# check_no_sanitizer_report FILE: fail when FILE (a daemon's stderr) holds
+# an ASan or TSan report (the exit status usually tells already, but not
+# for a daemon that was expected to fail).
+check_no_sanitizer_report() {
+    local pattern='ERROR: AddressSanitizer|WARNING: ThreadSanitizer'
+    if [[ -f $1 ]] && grep -qE "$pattern" "$1"; then
+        fail "sanitizer report in $1:
+$(sed -nE "/$pattern/,\$p" "$1" | head -n 120)"
+    fi
 }
 
 # blockd_inet_uri: the nbd://127.0.0.1:PORT/... URI blockd printed on stdout

@@ -20,7 +20,7 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from test_nbd_raw_lib import (CMD_READ, CMD_WRITE, OPT_GO, OPT_INFO, REP_ACK, Client,  # noqa: E402
-                              check, check_healthy, run)
+                              check, check_healthy, run, tsan_build)
 
 MiB = 1 << 20
 REP_ERR_POLICY, REP_ERR_TOO_BIG = 0x80000002, 0x80000009
@@ -96,7 +96,8 @@ def body_timeout_and_max_connections(daemon):
             h = libnbd_connect(daemon.sock)
             break
         except nbd.Error as e:
-            check(time.time() < deadline, 'no slot freed after the silent clients were cut: %s' % e)
+            check('policy' in str(e) and time.time() < deadline,
+                  'no slot freed after the silent clients were cut: %s' % e)
             time.sleep(0.1)
     h.pwrite(b'x' * 4096, 0)
     # A client past the handshake is not subject to the limit.
@@ -193,6 +194,11 @@ def main():
         status |= run(body_timeout_and_max_connections, server_opts=',max-connections=3,handshake-max-seconds=2')
     if 'default' in which:
         status |= run(body_default_limit)
+    if tsan_build() and ('options' in which or 'replies' in which):
+        # Both measure the daemon's RSS, which TSan's shadow memory inflates
+        # several-fold (and 40 x 32 MiB of replies would take it past 1 GiB).
+        print('SKIP (ThreadSanitizer build): option memory and unread replies measure RSS')
+        which = [w for w in which if w not in ('options', 'replies')]
     if 'options' in which:
         status |= run(body_option_memory)
     if 'replies' in which:

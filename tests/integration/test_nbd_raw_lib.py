@@ -12,6 +12,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import traceback
 
 NBDMAGIC = 0x4E42444D41474943
 IHAVEOPT = 0x49484156454F5054
@@ -37,6 +38,9 @@ TYPE_NONE, TYPE_OFFSET_DATA, TYPE_OFFSET_HOLE = 0, 1, 2
 TYPE_BLOCK_STATUS, TYPE_BLOCK_STATUS_EXT = 5, 6
 TYPE_ERROR, TYPE_ERROR_OFFSET = 0x8001, 0x8002
 EPERM, EIO, EINVAL, ENOSPC = 1, 5, 22, 28
+
+# The first line of a sanitizer report (as lib.SANITIZER_REPORTS).
+SANITIZER_REPORTS = ("ERROR: AddressSanitizer", "WARNING: ThreadSanitizer")
 
 
 class TestFailure(Exception):
@@ -217,20 +221,27 @@ class Daemon:
         self.tmp = tempfile.TemporaryDirectory(prefix="nbd-raw-")
         self.sock = os.path.join(self.tmp.name, "nbd.sock")
         self.pidfile = os.path.join(self.tmp.name, "blockd.pid")
+        self.err = open(os.path.join(self.tmp.name, "blockd.err"), "w+")
         self.proc = subprocess.Popen([
             self.blockd,
             "--blockdev", "driver=memory,node-name=m0,size=" + size,
             "--nbd-server", "addr.type=unix,addr.path=" + self.sock + server_opts,
             "--export", "type=nbd,id=e0,node-name=m0,name=disk0,writable=on",
-            "--pidfile", self.pidfile])
+            "--pidfile", self.pidfile], stderr=self.err)
         deadline = time.time() + 30
         while not os.path.exists(self.pidfile):
             if self.proc.poll() is not None:
-                raise TestFailure("blockd exited early with status %d" % self.proc.returncode)
+                raise TestFailure("blockd exited early with status %d: %s"
+                                  % (self.proc.returncode, self.stderr_text()[-2000:]))
             if time.time() > deadline:
                 self.proc.kill()
                 raise TestFailure("blockd did not write its pidfile")
             time.sleep(0.05)
+
+    def stderr_text(self):
+        self.err.flush()
+        with open(self.err.name, errors="replace") as f:
+            return f.read()
 
     def check_alive(self):
         check(self.proc.poll() is None, "blockd died (status %s)" % self.proc.returncode)
@@ -245,14 +256,30 @@ class Daemon:
         except subprocess.TimeoutExpired:
             self.proc.kill()
             raise TestFailure("blockd did not exit after SIGTERM")
+        err = self.stderr_text()
+        self.err.close()
         self.tmp.cleanup()
-        check(status == 0, "blockd exited with status %d" % status)
+        check(status == 0, "blockd exited with status %d: %s" % (status, err[-2000:]))
+        starts = [err.find(r) for r in SANITIZER_REPORTS if r in err]
+        check(not starts, "sanitizer report:\n" + (err[min(starts):][:8000] if starts else ""))
 
     def kill(self):
+        """Kills the daemon after a failure and shows the end of its stderr."""
         if self.proc.poll() is None:
             self.proc.kill()
             self.proc.wait()
+        if not self.err.closed:
+            err = self.stderr_text()
+            if err:
+                print("--- blockd stderr ---\n" + err[-4000:], file=sys.stderr)
+            self.err.close()
         self.tmp.cleanup()
+
+
+def tsan_build():
+    """Whether $BLOCKD is a ThreadSanitizer build (make tsan)."""
+    with open(os.environ["BLOCKD"], "rb") as f:
+        return b"__tsan_init" in f.read()
 
 
 def check_healthy(daemon, offset=12345, pattern=b"healthy!"):
@@ -283,6 +310,10 @@ def run(body, size="64M", server_opts=""):
         daemon.stop()
     except Exception as e:  # any failure, libnbd's included: never leave the daemon behind
         print("FAIL: %s: %s" % (type(e).__name__, e), file=sys.stderr)
+        daemon.kill()
+        return 1
+    except Exception:                   # e.g. nbd.Error: still stop the daemon
+        traceback.print_exc()
         daemon.kill()
         return 1
     print("PASS")

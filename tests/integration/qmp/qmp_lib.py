@@ -18,7 +18,7 @@ import tempfile
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from lib import SKIP, check, fail, skip  # noqa: E402,F401  (re-exported for the tests)
+from lib import SKIP, check, fail, sanitizer_report, skip  # noqa: E402,F401  (re-exported for the tests)
 
 
 def blockd_cmd():
@@ -151,8 +151,8 @@ class Daemon:
         if self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)
         status = self.wait()
-        check('ERROR: AddressSanitizer' not in self.stderr_text(),
-              'sanitizer report:\n' + self.stderr_text())
+        report = sanitizer_report(self.stderr_text())
+        check(not report, 'sanitizer report:\n' + report[:8000])
         return status
 
     def __enter__(self):
@@ -160,6 +160,11 @@ class Daemon:
 
     def __exit__(self, exc_type, exc, tb):
         try:
+            if exc_type is not None:
+                # The test failed (often because the daemon died): show why.
+                report = sanitizer_report(self.stderr_text())
+                if report:
+                    print('--- daemon sanitizer report ---\n' + report[:8000], file=sys.stderr)
             if self.proc.poll() is None:
                 self.proc.kill()
                 self.proc.wait()
