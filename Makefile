@@ -2,7 +2,7 @@
 BUILD ?= build
 RELEASE ?= build-release
 
-.PHONY: all deps setup build run check bench clean
+.PHONY: all deps setup build run check soak bench clean
 
 all: build
 
@@ -26,6 +26,12 @@ run: build
 
 check: build
 	./scripts/run-tests.sh
+
+# A long soak (tests/integration/test_soak.py): SOAK_SECONDS of 64 verifying
+# NBD clients with backups, mirrors and bitmap cycles; `make check` runs 80 s.
+SOAK_SECONDS ?= 1800
+soak: build
+	SOAK_SECONDS=$(SOAK_SECONDS) meson test -C $(BUILD) soak --print-errorlogs --verbose
 
 $(RELEASE)/build.ninja:
 	meson setup $(RELEASE) --buildtype=release -Db_sanitize=none -Dwerror=true
