@@ -75,6 +75,7 @@ class Client:
         self.abrupt = False
         self.stats = Stats()
         self.verify_queue = None     # offsets still to read back in the final pass
+        self.verifying = False
         self.stopping = False
 
     def name(self):
@@ -155,8 +156,12 @@ class Client:
                              % (op['op'], op['off'], op['len'], STUCK))
         if self.state == 'ready':
             if self.stopping:
-                if self.verify_queue is not None and (self.verify_queue or self.inflight):
-                    self.issue_verify_reads()
+                if self.verify_queue:
+                    # The read-back starts once the last ordinary request is
+                    # answered, so it never overlaps a write.
+                    if self.verifying or not self.inflight:
+                        self.verifying = True
+                        self.issue_verify_reads()
                     return
                 if not self.inflight:
                     h.aio_disconnect()
@@ -225,12 +230,15 @@ class Client:
         where = self.base + op['off']
         kind = op['op']
         try:
+            # Plain bytearrays, not nbd.Buffer: libnbd 1.14's Python binding
+            # never frees an nbd.Buffer passed to an aio call (the process
+            # grows by every byte read or written).
             if kind == 'read':
-                op['buf'] = nbd.Buffer(op['len'])
+                op['buf'] = bytearray(op['len'])
                 h.aio_pread(op['buf'], where, completion=done)
             elif kind in ('write', 'fua'):
                 op['data'] = bytearray(os.urandom(op['len']))
-                h.aio_pwrite(nbd.Buffer.from_buffer(op['data']), where, completion=done,
+                h.aio_pwrite(op['data'], where, completion=done,
                              flags=nbd.CMD_FLAG_FUA if kind == 'fua' else 0)
             elif kind == 'zero':
                 h.aio_zero(op['len'], where, completion=done,
@@ -304,7 +312,7 @@ class Client:
         pass
 
     def done_read(self, op):
-        self.verify(op['off'], op['buf'].to_buffer())
+        self.verify(op['off'], op['buf'])
 
     def verify(self, off, data):
         n = len(data)
