@@ -16,7 +16,8 @@ RSS is flat after warm-up and its descriptor count does not grow.
     SOAK_SECONDS=1800 meson test -C build soak      (or: make soak)
 
 To tell failures apart, SOAK_PERSISTENT=0 makes the cycled bitmaps
-non-persistent (the incremental chain of n1 keeps its persistent bitmap).
+non-persistent (the incremental chain of n1 keeps its persistent bitmap);
+SOAK_VERBOSE=1 also prints blockd's RSS and descriptor count every second.
 """
 import os
 import random
@@ -44,6 +45,7 @@ JOB_TIMEOUT = 300         # generous: ASan, two shared cores, 64 busy clients
 WARMUP = 0.3              # share of the run before memory and descriptors are baselined
 MiB = 1 << 20
 PERSISTENT = os.environ.get('SOAK_PERSISTENT', '1') != '0'
+VERBOSE = os.environ.get('SOAK_VERBOSE', '0') != '0'
 
 # Memory: ASan keeps freed blocks in a quarantine (256 MiB by default) and
 # its allocator rarely returns memory to the kernel, so RSS climbs for a while
@@ -114,6 +116,11 @@ class Worker(threading.Thread):
         """Waits for every job in expect {id: 'completed'|'cancelled'} to end so."""
         evs = wait_job_end(self.q, list(expect), JOB_TIMEOUT)
         for job, want in expect.items():
+            states = [e['data']['status'] for e in evs
+                      if e['event'] == 'JOB_STATUS_CHANGE' and e['data']['id'] == job]
+            for was, now in zip(states, states[1:]):
+                check((was, now) not in (('paused', 'waiting'), ('paused', 'pending'), ('standby', 'waiting')),
+                      'job %s left %s for %s without a resume: %r' % (job, was, now, states))
             mine = [e for e in evs if e['event'].startswith('BLOCK_JOB_') and
                     e['data'].get('device', e['data'].get('id')) == job]
             names = [e['event'] for e in mine if e['event'] != 'BLOCK_JOB_READY']
@@ -161,11 +168,17 @@ class Backups(Worker):
             add_nbd_target(self.q, 'tscratch-%d' % k, self.scratch_sock)
             self.cmd('blockdev-backup', {'job-id': full, 'device': 'n0', 'target': 'tscratch-%d' % k,
                                          'sync': 'full'})
-            # A pause and resume; the job may have ended already.
+            # A pause and resume.  As in QEMU a job pauses only at its next
+            # chunk boundary, so one past its last chunk ends regardless and
+            # then refuses the resume; one that is still paused must not.
             r = self.q.cmd('job-pause', {'id': full})
             if 'error' not in r:
                 self.ctl.sleep(0.2)
-                self.cmd('job-resume', {'id': full})
+                r = self.q.cmd('job-resume', {'id': full})
+                if 'error' in r:
+                    state = {j['id']: j['status'] for j in self.cmd('query-jobs')}.get(full)
+                    check(state in (None, 'waiting', 'pending', 'concluded'),
+                          'job-resume of %s in state %s: %r' % (full, state, r))
         else:
             scratch = os.path.join(self.tmp, 'full-%d.img' % k)
             self.cmd('drive-backup', {'job-id': full, 'device': 'n1', 'target': scratch,
@@ -261,7 +274,7 @@ class Bitmaps(Worker):
         check(a in have and b in have and c in have and 'never' not in have,
               'bitmaps of %s after the transactions: %r' % (node, sorted(have)))
         check(not have[a]['recording'] and have[b]['recording'] and have[c]['recording'],
-              'bitmap states after the transaction: %r' % [have[a], have[b], have[c]])
+              'bitmap states after the transaction: %r' % ([have[a], have[b], have[c]],))
         check(have[a]['persistent'] == (PERSISTENT and k % 4 < 2), 'persistent flag of %s: %r' % (a, have[a]))
         if node == 'n1':  # and the other way round: into n0's keep0
             self.cmd('block-dirty-bitmap-merge', {'node': 'n0', 'target': 'keep0',
@@ -586,7 +599,11 @@ def run(tmp):
               % (fds_warm, fds_end))
         final_jobs = final_backups(d, tmp, chain1.sock, mirrors.node)
         peak = peak_rss_bytes(d.proc.pid)
-        check(d.stop() == 0, 'blockd exit status')
+        if VERBOSE:
+            print('RSS MiB / descriptors, one sample a second: ' +
+                  ' '.join('%d/%d' % (r // MiB, f) for _, r, f in soak.samples))
+        status = d.stop()
+        check(status == 0, 'blockd exited with status %d after SIGTERM:\n%s' % (status, d.stderr_text()[-8000:]))
         check('runtime error:' not in d.stderr_text(), 'sanitizer report:\n' + d.stderr_text()[-6000:])
         s = soak.stats()
         jobs = backups.jobs + mirrors.jobs + final_jobs
