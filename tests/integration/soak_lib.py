@@ -55,7 +55,7 @@ class Client:
     """One connection (reconnected as needed) doing verified I/O on [base, base+length)."""
 
     def __init__(self, cid, export, base, initial, unix=None, tcp=None, seed=0,
-                 reconnect=False, dirty_context=None, dirty_granularity=None, depth=3):
+                 reconnect=False, sluggish=False, dirty_context=None, dirty_granularity=None, depth=3):
         self.cid, self.export, self.base = cid, export, base
         self.length = len(initial)
         self.model = bytearray(initial)
@@ -67,6 +67,9 @@ class Client:
         self.unix, self.tcp = unix, tcp
         self.rng = random.Random(seed)
         self.reconnect, self.depth = reconnect, depth
+        # A sluggish client now and then stops reading its socket for a
+        # moment: the server's replies back up while it holds their data.
+        self.sluggish, self.next_stall, self.stall_until = sluggish, 0, 0
         self.h = None
         self.state = 'idle'          # idle, connecting, ready, draining, closing, off
         self.inflight = {}           # id -> op
@@ -121,6 +124,15 @@ class Client:
         """Forgets the handle; libnbd closes the socket (in-flight reads are abandoned)."""
         self.h = None
         self.inflight.clear()
+
+    def reading(self, now):
+        """False while a sluggish client ignores its socket."""
+        if not self.sluggish or self.state != 'ready' or self.stopping:
+            return True
+        if now >= self.next_stall:
+            self.stall_until = now + self.rng.uniform(0.05, 0.4)
+            self.next_stall = now + self.rng.uniform(1, 3)
+        return now >= self.stall_until
 
     def step(self, now, loop):
         if self.state == 'idle':
@@ -426,7 +438,7 @@ class IoLoop(threading.Thread):
                     return
                 p, fds = select.poll(), {}
                 for c in self.clients:
-                    if c.h is None:
+                    if c.h is None or not c.reading(now):
                         continue
                     d = c.h.aio_get_direction()
                     mask = (select.POLLIN if d & nbd.AIO_DIRECTION_READ else 0) | \

@@ -1,11 +1,12 @@
 #!/usr/bin/python3
 """Soak: one blockd, three file nodes, 64 verifying NBD clients (half over
 TCP 127.0.0.1, half over a Unix socket, some reconnecting, some of those
-abruptly) for SOAK_SECONDS (default 80), while backups (full and
-incremental, to files and nbdkit), a mirror (soft cancel, hard cancel,
-complete with a pivot of the export and blockdev-del of the old node),
-dirty-bitmap cycles (add, disable/enable, merge, clear, transactions,
-remove; persistent and not) and a QMP poller run on their own monitors.
+abruptly, some slow to read their replies) for SOAK_SECONDS (default 80),
+while backups (full and incremental, to files and nbdkit), a mirror (soft
+cancel, hard cancel, complete with a pivot of the export and blockdev-del
+of the old node), dirty-bitmap cycles (add, disable/enable, merge, clear,
+transactions, remove; persistent and not) and a QMP poller run on their
+own monitors.
 
 Asserts: no I/O error, no mismatch (reads against each client's model,
 base:allocation zero claims, the exported bitmap 'x0' never clean where a
@@ -348,7 +349,7 @@ class Soak:
             base = (cid // 3) * REGION
             clients.append(Client(cid, 'e%d' % e, base, images[e][base:base + REGION],
                                   unix=sock if cid % 2 == 0 else None, tcp=port if cid % 2 else None,
-                                  seed=cid, reconnect=cid % 4 == 1,
+                                  seed=cid, reconnect=cid % 4 == 1, sluggish=cid % 8 == 2,
                                   dirty_context='qemu:dirty-bitmap:x0' if e == 1 else None))
         self.loops = [IoLoop(clients[i::LOOPS]) for i in range(LOOPS)]
 
