@@ -5,7 +5,7 @@ FUZZ_BUILD ?= build-fuzz
 FUZZ_SECONDS ?= 60
 TSAN ?= build-tsan
 
-.PHONY: all deps setup build run check tsan bench fuzz clean
+.PHONY: all deps setup build run check tsan soak bench fuzz clean
 
 all: build
 
@@ -29,6 +29,12 @@ run: build
 
 check: build
 	./scripts/run-tests.sh
+
+# A long soak (tests/integration/test_soak.py): SOAK_SECONDS of 64 verifying
+# NBD clients with backups, mirrors and bitmap cycles; `make check` runs 80 s.
+SOAK_SECONDS ?= 1800
+soak: build
+	SOAK_SECONDS=$(SOAK_SECONDS) meson test -C $(BUILD) soak --print-errorlogs --verbose
 
 $(RELEASE)/build.ninja:
 	meson setup $(RELEASE) --buildtype=release -Db_sanitize=none -Dwerror=true
