@@ -34,7 +34,7 @@ check: build
 # NBD clients with backups, mirrors and bitmap cycles; `make check` runs 80 s.
 SOAK_SECONDS ?= 1800
 soak: build
-	SOAK_SECONDS=$(SOAK_SECONDS) meson test -C $(BUILD) soak --print-errorlogs --verbose
+	SOAK_SECONDS=$(SOAK_SECONDS) meson test -C $(BUILD) soak --print-errorlogs --verbose --timeout-multiplier 0
 
 $(RELEASE)/build.ninja:
 	meson setup $(RELEASE) --buildtype=release -Db_sanitize=none -Dwerror=true
@@ -59,7 +59,7 @@ $(TSAN)/build.ninja:
 
 tsan: $(TSAN)/build.ninja
 	ninja -C $(TSAN) -j2
-	BUILD=$(TSAN) ./scripts/run-tests.sh --num-processes 1 --timeout-multiplier 3
+	BUILD=$(TSAN) ./scripts/run-tests.sh --num-processes 1 --timeout-multiplier 3 --no-suite soak
 
 clean:
 	rm -rf $(BUILD) $(RELEASE) $(FUZZ_BUILD) $(TSAN)
