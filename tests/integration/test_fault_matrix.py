@@ -404,8 +404,6 @@ def error_cell(run, row, job, policy):
 for _row in ERROR_ROWS:
     for _job in ('backup', 'backup-inc', 'mirror'):
         for _policy in POLICIES:
-            if _job == 'backup-inc' and _policy in ('ignore', 'enospc'):
-                continue
             cell(_row, _job, _policy)(lambda run, r=_row, j=_job, p=_policy: error_cell(run, r, j, p))
 
 
