@@ -5,6 +5,7 @@
 #include "jobs/node-claims.h"
 #include "bitmaps/dirty-bitmap.h"
 #include "block/node.h"
+#include "server/export.h"
 
 #include <errno.h>
 #include <string.h>
@@ -20,15 +21,25 @@ const char *const backup_bitmap_mode_names[BACKUP_BITMAP__MAX] = {
 #define BACKUP_DEFAULT_WORKERS 16
 #define BACKUP_DEFAULT_CHUNK (4u << 20)
 
+/* The bitmap (QEMU's frozen bitmap and its successor): the bitmap itself
+ * stays as it was and keeps recording, so until the job is finalised it
+ * holds the bits the job copies plus every write since, in memory and in
+ * the sidecar of a persistent bitmap (a crash mid-job loses no bit).  The
+ * successor records, in the bitmap's granules, the writes that completed
+ * after the job started (an after-write hook, so a write in flight at the
+ * start is not missed); at the end the bitmap is replaced by it where
+ * bitmap-mode says so, with the source's exports drained. */
 typedef struct Backup {
     BlockNode *source, *target;
     BackupSync sync;
     DirtyBitmap *bitmap;       /* NULL: none */
     BackupBitmapMode bitmap_mode;
-    HBitmap *bitmap_snapshot;  /* the bitmap's bits at the start (granule units) */
+    HBitmap *successor;        /* NULL: no bitmap, or it was not recording */
+    uint64_t succ_gran, succ_size;
+    GMutex succ_lock;
     JobOnError on_source_error, on_target_error;
     CopyEngine *engine;
-    NodeWriteHook *hook;
+    NodeWriteHook *hook, *succ_hook;
     bool delete_target;
     bool cleaned;
 } Backup;
@@ -41,29 +52,23 @@ static int backup_before_write(BlockNode *node, uint64_t offset, uint64_t count,
     return copy_engine_copy_before_write(b->engine, offset, count);
 }
 
-/* Calls fn for every run of set bits of a bitmap snapshot, in bytes. */
-static void snapshot_for_each(HBitmap *bits, uint64_t granularity,
-                              void (*fn)(void *opaque, uint64_t offset, uint64_t len), void *opaque)
+/* Sets [offset, offset+len) in a bitmap of `gran`-byte granules covering `size` bytes. */
+static void granules_set(HBitmap *bits, uint64_t gran, uint64_t size, uint64_t offset, uint64_t len)
 {
-    uint64_t n = hbitmap_size(bits);
-    int64_t start = hbitmap_next_set(bits, 0, n);
-    while (start >= 0) {
-        int64_t end = hbitmap_next_clear(bits, (uint64_t)start, n);
-        if (end < 0)
-            end = (int64_t)n;
-        fn(opaque, (uint64_t)start * granularity, (uint64_t)(end - start) * granularity);
-        start = (uint64_t)end < n ? hbitmap_next_set(bits, (uint64_t)end, n) : -1;
-    }
+    if (len == 0 || offset >= size)
+        return;
+    uint64_t first = offset / gran, last = (MIN(offset + len, size) - 1) / gran;
+    hbitmap_set(bits, first, last - first + 1);
 }
 
-static void engine_set(void *opaque, uint64_t offset, uint64_t len)
+/* The successor records every write that completed since the job started. */
+static void backup_after_write(BlockNode *node, const void *buf, uint64_t offset, uint64_t count,
+                               NodeWriteKind kind, int result, void *opaque)
 {
-    copy_engine_set_range(opaque, offset, len);
-}
-
-static void bitmap_set(void *opaque, uint64_t offset, uint64_t len)
-{
-    dirty_bitmap_set_range(opaque, offset, len);
+    Backup *b = opaque;
+    g_mutex_lock(&b->succ_lock);
+    granules_set(b->successor, b->succ_gran, b->succ_size, offset, count);
+    g_mutex_unlock(&b->succ_lock);
 }
 
 static int backup_run(Job *job, GError **errp)
@@ -95,37 +100,61 @@ static int backup_run(Job *job, GError **errp)
     }
 }
 
-/* Hands the bitmap back (QEMU's successor rules, block-jobs.md 2.3). */
+/* A copy of the successor (an empty bitmap if there is none); with
+ * `remaining`, plus the regions the job has not copied. */
+static HBitmap *successor_copy(Backup *b, bool remaining)
+{
+    HBitmap *bits;
+    g_mutex_lock(&b->succ_lock);
+    bits = b->successor ? hbitmap_copy(b->successor)
+                        : hbitmap_new((b->succ_size + b->succ_gran - 1) / b->succ_gran);
+    g_mutex_unlock(&b->succ_lock);
+    if (remaining) {
+        uint64_t len, pos = 0;
+        int64_t off;
+        while ((off = copy_engine_next_remaining(b->engine, pos, &len)) >= 0) {
+            granules_set(bits, b->succ_gran, b->succ_size, (uint64_t)off, len);
+            pos = (uint64_t)off + len;
+        }
+    }
+    return bits;
+}
+
+typedef struct Replace {
+    Backup *b;
+    bool remaining;
+} Replace;
+
+/* With the source's exports drained (no guest write in flight that the
+ * successor has not seen): bitmap := successor (in one sidecar rewrite). */
+static bool replace_with_successor(void *opaque, GError **errp)
+{
+    Replace *r = opaque;
+    dirty_bitmap_restore(r->b->bitmap, successor_copy(r->b, r->remaining), false);
+    return true;
+}
+
+/* Hands the bitmap back (QEMU's successor rules, block-jobs.md 2.3).  The
+ * bitmap kept recording, so it already is "original | successor" (what
+ * on-success and never leave after a failure, and never after a success);
+ * otherwise it becomes the successor (plus, for always after a failure,
+ * what the job had not copied). */
 static void backup_bitmap_finish(Backup *b, bool success)
 {
     if (!b->bitmap)
         return;
-    uint64_t gran = dirty_bitmap_granularity(b->bitmap);
-    switch (b->bitmap_mode) {
-    case BACKUP_BITMAP_ON_SUCCESS:
-        if (!success)
-            snapshot_for_each(b->bitmap_snapshot, gran, bitmap_set, b->bitmap);
-        break;
-    case BACKUP_BITMAP_NEVER:
-        snapshot_for_each(b->bitmap_snapshot, gran, bitmap_set, b->bitmap);
-        break;
-    case BACKUP_BITMAP_ALWAYS:
-        if (!success) {
-            uint64_t len, pos = 0;
-            int64_t off;
-            while ((off = copy_engine_next_remaining(b->engine, pos, &len)) >= 0) {
-                dirty_bitmap_set_range(b->bitmap, (uint64_t)off, len);
-                pos = (uint64_t)off + len;
-            }
-        }
-        break;
-    default:
-        break;
+    bool replace = b->bitmap_mode == BACKUP_BITMAP_ALWAYS ||
+                   (b->bitmap_mode == BACKUP_BITMAP_ON_SUCCESS && success);
+    if (replace) {
+        Replace r = { b, b->bitmap_mode == BACKUP_BITMAP_ALWAYS && !success };
+        g_autoptr(GError) err = NULL;
+        if (!export_replace_node(b->source, NULL, replace_with_successor, &r, &err))
+            g_printerr("blockd: warning: %s\n", err->message);
+        /* Writes from outside the exports (another job's copies into the
+         * source) may have completed between the copy and the replace:
+         * they are in the successor now, so merge it once more. */
+        dirty_bitmap_restore(b->bitmap, successor_copy(b, false), true);
     }
-    /* Bits handed back must survive a crash like any write's. */
-    g_autoptr(GError) err = NULL;
-    if (!dirty_bitmap_sync(b->bitmap, &err))
-        g_printerr("blockd: warning: %s\n", err->message);
     dirty_bitmap_set_busy(b->bitmap, false);
     b->bitmap = NULL;
 }
@@ -149,6 +178,9 @@ static void backup_clean(Job *job)
     if (b->hook)
         node_remove_before_write_hook(b->source, b->hook);
     b->hook = NULL;
+    if (b->succ_hook)
+        node_remove_before_write_hook(b->source, b->succ_hook);
+    b->succ_hook = NULL;
     node_flush(b->target);
     job_node_release(node_name(b->target));
     if (b->delete_target) {
@@ -163,7 +195,8 @@ static void backup_free(Job *job)
 {
     Backup *b = job_opaque(job);
     copy_engine_free(b->engine);
-    hbitmap_free(b->bitmap_snapshot);
+    hbitmap_free(b->successor);
+    g_mutex_clear(&b->succ_lock);
     if (b->target)
         node_unref(b->target);
     node_unref(b->source);
@@ -262,6 +295,7 @@ Job *backup_job_create(const BackupOptions *opts, GError **errp)
         return NULL;
 
     Backup *b = g_new0(Backup, 1);
+    g_mutex_init(&b->succ_lock);
     b->source = node_ref(src);
     b->target = node_ref(tgt);
     b->sync = o.sync;
@@ -273,6 +307,7 @@ Job *backup_job_create(const BackupOptions *opts, GError **errp)
     if (!job) {
         node_unref(b->source);
         node_unref(b->target);
+        g_mutex_clear(&b->succ_lock);
         g_free(b);
         return NULL;
     }
@@ -291,20 +326,40 @@ Job *backup_job_create(const BackupOptions *opts, GError **errp)
     };
     b->engine = copy_engine_new(&cfg);
 
-    /* The point in time: snapshot the bitmap and start copy-before-write
-     * with no guest write in between that either could miss (both happen
-     * on the main loop; the hook sees every write issued after it). */
+    /* The point in time: the successor starts recording, then the bitmap's
+     * bits are read, then copy-before-write starts.  A write that completes
+     * after the first step is in the successor; one whose data landed
+     * before the second is in the bits read (writes mark the bitmap before
+     * their data lands), so the job copies its new data; from the third on,
+     * the old data of every region the job still has to copy reaches the
+     * target before a write changes it (all on the main loop; each hook
+     * sees every write issued, or completed, after it is added). */
     if (bm) {
-        dirty_bitmap_clear(bm, &b->bitmap_snapshot);
         dirty_bitmap_set_busy(bm, true);
         b->bitmap = bm;
+        b->succ_gran = dirty_bitmap_granularity(bm);
+        b->succ_size = dirty_bitmap_size(bm);
+        /* QEMU: the successor records only if the bitmap did. */
+        if (dirty_bitmap_recording(bm)) {
+            b->successor = hbitmap_new((b->succ_size + b->succ_gran - 1) / b->succ_gran);
+            b->succ_hook = node_add_after_write_hook(src, backup_after_write, b);
+        }
     }
     /* sync=none marks everything too: its background pass never runs, but
      * copy-before-write must copy every cluster on its first overwrite. */
-    if (o.sync == BACKUP_SYNC_BITMAP)
-        snapshot_for_each(b->bitmap_snapshot, dirty_bitmap_granularity(bm), engine_set, b->engine);
-    else
+    if (o.sync == BACKUP_SYNC_BITMAP) {
+        uint64_t end = MIN(dirty_bitmap_size(bm), node_size(src));
+        int64_t start = dirty_bitmap_next_dirty(bm, 0, end);
+        while (start >= 0) {
+            int64_t stop = dirty_bitmap_next_clean(bm, (uint64_t)start, end);
+            if (stop < 0)
+                stop = (int64_t)end;
+            copy_engine_set_range(b->engine, (uint64_t)start, (uint64_t)(stop - start));
+            start = (uint64_t)stop < end ? dirty_bitmap_next_dirty(bm, (uint64_t)stop, end) : -1;
+        }
+    } else {
         copy_engine_set_range(b->engine, 0, node_size(src));
+    }
     b->hook = node_add_before_write_hook(src, NODE_HOOK_ORDER_JOB, backup_before_write, b);
     job_progress_set_total(job, copy_engine_remaining(b->engine));
     return job;

@@ -88,6 +88,36 @@ static uint32_t status_flags(const CopyConfig *c)
     return c->skip_unallocated ? BLOCK_FLAG_ALLOCATION : 0;
 }
 
+/* Zero runs shorter than this are copied with the data around them, as
+ * QEMU's mirror copies a whole granule by one method: a 64 KiB region
+ * holding 4 KiB of data is then one write, not a write and a zero request
+ * one after the other (two round trips to a remote target). */
+#define COPY_MIN_ZERO_RUN (64 * 1024)
+
+typedef enum SegKind { SEG_SKIP, SEG_ZERO, SEG_DATA } SegKind;
+
+typedef struct Seg {
+    SegKind kind;
+    uint64_t start, end;
+} Seg;
+
+/* Appends [start, end) of `kind`, merging it into the last segment when
+ * that one has the same kind. */
+static void seg_add(GArray *segs, SegKind kind, uint64_t start, uint64_t end)
+{
+    if (end <= start)
+        return;
+    if (segs->len) {
+        Seg *last = &g_array_index(segs, Seg, segs->len - 1);
+        if (last->kind == kind && last->end == start) {
+            last->end = end;
+            return;
+        }
+    }
+    Seg s = { kind, start, end };
+    g_array_append_val(segs, s);
+}
+
 int copy_region(const CopyConfig *c, uint64_t offset, uint64_t len, GArray *known, bool *is_read)
 {
     g_autofree void *buf = g_malloc(len);
@@ -104,23 +134,36 @@ int copy_region(const CopyConfig *c, uint64_t offset, uint64_t len, GArray *know
         }
         extents_free(list);
     }
-    int r = 0;
+    /* The region as runs of one method each (what the extents do not
+     * cover is read), then short zero runs folded into data. */
+    g_autoptr(GArray) raw = g_array_new(FALSE, FALSE, sizeof(Seg));
     uint64_t pos = offset, end = offset + len;
-    for (guint i = 0; i < ext->len && pos < end && r == 0; i++) {
+    for (guint i = 0; i < ext->len && pos < end; i++) {
         BlockExtent x = g_array_index(ext, BlockExtent, i);
         uint64_t xend = MIN(x.offset + x.length, end);
         if (xend <= pos)
             continue;
-        if ((x.type & BLOCK_EXTENT_HOLE) && c->skip_unallocated)
-            r = 0;
-        else if (x.type & BLOCK_EXTENT_ZERO)
-            r = write_zeroes(c, pos, xend - pos);
-        else
-            r = copy_data(c, pos, xend - pos, (char *)buf + (pos - offset), is_read);
+        SegKind kind = (x.type & BLOCK_EXTENT_HOLE) && c->skip_unallocated ? SEG_SKIP
+                     : (x.type & BLOCK_EXTENT_ZERO) ? SEG_ZERO : SEG_DATA;
+        seg_add(raw, kind, pos, xend);
         pos = xend;
     }
-    if (r == 0 && pos < end)
-        r = copy_data(c, pos, end - pos, (char *)buf + (pos - offset), is_read);
+    seg_add(raw, SEG_DATA, pos, end);
+    g_autoptr(GArray) segs = g_array_new(FALSE, FALSE, sizeof(Seg));
+    for (guint i = 0; i < raw->len; i++) {
+        Seg s = g_array_index(raw, Seg, i);
+        if (s.kind == SEG_ZERO && s.end - s.start < COPY_MIN_ZERO_RUN)
+            s.kind = SEG_DATA;
+        seg_add(segs, s.kind, s.start, s.end);
+    }
+    int r = 0;
+    for (guint i = 0; i < segs->len && r == 0; i++) {
+        Seg s = g_array_index(segs, Seg, i);
+        if (s.kind == SEG_ZERO)
+            r = write_zeroes(c, s.start, s.end - s.start);
+        else if (s.kind == SEG_DATA)
+            r = copy_data(c, s.start, s.end - s.start, (char *)buf + (s.start - offset), is_read);
+    }
     return r;
 }
 

@@ -37,9 +37,10 @@ bool copy_node_reads_zero(BlockNode *node);
 
 /* Copies [offset, offset+len) from cfg->source to cfg->target, by the
  * source's block status (or `known`, BlockExtent items covering the range,
- * when not NULL): zero regions become zero requests (none when the target
- * is known zero), holes are skipped for skip_unallocated, data that reads
- * as zeroes is written as zeroes.  0 or -errno, *is_read telling whether
+ * when not NULL): zero regions of 64 KiB or more become zero requests
+ * (none when the target is known zero), shorter ones are copied with the
+ * data around them (one write), holes are skipped for skip_unallocated,
+ * data that reads as zeroes is written as zeroes.  0 or -errno, *is_read telling whether
  * reading the source failed.  Only source, target, skip_unallocated and
  * target_is_zero of cfg are used. */
 int copy_region(const CopyConfig *cfg, uint64_t offset, uint64_t len, GArray *known, bool *is_read);

@@ -35,7 +35,7 @@
 #define MIRROR_DEFAULT_GRANULARITY (64 * 1024)
 #define MIRROR_DEFAULT_BUF_SIZE (16 << 20)
 #define MIRROR_MAX_CHUNK (4u << 20)
-#define MIRROR_MAX_WORKERS 16u
+#define MIRROR_MAX_WORKERS 16u /* copies in flight at most (QEMU's MAX_IN_FLIGHT) */
 #define MIRROR_STATUS_WINDOW (1ull << 30) /* bytes of block status per query at start */
 
 typedef struct RangeLock {
@@ -200,17 +200,18 @@ static void mirror_after_write(BlockNode *node, const void *buf, uint64_t offset
 
 typedef enum ClaimResult { CLAIM_NONE, CLAIM_BUSY, CLAIM_OK } ClaimResult;
 
-/* Claims the next dirty run at or after *cursor (wrapping once), up to one
- * chunk: clears its bits and locks its range.  BUSY: the run overlaps a
- * locked range (a copy or a write-blocking write in flight). */
-static ClaimResult claim_locked(Mirror *m, uint64_t *cursor, MirrorOp *op)
+/* Claims the next dirty run at or after *cursor (wrapping once), up to
+ * `max` bytes (at least one granule): clears its bits and locks its range.
+ * BUSY: the run overlaps a locked range (a copy or a write-blocking write in
+ * flight). */
+static ClaimResult claim_locked(Mirror *m, uint64_t *cursor, uint64_t max, MirrorOp *op)
 {
     int64_t f = hbitmap_next_set(m->dirty, *cursor, m->ngranules);
     if (f < 0 && *cursor > 0)
         f = hbitmap_next_set(m->dirty, 0, m->ngranules);
     if (f < 0)
         return CLAIM_NONE;
-    uint64_t limit = MIN(m->ngranules, (uint64_t)f + (m->chunk >> m->gran_bits));
+    uint64_t limit = MIN(m->ngranules, (uint64_t)f + MAX(max >> m->gran_bits, 1));
     int64_t e = hbitmap_next_clear(m->dirty, (uint64_t)f, limit);
     uint64_t n = (e < 0 ? limit : (uint64_t)e) - (uint64_t)f;
     uint64_t start = (uint64_t)f << m->gran_bits;
@@ -360,10 +361,14 @@ static int mirror_dirty_loop(Mirror *m, Job *job)
             job_pause_point(job);
             continue;
         }
+        /* As QEMU: up to MIRROR_MAX_WORKERS copies and buf-size bytes in
+         * flight, so scattered small regions are copied in parallel (a
+         * high-latency target still keeps up with guest writes). */
         MirrorOp op;
         ClaimResult c = CLAIM_BUSY;
-        if (m->inflight == 0 || m->inflight_bytes + m->chunk <= m->buf_size)
-            c = claim_locked(m, &cursor, &op);
+        uint64_t room = m->buf_size > m->inflight_bytes ? m->buf_size - m->inflight_bytes : 0;
+        if (m->inflight == 0 || (m->inflight < MIRROR_MAX_WORKERS && room >= (1ull << m->gran_bits)))
+            c = claim_locked(m, &cursor, m->inflight == 0 ? m->chunk : MIN(m->chunk, room), &op);
         if (c == CLAIM_OK) {
             m->inflight++;
             m->inflight_bytes += op.len;
@@ -411,10 +416,10 @@ static bool mirror_final_sync(void *opaque, GError **errp)
     for (;;) {
         MirrorOp op;
         g_mutex_lock(&m->lock);
-        ClaimResult c = claim_locked(m, &cursor, &op);
+        ClaimResult c = claim_locked(m, &cursor, m->chunk, &op);
         while (c == CLAIM_BUSY) { /* a write from outside the exports */
             wait_locked(m, 10);
-            c = claim_locked(m, &cursor, &op);
+            c = claim_locked(m, &cursor, m->chunk, &op);
         }
         g_mutex_unlock(&m->lock);
         if (c == CLAIM_NONE)
@@ -588,8 +593,7 @@ Job *mirror_job_create(const MirrorOptions *opts, GError **errp)
     job_node_claim(node_name(src));
     job_node_claim(node_name(tgt));
 
-    unsigned workers = (unsigned)CLAMP(m->buf_size / m->chunk, 1, MIRROR_MAX_WORKERS);
-    m->pool = g_thread_pool_new(mirror_worker, m, (gint)workers, FALSE, NULL);
+    m->pool = g_thread_pool_new(mirror_worker, m, (gint)MIRROR_MAX_WORKERS, FALSE, NULL);
     m->target_is_zero = opts->sync != BACKUP_SYNC_NONE && copy_node_reads_zero(tgt);
     /* Copies of the dirty loop always write zeroes: the target changes. */
     m->copy = (CopyConfig){ .source = src, .target = tgt };

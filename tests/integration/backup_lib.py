@@ -42,19 +42,26 @@ class Nbdkit:
             skip('nbdkit is not installed')
         self.tmp = tempfile.mkdtemp(prefix='blockd-nbdkit.')
         self.sock = sock or os.path.join(self.tmp, 'nbdkit.sock')
-        self.args = ['nbdkit', '-f', '-U', self.sock] + ['--filter=' + f for f in filters] + list(args)
+        # -P: the pidfile appears once nbdkit accepts connections (the
+        # socket file appears at bind, a moment before listen).
+        self.pidfile = os.path.join(self.tmp, 'nbdkit.pid')
+        self.args = ['nbdkit', '-f', '-U', self.sock, '-P', self.pidfile] + \
+            ['--filter=' + f for f in filters] + list(args)
         self.proc = None
 
     def path(self, name):
         return os.path.join(self.tmp, name)
 
     def start(self):
-        if os.path.exists(self.sock):
-            os.unlink(self.sock)
+        for f in (self.sock, self.pidfile):
+            if os.path.exists(f):
+                os.unlink(f)
+        if hasattr(self, 'log'):
+            self.log.close()
         self.log = open(os.path.join(self.tmp, 'nbdkit.log'), 'a')
         self.proc = subprocess.Popen(self.args, stdin=subprocess.DEVNULL, stderr=self.log)
         deadline = time.time() + 20
-        while not os.path.exists(self.sock):
+        while not (os.path.exists(self.sock) and os.path.exists(self.pidfile) and os.path.getsize(self.pidfile)):
             if self.proc.poll() is not None:
                 fail('nbdkit exited at start-up: %r' % self.args)
             if time.time() > deadline:
@@ -199,6 +206,67 @@ def wait_until(q, pred, timeout=30):
             pass
         finally:
             q.sock.settimeout(20)
+
+
+def squash(seq):
+    """Collapses runs of identical items (a job retrying with policy ignore
+    raises one BLOCK_JOB_ERROR per attempt)."""
+    out = []
+    for item in seq:
+        if not out or out[-1] != item:
+            out.append(item)
+    return out
+
+
+def dirty_extents(q, d, node, bitmap, size):
+    """The dirty (offset, length) runs of `bitmap` on `node`, read over NBD
+    (qemu:dirty-bitmap:NAME) through a temporary writable export."""
+    nbd = import_nbd()
+    sock = d.path('nbd.sock')
+    if not os.path.exists(sock):
+        ok(q.cmd('nbd-server-start', {'addr': {'type': 'unix', 'data': {'path': sock}}}), 'nbd-server-start')
+    ok(q.cmd('block-export-add', {'type': 'nbd', 'id': 'bitmap-check', 'node-name': node,
+                                  'name': 'bitmap-check', 'writable': True, 'bitmaps': [bitmap]}),
+       'export of bitmap ' + bitmap)
+    ctx = 'qemu:dirty-bitmap:' + bitmap
+    h = nbd.NBD()
+    h.add_meta_context(ctx)
+    h.set_export_name('bitmap-check')
+    h.connect_unix(sock)
+    runs = []
+    pos = 0
+
+    def cb(metacontext, offset, entries, error):
+        nonlocal pos
+        if metacontext != ctx:
+            return 0
+        for i in range(0, len(entries), 2):
+            if entries[i + 1] & 1:
+                runs.append((pos, entries[i]))
+            pos += entries[i]
+        return 0
+
+    while pos < size:
+        before = pos
+        h.block_status(min(size - pos, 1 << 30), pos, cb)
+        check(pos > before, 'no progress reading bitmap %s' % bitmap)
+    h.shutdown()
+    ok(q.cmd('block-export-del', {'id': 'bitmap-check'}), 'block-export-del bitmap-check')
+    # The export goes away once its client is gone; wait so the bitmap is free again.
+    deadline = time.time() + 10
+    while any(e['id'] == 'bitmap-check' for e in q.cmd('query-block-exports')['return']):
+        check(time.time() < deadline, 'export bitmap-check was not deleted')
+        time.sleep(0.02)
+    return runs
+
+
+def uncovered(runs, writes):
+    """The (offset, length) writes not inside a dirty run."""
+    out = []
+    for off, n in writes:
+        if not any(s <= off and off + n <= s + length for s, length in runs):
+            out.append((off, n))
+    return out
 
 
 def summary(events, drop_blips=True):

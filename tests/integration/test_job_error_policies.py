@@ -11,18 +11,9 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from backup_lib import (Daemon, Nbdkit, add_nbd_target, blockd_cmd, check, err, ok,  # noqa: E402
-                        read_all, summary, wait_job_end, wait_status, wait_until)
+                        read_all, squash, summary, wait_job_end, wait_status, wait_until)
 
 SIZE = 16 << 20
-
-
-def squash(seq):
-    """Collapses runs of identical events (ignore retries)."""
-    out = []
-    for item in seq:
-        if not out or out[-1] != item:
-            out.append(item)
-    return out
 
 
 def backup(q, job, target, **kw):
