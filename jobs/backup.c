@@ -5,7 +5,6 @@
 #include "jobs/node-claims.h"
 #include "bitmaps/dirty-bitmap.h"
 #include "block/node.h"
-#include "server/export.h"
 
 #include <errno.h>
 #include <string.h>
@@ -28,7 +27,7 @@ const char *const backup_bitmap_mode_names[BACKUP_BITMAP__MAX] = {
  * successor records, in the bitmap's granules, the writes that completed
  * after the job started (an after-write hook, so a write in flight at the
  * start is not missed); at the end the bitmap is replaced by it where
- * bitmap-mode says so, with the source's exports drained. */
+ * bitmap-mode says so (see backup_bitmap_finish for writes in flight). */
 typedef struct Backup {
     BlockNode *source, *target;
     BackupSync sync;
@@ -120,20 +119,6 @@ static HBitmap *successor_copy(Backup *b, bool remaining)
     return bits;
 }
 
-typedef struct Replace {
-    Backup *b;
-    bool remaining;
-} Replace;
-
-/* With the source's exports drained (no guest write in flight that the
- * successor has not seen): bitmap := successor (in one sidecar rewrite). */
-static bool replace_with_successor(void *opaque, GError **errp)
-{
-    Replace *r = opaque;
-    dirty_bitmap_restore(r->b->bitmap, successor_copy(r->b, r->remaining), false);
-    return true;
-}
-
 /* Hands the bitmap back (QEMU's successor rules, block-jobs.md 2.3).  The
  * bitmap kept recording, so it already is "original | successor" (what
  * on-success and never leave after a failure, and never after a success);
@@ -146,13 +131,18 @@ static void backup_bitmap_finish(Backup *b, bool success)
     bool replace = b->bitmap_mode == BACKUP_BITMAP_ALWAYS ||
                    (b->bitmap_mode == BACKUP_BITMAP_ON_SUCCESS && success);
     if (replace) {
-        Replace r = { b, b->bitmap_mode == BACKUP_BITMAP_ALWAYS && !success };
-        g_autoptr(GError) err = NULL;
-        if (!export_replace_node(b->source, NULL, replace_with_successor, &r, &err))
-            g_printerr("blockd: warning: %s\n", err->message);
-        /* Writes from outside the exports (another job's copies into the
-         * source) may have completed between the copy and the replace:
-         * they are in the successor now, so merge it once more. */
+        /* bitmap := successor, in one sidecar rewrite.  A write in flight
+         * meanwhile is not lost, with no drain: if its data lands after
+         * this, the bitmap's own after-write mark records it; if before,
+         * the successor's hook has recorded it or is about to, so the hook
+         * is removed (which waits for its running calls) and the successor
+         * merged in once more. */
+        bool remaining = b->bitmap_mode == BACKUP_BITMAP_ALWAYS && !success;
+        dirty_bitmap_restore(b->bitmap, successor_copy(b, remaining), false);
+        if (b->succ_hook) {
+            node_remove_before_write_hook(b->source, b->succ_hook);
+            b->succ_hook = NULL;
+        }
         dirty_bitmap_restore(b->bitmap, successor_copy(b, false), true);
     }
     dirty_bitmap_set_busy(b->bitmap, false);
