@@ -24,7 +24,9 @@
  * (Wrapped sources carry the wrapper as their user data: the
  * g_*_remove_by_data functions would not find them; blockd uses none.)
  * Everything else GLib offers for threads (GThread, GRWLock, GRecMutex,
- * GPrivate) is built on pthreads, which TSan intercepts itself.
+ * GPrivate) is built on pthreads, which TSan intercepts itself.  GSlice
+ * recycles memory between threads under its own locks: run with
+ * G_SLICE=always-malloc (the tests' environment does).
  *
  * tests/tsan/tsan-selftest.c checks that a deliberate race is still reported
  * and that each of the handovers above is not.
