@@ -282,6 +282,12 @@ class Bitmaps(Worker):
                                                   'bitmaps': [{'node': node, 'name': c}]})
         for name in (a, b, c):
             self.cmd('block-dirty-bitmap-remove', bm(name))
+        # Short-lived fine-grained persistent bitmaps: most writes meanwhile
+        # dirty a granule that is not durable yet and wait for the store.
+        for i in range(5 if PERSISTENT else 0):
+            self.cmd('block-dirty-bitmap-add', dict(bm('short'), persistent=True, granularity=512))
+            self.ctl.sleep(self.rng.uniform(0, 0.05))
+            self.cmd('block-dirty-bitmap-remove', bm('short'))
         self.q.events.clear()
         self.ctl.sleep(0.3)
 
