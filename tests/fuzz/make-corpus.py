@@ -137,6 +137,13 @@ def nbd_built():
         req(CMD_READ, 0, 512, 0x40, cookie=6) +
         req(CMD_READ, 0, 0, cookie=7) +
         req(CMD_DISC))
+    # Bit 31 of the flags: fuzz-nbd-handshake.c's server that requires TLS.
+    s['tls-required'] = (
+        be32(0x80000003) + opt(OPT_LIST) + opt(OPT_GO, go_data('mem0')) + opt(OPT_STRUCTURED_REPLY) +
+        opt(OPT_STARTTLS, b'x') + opt(OPT_EXPORT_NAME, b'mem0'))
+    s['tls-required-starttls'] = (
+        be32(0x80000003) + opt(OPT_INFO, go_data('null0')) + opt(OPT_STARTTLS) +
+        bytes.fromhex('160301002c010000280303') + b'\x00' * 32 + bytes.fromhex('000002130101000000'))
     s['bad-magic-mid-stream'] = (
         CLIENT_FLAGS + opt(OPT_GO, go_data('mem0')) + req(CMD_READ, 0, 512) + b'\x00' * 28)
     return s
