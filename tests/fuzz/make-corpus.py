@@ -355,6 +355,24 @@ def qmp():
         '{"execute": "blockdev-add", "arguments": {"driver": "null-co", "node-name": "n2", "size": 1e300}}\n'
         '{ bad json }\n}}]]\n{"execute": "query-jobs" \n'
         + '[' * 40 + ']' * 40 + '\n{"execute": "query-version", "id": "\\')
+    s['persistent-bitmaps'] = qmp_session(
+        {'execute': 'block-dirty-bitmap-add', 'arguments': {'node': 'file0', 'name': 'p0', 'persistent': True}},
+        {'execute': 'block-dirty-bitmap-add', 'arguments': {'node': 'file0', 'name': 'p1', 'persistent': True,
+                                                            'granularity': 512, 'disabled': True}},
+        {'execute': 'block-dirty-bitmap-add', 'arguments': {'node': 'file0', 'name': 't0'}},
+        {'execute': 'block-dirty-bitmap-merge', 'arguments': {'node': 'file0', 'target': 'p1',
+                                                              'bitmaps': ['p0', 't0']}},
+        {'execute': 'transaction', 'arguments': {'actions': [
+            {'type': 'block-dirty-bitmap-clear', 'data': {'node': 'file0', 'name': 'p0'}},
+            {'type': 'block-dirty-bitmap-enable', 'data': {'node': 'file0', 'name': 'p1'}},
+            {'type': 'block-dirty-bitmap-add', 'data': {'node': 'file0', 'name': 'p2', 'persistent': True}}]}},
+        {'execute': 'blockdev-add', 'arguments': {'driver': 'raw', 'node-name': 'r0', 'file': 'file0'}},
+        {'execute': 'block-dirty-bitmap-add', 'arguments': {'node': 'r0', 'name': 'p3', 'persistent': True}},
+        {'execute': 'block-export-add', 'arguments': {'type': 'nbd', 'id': 'e0', 'node-name': 'file0',
+                                                      'writable': True, 'bitmaps': ['p0']}},
+        {'execute': 'query-named-block-nodes'},
+        {'execute': 'block-dirty-bitmap-remove', 'arguments': {'node': 'file0', 'name': 'p1'}},
+        {'execute': 'x-debug-block-dirty-bitmap-sha256', 'arguments': {'node': 'file0', 'name': 'p2'}})
     s['bare'] = qmp_session('{"execute":"query-version"}' * 3, caps=False)
     return s
 
