@@ -13,7 +13,12 @@
  * "b0" and qemu:allocation-depth as meta contexts (so base:allocation,
  * qemu:dirty-bitmap:b0 and qemu:allocation-depth all exist), and "null0",
  * a read-only 64 MiB null-co node with a description.  The memory node
- * and the bitmap are cleared after each input. */
+ * and the bitmap are cleared after each input.
+ *
+ * Bit 31 of the client flags (the first 4 bytes; a real client never sets
+ * it) picks a second server that requires TLS (PSK credentials): the
+ * harness clears the bit and the haggling before STARTTLS runs instead.
+ * A STARTTLS there gets the fuzzer's bytes as a TLS handshake, which fails. */
 #include "tests/fuzz/fuzz.h"
 
 #include <errno.h>
@@ -28,9 +33,10 @@
 #include "server/export.h"
 #include "server/keyval.h"
 #include "server/nbd/nbd-conn.h"
+#include "server/objects/objects.h"
 #include "server/qmp/commands.h"
 
-static NbdServer *server;
+static NbdServer *server, *tls_server;
 
 typedef struct Peer {
     int fd;
@@ -76,10 +82,17 @@ static int nbd_handshake_one(const uint8_t *data, size_t size)
     int sv[2];
     if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) < 0)
         g_error("fuzz: socketpair: %s", g_strerror(errno));
+    NbdServer *srv = server;
+    g_autofree uint8_t *copy = NULL;
+    if (size > 0 && (data[0] & 0x80)) {
+        srv = tls_server;
+        data = copy = g_memdup2(data, size);
+        copy[0] &= 0x7f;
+    }
     Peer peer = { .fd = sv[1], .data = data, .size = size };
     GThread *t = g_thread_new("fuzz-nbd-client", peer_main, &peer);
 
-    NbdConn c = { .srv = server };
+    NbdConn c = { .srv = srv };
     nbd_io_init(&c.io, sv[0]);
     if (nbd_handshake(&c))
         nbd_transmission(&c);
@@ -116,15 +129,30 @@ static void nbd_handshake_init(void)
                     "type=nbd,id=mem0,node-name=mem0,writable=on,bitmaps.0=b0,allocation-depth=on");
     add_from_keyval(qmp_cli_export, "type=nbd,id=null0,node-name=null0,description=the null export");
     server = nbd_server_new(0, 0); /* no handshake limit: no main loop runs here */
+
+    g_autofree char *psk = g_build_filename(fuzz_tmpdir(), "keys.psk", NULL);
+    const char key[] = "fuzz:0123456789abcdef0123456789abcdef\n";
+    fuzz_write_file(psk, (const uint8_t *)key, strlen(key));
+    g_autofree char *object = g_strdup_printf("qom-type=tls-creds-psk,id=tls0,dir=%s,endpoint=server",
+                                              fuzz_tmpdir());
+    add_from_keyval(qmp_cli_object, object);
+    TlsCreds *creds = object_acquire_tls_creds("tls0", true, &err);
+    if (!creds)
+        g_error("fuzz: %s", err->message);
+    tls_server = nbd_server_new(0);
+    nbd_server_set_tls(tls_server, creds, NULL);
 }
 
 static void nbd_handshake_cleanup(void)
 {
     nbd_server_free(server);
-    server = NULL;
+    nbd_server_free(tls_server); /* releases the credentials */
+    server = tls_server = NULL;
     export_remove_all();
     qmp_block_forget_all();
     node_graph_shutdown();
+    objects_remove_all();
+    fuzz_tmpdir_remove();
 }
 
 const FuzzTarget fuzz_target_nbd_handshake = {

@@ -5,9 +5,11 @@
  * Input: the bytes a client sends after the greeting, over a real
  * connection to a real monitor socket, while the harness reads every
  * reply.  The daemon has a 1 MiB memory node "mem0", a 1 GiB null-co node
- * "null0" and a running NBD server without listeners, so blockdev-add,
- * bitmaps, exports and transactions really run; everything the input
- * created is torn down after each input.
+ * "null0", a 1 MiB file node "file0" (an image in the harness's directory,
+ * so persistent bitmaps get a sidecar file) and a running NBD server
+ * without listeners, so blockdev-add, bitmaps, exports and transactions
+ * really run; everything the input created (sidecar included) is torn
+ * down after each input.
  *
  * Inputs that would act outside the process are rejected before they
  * are sent (found with the monitor's own splitter and json-glib, so the
@@ -20,6 +22,7 @@
 #include "tests/fuzz/fuzz.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/socket.h>
@@ -27,6 +30,7 @@
 #include <unistd.h>
 #include <glib.h>
 #include <glib-unix.h>
+#include <glib/gstdio.h>
 #include <json-glib/json-glib.h>
 #include "block/node.h"
 #include "jobs/job.h"
@@ -40,7 +44,7 @@
 #include "server/qmp/json-stream.h"
 #include "server/qmp/monitor.h"
 
-static char *socket_path;
+static char *socket_path, *image_path, *sidecar_path;
 static bool verbose;   /* FUZZ_VERBOSE=1: print the replies (to debug a finding) */
 
 /* ---- the input filter ---- */
@@ -143,6 +147,8 @@ static void state_create(void)
 {
     add_from_keyval(qmp_cli_blockdev, "driver=memory,node-name=mem0,size=1M");
     add_from_keyval(qmp_cli_blockdev, "driver=null-co,node-name=null0,size=1073741824");
+    g_autofree char *file = g_strdup_printf("driver=file,node-name=file0,filename=%s", image_path);
+    add_from_keyval(qmp_cli_blockdev, file);
     if (!nbd_control_running())
         nbd_control_adopt(nbd_server_new(0, 0)); /* no handshake limit: no main loop runs */
 }
@@ -157,6 +163,8 @@ static void state_destroy(void)
     node_graph_shutdown();
     objects_remove_all();
     pump();
+    /* Persistent bitmaps were written out when file0 closed. */
+    g_unlink(sidecar_path);
 }
 
 /* ---- one session ---- */
@@ -229,6 +237,12 @@ static void qmp_init(void)
     block_drivers_init();
     verbose = g_getenv("FUZZ_VERBOSE") != NULL;
     socket_path = g_build_filename(fuzz_tmpdir(), "qmp.sock", NULL);
+    image_path = g_build_filename(fuzz_tmpdir(), "disk.img", NULL);
+    sidecar_path = g_strconcat(image_path, ".bitmaps", NULL);
+    int fd = open(image_path, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+    if (fd < 0 || ftruncate(fd, 1 << 20) < 0)
+        g_error("fuzz: %s: %s", image_path, g_strerror(errno));
+    close(fd);
     g_autofree char *chardev = g_strdup_printf("socket,id=fuzz,path=%s,server=on,wait=off", socket_path);
     g_autoptr(GError) err = NULL;
     if (!qmp_chardev_add(chardev, &err) || !qmp_monitor_add("chardev=fuzz", &err))
@@ -242,6 +256,8 @@ static void qmp_cleanup(void)
     nbd_control_shutdown();
     state_destroy();
     g_clear_pointer(&socket_path, g_free);
+    g_clear_pointer(&image_path, g_free);
+    g_clear_pointer(&sidecar_path, g_free);
     fuzz_tmpdir_remove();
 }
 

@@ -137,6 +137,13 @@ def nbd_built():
         req(CMD_READ, 0, 512, 0x40, cookie=6) +
         req(CMD_READ, 0, 0, cookie=7) +
         req(CMD_DISC))
+    # Bit 31 of the flags: fuzz-nbd-handshake.c's server that requires TLS.
+    s['tls-required'] = (
+        be32(0x80000003) + opt(OPT_LIST) + opt(OPT_GO, go_data('mem0')) + opt(OPT_STRUCTURED_REPLY) +
+        opt(OPT_STARTTLS, b'x') + opt(OPT_EXPORT_NAME, b'mem0'))
+    s['tls-required-starttls'] = (
+        be32(0x80000003) + opt(OPT_INFO, go_data('null0')) + opt(OPT_STARTTLS) +
+        bytes.fromhex('160301002c010000280303') + b'\x00' * 32 + bytes.fromhex('000002130101000000'))
     s['bad-magic-mid-stream'] = (
         CLIENT_FLAGS + opt(OPT_GO, go_data('mem0')) + req(CMD_READ, 0, 512) + b'\x00' * 28)
     return s
@@ -348,6 +355,24 @@ def qmp():
         '{"execute": "blockdev-add", "arguments": {"driver": "null-co", "node-name": "n2", "size": 1e300}}\n'
         '{ bad json }\n}}]]\n{"execute": "query-jobs" \n'
         + '[' * 40 + ']' * 40 + '\n{"execute": "query-version", "id": "\\')
+    s['persistent-bitmaps'] = qmp_session(
+        {'execute': 'block-dirty-bitmap-add', 'arguments': {'node': 'file0', 'name': 'p0', 'persistent': True}},
+        {'execute': 'block-dirty-bitmap-add', 'arguments': {'node': 'file0', 'name': 'p1', 'persistent': True,
+                                                            'granularity': 512, 'disabled': True}},
+        {'execute': 'block-dirty-bitmap-add', 'arguments': {'node': 'file0', 'name': 't0'}},
+        {'execute': 'block-dirty-bitmap-merge', 'arguments': {'node': 'file0', 'target': 'p1',
+                                                              'bitmaps': ['p0', 't0']}},
+        {'execute': 'transaction', 'arguments': {'actions': [
+            {'type': 'block-dirty-bitmap-clear', 'data': {'node': 'file0', 'name': 'p0'}},
+            {'type': 'block-dirty-bitmap-enable', 'data': {'node': 'file0', 'name': 'p1'}},
+            {'type': 'block-dirty-bitmap-add', 'data': {'node': 'file0', 'name': 'p2', 'persistent': True}}]}},
+        {'execute': 'blockdev-add', 'arguments': {'driver': 'raw', 'node-name': 'r0', 'file': 'file0'}},
+        {'execute': 'block-dirty-bitmap-add', 'arguments': {'node': 'r0', 'name': 'p3', 'persistent': True}},
+        {'execute': 'block-export-add', 'arguments': {'type': 'nbd', 'id': 'e0', 'node-name': 'file0',
+                                                      'writable': True, 'bitmaps': ['p0']}},
+        {'execute': 'query-named-block-nodes'},
+        {'execute': 'block-dirty-bitmap-remove', 'arguments': {'node': 'file0', 'name': 'p1'}},
+        {'execute': 'x-debug-block-dirty-bitmap-sha256', 'arguments': {'node': 'file0', 'name': 'p2'}})
     s['bare'] = qmp_session('{"execute":"query-version"}' * 3, caps=False)
     return s
 
