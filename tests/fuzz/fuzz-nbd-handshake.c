@@ -139,7 +139,7 @@ static void nbd_handshake_init(void)
     TlsCreds *creds = object_acquire_tls_creds("tls0", true, &err);
     if (!creds)
         g_error("fuzz: %s", err->message);
-    tls_server = nbd_server_new(0);
+    tls_server = nbd_server_new(0, 0);
     nbd_server_set_tls(tls_server, creds, NULL);
 }
 

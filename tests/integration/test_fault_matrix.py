@@ -237,19 +237,18 @@ def check_bitmap(run, q, d, w, after, what, initial=True):
 # --- cells ---------------------------------------------------------------------
 
 class Cell:
-    def __init__(self, fault, job, policy, fn, qsd=None, doc=''):
+    def __init__(self, fault, job, policy, fn, qsd=None):
         self.fault, self.job, self.policy, self.fn = fault, job, policy, fn
         self.qsd_skip = qsd  # None: run against qemu-storage-daemon too; else why not
-        self.doc = doc
         self.name = '/'.join(x for x in (fault, job, policy) if x)
 
 
 CELLS = []
 
 
-def cell(fault, job, policy=None, qsd=None, doc=''):
+def cell(fault, job, policy=None, qsd=None):
     def add(fn):
-        CELLS.append(Cell(fault, job, policy, fn, qsd, doc))
+        CELLS.append(Cell(fault, job, policy, fn, qsd))
         return fn
     return add
 
@@ -297,6 +296,29 @@ def wait_progress(q, timeout=20):
         time.sleep(0.02)
 
 
+def finish_checks(run, q, d, t, w, job, evs, window, read_source, normalise=None):
+    """The events to compare, and the data checks: nothing acknowledged
+    lost (the target of a completed job, else the source, equals the
+    model; a completed backup is the source at one instant of `window`),
+    no dirty bit lost (b0 covers the writes since the start after a
+    success, all of them otherwise)."""
+    seq = squash(summary(evs))
+    run.res['events'] = normalise(seq) if normalise else seq
+    run.check(q.cmd('query-block-jobs')['return'] == [], 'a job is left')
+    if job == 'mirror' and succeeded(evs):
+        check_source(run, w, read_all(t.sock), 'the target after the pivot')
+    else:
+        check_source(run, w, read_source())
+    if job.startswith('backup') and succeeded(evs):
+        check_point_in_time(run, w, read_all(t.sock), window)
+    if job == 'backup-inc':
+        if succeeded(evs):
+            check_bitmap(run, q, d, w, window[1], 'made after the backup started')
+        else:
+            check_bitmap(run, q, d, w, 0, 'the backup failed: all of them')
+    run.notes.append('%d guest writes, %d failed' % (w.count, len(w.failed)))
+
+
 def error_cell(run, row, job, policy):
     spec = ERROR_ROWS[row]
     action = expected_action(row, policy)
@@ -339,7 +361,7 @@ def error_cell(run, row, job, policy):
     fault_on()
     n_fault = w.started
     evs += wait_until(q, is_error, 30)
-    check(evs[-1]['data']['action'] == action, 'action %r, expected %r' % (evs[-1]['data'], action))
+    run.check(evs[-1]['data']['action'] == action, 'action %r, expected %r' % (evs[-1]['data'], action))
     if action == 'report':
         evs += wait_job_end(q, 'j')
         fault_off()
@@ -375,28 +397,11 @@ def error_cell(run, row, job, policy):
         else:
             evs += run_to(run, q, 'j', 'null')
     w.stop()
-    seq = squash(summary(evs))
-    if spec.get('kill'):
-        seq = collapse_retries(seq)
-    run.res['events'] = seq
     done = end_event(evs)
     if done and 'error' in done['data']:
         run.check(done['data']['error'] == spec['text'], 'error text %r' % done['data']['error'])
-    run.check(q.cmd('query-block-jobs')['return'] == [], 'a job is left')
-
-    # Data: nothing acknowledged lost, no dirty bit lost.
-    if job == 'mirror' and succeeded(evs) and policy != 'enospc':
-        check_source(run, w, read_all(t.sock), 'the target after the pivot')
-    else:
-        check_source(run, w, read_source())
-    if job.startswith('backup') and succeeded(evs):
-        check_point_in_time(run, w, read_all(t.sock), window)
-    if job == 'backup-inc':
-        if succeeded(evs):
-            check_bitmap(run, q, d, w, window[1], 'made after the backup started')
-        else:
-            check_bitmap(run, q, d, w, 0, 'the backup failed: all of them')
-    run.notes.append('%d guest writes, %d failed' % (w.count, len(w.failed)))
+    finish_checks(run, q, d, t, w, job, evs, window, read_source,
+                  normalise=collapse_retries if spec.get('kill') else None)
     q.close()
     run.check(d.stop() == 0, 'daemon exit status')
 
@@ -416,24 +421,6 @@ def file_source(run, q, d, job, path=None):
     prepare_source(q, d, job)
     run.image = INITIAL
     return path
-
-
-def finish_checks(run, q, d, t, w, job, evs, window, read_source, inc_after_success=None):
-    """The data checks shared by the rows below (see error_cell)."""
-    run.res['events'] = squash(summary(evs))
-    run.check(q.cmd('query-block-jobs')['return'] == [], 'a job is left')
-    if job == 'mirror' and succeeded(evs):
-        check_source(run, w, read_all(t.sock), 'the target after the pivot')
-    else:
-        check_source(run, w, read_source())
-    if job.startswith('backup') and succeeded(evs):
-        check_point_in_time(run, w, read_all(t.sock), window)
-    if job == 'backup-inc':
-        if succeeded(evs):
-            check_bitmap(run, q, d, w, window[1], 'made after the backup started')
-        else:
-            check_bitmap(run, q, d, w, 0, 'the backup failed: all of them')
-    run.notes.append('%d guest writes, %d failed' % (w.count, len(w.failed)))
 
 
 def reconnect_cell(run, job):
