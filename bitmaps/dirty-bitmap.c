@@ -203,7 +203,7 @@ static void update_hook(NodeBitmaps *nb)
 {
     if (nb->bitmaps->len && !nb->hook) {
         nb->hook = node_add_before_write_hook(nb->node, NODE_HOOK_ORDER_DIRTY_BITMAP, track_write, nb);
-        nb->done_hook = node_add_after_write_hook(nb->node, track_write_done, nb);
+        nb->done_hook = node_add_after_write_hook(nb->node, NODE_HOOK_ORDER_DIRTY_BITMAP, track_write_done, nb);
     } else if (!nb->bitmaps->len && nb->hook) {
         node_remove_before_write_hook(nb->node, nb->hook);
         node_remove_before_write_hook(nb->node, nb->done_hook);
@@ -402,6 +402,20 @@ void dirty_bitmap_restore(DirtyBitmap *bm, HBitmap *saved, bool keep_new_writes)
     }
     hbitmap_merge(bm->bits, saved);
     hbitmap_free(saved);
+    change_end(nb, bm->persistent, false, NULL);
+}
+
+void dirty_bitmap_replace(DirtyBitmap *bm, HBitmap *(*make)(void *opaque), void *opaque)
+{
+    NodeBitmaps *nb = bm->nb;
+    change_begin(nb);
+    HBitmap *bits = make(opaque);
+    g_assert(hbitmap_size(bits) == hbitmap_size(bm->bits));
+    hbitmap_reset_all(bm->bits);
+    if (bm->durable)
+        hbitmap_reset_all(bm->durable); /* writes must mark what is no longer stored */
+    hbitmap_merge(bm->bits, bits);
+    hbitmap_free(bits);
     change_end(nb, bm->persistent, false, NULL);
 }
 

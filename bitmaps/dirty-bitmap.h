@@ -57,6 +57,11 @@ void dirty_bitmap_clear(DirtyBitmap *bm, HBitmap **backup);
  * `saved`): with keep_new_writes the result is saved | current bits (undoing
  * a clear keeps writes made since), otherwise exactly `saved` (undoing a merge). */
 void dirty_bitmap_restore(DirtyBitmap *bm, HBitmap *saved, bool keep_new_writes);
+/* Replaces the bits with those `make` returns (ownership passes), calling
+ * it while writers cannot mark: a write that any earlier hook recorded in
+ * what `make` reads is in the result, and any later one marks the bitmap
+ * again after its data landed (a backup handing over its successor). */
+void dirty_bitmap_replace(DirtyBitmap *bm, HBitmap *(*make)(void *opaque), void *opaque);
 /* Starts or stops recording. */
 void dirty_bitmap_set_enabled(DirtyBitmap *bm, bool enabled);
 /* ORs each source into target (sizes must match; granularities may differ);

@@ -351,11 +351,14 @@ bool node_read_only(BlockNode *node) { return node->read_only; }
 const NodeCaps *node_caps(BlockNode *node) { return &node->caps; }
 const char *node_filename(BlockNode *node) { return node->filename; }
 
-NodeWriteHook *node_add_before_write_hook(BlockNode *node, int order, NodeBeforeWriteFn fn, void *opaque)
+/* Inserts a hook after those of the same or a lower order. */
+static NodeWriteHook *add_hook(BlockNode *node, int order, NodeBeforeWriteFn fn, NodeAfterWriteFn after,
+                               void *opaque)
 {
     NodeWriteHook *hook = g_new0(NodeWriteHook, 1);
     hook->order = order;
     hook->fn = fn;
+    hook->after = after;
     hook->opaque = opaque;
     g_rw_lock_writer_lock(&node->hooks_lock);
     guint i = 0;
@@ -367,17 +370,14 @@ NodeWriteHook *node_add_before_write_hook(BlockNode *node, int order, NodeBefore
     return hook;
 }
 
-NodeWriteHook *node_add_after_write_hook(BlockNode *node, NodeAfterWriteFn fn, void *opaque)
+NodeWriteHook *node_add_before_write_hook(BlockNode *node, int order, NodeBeforeWriteFn fn, void *opaque)
 {
-    NodeWriteHook *hook = g_new0(NodeWriteHook, 1);
-    hook->order = G_MAXINT;
-    hook->after = fn;
-    hook->opaque = opaque;
-    g_rw_lock_writer_lock(&node->hooks_lock);
-    g_ptr_array_add(node->hooks, hook);
-    g_atomic_int_inc(&node->nhooks);
-    g_rw_lock_writer_unlock(&node->hooks_lock);
-    return hook;
+    return add_hook(node, order, fn, NULL, opaque);
+}
+
+NodeWriteHook *node_add_after_write_hook(BlockNode *node, int order, NodeAfterWriteFn fn, void *opaque)
+{
+    return add_hook(node, order, NULL, fn, opaque);
 }
 
 void node_remove_before_write_hook(BlockNode *node, NodeWriteHook *hook)

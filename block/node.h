@@ -95,8 +95,11 @@ void node_remove_before_write_hook(BlockNode *node, NodeWriteHook *hook);
  * read the old data. */
 typedef void (*NodeAfterWriteFn)(BlockNode *node, const void *buf, uint64_t offset, uint64_t count,
                                  NodeWriteKind kind, int result, void *opaque);
-/* Adds an after-write hook (remove it with node_remove_before_write_hook). */
-NodeWriteHook *node_add_after_write_hook(BlockNode *node, NodeAfterWriteFn fn, void *opaque);
+/* Adds an after-write hook (remove it with node_remove_before_write_hook);
+ * after-write hooks also run in ascending `order` (a job's before the
+ * dirty bitmaps' second mark, so a backup's successor records a write
+ * before the bitmap it may replace re-marks it). */
+NodeWriteHook *node_add_after_write_hook(BlockNode *node, int order, NodeAfterWriteFn fn, void *opaque);
 /* Calls fn once when the node closes (its last reference), before the driver closes. */
 void node_add_close_notifier(BlockNode *node, void (*fn)(BlockNode *node, void *opaque), void *opaque);
 /* The image file name given in the node's own `filename` option, or NULL. */

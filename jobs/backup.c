@@ -119,6 +119,17 @@ static HBitmap *successor_copy(Backup *b, bool remaining)
     return bits;
 }
 
+typedef struct Replace {
+    Backup *b;
+    bool remaining;
+} Replace;
+
+static HBitmap *successor_for_replace(void *opaque)
+{
+    Replace *r = opaque;
+    return successor_copy(r->b, r->remaining);
+}
+
 /* Hands the bitmap back (QEMU's successor rules, block-jobs.md 2.3).  The
  * bitmap kept recording, so it already is "original | successor" (what
  * on-success and never leave after a failure, and never after a success);
@@ -131,19 +142,13 @@ static void backup_bitmap_finish(Backup *b, bool success)
     bool replace = b->bitmap_mode == BACKUP_BITMAP_ALWAYS ||
                    (b->bitmap_mode == BACKUP_BITMAP_ON_SUCCESS && success);
     if (replace) {
-        /* bitmap := successor, in one sidecar rewrite.  A write in flight
-         * meanwhile is not lost, with no drain: if its data lands after
-         * this, the bitmap's own after-write mark records it; if before,
-         * the successor's hook has recorded it or is about to, so the hook
-         * is removed (which waits for its running calls) and the successor
-         * merged in once more. */
-        bool remaining = b->bitmap_mode == BACKUP_BITMAP_ALWAYS && !success;
-        dirty_bitmap_restore(b->bitmap, successor_copy(b, remaining), false);
-        if (b->succ_hook) {
-            node_remove_before_write_hook(b->source, b->succ_hook);
-            b->succ_hook = NULL;
-        }
-        dirty_bitmap_restore(b->bitmap, successor_copy(b, false), true);
+        /* bitmap := successor, in one sidecar rewrite, with no drain: the
+         * successor's after-write hook runs before the bitmap's own second
+         * mark, and the copy is taken while no mark can be made, so a write
+         * in flight is either in the copy or marks the bitmap again after
+         * the rewrite, before it is acknowledged. */
+        Replace r = { b, b->bitmap_mode == BACKUP_BITMAP_ALWAYS && !success };
+        dirty_bitmap_replace(b->bitmap, successor_for_replace, &r);
     }
     dirty_bitmap_set_busy(b->bitmap, false);
     b->bitmap = NULL;
@@ -332,7 +337,7 @@ Job *backup_job_create(const BackupOptions *opts, GError **errp)
         /* QEMU: the successor records only if the bitmap did. */
         if (dirty_bitmap_recording(bm)) {
             b->successor = hbitmap_new((b->succ_size + b->succ_gran - 1) / b->succ_gran);
-            b->succ_hook = node_add_after_write_hook(src, backup_after_write, b);
+            b->succ_hook = node_add_after_write_hook(src, NODE_HOOK_ORDER_JOB, backup_after_write, b);
         }
     }
     /* sync=none marks everything too: its background pass never runs, but

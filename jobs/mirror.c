@@ -599,6 +599,6 @@ Job *mirror_job_create(const MirrorOptions *opts, GError **errp)
     m->copy = (CopyConfig){ .source = src, .target = tgt };
     /* Every write issued from now on is tracked (or written through). */
     m->before_hook = node_add_before_write_hook(src, NODE_HOOK_ORDER_JOB, mirror_before_write, m);
-    m->after_hook = node_add_after_write_hook(src, mirror_after_write, m);
+    m->after_hook = node_add_after_write_hook(src, NODE_HOOK_ORDER_JOB, mirror_after_write, m);
     return job;
 }
