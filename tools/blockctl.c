@@ -25,20 +25,27 @@ typedef struct Client {
 static const char *socket_path;
 static gboolean json_output;
 
+/* The usage of the command being run (for usage_error). */
+static const char *current_usage;
+
+/* Prints "blockctl: MESSAGE" (and with `usage`, the command's usage), exits. */
+static void G_GNUC_NORETURN vexit_with(int status, bool usage, const char *fmt, va_list ap)
+{
+    fputs("blockctl: ", stderr);
+    vfprintf(stderr, fmt, ap);
+    fputc('\n', stderr);
+    if (usage && current_usage)
+        fprintf(stderr, "usage: blockctl %s\n", current_usage);
+    exit(status);
+}
+
 static void die(const char *fmt, ...) G_GNUC_PRINTF(1, 2) G_GNUC_NORETURN;
 static void die(const char *fmt, ...)
 {
     va_list ap;
     va_start(ap, fmt);
-    fputs("blockctl: ", stderr);
-    vfprintf(stderr, fmt, ap);
-    fputc('\n', stderr);
-    va_end(ap);
-    exit(EXIT_FAILURE);
+    vexit_with(EXIT_FAILURE, false, fmt, ap);
 }
-
-/* The usage of the command being run (for usage_error). */
-static const char *current_usage;
 
 /* A mistake on the command line: the message and the usage, exit status 2. */
 static void usage_error(const char *fmt, ...) G_GNUC_PRINTF(1, 2) G_GNUC_NORETURN;
@@ -46,13 +53,7 @@ static void usage_error(const char *fmt, ...)
 {
     va_list ap;
     va_start(ap, fmt);
-    fputs("blockctl: ", stderr);
-    vfprintf(stderr, fmt, ap);
-    fputc('\n', stderr);
-    va_end(ap);
-    if (current_usage)
-        fprintf(stderr, "usage: blockctl %s\n", current_usage);
-    exit(2);
+    vexit_with(2, true, fmt, ap);
 }
 
 /* --speed: bytes per second, with k/M/G suffixes (1024-based, as QEMU's sizes). */
