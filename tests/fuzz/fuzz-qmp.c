@@ -15,9 +15,9 @@
  * are sent (found with the monitor's own splitter and json-glib, so the
  * check sees exactly the messages the monitor will): quit,
  * nbd-server-start, block jobs (threads, files, NBD connections, also as
- * transaction actions), drivers other than memory/null-co/raw/qcow2/overlay
- * (file, nbd, nbdkit reach files, sockets and programs), and the members
- * dir/filename/path.  A new command that acts outside the process must be
+ * transaction actions), drivers other than memory/null-co/raw/qcow2/overlay/
+ * blkdebug (file, nbd, nbdkit reach files, sockets and programs), and the
+ * members dir/filename/path/config (blkdebug's config is a file to read).  A new command that acts outside the process must be
  * added to forbidden_commands. */
 #include "tests/fuzz/fuzz.h"
 
@@ -55,9 +55,9 @@ static bool verbose;   /* FUZZ_VERBOSE=1: print the replies (to debug a finding)
 static const char *const forbidden_commands[] = {
     "quit", "nbd-server-start", "blockdev-backup", "drive-backup", "blockdev-mirror", "drive-mirror", NULL,
 };
-static const char *const allowed_drivers[] = { "memory", "null-co", "raw", "qcow2", "overlay", NULL };
+static const char *const allowed_drivers[] = { "memory", "null-co", "raw", "qcow2", "overlay", "blkdebug", NULL };
 static const char *const forbidden_types[] = { "blockdev-backup", "drive-backup", NULL };
-static const char *const forbidden_members[] = { "dir", "filename", "path", NULL };
+static const char *const forbidden_members[] = { "dir", "filename", "path", "config", NULL };
 
 static bool listed(const char *const list[], const char *s)
 {

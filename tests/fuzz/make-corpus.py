@@ -373,6 +373,20 @@ def qmp():
         {'execute': 'query-named-block-nodes'},
         {'execute': 'block-dirty-bitmap-remove', 'arguments': {'node': 'file0', 'name': 'p1'}},
         {'execute': 'x-debug-block-dirty-bitmap-sha256', 'arguments': {'node': 'file0', 'name': 'p2'}})
+    s['blkdebug'] = qmp_session(
+        {'execute': 'blockdev-add', 'arguments': {
+            'driver': 'blkdebug', 'node-name': 'd0', 'image': 'mem0', 'align': 4096,
+            'inject-error': [{'event': 'l1_update', 'errno': 28, 'sector': 8, 'once': True},
+                             {'event': 'none', 'iotype': 'read', 'state': 2, 'immediately': True}],
+            'set-state': [{'event': 'none', 'new_state': 2}, {'event': 'write_aio', 'state': 2,
+                                                             'new_state': 3}]}},
+        {'execute': 'blockdev-add', 'arguments': {'driver': 'qcow2', 'node-name': 'q0', 'file': 'd0'}},
+        {'execute': 'blockdev-add', 'arguments': {'driver': 'raw', 'node-name': 'r0', 'file': {
+            'driver': 'blkdebug', 'image': 'null0', 'max-transfer': 65536, 'opt-discard': 4096,
+            'inject-error': [{'event': 'read_aio', 'iotype': 'block-status'}]}}},
+        {'execute': 'block-export-add', 'arguments': {'type': 'nbd', 'id': 'e0', 'node-name': 'r0'}},
+        {'execute': 'query-named-block-nodes'},
+        {'execute': 'blockdev-del', 'arguments': {'node-name': 'd0'}})
     s['bare'] = qmp_session('{"execute":"query-version"}' * 3, caps=False)
     return s
 
