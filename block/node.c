@@ -1,6 +1,7 @@
 /* The node graph and the node I/O entry points (see block/node.h). */
 #include "block/node.h"
 #include "block/options.h"
+#include "block/user.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -18,6 +19,8 @@ struct BlockNode {
     GPtrArray *children;  /* BlockNode *, each holding a reference */
     GPtrArray *implicit;  /* names of children this node created itself */
     char *filename;       /* the `filename` option, if any */
+    char *blocker;        /* why a job uses the node exclusively, or NULL; under graph_lock */
+    int job_filters;      /* jobs filtering writes above the node (backup); under graph_lock */
     /* Before-write hooks, sorted by order; writers hold hooks_lock for
      * reading while they run them, so removal waits for running calls.
      * nhooks lets writers skip the lock when there are none. */
@@ -257,10 +260,18 @@ bool node_delete(const char *name, GError **errp)
                     "Failed to find node with node-name='%s'", name);
         return false;
     }
+    /* QEMU's qmp_blockdev_del checks, in its order: a BlockBackend on it
+     * (an export, a mirror's target), op blockers (a job), any other
+     * reference (a parent).  A blocked node is always referenced. */
     if (node_users(node) > 0) {
+        g_autofree char *blocker = g_strdup(node->blocker);
         g_mutex_unlock(&graph_lock);
-        g_set_error(errp, G_IO_ERROR, G_IO_ERROR_BUSY,
-                    "Node '%s' is busy: it is in use by %u user(s)", name, node_users(node));
+        if (node_user_count(node) > 0)
+            g_set_error(errp, G_IO_ERROR, G_IO_ERROR_BUSY, "Node %s is in use", name);
+        else if (blocker)
+            g_set_error(errp, G_IO_ERROR, G_IO_ERROR_BUSY, "Node '%s' is busy: %s", name, blocker);
+        else
+            g_set_error(errp, G_IO_ERROR, G_IO_ERROR_BUSY, "Block device %s is in use", name);
         return false;
     }
     g_hash_table_remove(graph_by_name, name);
@@ -270,17 +281,74 @@ bool node_delete(const char *name, GError **errp)
     return true;
 }
 
+bool node_block_ops(BlockNode *node, const char *reason, GError **errp)
+{
+    g_mutex_lock(&graph_lock);
+    if (node->blocker) {
+        g_set_error(errp, G_IO_ERROR, G_IO_ERROR_BUSY, "Node '%s' is busy: %s", node->name, node->blocker);
+        g_mutex_unlock(&graph_lock);
+        return false;
+    }
+    node->blocker = g_strdup(reason);
+    g_mutex_unlock(&graph_lock);
+    return true;
+}
+
+bool node_check_ops(BlockNode *node, GError **errp)
+{
+    g_mutex_lock(&graph_lock);
+    if (node->blocker)
+        g_set_error(errp, G_IO_ERROR, G_IO_ERROR_BUSY, "Node '%s' is busy: %s", node->name, node->blocker);
+    bool free = !node->blocker;
+    g_mutex_unlock(&graph_lock);
+    return free;
+}
+
+void node_unblock_ops(BlockNode *node)
+{
+    g_mutex_lock(&graph_lock);
+    g_clear_pointer(&node->blocker, g_free);
+    g_mutex_unlock(&graph_lock);
+}
+
+void node_job_filter(BlockNode *node, bool add)
+{
+    g_mutex_lock(&graph_lock);
+    node->job_filters += add ? 1 : -1;
+    g_assert(node->job_filters >= 0);
+    g_mutex_unlock(&graph_lock);
+}
+
 bool node_has_parent(BlockNode *node)
 {
-    bool found = false;
     g_mutex_lock(&graph_lock);
     graph_init_locked();
+    bool found = node->job_filters > 0;
     for (guint i = 0; i < graph_order->len && !found; i++) {
         BlockNode *parent = graph_order->pdata[i];
         found = g_ptr_array_find(parent->children, node, NULL);
     }
     g_mutex_unlock(&graph_lock);
     return found;
+}
+
+GPtrArray *node_ancestors(BlockNode *node)
+{
+    GPtrArray *set = g_ptr_array_new_with_free_func((GDestroyNotify)node_unref);
+    g_ptr_array_add(set, node_ref(node));
+    g_mutex_lock(&graph_lock);
+    graph_init_locked();
+    /* Breadth first over parent edges; the set grows as it is walked. */
+    for (guint k = 0; k < set->len; k++) {
+        BlockNode *n = set->pdata[k];
+        for (guint i = 0; i < graph_order->len; i++) {
+            BlockNode *parent = graph_order->pdata[i];
+            if (g_ptr_array_find(parent->children, n, NULL) && !g_ptr_array_find(set, parent, NULL))
+                g_ptr_array_add(set, node_ref(parent));
+        }
+    }
+    g_mutex_unlock(&graph_lock);
+    return set;
 }
 
 void node_graph_shutdown(void)
@@ -322,6 +390,7 @@ void node_unref(BlockNode *node)
     g_ptr_array_free(node->hooks, TRUE);
     g_ptr_array_free(node->close_notifiers, TRUE);
     g_rw_lock_clear(&node->hooks_lock);
+    g_free(node->blocker);
     g_free(node->filename);
     g_free(node->name);
     g_free(node);

@@ -57,8 +57,24 @@ void node_add_child(BlockNode *parent, BlockNode *child);
  * file or backing node): when the parent closes, the child also leaves the
  * graph unless someone else still uses it. */
 void node_add_implicit_child(BlockNode *parent, BlockNode *child);
-/* True if some node of the graph has `node` as a child (it is not a root). */
+/* Op blockers (QEMU's bdrv_op_block_all): a job that uses a node
+ * exclusively blocks it with a reason ("block device is in use by block
+ * job: backup"); fails with QEMU's "Node 'x' is busy: REASON" if it is
+ * blocked already.  node_delete refuses blocked nodes. */
+bool node_block_ops(BlockNode *node, const char *reason, GError **errp);
+/* True if no job blocks the node; else false with QEMU's "is busy" error. */
+bool node_check_ops(BlockNode *node, GError **errp);
+/* Removes the blocker set with node_block_ops. */
+void node_unblock_ops(BlockNode *node);
+/* Adds (or removes) a job's write filter above the node: a backup's
+ * copy-before-write, which QEMU inserts as a filter node, so the node is no
+ * longer a root (node_has_parent), as in QEMU. */
+void node_job_filter(BlockNode *node, bool add);
+/* True if some node of the graph has `node` as a child, or a job filters it (it is not a root). */
 bool node_has_parent(BlockNode *node);
+/* `node` and every node above it (parents, their parents, ...), each with a
+ * reference (free with g_ptr_array_unref). */
+GPtrArray *node_ancestors(BlockNode *node);
 
 /* The node's unique name. */
 const char *node_name(BlockNode *node);

@@ -2,7 +2,6 @@
  * block/copy-before-write.c on top of the shared copy engine. */
 #include "jobs/backup.h"
 #include "jobs/copy.h"
-#include "jobs/node-claims.h"
 #include "bitmaps/dirty-bitmap.h"
 #include "block/node.h"
 
@@ -177,7 +176,8 @@ static void backup_clean(Job *job)
         node_remove_before_write_hook(b->source, b->succ_hook);
     b->succ_hook = NULL;
     node_flush(b->target);
-    job_node_release(node_name(b->target));
+    node_unblock_ops(b->target);
+    node_job_filter(b->source, false);
     if (b->delete_target) {
         g_autofree char *name = g_strdup(node_name(b->target));
         node_unref(b->target);
@@ -264,9 +264,8 @@ static bool backup_validate(BackupOptions *o, BlockNode **src, BlockNode **tgt,
     }
     if (*src == *tgt)
         return fail(errp, "Source and target cannot be the same");
-    if (job_node_claimed(node_name(*tgt)))
-        return fail(errp, "Node '%s' is busy: block device is in use by block job: backup",
-                    node_name(*tgt));
+    if (!node_check_ops(*tgt, errp))
+        return false;
     if (node_read_only(*tgt))
         return fail(errp, "Node '%s' is read-only", node_name(*tgt));
     if (node_size(*tgt) < node_size(*src))
@@ -307,7 +306,8 @@ Job *backup_job_create(const BackupOptions *opts, GError **errp)
         return NULL;
     }
     job_set_speed(job, o.speed, NULL); /* validated above */
-    job_node_claim(node_name(tgt));
+    node_block_ops(tgt, "block device is in use by block job: backup", NULL); /* checked above */
+    node_job_filter(src, true);
 
     CopyConfig cfg = {
         .source = src,

@@ -51,6 +51,18 @@ static bool buffer_is_zero(const void *buf, size_t len)
     return p[0] == 0 && memcmp(p, p + 1, len - 1) == 0;
 }
 
+/* Starts a write to the target: through its user when the job has one. */
+static BlockNode *target_begin(const CopyConfig *c)
+{
+    return c->target_user ? block_user_begin(c->target_user) : c->target;
+}
+
+/* Ends a write started with target_begin; returns r. */
+static int target_end(const CopyConfig *c, int r)
+{
+    return c->target_user ? block_user_end(c->target_user, r) : r;
+}
+
 /* Writes zeroes to the target (nothing if it is known zero). */
 static int write_zeroes(const CopyConfig *c, uint64_t offset, uint64_t len)
 {
@@ -58,7 +70,7 @@ static int write_zeroes(const CopyConfig *c, uint64_t offset, uint64_t len)
         return 0;
     while (len > 0) {
         uint32_t n = (uint32_t)MIN(len, 1u << 30);
-        int r = node_zero(c->target, n, offset, BLOCK_FLAG_MAY_TRIM);
+        int r = target_end(c, node_zero(target_begin(c), n, offset, BLOCK_FLAG_MAY_TRIM));
         if (r < 0)
             return r;
         offset += n;
@@ -78,7 +90,7 @@ static int copy_data(const CopyConfig *c, uint64_t offset, uint64_t len, void *b
     *is_read = false;
     if (buffer_is_zero(buf, len))
         return write_zeroes(c, offset, len);
-    return node_pwrite(c->target, buf, (uint32_t)len, offset, 0);
+    return target_end(c, node_pwrite(target_begin(c), buf, (uint32_t)len, offset, 0));
 }
 
 /* sync=top asks what the source's own layer holds: what it leaves to a

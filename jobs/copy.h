@@ -18,11 +18,15 @@
 #include <stdint.h>
 #include "block/node.h"
 #include "jobs/job.h"
+#include "block/user.h"
 
 typedef struct CopyEngine CopyEngine;
 
 typedef struct CopyConfig {
     BlockNode *source, *target;
+    /* If set, target writes go through it (counted, held while the target
+     * is drained); it must be attached to `target`. */
+    BlockUser *target_user;
     uint64_t cluster_size;   /* power of two */
     unsigned max_workers;    /* chunks in flight */
     uint64_t max_chunk;      /* bytes per chunk (multiple of cluster_size) */

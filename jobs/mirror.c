@@ -21,14 +21,17 @@
  *   marks the region dirty.
  * - The initial marking only ever sets bits, so a guest write that raced
  *   with it costs at most one extra copy.
- * - The final sync (pivot, or soft cancel after READY) runs with every
- *   export of the source quiesced, so nothing is written meanwhile. */
+ * - The final sync (pivot, or soft cancel after READY) runs on the job's
+ *   thread with the source drained (block/user.h: every export and other
+ *   user above it is held), and the source stays drained until prepare has
+ *   pivoted its users to the target (node_replace), as QEMU keeps it drained
+ *   from the end of mirror_run to mirror_exit_common: nothing is written in
+ *   between. */
 #include "jobs/mirror.h"
 #include "jobs/copy.h"
-#include "jobs/node-claims.h"
 #include "bitmaps/hbitmap.h"
 #include "block/node.h"
-#include "server/export.h"
+#include "block/user.h"
 
 #include <errno.h>
 
@@ -69,9 +72,12 @@ typedef struct Mirror {
 
     gint ready;           /* reached READY once */
     gint should_complete; /* job-complete was called */
+    bool pivot;           /* run ended for job-complete: prepare pivots */
+    bool drained;         /* the source is drained (from the final sync to prepare) */
 
     GThreadPool *pool;
     NodeWriteHook *before_hook, *after_hook;
+    BlockUser *target_user; /* the job writes the target through it (QEMU: the job's BlockBackend) */
     bool cleaned;
 } Mirror;
 
@@ -179,10 +185,12 @@ static void mirror_after_write(BlockNode *node, const void *buf, uint64_t offset
     g_mutex_unlock(&m->lock);
     int r = -1;
     if (locked && result == 0) {
+        BlockNode *target = block_user_begin(m->target_user);
         if (kind == NODE_WRITE_DATA)
-            r = node_pwrite(m->target, buf, (uint32_t)count, offset, 0);
+            r = node_pwrite(target, buf, (uint32_t)count, offset, 0);
         else if (kind == NODE_WRITE_ZERO)
-            r = node_zero(m->target, (uint32_t)count, offset, BLOCK_FLAG_MAY_TRIM);
+            r = node_zero(target, (uint32_t)count, offset, BLOCK_FLAG_MAY_TRIM);
+        block_user_end(m->target_user, 0);
     }
     /* No wake-up for a mark: as QEMU, an idle READY job looks again every
      * 100 ms, so bursts of small writes are copied in batches. */
@@ -355,7 +363,7 @@ static int mirror_dirty_loop(Mirror *m, Job *job)
                 return -ECANCELED;
             if (err && (err = handle_error(m, err, is_read)) < 0)
                 return err;
-            /* A soft cancel after READY: the final sync happens drained, in prepare. */
+            /* A soft cancel after READY: the final sync follows, drained. */
             if (soft_cancel)
                 return 0;
             job_pause_point(job);
@@ -397,21 +405,9 @@ static int mirror_dirty_loop(Mirror *m, Job *job)
     }
 }
 
-static int mirror_run(Job *job, GError **errp)
+/* With the source drained: copies every dirty region; 0 or -errno. */
+static int mirror_final_sync(Mirror *m)
 {
-    Mirror *m = job_opaque(job);
-    if (m->sync != BACKUP_SYNC_NONE) {
-        int r = mirror_dirty_init(m, job);
-        if (r < 0)
-            return r;
-    }
-    return mirror_dirty_loop(m, job);
-}
-
-/* With the source's exports drained: copies every dirty region. */
-static bool mirror_final_sync(void *opaque, GError **errp)
-{
-    Mirror *m = opaque;
     uint64_t cursor = 0;
     for (;;) {
         MirrorOp op;
@@ -423,27 +419,61 @@ static bool mirror_final_sync(void *opaque, GError **errp)
         }
         g_mutex_unlock(&m->lock);
         if (c == CLAIM_NONE)
-            return true;
+            return 0;
         bool is_read = false;
         int r = copy_region(&m->copy, op.offset, op.len, NULL, &is_read);
         finish_op(m, &op, r, is_read);
-        if (r < 0) {
-            g_set_error(errp, G_IO_ERROR, G_IO_ERROR_FAILED, "%s", g_strerror(-r));
-            return false;
-        }
+        if (r < 0)
+            return r;
     }
 }
 
-/* Finalisation: the final sync, and with job-complete the pivot. */
+/* Ends the drain taken for the final sync, if it is still held. */
+static void mirror_undrain(Mirror *m)
+{
+    if (m->drained) {
+        m->drained = false;
+        node_drain_end(m->source);
+    }
+}
+
+static int mirror_run(Job *job, GError **errp)
+{
+    Mirror *m = job_opaque(job);
+    if (m->sync != BACKUP_SYNC_NONE) {
+        int r = mirror_dirty_init(m, job);
+        if (r < 0)
+            return r;
+    }
+    int r = mirror_dirty_loop(m, job);
+    if (r < 0)
+        return r;
+    /* In sync, and completed or soft-cancelled: the final sync, here on the
+     * job's thread, with the source drained until prepare. */
+    m->pivot = g_atomic_int_get(&m->should_complete);
+    node_drain_begin(m->source);
+    m->drained = true;
+    r = mirror_final_sync(m);
+    update_progress(m);
+    if (r < 0) {
+        mirror_undrain(m);
+        g_set_error(errp, G_IO_ERROR, G_IO_ERROR_FAILED, "%s", g_strerror(-r));
+    }
+    return r;
+}
+
+/* Finalisation: with job-complete the pivot, then the source's users go on. */
 static int mirror_prepare(Job *job)
 {
     Mirror *m = job_opaque(job);
     g_autoptr(GError) err = NULL;
-    BlockNode *replacement = g_atomic_int_get(&m->should_complete) ? m->target : NULL;
-    if (!export_replace_node(m->source, replacement, mirror_final_sync, m, &err))
-        return -EIO;
-    update_progress(m);
-    return 0;
+    int r = 0;
+    if (m->pivot && !node_replace(m->source, m->target, &err)) {
+        g_warning("mirror '%s': cannot pivot: %s", job_id(job), err->message);
+        r = -EIO;
+    }
+    mirror_undrain(m);
+    return r;
 }
 
 static void mirror_clean(Job *job)
@@ -452,11 +482,12 @@ static void mirror_clean(Job *job)
     if (m->cleaned)
         return;
     m->cleaned = true;
+    mirror_undrain(m);
     node_remove_before_write_hook(m->source, m->before_hook);
     node_remove_before_write_hook(m->source, m->after_hook);
     node_flush(m->target);
-    job_node_release(node_name(m->source));
-    job_node_release(node_name(m->target));
+    node_unblock_ops(m->source);
+    node_unblock_ops(m->target);
 }
 
 static void mirror_free(Job *job)
@@ -468,6 +499,7 @@ static void mirror_free(Job *job)
     g_array_free(m->ranges, TRUE);
     g_mutex_clear(&m->lock);
     g_cond_clear(&m->cond);
+    block_user_free(m->target_user);
     node_unref(m->target);
     node_unref(m->source);
     g_free(m);
@@ -537,15 +569,14 @@ static bool mirror_validate(const MirrorOptions *o, BlockNode **src, BlockNode *
         return fail(errp, "Parameter 'granularity' expects a power of 2");
     if (o->sync == BACKUP_SYNC_INCREMENTAL || o->sync == BACKUP_SYNC_BITMAP)
         return fail(errp, "Sync mode '%s' not supported", backup_sync_names[o->sync]);
-    if (node_has_parent(*src) || job_node_claimed(node_name(*src)))
+    if (node_has_parent(*src) || !node_check_ops(*src, NULL))
         return fail(errp, "Need a root block node");
     if (o->buf_size < 0)
         return fail(errp, "Invalid parameter 'buf-size'");
     if (*src == *tgt)
         return fail(errp, "Can't mirror node into itself");
-    if (job_node_claimed(node_name(*tgt)))
-        return fail(errp, "Node '%s' is busy: block device is in use by block job: mirror",
-                    node_name(*tgt));
+    if (!node_check_ops(*tgt, errp))
+        return false;
     if (node_read_only(*tgt))
         return fail(errp, "Node '%s' is read-only", node_name(*tgt));
     if (node_size(*tgt) != node_size(*src))
@@ -590,13 +621,15 @@ Job *mirror_job_create(const MirrorOptions *opts, GError **errp)
     }
     m->job = job;
     job_set_speed(job, opts->speed, NULL); /* validated above */
-    job_node_claim(node_name(src));
-    job_node_claim(node_name(tgt));
+    node_block_ops(src, "block device is in use by block job: mirror", NULL); /* checked above */
+    node_block_ops(tgt, "block device is in use by block job: mirror", NULL);
 
     m->pool = g_thread_pool_new(mirror_worker, m, (gint)MIRROR_MAX_WORKERS, FALSE, NULL);
     m->target_is_zero = opts->sync != BACKUP_SYNC_NONE && copy_node_reads_zero(tgt);
     /* Copies of the dirty loop always write zeroes: the target changes. */
-    m->copy = (CopyConfig){ .source = src, .target = tgt };
+    g_autofree char *desc = g_strdup_printf("block job '%s'", opts->job_id);
+    m->target_user = block_user_new(tgt, desc);
+    m->copy = (CopyConfig){ .source = src, .target = tgt, .target_user = m->target_user };
     /* Every write issued from now on is tracked (or written through). */
     m->before_hook = node_add_before_write_hook(src, NODE_HOOK_ORDER_JOB, mirror_before_write, m);
     m->after_hook = node_add_after_write_hook(src, NODE_HOOK_ORDER_JOB, mirror_after_write, m);

@@ -1,6 +1,7 @@
 /* Exports: named, shareable views of a node for the NBD server (see server/export.h). */
 #include "server/export.h"
 #include "bitmaps/dirty-bitmap.h"
+#include "block/user.h"
 
 #include <errno.h>
 #include <string.h>
@@ -10,7 +11,7 @@ struct Export {
     char *id;
     char *name;
     char *description;
-    BlockNode *node;     /* read under io_lock: export_replace_node swaps it */
+    BlockUser *user;     /* the node, reached through the graph (node_replace may move it) */
     bool read_only;
     NodeCaps caps;
     GPtrArray *contexts; /* ExportMetaContext * */
@@ -21,12 +22,6 @@ struct Export {
     GPtrArray *clients;  /* ExportClient * in transmission */
     ExportDeletedFn on_deleted;
     void *deleted_opaque;
-
-    /* Requests in flight, so export_replace_node can quiesce the export. */
-    GMutex io_lock;
-    GCond io_cond;
-    unsigned inflight;
-    bool quiesced;       /* new requests wait until it is false again */
 };
 
 struct ExportClient {
@@ -47,26 +42,16 @@ static GPtrArray *registry;
 /* Node calls take 32-bit counts; larger effect lengths are split on this boundary. */
 #define EXPORT_SPLIT (1u << 30)
 
-/* Starts a request: waits while the export is quiesced; returns the node. */
+/* Starts a request: waits while the node is drained; returns the node. */
 static BlockNode *io_begin(Export *exp)
 {
-    g_mutex_lock(&exp->io_lock);
-    while (exp->quiesced)
-        g_cond_wait(&exp->io_cond, &exp->io_lock);
-    exp->inflight++;
-    BlockNode *node = exp->node;
-    g_mutex_unlock(&exp->io_lock);
-    return node;
+    return block_user_begin(exp->user);
 }
 
 /* Ends a request started with io_begin; returns r. */
 static int io_end(Export *exp, int r)
 {
-    g_mutex_lock(&exp->io_lock);
-    if (--exp->inflight == 0)
-        g_cond_broadcast(&exp->io_cond);
-    g_mutex_unlock(&exp->io_lock);
-    return r;
+    return block_user_end(exp->user, r);
 }
 
 static int base_allocation_status(Export *exp, const ExportMetaContext *ctx, uint64_t length,
@@ -157,9 +142,7 @@ static void export_free(Export *exp)
     for (guint i = 0; i < exp->bitmaps->len; i++)
         dirty_bitmap_set_busy(exp->bitmaps->pdata[i], false);
     g_ptr_array_free(exp->bitmaps, TRUE);
-    node_unref(exp->node);
-    g_mutex_clear(&exp->io_lock);
-    g_cond_clear(&exp->io_cond);
+    block_user_free(exp->user);
     /* The node and bitmaps are released: the export is really gone. */
     if (exp->on_deleted)
         exp->on_deleted(exp->id, exp->deleted_opaque);
@@ -201,8 +184,7 @@ Export *export_add(const ExportConfig *cfg, GError **errp)
         return NULL;
     }
     if (cfg->writable && node_read_only(node)) {
-        g_set_error(errp, G_IO_ERROR, G_IO_ERROR_READ_ONLY,
-                    "Cannot export node '%s' writable: it is read-only", cfg->node_name);
+        g_set_error(errp, G_IO_ERROR, G_IO_ERROR_READ_ONLY, "Cannot export read-only node as writable");
         return NULL;
     }
 
@@ -211,9 +193,8 @@ Export *export_add(const ExportConfig *cfg, GError **errp)
     exp->id = g_strdup(cfg->id);
     exp->name = g_strdup(name);
     exp->description = g_strdup(cfg->description);
-    exp->node = node_ref(node);
-    g_mutex_init(&exp->io_lock);
-    g_cond_init(&exp->io_cond);
+    g_autofree char *desc = g_strdup_printf("block export '%s'", cfg->id);
+    exp->user = block_user_new(node, desc);
     exp->read_only = !cfg->writable;
     exp->caps = *node_caps(node);
     if (exp->read_only) {
@@ -415,9 +396,7 @@ GPtrArray *export_status_list(void)
         Export *exp = registry->pdata[i];
         ExportStatus *st = g_new0(ExportStatus, 1);
         st->id = g_strdup(exp->id);
-        g_mutex_lock(&exp->io_lock);
-        st->node_name = g_strdup(node_name(exp->node));
-        g_mutex_unlock(&exp->io_lock);
+        st->node_name = g_strdup(node_name(block_user_node(exp->user)));
         st->shutting_down = exp->shutting_down;
         g_ptr_array_add(list, st);
     }
@@ -471,15 +450,12 @@ void export_unref(Export *exp)
 const char *export_id(Export *exp) { return exp->id; }
 const char *export_node_name(Export *exp)
 {
-    g_mutex_lock(&exp->io_lock);
-    const char *name = node_name(exp->node);
-    g_mutex_unlock(&exp->io_lock);
-    return name;
+    return node_name(block_user_node(exp->user));
 }
 const char *export_name(Export *exp) { return exp->name; }
 const char *export_description(Export *exp) { return exp->description; }
-/* A replacement node has the same size (export_replace_node checks it). */
-uint64_t export_size(Export *exp) { return node_size(exp->node); }
+/* A replacement node has the same size (node_replace checks it). */
+uint64_t export_size(Export *exp) { return node_size(block_user_node(exp->user)); }
 bool export_read_only(Export *exp) { return exp->read_only; }
 const NodeCaps *export_caps(Export *exp) { return &exp->caps; }
 GPtrArray *export_meta_contexts(Export *exp) { return exp->contexts; }
@@ -542,51 +518,4 @@ int export_cache(Export *exp, uint64_t count, uint64_t offset)
 int export_read_fd(Export *exp, uint32_t count, uint64_t offset, int *fd, uint64_t *fd_offset)
 {
     return io_end(exp, node_read_fd(io_begin(exp), count, offset, fd, fd_offset));
-}
-
-bool export_replace_node(BlockNode *old_node, BlockNode *new_node,
-                         bool (*while_quiesced)(void *opaque, GError **errp), void *opaque,
-                         GError **errp)
-{
-    if (new_node && node_size(new_node) != node_size(old_node)) {
-        g_set_error(errp, G_IO_ERROR, G_IO_ERROR_INVALID_ARGUMENT,
-                    "Cannot replace node '%s' by '%s': their sizes differ",
-                    node_name(old_node), node_name(new_node));
-        return false;
-    }
-    /* Every live export of the node, referenced so none goes away meanwhile
-     * (one shutting down may already be freeing itself: its clients are
-     * being disconnected, so it keeps the old node). */
-    g_autoptr(GPtrArray) exports = g_ptr_array_new_with_free_func((GDestroyNotify)export_unref);
-    g_mutex_lock(&registry_lock);
-    for (guint i = 0; registry && i < registry->len; i++) {
-        Export *exp = registry->pdata[i];
-        if (exp->node == old_node && !exp->shutting_down)
-            g_ptr_array_add(exports, export_ref(exp));
-    }
-    g_mutex_unlock(&registry_lock);
-
-    /* Drain: no request of these exports is in flight or can start. */
-    for (guint i = 0; i < exports->len; i++) {
-        Export *exp = exports->pdata[i];
-        g_mutex_lock(&exp->io_lock);
-        exp->quiesced = true;
-        while (exp->inflight > 0)
-            g_cond_wait(&exp->io_cond, &exp->io_lock);
-        g_mutex_unlock(&exp->io_lock);
-    }
-    bool ok = !while_quiesced || while_quiesced(opaque, errp);
-    for (guint i = 0; i < exports->len; i++) {
-        Export *exp = exports->pdata[i];
-        g_mutex_lock(&exp->io_lock);
-        if (ok && new_node) {
-            node_ref(new_node);
-            node_unref(exp->node);
-            exp->node = new_node;
-        }
-        exp->quiesced = false;
-        g_cond_broadcast(&exp->io_cond);
-        g_mutex_unlock(&exp->io_lock);
-    }
-    return ok;
 }

@@ -120,12 +120,3 @@ int export_zero(Export *exp, uint64_t count, uint64_t offset, uint32_t flags);
 int export_cache(Export *exp, uint64_t count, uint64_t offset);
 /* Zero-copy read source: a descriptor the caller closes (see node_read_fd); -ENOTSUP when unavailable. */
 int export_read_fd(Export *exp, uint32_t count, uint64_t offset, int *fd, uint64_t *fd_offset);
-
-/* Switches every export of `old_node` to `new_node` (same size) atomically:
- * quiesces them (waits for their in-flight requests, holds new ones), calls
- * while_quiesced (may be NULL; false + errp cancels the swap), swaps, and
- * lets the held requests go to the new node, in order.  new_node NULL only
- * runs while_quiesced with the exports drained (a mirror's final sync). */
-bool export_replace_node(BlockNode *old_node, BlockNode *new_node,
-                         bool (*while_quiesced)(void *opaque, GError **errp), void *opaque,
-                         GError **errp);
