@@ -1,7 +1,7 @@
 /* The QMP/CLI-managed NBD server (see nbd-control.h). */
 #include "server/nbd-control.h"
 #include "server/qmp/qapi-runtime.h"
-#include "server/objects/objects.h"
+#include "objects/objects.h"
 
 #include <stdlib.h>
 

@@ -29,7 +29,7 @@
 #include <sys/eventfd.h>
 #include <unistd.h>
 #include <libnbd.h>
-#include "server/objects/objects.h"
+#include "objects/objects.h"
 
 #define NBD_MULTI_CONN 4u             /* most connections when the server allows several */
 #define NBD_EXTRA_CONN_TIMEOUT_MS 2000 /* handshake time allowed to the extra ones */

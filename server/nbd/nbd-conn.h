@@ -9,8 +9,8 @@
 #include "server/export.h"
 #include "server/nbd/nbd-io.h"
 #include "server/nbd/nbd-server.h"
-#include "server/objects/authz-simple.h"
-#include "server/objects/tls-creds.h"
+#include "objects/authz-simple.h"
+#include "objects/tls-creds.h"
 
 typedef struct NbdConn {
     NbdServer *srv;

@@ -11,7 +11,7 @@
 #include <string.h>
 #include <sys/socket.h>
 #include "server/nbd/nbd-wire.h"
-#include "server/objects/objects.h"
+#include "objects/objects.h"
 
 typedef enum {
     OPT_CONTINUE,   /* keep haggling */

@@ -15,7 +15,7 @@
 #include <sys/uio.h>
 #include <glib.h>
 #include <gnutls/gnutls.h>
-#include "server/objects/tls-creds.h"
+#include "objects/tls-creds.h"
 
 typedef struct NbdIo {
     int fd;

@@ -19,7 +19,7 @@
 #include <sys/stat.h>
 #include <sys/un.h>
 #include "server/nbd/nbd-conn.h"
-#include "server/objects/objects.h"
+#include "objects/objects.h"
 #include "server/unix-path.h"
 
 /* Graceful shutdown: how long in-flight requests get before a hard disconnect. */

@@ -7,8 +7,8 @@
 
 #include <stdbool.h>
 #include <glib.h>
-#include "server/objects/authz-simple.h"
-#include "server/objects/tls-creds.h"
+#include "objects/authz-simple.h"
+#include "objects/tls-creds.h"
 
 typedef struct NbdServer NbdServer;
 
@@ -18,7 +18,7 @@ typedef struct NbdServer NbdServer;
 NbdServer *nbd_server_new(unsigned max_connections, unsigned handshake_max_seconds);
 /* Requires TLS with `creds` (server endpoint) from now on, checking client
  * identities with `authz` if not NULL.  The server keeps both acquisitions
- * (server/objects/objects.h) and releases them when freed. */
+ * (objects/objects.h) and releases them when freed. */
 void nbd_server_set_tls(NbdServer *srv, TlsCreds *creds, AuthzSimple *authz);
 /* True when the server requires TLS. */
 bool nbd_server_tls_required(NbdServer *srv);

@@ -33,7 +33,8 @@
 #include "server/export.h"
 #include "server/keyval.h"
 #include "server/nbd/nbd-conn.h"
-#include "server/objects/objects.h"
+#include "objects/objects.h"
+#include "server/qmp/cmd-object.h"
 #include "server/qmp/commands.h"
 
 static NbdServer *server, *tls_server;

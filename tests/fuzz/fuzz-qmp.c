@@ -39,7 +39,7 @@
 #include "server/keyval.h"
 #include "server/nbd/nbd-server.h"
 #include "server/nbd-control.h"
-#include "server/objects/objects.h"
+#include "objects/objects.h"
 #include "server/qmp/commands.h"
 #include "server/qmp/json-stream.h"
 #include "server/qmp/monitor.h"

@@ -1,8 +1,9 @@
 /* TLS credentials objects (see tls-creds.h).  File names, defaults and
  * priorities follow QEMU's crypto/tlscreds*.c so the same directories work
  * for QEMU, libnbd and blockd. */
-#include "server/objects/tls-creds.h"
-#include "server/qmp/qapi-runtime.h"
+#include "objects/tls-creds.h"
+
+#include <gio/gio.h>
 
 #include <errno.h>
 #include <stdarg.h>
@@ -39,7 +40,7 @@ static void set_error(GError **errp, const char *fmt, ...)
     va_start(ap, fmt);
     g_autofree char *msg = g_strdup_vprintf(fmt, ap);
     va_end(ap);
-    g_set_error_literal(errp, QMP_ERROR, QMP_ERROR_GENERIC, msg);
+    g_set_error_literal(errp, G_IO_ERROR, G_IO_ERROR_FAILED, msg);
 }
 
 /* dir/name if it is readable; NULL (no error) if absent and optional. */
@@ -166,15 +167,15 @@ static bool sanity_check(const char *ca_path, const char *cert_path, GError **er
     return ok;
 }
 
-TlsCreds *tls_creds_new_x509(const TlsCredsX509Properties *p, GError **errp)
+TlsCreds *tls_creds_new_x509(const TlsCredsConfig *p, GError **errp)
 {
-    if (!p->has_dir) {
+    if (!p->dir) {
         set_error(errp, "Missing 'dir' property value");
         return NULL;
     }
     TlsCreds *c = g_new0(TlsCreds, 1);
-    c->server = p->has_endpoint && p->endpoint == QCRYPTO_TLS_CREDS_ENDPOINT_SERVER;
-    c->verify_peer = !p->has_verify_peer || p->verify_peer;
+    c->server = p->server;
+    c->verify_peer = p->verify_peer;
     c->dir = g_strdup(p->dir);
     const char *cert_name = c->server ? "server-cert.pem" : "client-cert.pem";
     const char *key_name = c->server ? "server-key.pem" : "client-key.pem";
@@ -186,9 +187,9 @@ TlsCreds *tls_creds_new_x509(const TlsCredsX509Properties *p, GError **errp)
         !credential_path(c->dir, cert_name, c->server, &cert, errp) ||
         !credential_path(c->dir, key_name, c->server || cert, &key, errp))
         goto fail;
-    if ((!p->has_sanity_check || p->sanity_check) && !sanity_check(ca, cert, errp))
+    if (p->sanity_check && !sanity_check(ca, cert, errp))
         goto fail;
-    if (!set_priority(c, p->has_priority ? p->priority : X509_PRIORITY_DEFAULT, errp))
+    if (!set_priority(c, p->priority ? p->priority : X509_PRIORITY_DEFAULT, errp))
         goto fail;
     gnutls_certificate_allocate_credentials(&c->x509);
     if ((r = gnutls_certificate_set_x509_trust_file(c->x509, ca, GNUTLS_X509_FMT_PEM)) < 0) {
@@ -299,19 +300,19 @@ static int psk_server_key(gnutls_session_t s, const gnutls_datum_t *username, gn
     return 0;
 }
 
-TlsCreds *tls_creds_new_psk(const TlsCredsPskProperties *p, GError **errp)
+TlsCreds *tls_creds_new_psk(const TlsCredsConfig *p, GError **errp)
 {
-    if (!p->has_dir) {
+    if (!p->dir) {
         set_error(errp, "Missing 'dir' property value");
         return NULL;
     }
     TlsCreds *c = g_new0(TlsCreds, 1);
     c->psk = true;
-    c->server = p->has_endpoint && p->endpoint == QCRYPTO_TLS_CREDS_ENDPOINT_SERVER;
-    c->verify_peer = !p->has_verify_peer || p->verify_peer;
+    c->server = p->server;
+    c->verify_peer = p->verify_peer;
     c->dir = g_strdup(p->dir);
     if (!credential_path(c->dir, "keys.psk", true, &c->psk_file, errp) ||
-        !set_priority(c, p->has_priority ? p->priority : PSK_PRIORITY_DEFAULT, errp))
+        !set_priority(c, p->priority ? p->priority : PSK_PRIORITY_DEFAULT, errp))
         goto fail;
     int r;
     if (c->server) {
@@ -323,7 +324,7 @@ TlsCreds *tls_creds_new_psk(const TlsCredsPskProperties *p, GError **errp)
         gnutls_psk_set_server_credentials_function2(c->psk_server, psk_server_key);
         gnutls_psk_set_server_known_dh_params(c->psk_server, GNUTLS_SEC_PARAM_MEDIUM);
     } else {
-        c->username = g_strdup(p->has_username ? p->username : PSK_USERNAME_DEFAULT);
+        c->username = g_strdup(p->username ? p->username : PSK_USERNAME_DEFAULT);
         g_autofree char *hex = lookup_psk(c->psk_file, c->username, errp);
         if (!hex)
             goto fail;

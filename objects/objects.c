@@ -1,12 +1,13 @@
 /* The object registry (see objects.h). */
-#include "server/objects/objects.h"
-#include "server/qmp/qapi-runtime.h"
+#include "objects/objects.h"
+
+#include <gio/gio.h>
 
 #include <string.h>
 
 typedef struct UserObject {
     char *id;
-    ObjectType type;
+    ObjectKind type;
     int users;          /* acquisitions not yet released (under registry_lock) */
     void *impl;         /* TlsCreds * or AuthzSimple * */
 } UserObject;
@@ -36,7 +37,7 @@ static UserObject *find_impl_locked(const void *impl)
 
 static void user_object_free(UserObject *o)
 {
-    if (o->type == OBJECT_TYPE_AUTHZ_SIMPLE)
+    if (o->type == OBJECT_KIND_AUTHZ_SIMPLE)
         authz_simple_free(o->impl);
     else
         tls_creds_free(o->impl);
@@ -44,45 +45,55 @@ static void user_object_free(UserObject *o)
     g_free(o);
 }
 
-bool object_add(const ObjectOptions *options, GError **errp)
+/* Registers `impl` (made by the caller) as object `id` of kind `type`;
+ * frees it if the id is taken. */
+static bool add(const char *id, ObjectKind type, void *impl, GError **errp)
 {
-    g_mutex_lock(&registry_lock);
-    bool exists = find_locked(options->id) != NULL;
-    g_mutex_unlock(&registry_lock);
-    if (exists) {
-        /* QEMU 7.2's words for a duplicate id. */
-        g_set_error(errp, QMP_ERROR, QMP_ERROR_GENERIC,
-                    "attempt to add duplicate property '%s' to object (type 'container')",
-                    options->id);
-        return false;
-    }
-    void *impl = NULL;
-    switch (options->qom_type) {
-    case OBJECT_TYPE_AUTHZ_SIMPLE:
-        impl = authz_simple_new(options->u.authz_simple.identity);
-        break;
-    case OBJECT_TYPE_TLS_CREDS_PSK:
-        impl = tls_creds_new_psk(&options->u.tls_creds_psk, errp);
-        break;
-    case OBJECT_TYPE_TLS_CREDS_X509:
-        impl = tls_creds_new_x509(&options->u.tls_creds_x509, errp);
-        break;
-    default:
-        g_set_error(errp, QMP_ERROR, QMP_ERROR_GENERIC, "unsupported object type");
-        break;
-    }
-    if (!impl)
-        return false;
     UserObject *o = g_new0(UserObject, 1);
-    o->id = g_strdup(options->id);
-    o->type = options->qom_type;
+    o->id = g_strdup(id);
+    o->type = type;
     o->impl = impl;
     g_mutex_lock(&registry_lock);
+    if (find_locked(id)) {
+        g_mutex_unlock(&registry_lock);
+        user_object_free(o);
+        /* QEMU 7.2's words for a duplicate id. */
+        g_set_error(errp, G_IO_ERROR, G_IO_ERROR_EXISTS,
+                    "attempt to add duplicate property '%s' to object (type 'container')", id);
+        return false;
+    }
     if (!registry)
         registry = g_ptr_array_new();
     g_ptr_array_add(registry, o);
     g_mutex_unlock(&registry_lock);
     return true;
+}
+
+/* QEMU checks the id before loading anything. */
+static bool id_free(const char *id, GError **errp)
+{
+    g_mutex_lock(&registry_lock);
+    bool exists = find_locked(id) != NULL;
+    g_mutex_unlock(&registry_lock);
+    if (exists)
+        g_set_error(errp, G_IO_ERROR, G_IO_ERROR_EXISTS,
+                    "attempt to add duplicate property '%s' to object (type 'container')", id);
+    return !exists;
+}
+
+bool object_add_tls_creds(const char *id, ObjectKind kind, const TlsCredsConfig *cfg, GError **errp)
+{
+    g_assert(kind == OBJECT_KIND_TLS_CREDS_PSK || kind == OBJECT_KIND_TLS_CREDS_X509);
+    if (!id_free(id, errp))
+        return false;
+    TlsCreds *creds = kind == OBJECT_KIND_TLS_CREDS_PSK ? tls_creds_new_psk(cfg, errp)
+                                                        : tls_creds_new_x509(cfg, errp);
+    return creds && add(id, kind, creds, errp);
+}
+
+bool object_add_authz_simple(const char *id, const char *identity, GError **errp)
+{
+    return id_free(id, errp) && add(id, OBJECT_KIND_AUTHZ_SIMPLE, authz_simple_new(identity), errp);
 }
 
 bool object_del(const char *id, GError **errp)
@@ -91,12 +102,12 @@ bool object_del(const char *id, GError **errp)
     UserObject *o = find_locked(id);
     if (!o) {
         g_mutex_unlock(&registry_lock);
-        g_set_error(errp, QMP_ERROR, QMP_ERROR_GENERIC, "object '%s' not found", id);
+        g_set_error(errp, G_IO_ERROR, G_IO_ERROR_FAILED, "object '%s' not found", id);
         return false;
     }
     if (o->users > 0) {
         g_mutex_unlock(&registry_lock);
-        g_set_error(errp, QMP_ERROR, QMP_ERROR_GENERIC,
+        g_set_error(errp, G_IO_ERROR, G_IO_ERROR_FAILED,
                     "object '%s' is in use (by the NBD server or a block node) and cannot be deleted",
                     id);
         return false;
@@ -130,11 +141,11 @@ TlsCreds *object_acquire_tls_creds(const char *id, bool server, GError **errp)
     UserObject *o = find_locked(id);
     TlsCreds *creds = NULL;
     if (!o) {
-        g_set_error(errp, QMP_ERROR, QMP_ERROR_GENERIC, "No TLS credentials with id '%s'", id);
-    } else if (o->type != OBJECT_TYPE_TLS_CREDS_X509 && o->type != OBJECT_TYPE_TLS_CREDS_PSK) {
-        g_set_error(errp, QMP_ERROR, QMP_ERROR_GENERIC, "Object with id '%s' is not TLS credentials", id);
+        g_set_error(errp, G_IO_ERROR, G_IO_ERROR_FAILED, "No TLS credentials with id '%s'", id);
+    } else if (o->type != OBJECT_KIND_TLS_CREDS_X509 && o->type != OBJECT_KIND_TLS_CREDS_PSK) {
+        g_set_error(errp, G_IO_ERROR, G_IO_ERROR_FAILED, "Object with id '%s' is not TLS credentials", id);
     } else if (tls_creds_is_server(o->impl) != server) {
-        g_set_error(errp, QMP_ERROR, QMP_ERROR_GENERIC, "Expecting TLS credentials with a %s endpoint",
+        g_set_error(errp, G_IO_ERROR, G_IO_ERROR_FAILED, "Expecting TLS credentials with a %s endpoint",
                     server ? "server" : "client");
     } else {
         o->users++;
@@ -150,9 +161,9 @@ AuthzSimple *object_acquire_authz(const char *id, GError **errp)
     UserObject *o = find_locked(id);
     AuthzSimple *authz = NULL;
     if (!o) {
-        g_set_error(errp, QMP_ERROR, QMP_ERROR_GENERIC, "Authorization object '%s' not found", id);
-    } else if (o->type != OBJECT_TYPE_AUTHZ_SIMPLE) {
-        g_set_error(errp, QMP_ERROR, QMP_ERROR_GENERIC, "Object '%s' is not a QAuthZ subclass", id);
+        g_set_error(errp, G_IO_ERROR, G_IO_ERROR_FAILED, "Authorization object '%s' not found", id);
+    } else if (o->type != OBJECT_KIND_AUTHZ_SIMPLE) {
+        g_set_error(errp, G_IO_ERROR, G_IO_ERROR_FAILED, "Object '%s' is not a QAuthZ subclass", id);
     } else {
         o->users++;
         authz = o->impl;

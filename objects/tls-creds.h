@@ -10,14 +10,24 @@
 #include <stdbool.h>
 #include <glib.h>
 #include <gnutls/gnutls.h>
-#include "qapi/qapi-types.h"
 
 typedef struct TlsCreds TlsCreds;
 
+/* What a tls-creds-x509 or tls-creds-psk object is made from (QEMU's
+ * properties; the QMP layer fills it, applying QEMU's defaults). */
+typedef struct TlsCredsConfig {
+    const char *dir;       /* NULL: QEMU's "Missing 'dir' property value" */
+    bool server;           /* endpoint=server (QEMU's default is client) */
+    bool verify_peer;      /* QEMU's default: true */
+    bool sanity_check;     /* x509 only; QEMU's default: true */
+    const char *priority;  /* GnuTLS priority string; NULL: QEMU's default */
+    const char *username;  /* PSK client only; NULL: "qemu" */
+} TlsCredsConfig;
+
 /* Loads X.509 credentials from dir (ca-cert.pem, {server,client}-{cert,key}.pem). */
-TlsCreds *tls_creds_new_x509(const TlsCredsX509Properties *props, GError **errp);
+TlsCreds *tls_creds_new_x509(const TlsCredsConfig *cfg, GError **errp);
 /* Loads PSK credentials from dir/keys.psk (username:hexkey lines). */
-TlsCreds *tls_creds_new_psk(const TlsCredsPskProperties *props, GError **errp);
+TlsCreds *tls_creds_new_psk(const TlsCredsConfig *cfg, GError **errp);
 /* Frees credentials (no session may still use them). */
 void tls_creds_free(TlsCreds *creds);
 

@@ -1,5 +1,5 @@
 /* authz-simple (see authz-simple.h). */
-#include "server/objects/authz-simple.h"
+#include "objects/authz-simple.h"
 
 #include <string.h>
 

@@ -4,17 +4,26 @@
  * target node) acquires an object for as long as it needs it; object-del
  * refuses an object that is acquired, so credentials never vanish under a
  * running server (QEMU 7.2 deletes them).  Acquire and release are
- * thread-safe; add and delete run on the main thread. */
+ * thread-safe; add and delete run on the main thread.  Plain C types: the
+ * QMP layer (server/qmp/cmd-object.c) converts object-add's arguments. */
 #pragma once
 
 #include <stdbool.h>
 #include <glib.h>
-#include "qapi/qapi-types.h"
-#include "server/objects/authz-simple.h"
-#include "server/objects/tls-creds.h"
+#include "objects/authz-simple.h"
+#include "objects/tls-creds.h"
 
-/* Creates an object from validated object-add options. */
-bool object_add(const ObjectOptions *options, GError **errp);
+/* The object types blockd has (QEMU's qom-type names). */
+typedef enum ObjectKind {
+    OBJECT_KIND_AUTHZ_SIMPLE,
+    OBJECT_KIND_TLS_CREDS_PSK,
+    OBJECT_KIND_TLS_CREDS_X509,
+} ObjectKind;
+
+/* Adds tls-creds-x509 or tls-creds-psk object `id` (kind says which). */
+bool object_add_tls_creds(const char *id, ObjectKind kind, const TlsCredsConfig *cfg, GError **errp);
+/* Adds authz-simple object `id` allowing `identity`. */
+bool object_add_authz_simple(const char *id, const char *identity, GError **errp);
 /* Deletes an object; fails if it does not exist or is in use. */
 bool object_del(const char *id, GError **errp);
 /* Deletes every object (at exit, after their users are gone). */
@@ -31,6 +40,3 @@ AuthzSimple *object_acquire_authz(const char *id, GError **errp);
 void object_release_authz(AuthzSimple *authz);
 /* The id of an acquired object (for log lines). */
 const char *object_id_of(const void *impl);
-
-/* --object: keyval or JSON options checked against the object-add schema. */
-bool qmp_cli_object(JsonObject *opts, GError **errp);
