@@ -6,6 +6,7 @@
 #include "qapi/qapi-commands.h"
 
 #include <string.h>
+#include <sys/stat.h>
 
 /* What query-named-block-nodes reports as a node's file name, by node name.
  * The node graph does not keep options, so blockdev-add remembers it here. */
@@ -91,44 +92,77 @@ static int64_t backing_depth(BlockNode *node)
     return depth;
 }
 
-static BlockDeviceInfo *node_info(BlockNode *node)
+/* The file name QMP shows for a node. */
+static const char *shown_filename(BlockNode *node, const BlockImageInfo *img, bool has_img)
 {
-    BlockDeviceInfo *info = g_new0(BlockDeviceInfo, 1);
-    BlockImageInfo img;
-    bool has_img = node_image_info(node, &img);
     const char *file = filename_of(node_name(node));
     /* Nodes a format driver opened itself were not added through QMP. */
     if (!*file && node_filename(node))
         file = node_filename(node);
-    if (!*file && has_img && img.filename)
-        file = img.filename;
-    info->file = g_strdup(file);
+    if (!*file && has_img && img->filename)
+        file = img->filename;
+    return file;
+}
+
+/* QEMU's ImageInfo of a node; with `chain`, its backing images nested
+ * (backing-image), as query-named-block-nodes shows them unless flat. */
+static ImageInfo *image_info(BlockNode *node, bool chain, int depth)
+{
+    BlockImageInfo img;
+    bool has_img = node_image_info(node, &img);
+    const char *file = shown_filename(node, &img, has_img);
+    ImageInfo *ii = g_new0(ImageInfo, 1);
+    ii->filename = g_strdup(file);
+    ii->format = g_strdup(node_driver_name(node));
+    ii->virtual_size = (int64_t)node_size(node);
+    /* QEMU 7.2 reports it (false) for drivers with bdrv_get_info. */
+    static const char *const get_info_drivers[] = { "file", "host_device", "raw", "qcow2", NULL };
+    ii->has_dirty_flag = g_strv_contains(get_info_drivers, node_driver_name(node));
+    struct stat st;
+    if (*file && stat(file, &st) == 0) {
+        ii->has_actual_size = true;
+        ii->actual_size = (int64_t)st.st_blocks * 512;
+    }
+    if (!has_img)
+        return ii;
+    if (img.cluster_size) {
+        ii->has_cluster_size = true;
+        ii->cluster_size = img.cluster_size;
+    }
+    if (img.backing_filename) {
+        ii->has_backing_filename = ii->has_full_backing_filename = true;
+        ii->backing_filename = g_strdup(img.backing_filename);
+        ii->full_backing_filename =
+            g_strdup(img.full_backing_filename ? img.full_backing_filename : img.backing_filename);
+    }
+    if (img.backing_format) {
+        ii->has_backing_filename_format = true;
+        ii->backing_filename_format = g_strdup(img.backing_format);
+    }
+    if (chain && img.backing && depth < 1000) {
+        ii->has_backing_image = true;
+        ii->backing_image = image_info(img.backing, true, depth + 1);
+    }
+    return ii;
+}
+
+static BlockDeviceInfo *node_info(BlockNode *node, bool flat)
+{
+    BlockDeviceInfo *info = g_new0(BlockDeviceInfo, 1);
+    BlockImageInfo img;
+    bool has_img = node_image_info(node, &img);
+    info->file = g_strdup(shown_filename(node, &img, has_img));
     info->has_node_name = true;
     info->node_name = g_strdup(node_name(node));
     info->ro = node_read_only(node);
     info->drv = g_strdup(node_driver_name(node));
     info->detect_zeroes = BLOCKDEV_DETECT_ZEROES_OPTIONS_OFF;
-    info->image = g_new0(ImageInfo, 1);
-    info->image->filename = g_strdup(file);
-    info->image->format = g_strdup(node_driver_name(node));
-    info->image->virtual_size = (int64_t)node_size(node);
+    info->image = image_info(node, !flat, 0);
     if (has_img) {
-        if (img.cluster_size) {
-            info->image->has_cluster_size = true;
-            info->image->cluster_size = img.cluster_size;
-        }
-        if (img.backing_filename) {
+        /* QEMU shows the backing file's full name here. */
+        if (info->image->has_full_backing_filename) {
             info->has_backing_file = true;
-            info->backing_file = g_strdup(img.backing_filename);
-            info->image->has_backing_filename = true;
-            info->image->backing_filename = g_strdup(img.backing_filename);
-            info->image->has_full_backing_filename = true;
-            info->image->full_backing_filename =
-                g_strdup(img.full_backing_filename ? img.full_backing_filename : img.backing_filename);
-        }
-        if (img.backing_format) {
-            info->image->has_backing_filename_format = true;
-            info->image->backing_filename_format = g_strdup(img.backing_format);
+            info->backing_file = g_strdup(info->image->full_backing_filename);
         }
         info->backing_file_depth = backing_depth(node);
     }
@@ -159,13 +193,12 @@ static BlockDeviceInfo *node_info(BlockNode *node)
 bool qmp_query_named_block_nodes(QmpSession *session, q_obj_query_named_block_nodes_arg *args,
                                  BlockDeviceInfoList **ret, GError **errp)
 {
-    /* `flat` only drops backing images from the answer; blockd shows none.
-     * QEMU lists the newest node first: prepend in creation order. */
+    /* QEMU lists the newest node first: prepend in creation order. */
     g_autoptr(GPtrArray) nodes = node_list();
     BlockDeviceInfoList *head = NULL;
     for (guint i = 0; i < nodes->len; i++) {
         BlockDeviceInfoList *e = g_new0(BlockDeviceInfoList, 1);
-        e->value = node_info(nodes->pdata[i]);
+        e->value = node_info(nodes->pdata[i], args->has_flat && args->flat);
         e->next = head;
         head = e;
     }

@@ -106,8 +106,18 @@ def main():
         info = nodes(q)
         check(info['disk']['drv'] == 'qcow2' and info['disk']['image']['format'] == 'qcow2', 'format %r' % info['disk'])
         check(info['disk']['file'] == top, 'file %r' % info['disk']['file'])
-        check(info['disk'].get('backing_file') == 'mid.qcow2', 'backing_file %r' % info['disk'])
+        # As qemu-storage-daemon 7.2: backing_file is the full name, the
+        # image's backing-filename what the header says.
+        check(info['disk'].get('backing_file') == d.path('mid.qcow2'), 'backing_file %r' % info['disk'])
+        check(info['disk']['image'].get('backing-filename') == 'mid.qcow2', 'backing name')
         check(info['disk']['image'].get('full-backing-filename') == d.path('mid.qcow2'), 'full backing name')
+        chain = info['disk']['image']['backing-image']
+        check(chain['filename'] == d.path('mid.qcow2') and chain['format'] == 'qcow2'
+              and chain['backing-image']['format'] == 'raw'
+              and chain['backing-image']['filename'] == d.path('base.raw')
+              and 'backing-image' not in chain['backing-image'], 'nested backing images %r' % chain)
+        flat = {n['node-name']: n for n in q.cmd('query-named-block-nodes', {'flat': True})['return']}
+        check('backing-image' not in flat['disk']['image'], 'flat shows no backing image')
         check(info['disk']['image'].get('backing-filename-format') == 'qcow2', 'backing format')
         check(info['disk']['image'].get('cluster-size') == 32768, 'cluster size')
         check(info['disk']['backing_file_depth'] == 2, 'depth %r' % info['disk']['backing_file_depth'])
