@@ -7,7 +7,7 @@ set -eu
 PACKAGES="gcc libc6-dev make meson ninja-build pkg-config python3
 libglib2.0-dev libjson-glib-dev libgnutls28-dev libnbd-dev nbdkit-plugin-dev
 nbdkit libnbd-bin python3-libnbd qemu-utils qemu-system-common fio gnutls-bin
-clang-14 libclang-rt-14-dev"
+clang-14 libclang-rt-14-dev systemd"
 
 missing=""
 for p in $PACKAGES; do
