@@ -1,7 +1,7 @@
 #!/bin/sh
 # Installs the Debian 12 packages blockd needs to build, test, fuzz and
 # benchmark (clang-14 with libFuzzer and the sanitizer runtimes: make fuzz,
-# make tsan).
+# make tsan) and systemd (systemd-analyze, for the install test).
 # Runs apt-get only when something is missing (always refreshes lists under CI).
 set -eu
 PACKAGES="gcc libc6-dev make meson ninja-build pkg-config python3
