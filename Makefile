@@ -5,15 +5,17 @@ FUZZ_BUILD ?= build-fuzz
 FUZZ_SECONDS ?= 60
 TSAN ?= build-tsan
 
-.PHONY: all deps setup build run check tsan soak bench fuzz clean
+.PHONY: all deps setup build release install run check tsan soak bench fuzz clean
 
 all: build
 
 deps:
 	./scripts/install-deps.sh
 
+# The test build: ASan + UBSan (meson.build's own default is the release
+# build that `meson install` installs).
 $(BUILD)/build.ninja:
-	meson setup $(BUILD)
+	meson setup $(BUILD) --buildtype=debugoptimized -Db_sanitize=address,undefined -Db_lundef=false
 
 setup: $(BUILD)/build.ninja
 
@@ -23,9 +25,9 @@ build: setup
 # Shows the backup story (serve, write, full backup to an NBD target, write,
 # incremental backup through a dirty bitmap, restore and verify), then runs
 # the built-in default: a 1 GiB memory export "disk0" (Ctrl-C stops it).
-run: build
-	BLOCKD=$(CURDIR)/$(BUILD)/blockd /usr/bin/python3 scripts/backup-demo.py
-	./$(BUILD)/blockd
+run: release
+	BLOCKD=$(CURDIR)/$(RELEASE)/blockd /usr/bin/python3 scripts/backup-demo.py
+	./$(RELEASE)/blockd
 
 check: build
 	./scripts/run-tests.sh
@@ -36,11 +38,19 @@ SOAK_SECONDS ?= 1800
 soak: build
 	SOAK_SECONDS=$(SOAK_SECONDS) meson test -C $(BUILD) soak --print-errorlogs --verbose --timeout-multiplier 0
 
+# The optimized build without sanitizers (make run, make bench, make install).
 $(RELEASE)/build.ninja:
 	meson setup $(RELEASE) --buildtype=release -Db_sanitize=none -Dwerror=true
 
-bench: $(RELEASE)/build.ninja
+release: $(RELEASE)/build.ninja
 	ninja -C $(RELEASE)
+
+# Installs the release build under its prefix (/usr/local unless
+# `meson configure $(RELEASE) --prefix=...`); DESTDIR=... stages it.
+install: release
+	meson install -C $(RELEASE) --no-rebuild $(if $(DESTDIR),--destdir $(abspath $(DESTDIR)))
+
+bench: release
 	BLOCKD=$(CURDIR)/$(RELEASE)/blockd SOURCE_DIR=$(CURDIR) BUILD_DIR=$(CURDIR)/$(RELEASE) ./tests/bench/run-all.sh
 
 # Builds the libFuzzer targets with clang (in $(FUZZ_BUILD)) and runs each
@@ -55,7 +65,7 @@ fuzz:
 # makes the daemon exit 66 and the test fail.  TSan slows the daemon down
 # several times, hence the longer timeouts.
 $(TSAN)/build.ninja:
-	CC=clang-14 meson setup $(TSAN) -Db_sanitize=thread -Db_lundef=false
+	CC=clang-14 meson setup $(TSAN) --buildtype=debugoptimized -Db_sanitize=thread -Db_lundef=false
 
 tsan: $(TSAN)/build.ninja
 	ninja -C $(TSAN) -j2

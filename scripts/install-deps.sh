@@ -1,13 +1,13 @@
 #!/bin/sh
 # Installs the Debian 12 packages blockd needs to build, test, fuzz and
 # benchmark (clang-14 with libFuzzer and the sanitizer runtimes: make fuzz,
-# make tsan).
+# make tsan) and systemd (systemd-analyze, for the install test).
 # Runs apt-get only when something is missing (always refreshes lists under CI).
 set -eu
 PACKAGES="gcc libc6-dev make meson ninja-build pkg-config python3
 libglib2.0-dev libjson-glib-dev libgnutls28-dev libnbd-dev nbdkit-plugin-dev
 nbdkit libnbd-bin python3-libnbd qemu-utils qemu-system-common fio gnutls-bin
-clang-14 libclang-rt-14-dev"
+clang-14 libclang-rt-14-dev systemd"
 
 missing=""
 for p in $PACKAGES; do

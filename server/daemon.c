@@ -1,5 +1,6 @@
 /* Daemonizing, pidfile and socket activation (see server/daemon.h). */
 #include "server/daemon.h"
+#include "server/sd-notify.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -32,8 +33,12 @@ int daemon_fork(GError **errp)
         do {
             n = read(pipefd[0], &byte, 1);
         } while (n < 0 && errno == EINTR);
-        if (n == 1)
+        if (n == 1) {
+            /* We are the process systemd started (Type=notify accepts
+             * messages from it alone by default): name the daemon. */
+            sd_notify_ready(pid);
             _exit(EXIT_SUCCESS);
+        }
         int status = 0;
         waitpid(pid, &status, 0);
         _exit(WIFEXITED(status) && WEXITSTATUS(status) ? WEXITSTATUS(status) : EXIT_FAILURE);

@@ -6,7 +6,8 @@
 #include <glib.h>
 
 /* Forks; the parent waits for daemon_ready/exit of the child and exits with its
- * status.  Returns in the child with a descriptor to report readiness on. */
+ * status (after telling a service manager READY=1 and MAINPID, see
+ * sd-notify.h).  Returns in the child with a descriptor to report readiness on. */
 int daemon_fork(GError **errp);
 /* Tells the waiting parent that start-up succeeded and detaches from the terminal. */
 void daemon_ready(int status_fd);

@@ -21,6 +21,7 @@
 #include "server/qmp/cmd-object.h"
 #include "server/qmp/commands.h"
 #include "server/qmp/monitor.h"
+#include "server/sd-notify.h"
 
 #define DEFAULT_PORT "10809"
 
@@ -163,6 +164,8 @@ static void shutdown_all(void)
 int main(int argc, char **argv)
 {
     signal(SIGPIPE, SIG_IGN);
+    /* Before anything can start a child process that would inherit it. */
+    sd_notify_init();
     pid_t parent = getppid();
     GError *err = NULL;
     CliConfig *cfg = cli_parse(argc, argv, &err);
@@ -205,8 +208,12 @@ int main(int argc, char **argv)
     /* Under socket activation stdout belongs to the client that started us. */
     if (activated == 0)
         print_uris();
+    /* Start-up is complete: every option is applied and the pidfile
+     * written.  A daemonizing parent tells the service manager. */
     if (status_fd >= 0)
         daemon_ready(status_fd);
+    else
+        sd_notify_ready(0);
 
     d.loop = g_main_loop_new(NULL, FALSE);
     qmp_set_quit_handler((void (*)(void *))g_main_loop_quit, d.loop);
@@ -216,6 +223,7 @@ int main(int argc, char **argv)
         g_unix_signal_add(SIGHUP, on_signal, &d),
     };
     g_main_loop_run(d.loop);
+    sd_notify_stopping();
     for (size_t i = 0; i < G_N_ELEMENTS(sources); i++)
         g_source_remove(sources[i]);
     g_main_loop_unref(d.loop);

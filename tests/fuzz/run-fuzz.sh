@@ -35,7 +35,8 @@ for t in $TARGETS; do
 done
 
 if [ ! -f "$BUILD/build.ninja" ]; then
-    CC=${FUZZ_CC:-clang-14} meson setup "$BUILD" -Dfuzzing=true > "$BUILD.setup.log" 2>&1 || {
+    CC=${FUZZ_CC:-clang-14} meson setup "$BUILD" -Dfuzzing=true \
+        --buildtype=debugoptimized -Db_sanitize=address,undefined -Db_lundef=false > "$BUILD.setup.log" 2>&1 || {
         cat "$BUILD.setup.log" >&2
         echo "run-fuzz: cannot configure $BUILD (needs clang-14 and libclang-rt-14-dev)" >&2
         exit 2
