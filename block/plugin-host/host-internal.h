@@ -39,6 +39,9 @@ typedef struct PluginLibrary {
     bool configured;         /* shared config done (not per_node_config) */
     int model;               /* effective thread model of the shared config */
     char **config;           /* the shared config, to compare with later nodes */
+    GPtrArray *config_kept;  /* char ** of every config run: nbdkit's argv outlives the
+                              * plugin, and plugins (eval, sh) keep pointers to keys and
+                              * values until unload; freed with the library */
     int (*read_fd)(void *handle, uint32_t count, uint64_t offset,
                    int *fd, uint64_t *fd_offset); /* blockd-only hook or NULL */
     unsigned handles;        /* open handles (nodes) */

@@ -46,6 +46,16 @@ bool plugin_run_config(PluginLibrary *lib, const char *const *config, ConfigStag
     const struct nbdkit_plugin *p = &lib->p;
     HostCall saved;
     bool ok = false;
+    /* Plugins may keep the key and value pointers (nbdkit passes argv,
+     * which lives as long as the process): hand them copies that live as
+     * long as the library. */
+    if (config) {
+        if (!lib->config_kept)
+            lib->config_kept = g_ptr_array_new_with_free_func((GDestroyNotify)g_strfreev);
+        char **kept = g_strdupv((char **)config);
+        g_ptr_array_add(lib->config_kept, kept);
+        config = (const char *const *)kept;
+    }
     host_call_enter(&saved, lib, NULL, true);
     host_last_error_clear();
     for (size_t i = 0; config && config[i]; i += 2) {

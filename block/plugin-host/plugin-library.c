@@ -110,6 +110,8 @@ static void library_free(PluginLibrary *lib)
     g_free(lib->key);
     g_free(lib->name);
     g_strfreev(lib->config);
+    if (lib->config_kept)
+        g_ptr_array_unref(lib->config_kept);
     g_mutex_clear(&lib->all_requests_lock);
     intern_pool_clear(&lib->interned);
     g_free(lib);

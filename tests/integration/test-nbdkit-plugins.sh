@@ -141,6 +141,17 @@ nbdcopy "$TMP/part1" "$(u m1)" || fail "write m1"
 cmp <(nbdcopy "$(u m1)" -) "$TMP/part1" || fail "m1 reads back wrong"
 stop_blockd
 
+# --- eval keeps pointers to its parameters until it is unloaded (nbdkit
+# passes argv, which outlives the plugin): its close script still runs, and
+# stop_blockd's clean exit (no ASan report) shows the strings were alive ---
+if [[ -f $PLUGINDIR/nbdkit-eval-plugin.so ]]; then
+    start_blockd --blockdev "driver=nbdkit,node-name=ev,plugin=eval,get_size=echo 65536,pread=head -c \$3 /dev/zero,close=touch $TMP/eval-closed" \
+                 --export type=nbd,id=e0,node-name=ev,name=ev
+    [[ $(nbdinfo --size "nbd+unix:///ev?socket=$SOCK") == 65536 ]] || fail "eval node size"
+    stop_blockd
+    [[ -f $TMP/eval-closed ]] || fail "eval's close script did not run"
+fi
+
 # --- command-line errors name the plugin and the parameter ---
 cli_error() {   # cli_error EXPECTED BLOCKDEV-OPTIONS
     "$BLOCKD" --blockdev "$2" --nbd-server addr.type=unix,addr.path="$SOCK" \
