@@ -372,6 +372,26 @@ bool nbd_server_listen_fd(NbdServer *srv, int fd, GError **errp)
     return add_listener(srv, fd, NULL, errp);
 }
 
+const char *nbd_server_unix_path(NbdServer *srv)
+{
+    for (unsigned i = 0; i < srv->listeners->len; i++) {
+        NbdListener *l = srv->listeners->pdata[i];
+        if (l->family == AF_UNIX)
+            return l->unix_path;
+    }
+    return NULL;
+}
+
+unsigned nbd_server_port(NbdServer *srv)
+{
+    for (unsigned i = 0; i < srv->listeners->len; i++) {
+        NbdListener *l = srv->listeners->pdata[i];
+        if (l->family == AF_INET || l->family == AF_INET6)
+            return l->port;
+    }
+    return 0;
+}
+
 GPtrArray *nbd_server_uris(NbdServer *srv, const char *export_name)
 {
     GPtrArray *uris = g_ptr_array_new_with_free_func(g_free);
