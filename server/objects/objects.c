@@ -1,4 +1,5 @@
 /* The object registry (see objects.h). */
+#define G_LOG_DOMAIN "blockd"
 #include "server/objects/objects.h"
 #include "server/qmp/qapi-runtime.h"
 
