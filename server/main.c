@@ -10,6 +10,7 @@
 #include <unistd.h>
 #include <glib-unix.h>
 
+#include "block/io-log.h"
 #include "block/node.h"
 #include "block/plugin-host/plugin-host.h"
 #include "jobs/job.h"
@@ -181,6 +182,8 @@ static void shutdown_all(void)
     qmp_block_forget_all();
     export_remove_all();
     node_graph_shutdown();
+    /* Repeated I/O errors not yet summed up in the log. */
+    io_log_flush();
     /* Last: the server and nodes that used objects are gone now. */
     objects_remove_all();
     run_cleanup();
@@ -206,6 +209,7 @@ int main(int argc, char **argv)
         return EXIT_FAILURE;
     }
     log_setup(cfg->log_target, cfg->daemonize, cfg->verbose);
+    g_debug("blockd %s", BLOCKD_VERSION);
     if (cfg->verbose)
         plugin_host_set_debug(true);
     int status_fd = -1;

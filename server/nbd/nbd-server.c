@@ -102,6 +102,7 @@ static gpointer connection_main(gpointer opaque)
         g_message("client %s refused: %s", c->peer, why);
         nbd_handshake_refuse(c, why);
     } else {
+        g_debug("client %s connected", c->peer);
         bool ok = nbd_handshake(c);
         g_mutex_lock(&srv->lock);
         c->handshake_deadline = 0; /* the watchdog leaves transmission alone */
@@ -115,6 +116,7 @@ static gpointer connection_main(gpointer opaque)
             g_message("client %s refused: %s", c->peer, c->refusal);
         if (ok)
             nbd_transmission(c);
+        g_debug("client %s disconnected", c->peer);
     }
     nbd_conn_clear(c);
 
