@@ -19,6 +19,7 @@ from log_lib import datagram_sink, drain, enter_private_namespace, parse_journal
 
 JOURNAL = '/run/systemd/journal/socket'
 REFUSED = b"refused: export 'nope' not found"
+started = []   # pids, killed if the test fails half-way
 
 
 def start(tmp, *extra, stderr=None):
@@ -31,12 +32,14 @@ def start(tmp, *extra, stderr=None):
     while not (os.path.exists(pidfile) and os.path.getsize(pidfile)):
         check(time.monotonic() < deadline and (p.poll() is None or '--daemonize' in extra), 'blockd did not start')
         time.sleep(0.05)
+    started.append(int(open(pidfile).read()))
     subprocess.run(['nbdinfo', 'nbd+unix:///nope?socket=' + sock], capture_output=True)
-    return p, int(open(pidfile).read())
+    return p, started[-1]
 
 
 def stop(pid, p=None):
     os.kill(pid, signal.SIGTERM)
+    started.remove(pid)
     if p:
         return p.wait(timeout=30)
     for _ in range(600):   # a daemon is not our child: /proc tells when it is gone
@@ -116,6 +119,11 @@ def main():
             text = b''
         check(REFUSED not in text, 'the refusal went to the stderr stream as text: %r' % text)
     finally:
+        for pid in started:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
         shutil.rmtree(tmp, ignore_errors=True)
     print('ok')
 
