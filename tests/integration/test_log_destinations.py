@@ -50,6 +50,7 @@ def stop(pid, p=None):
         except FileNotFoundError:
             return
         time.sleep(0.05)
+    os.kill(pid, signal.SIGKILL)
     fail('blockd %d did not stop' % pid)
 
 
