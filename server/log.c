@@ -1,6 +1,6 @@
 /* The log writer (see server/log.h).  GLib formats and delivers; this file
  * only picks the destination and drops debug messages unless asked. */
-#define G_LOG_DOMAIN "blockd"
+#define G_LOG_DOMAIN "blockd-main"
 #include "server/log.h"
 
 #include <stdlib.h>
@@ -59,10 +59,10 @@ static GLogWriterOutput write_syslog(const GLogField *fields, gsize n)
         return G_LOG_WRITER_UNHANDLED;
     int priority = prio && plen != 0 && prio[0] >= '0' && prio[0] <= '7' ? prio[0] - '0' : LOG_NOTICE;
     int mlen = len < 0 ? (int)strlen(msg) : (int)len;
-    /* "blockd-nbd" is "nbd" under the "blockd" ident. */
+    /* "blockd-nbd" is "nbd" under the "blockd" ident; "blockd-main" is blockd itself. */
     g_autofree char *part = domain ? g_strndup(domain, dlen < 0 ? strlen(domain) : (size_t)dlen) : NULL;
     const char *shown = part && g_str_has_prefix(part, "blockd-") ? part + 7 : part;
-    if (shown && strcmp(shown, "blockd") != 0)
+    if (shown && strcmp(shown, "main") != 0)
         syslog(priority, "%s: %.*s", shown, mlen, msg);
     else
         syslog(priority, "%.*s", mlen, msg);

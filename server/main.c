@@ -1,7 +1,7 @@
 /* blockd: the storage daemon's entry point.  Turns the command line into
  * nodes, exports and NBD listeners, then runs the main loop until a signal
  * (or until the --run command exits). */
-#define G_LOG_DOMAIN "blockd"
+#define G_LOG_DOMAIN "blockd-main"
 #include <errno.h>
 #include <signal.h>
 #include <stdio.h>

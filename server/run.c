@@ -1,7 +1,7 @@
 /* --run (see server/run.h).  As nbdkit's captive mode (server/captive.c
  * there): the variables are shell assignments in front of the command, so
  * they are the command's own and not exported unless it says so. */
-#define G_LOG_DOMAIN "blockd"
+#define G_LOG_DOMAIN "blockd-main"
 #include "server/run.h"
 
 #include <errno.h>

@@ -1,5 +1,5 @@
 /* The object registry (see objects.h). */
-#define G_LOG_DOMAIN "blockd"
+#define G_LOG_DOMAIN "blockd-main"
 #include "server/objects/objects.h"
 #include "server/qmp/qapi-runtime.h"
 
