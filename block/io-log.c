@@ -48,8 +48,8 @@ void io_log_note_cause(const char *text)
 static void log_repeats(Repeats *r, gint64 now)
 {
     gint64 seconds = MAX(1, (now - r->since + G_TIME_SPAN_SECOND - 1) / G_TIME_SPAN_SECOND);
-    g_message("node '%s': %u more %s errors (%s) in the last %" G_GINT64_FORMAT " s",
-              r->node, r->count, r->op, g_strerror(r->err), seconds);
+    g_message("node '%s': %u more %s error%s (%s) in the last %" G_GINT64_FORMAT " s",
+              r->node, r->count, r->op, r->count == 1 ? "" : "s", g_strerror(r->err), seconds);
     r->count = 0;
 }
 
