@@ -1,4 +1,5 @@
 /* The dirty-bitmap sidecar file (see bitmaps/bitmap-store.h, docs/bitmaps.md). */
+#define G_LOG_DOMAIN "blockd-bitmaps"
 #include "bitmaps/bitmap-store.h"
 
 #include <gio/gio.h>
@@ -112,7 +113,7 @@ static void warn(const char *path, const char *fmt, ...)
     va_start(ap, fmt);
     g_autofree char *msg = g_strdup_vprintf(fmt, ap);
     va_end(ap);
-    g_printerr("blockd: warning: dirty bitmap file '%s' is damaged: %s\n", path, msg);
+    g_message("dirty bitmap file '%s' is damaged: %s", path, msg);
 }
 
 /* Parses one directory entry at `p` (bounded by `end`); NULL if unusable.
@@ -201,7 +202,7 @@ BitmapStore *bitmap_store_open(const char *path, bool read_only, uint64_t node_s
     g_autoptr(GError) err = NULL;
     if (!g_file_get_contents(path, &file, &len, &err)) {
         if (!g_error_matches(err, G_FILE_ERROR, G_FILE_ERROR_NOENT))
-            g_printerr("blockd: warning: cannot read dirty bitmap file: %s\n", err->message);
+            g_message("cannot read dirty bitmap file: %s", err->message);
         return NULL;
     }
     const uint8_t *f = (const uint8_t *)file;
@@ -243,7 +244,7 @@ BitmapStore *bitmap_store_open(const char *path, bool read_only, uint64_t node_s
     }
     int fd = open(path, read_only ? O_RDONLY | O_CLOEXEC : O_RDWR | O_CLOEXEC);
     if (fd < 0) {
-        g_printerr("blockd: warning: cannot open dirty bitmap file '%s': %s\n", path, g_strerror(errno));
+        g_message("cannot open dirty bitmap file '%s': %s", path, g_strerror(errno));
         return store_alloc(path, -1);
     }
     return store_alloc(path, fd);

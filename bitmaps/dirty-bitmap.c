@@ -1,4 +1,5 @@
 /* Named dirty bitmaps on a node (see bitmaps/dirty-bitmap.h). */
+#define G_LOG_DOMAIN "blockd-bitmaps"
 #include "bitmaps/dirty-bitmap.h"
 #include "bitmaps/bitmap-store.h"
 
@@ -100,7 +101,7 @@ static bool change_end(NodeBitmaps *nb, bool persist, bool clean, GError **errp)
     g_autoptr(GError) local = NULL;
     bool ok = !persist || store_all_locked(nb, clean, errp ? errp : &local);
     if (local)
-        g_printerr("blockd: warning: %s\n", local->message);
+        g_message("%s", local->message);
     if (nb->store)
         bitmap_store_resume(nb->store);
     g_rw_lock_writer_unlock(&nb->lock);

@@ -1,5 +1,7 @@
 /* The node graph and the node I/O entry points (see block/node.h). */
+#define G_LOG_DOMAIN "blockd-block"
 #include "block/node.h"
+#include "block/io-log.h"
 #include "block/options.h"
 #include "block/user.h"
 
@@ -503,7 +505,7 @@ static void assert_range(BlockNode *node, uint64_t count, uint64_t offset)
     g_assert(offset <= size && count <= size - offset);
 }
 
-int node_pread(BlockNode *node, void *buf, uint32_t count, uint64_t offset)
+static int pread_unlogged(BlockNode *node, void *buf, uint32_t count, uint64_t offset)
 {
     assert_range(node, count, offset);
     if (count == 0)
@@ -527,7 +529,7 @@ static int flush_after(BlockNode *node, int r, bool needed)
     return r;
 }
 
-int node_pwrite(BlockNode *node, const void *buf, uint32_t count, uint64_t offset, uint32_t flags)
+static int pwrite_unlogged(BlockNode *node, const void *buf, uint32_t count, uint64_t offset, uint32_t flags)
 {
     assert_range(node, count, offset);
     g_assert(!node->read_only);
@@ -540,14 +542,14 @@ int node_pwrite(BlockNode *node, const void *buf, uint32_t count, uint64_t offse
     return run_after_write_hooks(node, buf, offset, count, NODE_WRITE_DATA, r);
 }
 
-int node_flush(BlockNode *node)
+static int flush_unlogged(BlockNode *node)
 {
     if (!node->drv->flush)
         return 0;
     return node->drv->flush(node->opaque, 0);
 }
 
-int node_trim(BlockNode *node, uint32_t count, uint64_t offset, uint32_t flags)
+static int trim_unlogged(BlockNode *node, uint32_t count, uint64_t offset, uint32_t flags)
 {
     assert_range(node, count, offset);
     g_assert(!node->read_only);
@@ -566,7 +568,7 @@ int node_trim(BlockNode *node, uint32_t count, uint64_t offset, uint32_t flags)
 
 static int node_zero_driver(BlockNode *node, uint32_t count, uint64_t offset, uint32_t flags, bool flush);
 
-int node_zero(BlockNode *node, uint32_t count, uint64_t offset, uint32_t flags)
+static int zero_unlogged(BlockNode *node, uint32_t count, uint64_t offset, uint32_t flags)
 {
     assert_range(node, count, offset);
     g_assert(!node->read_only);
@@ -602,7 +604,7 @@ static int node_zero_driver(BlockNode *node, uint32_t count, uint64_t offset, ui
     return flush_after(node, 0, flush);
 }
 
-int node_cache(BlockNode *node, uint32_t count, uint64_t offset)
+static int cache_unlogged(BlockNode *node, uint32_t count, uint64_t offset)
 {
     assert_range(node, count, offset);
     if (count == 0)
@@ -623,8 +625,8 @@ int node_cache(BlockNode *node, uint32_t count, uint64_t offset)
     return 0;
 }
 
-int node_block_status(BlockNode *node, uint32_t count, uint64_t offset, uint32_t flags,
-                      BlockExtents *extents)
+static int block_status_unlogged(BlockNode *node, uint32_t count, uint64_t offset, uint32_t flags,
+                                 BlockExtents *extents)
 {
     assert_range(node, count, offset);
     g_assert(count > 0);
@@ -640,6 +642,51 @@ int node_block_status(BlockNode *node, uint32_t count, uint64_t offset, uint32_t
     }
     /* No extent information: everything is data. */
     return extents_add(extents, offset, count, 0);
+}
+
+/* The public entry points: each failed request is logged once (block/io-log.h). */
+
+int node_pread(BlockNode *node, void *buf, uint32_t count, uint64_t offset)
+{
+    io_log_enter();
+    return io_log_leave(node->name, "read", offset, count, pread_unlogged(node, buf, count, offset));
+}
+
+int node_pwrite(BlockNode *node, const void *buf, uint32_t count, uint64_t offset, uint32_t flags)
+{
+    io_log_enter();
+    return io_log_leave(node->name, "write", offset, count, pwrite_unlogged(node, buf, count, offset, flags));
+}
+
+int node_flush(BlockNode *node)
+{
+    io_log_enter();
+    return io_log_leave(node->name, "flush", 0, 0, flush_unlogged(node));
+}
+
+int node_trim(BlockNode *node, uint32_t count, uint64_t offset, uint32_t flags)
+{
+    io_log_enter();
+    return io_log_leave(node->name, "trim", offset, count, trim_unlogged(node, count, offset, flags));
+}
+
+int node_zero(BlockNode *node, uint32_t count, uint64_t offset, uint32_t flags)
+{
+    io_log_enter();
+    return io_log_leave(node->name, "write-zeroes", offset, count, zero_unlogged(node, count, offset, flags));
+}
+
+int node_cache(BlockNode *node, uint32_t count, uint64_t offset)
+{
+    io_log_enter();
+    return io_log_leave(node->name, "cache", offset, count, cache_unlogged(node, count, offset));
+}
+
+int node_block_status(BlockNode *node, uint32_t count, uint64_t offset, uint32_t flags, BlockExtents *extents)
+{
+    io_log_enter();
+    return io_log_leave(node->name, "block-status", offset, count,
+                        block_status_unlogged(node, count, offset, flags, extents));
 }
 
 int node_read_fd(BlockNode *node, uint32_t count, uint64_t offset, int *fd, uint64_t *fd_offset)

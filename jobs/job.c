@@ -1,6 +1,7 @@
 /* The generic job: QEMU's state machine, verbs, transactions, rate limit
  * and error policies (see jobs/job.h).  The logic follows QEMU's job.c and
  * blockjob.c so that event sequences match qemu-storage-daemon's. */
+#define G_LOG_DOMAIN "blockd-jobs"
 #include "jobs/job.h"
 
 #include <errno.h>
@@ -272,6 +273,14 @@ static void job_finalize_single(Job *job)
     }
     if (job->drv->clean)
         job->drv->clean(job);
+    /* Once per job, as its end is decided (the events below say the same). */
+    const char *type = job_type_names[job->drv->type];
+    if (job_is_cancelled_locked(job))
+        g_info("job '%s' (%s) cancelled", job->id, type);
+    else if (job->ret)
+        g_message("job '%s' (%s) failed: %s", job->id, type, job->error);
+    else
+        g_info("job '%s' (%s) completed", job->id, type);
     if (job->started && job->drv->is_block_job) {
         JsonObject *d = block_job_event_data(job);
         if (job_is_cancelled_locked(job)) {

@@ -1,4 +1,5 @@
 /* The object registry (see objects.h). */
+#define G_LOG_DOMAIN "blockd-objects"
 #include "objects/objects.h"
 
 #include <gio/gio.h>

@@ -145,7 +145,12 @@ static const char summary[] =
     "  (--nbd-server ...,tls-creds=ID[,tls-authz=ID] then requires TLS)\n"
     "\n"
     "Under systemd socket activation (LISTEN_PID/LISTEN_FDS) the inherited\n"
-    "sockets are served.  See blockd(8).";
+    "sockets are served.\n"
+    "\n"
+    "--run 'COMMAND' runs COMMAND with /bin/sh once blockd serves, with $uri\n"
+    "(also $nbd), $exportname, $unixsocket and $port set as nbdkit sets them;\n"
+    "blockd stops when COMMAND exits and exits with its status.  Without\n"
+    "--nbd-server it listens on a private Unix socket only.  See blockd(8).";
 
 CliConfig *cli_parse(int argc, char **argv, GError **errp)
 {
@@ -155,7 +160,10 @@ CliConfig *cli_parse(int argc, char **argv, GError **errp)
     gboolean version = FALSE;
     gboolean daemonize = FALSE;
     gboolean exit_with_parent = FALSE;
+    gboolean verbose = FALSE;
     char *pidfile = NULL;
+    char *log = NULL;
+    char *run = NULL;
 
     GOptionEntry entries[] = {
         { "blockdev", 0, 0, G_OPTION_ARG_CALLBACK, (gpointer)on_blockdev,
@@ -176,6 +184,13 @@ CliConfig *cli_parse(int argc, char **argv, GError **errp)
           "Run in the background once start-up succeeded", NULL },
         { "exit-with-parent", 0, 0, G_OPTION_ARG_NONE, &exit_with_parent,
           "Exit when the parent process exits (implied under socket activation)", NULL },
+        { "log", 0, 0, G_OPTION_ARG_STRING, &log,
+          "Send log messages to stderr, syslog or journal (default: stderr; "
+          "journal or syslog with --daemonize)", "stderr|syslog|journal" },
+        { "verbose", 'v', 0, G_OPTION_ARG_NONE, &verbose, "Log debug messages too", NULL },
+        { "run", 0, 0, G_OPTION_ARG_STRING, &run,
+          "Run COMMAND once serving ($uri names the first export); exit when it exits, with its status",
+          "'COMMAND'" },
         { "version", 'V', 0, G_OPTION_ARG_NONE, &version, "Print the version and exit", NULL },
         { NULL },
     };
@@ -198,21 +213,39 @@ CliConfig *cli_parse(int argc, char **argv, GError **errp)
                     "--exit-with-parent and --daemonize cannot be used together");
         ok = false;
     }
+    if (ok && daemonize && run) {
+        /* The command runs in the foreground: blockd must outlive it there. */
+        g_set_error(errp, G_OPTION_ERROR, G_OPTION_ERROR_FAILED,
+                    "--run and --daemonize cannot be used together");
+        ok = false;
+    }
+    LogTarget log_target = LOG_TARGET_DEFAULT;
+    if (ok && log && !log_target_parse(log, &log_target)) {
+        g_set_error(errp, G_OPTION_ERROR, G_OPTION_ERROR_BAD_VALUE,
+                    "--log %s: must be stderr, syslog or journal", log);
+        ok = false;
+    }
+    g_free(log);
     g_option_context_free(ctx);
     if (ok && version) {
         printf("blockd %s\n", BLOCKD_VERSION);
         g_free(pidfile);
+        g_free(run);
         cli_config_free(cfg);
         exit(EXIT_SUCCESS);
     }
     if (!ok) {
         g_free(pidfile);
+        g_free(run);
         cli_config_free(cfg);
         return NULL;
     }
     cfg->pidfile = pidfile;
     cfg->daemonize = daemonize;
     cfg->exit_with_parent = exit_with_parent;
+    cfg->log_target = log_target;
+    cfg->verbose = verbose;
+    cfg->run = run;
     return cfg;
 }
 
@@ -222,5 +255,6 @@ void cli_config_free(CliConfig *cfg)
         return;
     g_ptr_array_free(cfg->items, TRUE);
     g_free(cfg->pidfile);
+    g_free(cfg->run);
     g_free(cfg);
 }

@@ -4,6 +4,7 @@
 #include <stdbool.h>
 #include <glib.h>
 #include <json-glib/json-glib.h>
+#include "server/log.h"
 
 typedef enum CliKind {
     CLI_BLOCKDEV,
@@ -25,6 +26,9 @@ typedef struct CliConfig {
     char *pidfile;
     bool daemonize;
     bool exit_with_parent;
+    LogTarget log_target;  /* --log; LOG_TARGET_DEFAULT when not given */
+    bool verbose;          /* -v: debug messages too */
+    char *run;             /* --run COMMAND, or NULL */
 } CliConfig;
 
 /* Parses argv; prints help/version and exits for --help/--version; NULL + error on bad input. */

@@ -1,5 +1,7 @@
 /* blockd: the storage daemon's entry point.  Turns the command line into
- * nodes, exports and NBD listeners, then runs the main loop until a signal. */
+ * nodes, exports and NBD listeners, then runs the main loop until a signal
+ * (or until the --run command exits). */
+#define G_LOG_DOMAIN "blockd-main"
 #include <errno.h>
 #include <signal.h>
 #include <stdio.h>
@@ -8,6 +10,7 @@
 #include <unistd.h>
 #include <glib-unix.h>
 
+#include "block/io-log.h"
 #include "block/node.h"
 #include "block/plugin-host/plugin-host.h"
 #include "jobs/job.h"
@@ -15,6 +18,7 @@
 #include "server/daemon.h"
 #include "server/export.h"
 #include "server/keyval.h"
+#include "server/log.h"
 #include "server/nbd/nbd-server.h"
 #include "server/nbd-control.h"
 #include "objects/objects.h"
@@ -22,6 +26,7 @@
 #include "server/qmp/commands.h"
 #include "server/qmp/monitor.h"
 #include "server/sd-notify.h"
+#include "server/run.h"
 
 #define DEFAULT_PORT "10809"
 
@@ -64,6 +69,18 @@ static bool add_default_listeners(GError **errp)
     return true;
 }
 
+/* --run without an NBD server: a Unix socket in a private directory, as
+ * nbdkit -U - (nothing else can reach the captive server). */
+static bool add_private_listener(GError **errp)
+{
+    g_autofree char *path = run_private_socket(errp);
+    if (!path)
+        return false;
+    g_autofree char *text = g_strdup_printf("addr.type=unix,addr.path=%s", path);
+    g_autoptr(JsonObject) opts = keyval_parse(text, errp);
+    return opts && qmp_cli_nbd_server(opts, errp);
+}
+
 /* Applies the command line in order; errors name the option they came from. */
 static bool startup(CliConfig *cfg, int activated, GError **errp)
 {
@@ -72,15 +89,20 @@ static bool startup(CliConfig *cfg, int activated, GError **errp)
     for (int i = 0; i < activated; i++)
         if (!nbd_control_listen_fd(3 + i, errp))
             return false;
+    bool have_server = activated > 0;
+    for (guint i = 0; i < cfg->items->len; i++)
+        have_server |= ((CliItem *)cfg->items->pdata[i])->kind == CLI_NBD_SERVER;
+    if (cfg->run && !have_server) {
+        if (!add_private_listener(errp))
+            return false;
+        have_server = true;
+    }
     if (cfg->items->len == 0 &&
-        !(add_default_export(errp) && (activated > 0 || add_default_listeners(errp))))
+        !(add_default_export(errp) && (have_server || add_default_listeners(errp))))
         return false;
     /* qemu-storage-daemon refuses an NBD export while no NBD server runs.
      * blockd takes --nbd-server anywhere on the line (or inherited sockets),
      * but still refuses an export that no client could ever reach. */
-    bool have_server = activated > 0;
-    for (guint i = 0; i < cfg->items->len; i++)
-        have_server |= ((CliItem *)cfg->items->pdata[i])->kind == CLI_NBD_SERVER;
     for (guint i = 0; i < cfg->items->len && !have_server; i++) {
         CliItem *item = cfg->items->pdata[i];
         if (item->kind == CLI_EXPORT) {
@@ -146,6 +168,11 @@ static gboolean on_signal(gpointer data)
     return G_SOURCE_CONTINUE;
 }
 
+static void on_command_exit(void *data)
+{
+    g_main_loop_quit(((Daemon *)data)->loop);
+}
+
 static void shutdown_all(void)
 {
     /* Jobs first: their threads use nodes and their last events go to the monitors. */
@@ -157,8 +184,11 @@ static void shutdown_all(void)
     qmp_block_forget_all();
     export_remove_all();
     node_graph_shutdown();
+    /* Repeated I/O errors not yet summed up in the log. */
+    io_log_flush();
     /* Last: the server and nodes that used objects are gone now. */
     objects_remove_all();
+    run_cleanup();
 }
 
 int main(int argc, char **argv)
@@ -166,6 +196,7 @@ int main(int argc, char **argv)
     signal(SIGPIPE, SIG_IGN);
     /* Before anything can start a child process that would inherit it. */
     sd_notify_init();
+    log_init_early();
     pid_t parent = getppid();
     GError *err = NULL;
     CliConfig *cfg = cli_parse(argc, argv, &err);
@@ -175,6 +206,16 @@ int main(int argc, char **argv)
         return EXIT_FAILURE;
     }
     int activated = socket_activation_fds();
+    if (activated > 0 && cfg->run) {
+        /* As nbdkit: the activator is the client; there is no one to run for. */
+        fprintf(stderr, "blockd: --run cannot be used under socket activation\n");
+        cli_config_free(cfg);
+        return EXIT_FAILURE;
+    }
+    log_setup(cfg->log_target, cfg->daemonize, cfg->verbose);
+    g_debug("blockd %s", BLOCKD_VERSION);
+    if (cfg->verbose)
+        plugin_host_set_debug(true);
     int status_fd = -1;
     if (cfg->daemonize && (status_fd = daemon_fork(&err)) < 0) {
         fprintf(stderr, "blockd: %s\n", err->message);
@@ -205,8 +246,9 @@ int main(int argc, char **argv)
         cli_config_free(cfg);
         return EXIT_FAILURE;
     }
-    /* Under socket activation stdout belongs to the client that started us. */
-    if (activated == 0)
+    /* Under socket activation stdout belongs to the client that started
+     * us, under --run to the command. */
+    if (activated == 0 && !cfg->run)
         print_uris();
     /* Start-up is complete: every option is applied and the pidfile
      * written.  A daemonizing parent tells the service manager. */
@@ -216,6 +258,16 @@ int main(int argc, char **argv)
         sd_notify_ready(0);
 
     d.loop = g_main_loop_new(NULL, FALSE);
+    if (cfg->run && !run_command_start(cfg->run, on_command_exit, &d, &err)) {
+        fprintf(stderr, "blockd: --run: %s\n", err->message);
+        g_error_free(err);
+        g_main_loop_unref(d.loop);
+        shutdown_all();
+        if (cfg->pidfile)
+            unlink(cfg->pidfile);
+        cli_config_free(cfg);
+        return EXIT_FAILURE;
+    }
     qmp_set_quit_handler((void (*)(void *))g_main_loop_quit, d.loop);
     guint sources[] = {
         g_unix_signal_add(SIGTERM, on_signal, &d),
@@ -228,9 +280,11 @@ int main(int argc, char **argv)
         g_source_remove(sources[i]);
     g_main_loop_unref(d.loop);
 
+    /* The command first: it is the client of what shutdown_all closes. */
+    int status = cfg->run ? run_command_finish() : EXIT_SUCCESS;
     shutdown_all();
     if (cfg->pidfile)
         unlink(cfg->pidfile);
     cli_config_free(cfg);
-    return EXIT_SUCCESS;
+    return status;
 }

@@ -1,7 +1,9 @@
 /* The thread-local call context and the nbdkit_* functions that depend on
  * it: logging, the error slot, the connection queries, interned strings,
  * sleeping and shutdown. */
+#define G_LOG_DOMAIN "blockd-plugin"
 #include "block/plugin-host/host-internal.h"
+#include "block/io-log.h"
 
 #include <errno.h>
 #include <limits.h>
@@ -16,7 +18,7 @@ static __thread int error_slot;
  * (NBD worker threads come and go). */
 static GPrivate last_error_key = G_PRIVATE_INIT(free);
 
-static int debug_enabled = -1;    /* -1: decide from the environment */
+static int debug_enabled;        /* -v */
 static int stdio_safe = 1;
 
 void host_call_enter(HostCall *saved, PluginLibrary *lib, PluginHandle *handle, bool capture)
@@ -88,12 +90,7 @@ void host_set_gerror(GError **errp, const char *name, const char *fallback)
 
 static bool debug_on(void)
 {
-    int on = g_atomic_int_get(&debug_enabled);
-    if (on < 0) {
-        on = g_getenv("BLOCKD_PLUGIN_DEBUG") != NULL;
-        g_atomic_int_set(&debug_enabled, on);
-    }
-    return on;
+    return g_atomic_int_get(&debug_enabled);
 }
 
 void plugin_host_set_debug(bool on)
@@ -115,8 +112,15 @@ HOST_EXPORT void nbdkit_verror(const char *fmt, va_list args)
 {
     int saved_errno = errno;
     char *msg = format_message(saved_errno, fmt, args);
-    if (!current_call.capture)
-        fprintf(stderr, "blockd: %s: error: %s\n", current_name(), msg ? msg : fmt);
+    if (current_call.capture) {
+        /* The caller turns it into its own error (QMP, command line). */
+    } else if (io_log_active()) {
+        /* The cause of a failing request: part of its one log line. */
+        g_autofree char *cause = g_strdup_printf("%s: %s", current_name(), msg ? msg : fmt);
+        io_log_note_cause(cause);
+    } else {
+        g_message("%s: %s", current_name(), msg ? msg : fmt);
+    }
     g_private_replace(&last_error_key, msg ? msg : strdup(fmt));
     errno = saved_errno;
 }
@@ -136,7 +140,7 @@ HOST_EXPORT void nbdkit_vdebug(const char *fmt, va_list args)
     int saved_errno = errno;
     if (debug_on()) {
         char *msg = format_message(saved_errno, fmt, args);
-        fprintf(stderr, "blockd: %s: debug: %s\n", current_name(), msg ? msg : fmt);
+        g_debug("%s: %s", current_name(), msg ? msg : fmt);
         free(msg);
     }
     errno = saved_errno;
@@ -330,5 +334,5 @@ HOST_EXPORT void nbdkit_shutdown(void)
     if (fn)
         fn(name, opaque);
     else
-        fprintf(stderr, "blockd: %s: plugin requested shutdown\n", name);
+        g_message("%s: plugin requested shutdown", name);
 }

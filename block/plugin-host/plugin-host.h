@@ -55,7 +55,7 @@ int plugin_handle_read_fd(PluginHandle *h, uint32_t count, uint64_t offset, int 
 
 /* The calling thread's last nbdkit_error message, or NULL. */
 const char *plugin_host_last_error(void);
-/* Turns nbdkit_debug output on or off (also on if $BLOCKD_PLUGIN_DEBUG is set). */
+/* Turns nbdkit_debug output (debug-level log messages) on or off (-v). */
 void plugin_host_set_debug(bool on);
 /* What nbdkit_stdio_safe() answers (1 until the daemon says otherwise). */
 void plugin_host_set_stdio_safe(bool safe);

@@ -19,6 +19,9 @@ typedef struct NbdConn {
     bool done;                   /* thread finished and fd closed (under the server lock) */
     bool refused;                /* over max-connections: only told why */
     gint64 handshake_deadline;   /* monotonic us; 0 once past the handshake (server lock) */
+    bool timed_out;              /* the watchdog cut the handshake (server lock) */
+    char *peer;                  /* the client's address, for the log */
+    char *refusal;               /* why the handshake last failed (logged if it never succeeds) */
 
     /* Negotiated during the handshake. */
     bool fixed_newstyle;
@@ -36,6 +39,9 @@ typedef struct NbdConn {
     uint32_t min_block, preferred_block, max_payload;
 } NbdConn;
 
+/* Records why the handshake is failing; the connection logs the last
+ * reason once if it ends without reaching transmission. */
+void nbd_conn_note_refusal(NbdConn *conn, const char *fmt, ...) G_GNUC_PRINTF(2, 3);
 /* Runs the handshake; true when transmission should start (conn->exp is set). */
 bool nbd_handshake(NbdConn *conn);
 /* A handshake that answers every option with NBD_REP_ERR_POLICY and `why`

@@ -2,6 +2,7 @@
  *
  * Runs on the connection's thread with blocking I/O.  Option data is parsed
  * by the pure functions of nbd-wire.c; this file decides the replies. */
+#define G_LOG_DOMAIN "blockd-nbd"
 #include "server/nbd/nbd-conn.h"
 
 #include <errno.h>
@@ -33,7 +34,17 @@ static bool send_reply(NbdConn *c, uint32_t opt, uint32_t type, const void *data
     return nbd_io_writev(&c->io, iov, len ? 2 : 1, false) == 0;
 }
 
-/* An error reply with a message (clients log it). */
+void nbd_conn_note_refusal(NbdConn *c, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    g_free(c->refusal);
+    c->refusal = g_strdup_vprintf(fmt, ap);
+    va_end(ap);
+}
+
+/* An error reply with a message (clients log it; so do we, should the
+ * client give up after it). */
 G_GNUC_PRINTF(4, 5)
 static OptResult send_error(NbdConn *c, uint32_t opt, uint32_t type, const char *fmt, ...)
 {
@@ -41,6 +52,8 @@ static OptResult send_error(NbdConn *c, uint32_t opt, uint32_t type, const char 
     va_start(ap, fmt);
     g_autofree char *msg = g_strdup_vprintf(fmt, ap);
     va_end(ap);
+    if (type != NBD_REP_ERR_SHUTDOWN)
+        nbd_conn_note_refusal(c, "%s", msg);
     size_t len = strnlen(msg, NBD_MAX_STRING);
     return send_reply(c, opt, type, msg, len) ? OPT_CONTINUE : OPT_CLOSE;
 }
@@ -59,6 +72,7 @@ static void clear_meta_selection(NbdConn *c)
 void nbd_conn_clear(NbdConn *c)
 {
     clear_meta_selection(c);
+    g_clear_pointer(&c->refusal, g_free);
     if (c->exp_client) {
         export_client_unregister(c->exp, c->exp_client);
         c->exp_client = NULL;
@@ -106,12 +120,17 @@ static void enter_transmission(NbdConn *c, Export *exp)
 static OptResult opt_export_name(NbdConn *c, const uint8_t *data, uint32_t len)
 {
     /* No error reply exists for EXPORT_NAME: every failure disconnects. */
-    if (c->extended || len > NBD_MAX_STRING || (len && memchr(data, 0, len)))
+    if (c->extended || len > NBD_MAX_STRING || (len && memchr(data, 0, len))) {
+        nbd_conn_note_refusal(c, c->extended ? "NBD_OPT_EXPORT_NAME after extended headers"
+                                             : "malformed NBD_OPT_EXPORT_NAME");
         return OPT_CLOSE;
+    }
     g_autofree char *name = g_strndup((const char *)data, len);
     Export *exp = export_lookup(name);
-    if (!exp)
+    if (!exp) {
+        nbd_conn_note_refusal(c, "export '%s' not found", name);
         return OPT_CLOSE;
+    }
     enter_transmission(c, exp);
     uint8_t reply[8 + 2 + 124] = { 0 };
     nbd_put64(reply, c->size);
@@ -292,17 +311,17 @@ static OptResult opt_starttls(NbdConn *c, uint32_t opt, uint32_t len)
     g_autoptr(GError) err = NULL;
     if (!nbd_io_starttls(&c->io, creds, &err)) {
         /* Only this connection ends; the log says why for the administrator. */
-        g_message("nbd: client refused: %s", err->message);
+        nbd_conn_note_refusal(c, "TLS handshake failed: %s", err->message);
         return OPT_CLOSE;
     }
     g_autofree char *identity = nbd_io_tls_peer_identity(&c->io);
     AuthzSimple *authz = nbd_server_tls_authz(c->srv);
     if (authz && !authz_simple_is_allowed(authz, identity)) {
-        g_message("nbd: TLS client '%s' refused: not allowed by tls-authz '%s'",
-                  identity ? identity : "(no identity)", object_id_of(authz));
+        nbd_conn_note_refusal(c, "TLS identity '%s' not allowed by tls-authz '%s'",
+                              identity ? identity : "(no identity)", object_id_of(authz));
         return OPT_CLOSE;
     }
-    g_debug("nbd: TLS established with '%s'", identity ? identity : "(anonymous)");
+    g_debug("client %s: TLS established with '%s'", c->peer ? c->peer : "", identity ? identity : "(anonymous)");
     /* Nothing negotiated in clear text survives (it was not authenticated). */
     c->structured = false;
     c->extended = false;
@@ -322,7 +341,7 @@ static OptResult handle_option_before_tls(NbdConn *c, uint32_t opt, uint32_t len
         return OPT_CLOSE;
     case NBD_OPT_EXPORT_NAME:
         /* No error reply exists for EXPORT_NAME. */
-        g_debug("nbd: EXPORT_NAME without TLS on a TLS-only server, disconnecting");
+        nbd_conn_note_refusal(c, "TLS is required: NBD_OPT_EXPORT_NAME without STARTTLS");
         return OPT_CLOSE;
     default:
         return send_error(c, opt, NBD_REP_ERR_TLS_REQD,
@@ -381,7 +400,7 @@ static bool exchange_flags(NbdConn *c)
         return false;
     uint32_t cflags = nbd_get32(cflags_buf);
     if (cflags & ~(uint32_t)(NBD_FLAG_C_FIXED_NEWSTYLE | NBD_FLAG_C_NO_ZEROES)) {
-        g_debug("nbd: client sent unknown flags 0x%x, disconnecting", cflags);
+        nbd_conn_note_refusal(c, "unknown client flags 0x%" PRIx32, cflags);
         return false;
     }
     c->fixed_newstyle = cflags & NBD_FLAG_C_FIXED_NEWSTYLE;
@@ -397,13 +416,13 @@ static bool read_option_header(NbdConn *c, uint32_t *opt, uint32_t *len)
     if (nbd_io_read_exact(&c->io, hdr, sizeof(hdr)) < 0)
         return false;
     if (nbd_get64(hdr) != NBD_IHAVEOPT) {
-        g_debug("nbd: bad option magic, disconnecting");
+        nbd_conn_note_refusal(c, "bad option magic");
         return false;
     }
     *opt = nbd_get32(hdr + 8);
     *len = nbd_get32(hdr + 12);
     if (*len > NBD_MAX_OPTION_LENGTH) {
-        g_debug("nbd: option data too long, disconnecting");
+        nbd_conn_note_refusal(c, "option %" PRIu32 " data too long (%" PRIu32 " bytes)", *opt, *len);
         return false;
     }
     return true;
@@ -444,14 +463,18 @@ bool nbd_handshake(NbdConn *c)
         if (!read_option_header(c, &opt, &len))
             return false;
         if (count >= max_options) {
-            g_debug("nbd: too many options, disconnecting");
+            nbd_conn_note_refusal(c, "too many options (%u)", count);
             return false;
         }
         /* No option needs more than NBD_MAX_OPTION_BUFFER: larger data is
          * read and dropped, never held (a client trickling 8 MiB options
          * on many connections must not pin memory). */
         if (len > NBD_MAX_OPTION_BUFFER) {
-            if (opt == NBD_OPT_EXPORT_NAME || nbd_io_discard(&c->io, len) < 0)
+            if (opt == NBD_OPT_EXPORT_NAME) {
+                nbd_conn_note_refusal(c, "NBD_OPT_EXPORT_NAME too long (%" PRIu32 " bytes)", len);
+                return false;
+            }
+            if (nbd_io_discard(&c->io, len) < 0)
                 return false;
             if (send_error(c, opt, NBD_REP_ERR_TOO_BIG, "option data too long (%" PRIu32 " bytes, at most %u)",
                            len, NBD_MAX_OPTION_BUFFER) != OPT_CONTINUE)

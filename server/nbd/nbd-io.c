@@ -1,4 +1,5 @@
 /* Per-connection socket I/O (see nbd-io.h). */
+#define G_LOG_DOMAIN "blockd-nbd"
 #include "server/nbd/nbd-io.h"
 
 #include <errno.h>
@@ -31,7 +32,7 @@ static ssize_t tls_read_some(NbdIo *io, void *buf, size_t len)
         /* A peer that closes without close_notify is just gone. */
         if (n == GNUTLS_E_PREMATURE_TERMINATION)
             return 0;
-        g_debug("nbd: TLS receive: %s", gnutls_strerror((int)n));
+        g_debug("TLS receive: %s", gnutls_strerror((int)n));
         return -EIO;
     }
 }
@@ -103,7 +104,7 @@ static int tls_send_all(NbdIo *io, const char *buf, size_t len)
         if (n == GNUTLS_E_INTERRUPTED || n == GNUTLS_E_AGAIN)
             continue;
         if (n < 0) {
-            g_debug("nbd: TLS send: %s", gnutls_strerror((int)n));
+            g_debug("TLS send: %s", gnutls_strerror((int)n));
             return -EIO;
         }
         buf += n;

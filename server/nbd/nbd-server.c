@@ -3,6 +3,7 @@
  * Accepting runs on the GLib main loop (g_unix_fd_add on non-blocking
  * listening sockets); each accepted client gets its own thread, which runs
  * the handshake and then becomes the connection's receive thread. */
+#define G_LOG_DOMAIN "blockd-nbd"
 #include "server/nbd/nbd-server.h"
 
 #include <errno.h>
@@ -86,21 +87,36 @@ AuthzSimple *nbd_server_tls_authz(NbdServer *srv)
     return srv->tls_authz;
 }
 
+static char *too_many_connections(NbdServer *srv)
+{
+    return g_strdup_printf("too many connections: the server allows %u (max-connections)",
+                           srv->max_connections);
+}
+
 static gpointer connection_main(gpointer opaque)
 {
     NbdConn *c = opaque;
     NbdServer *srv = c->srv;
     if (c->refused) {
-        g_autofree char *why = g_strdup_printf("too many connections: the server allows %u (max-connections)",
-                                               srv->max_connections);
+        g_autofree char *why = too_many_connections(srv);
+        g_message("client %s refused: %s", c->peer, why);
         nbd_handshake_refuse(c, why);
     } else {
+        g_debug("client %s connected", c->peer);
         bool ok = nbd_handshake(c);
         g_mutex_lock(&srv->lock);
         c->handshake_deadline = 0; /* the watchdog leaves transmission alone */
+        bool timed_out = c->timed_out;
         g_mutex_unlock(&srv->lock);
+        /* Once per refused client, with the reason it was last given. */
+        if (!ok && timed_out)
+            g_message("client %s refused: no complete handshake within %" G_GINT64_FORMAT
+                      " s (handshake-max-seconds)", c->peer, srv->handshake_us / G_TIME_SPAN_SECOND);
+        else if (!ok && c->refusal)
+            g_message("client %s refused: %s", c->peer, c->refusal);
         if (ok)
             nbd_transmission(c);
+        g_debug("client %s disconnected", c->peer);
     }
     nbd_conn_clear(c);
 
@@ -135,12 +151,31 @@ static void reap_connections(NbdServer *srv, bool all)
     for (GList *l = finished; l; l = l->next) {
         NbdConn *c = l->data;
         g_thread_join(c->thread);
+        g_free(c->peer);
         g_free(c);
     }
     g_list_free(finished);
 }
 
-static void start_connection(NbdServer *srv, int fd, int family)
+/* "127.0.0.1:40000", "[::1]:40000" or "pid 123 on /run/blockd.sock". */
+static char *peer_name(int fd, const struct sockaddr_storage *ss, socklen_t len, const char *unix_path)
+{
+    if (ss->ss_family == AF_UNIX) {
+        struct ucred cred;
+        socklen_t clen = sizeof(cred);
+        if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &clen) == 0)
+            return g_strdup_printf("pid %d on %s", (int)cred.pid, unix_path ? unix_path : "a Unix socket");
+        return g_strdup_printf("on %s", unix_path ? unix_path : "a Unix socket");
+    }
+    char host[NI_MAXHOST], port[NI_MAXSERV];
+    if (getnameinfo((const struct sockaddr *)ss, len, host, sizeof(host), port, sizeof(port),
+                    NI_NUMERICHOST | NI_NUMERICSERV) != 0)
+        return g_strdup("(unknown address)");
+    return ss->ss_family == AF_INET6 ? g_strdup_printf("[%s]:%s", host, port)
+                                     : g_strdup_printf("%s:%s", host, port);
+}
+
+static void start_connection(NbdServer *srv, int fd, char *peer, int family)
 {
     if (family == AF_INET || family == AF_INET6) {
         int one = 1;
@@ -151,13 +186,20 @@ static void start_connection(NbdServer *srv, int fd, int family)
     setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &bufsize, sizeof(bufsize));
     NbdConn *c = g_new0(NbdConn, 1);
     c->srv = srv;
+    c->peer = peer;
     nbd_io_init(&c->io, fd);
 
     g_mutex_lock(&srv->lock);
     c->refused = srv->max_connections && srv->active >= srv->max_connections;
     if (srv->shutting_down || (c->refused && srv->refusing >= MAX_REFUSING)) {
+        bool refused = !srv->shutting_down;
         g_mutex_unlock(&srv->lock);
+        if (refused) {
+            g_autofree char *why = too_many_connections(srv);
+            g_message("client %s refused: %s (closed without a reply)", peer, why);
+        }
         close(fd);
+        g_free(c->peer);
         g_free(c);
         return;
     }
@@ -167,8 +209,9 @@ static void start_connection(NbdServer *srv, int fd, int family)
     c->thread = g_thread_try_new("nbd-conn", connection_main, c, &err);
     if (!c->thread) {
         g_mutex_unlock(&srv->lock);
-        g_warning("nbd: cannot start a connection thread: %s", err->message);
+        g_warning("client %s: cannot start a connection thread: %s", peer, err->message);
         close(fd);
+        g_free(c->peer);
         g_free(c);
         return;
     }
@@ -191,8 +234,8 @@ static gboolean handshake_watchdog(gpointer opaque)
     for (GList *l = srv->conns; l; l = l->next) {
         NbdConn *c = l->data;
         if (!c->done && c->handshake_deadline && now >= c->handshake_deadline) {
-            g_debug("nbd: a client did not finish the handshake in %" G_GINT64_FORMAT " s; disconnecting",
-                    srv->handshake_us / G_TIME_SPAN_SECOND);
+            /* The connection's thread logs it, once. */
+            c->timed_out = true;
             c->handshake_deadline = 0;
             nbd_io_shutdown(&c->io, SHUT_RDWR);
         }
@@ -206,15 +249,17 @@ static gboolean on_incoming(int fd, GIOCondition cond, gpointer opaque)
     NbdListener *l = opaque;
     reap_connections(l->srv, false);
     for (;;) {
-        int cfd = accept4(fd, NULL, NULL, SOCK_CLOEXEC);
+        struct sockaddr_storage ss;
+        socklen_t len = sizeof(ss);
+        int cfd = accept4(fd, (struct sockaddr *)&ss, &len, SOCK_CLOEXEC);
         if (cfd < 0) {
             if (errno == EINTR)
                 continue;
             if (errno != EAGAIN && errno != EWOULDBLOCK && errno != ECONNABORTED)
-                g_warning("nbd: accept: %s", g_strerror(errno));
+                g_warning("accept: %s", g_strerror(errno));
             break;
         }
-        start_connection(l->srv, cfd, l->family);
+        start_connection(l->srv, cfd, peer_name(cfd, &ss, len, l->unix_path), l->family);
     }
     return G_SOURCE_CONTINUE;
 }
@@ -370,6 +415,26 @@ bool nbd_server_listen_fd(NbdServer *srv, int fd, GError **errp)
     }
     fcntl(fd, F_SETFD, FD_CLOEXEC);
     return add_listener(srv, fd, NULL, errp);
+}
+
+const char *nbd_server_unix_path(NbdServer *srv)
+{
+    for (unsigned i = 0; i < srv->listeners->len; i++) {
+        NbdListener *l = srv->listeners->pdata[i];
+        if (l->family == AF_UNIX)
+            return l->unix_path;
+    }
+    return NULL;
+}
+
+unsigned nbd_server_port(NbdServer *srv)
+{
+    for (unsigned i = 0; i < srv->listeners->len; i++) {
+        NbdListener *l = srv->listeners->pdata[i];
+        if (l->family == AF_INET || l->family == AF_INET6)
+            return l->port;
+    }
+    return 0;
 }
 
 GPtrArray *nbd_server_uris(NbdServer *srv, const char *export_name)

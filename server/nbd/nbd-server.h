@@ -28,6 +28,10 @@ bool nbd_server_listen_unix(NbdServer *srv, const char *path, GError **errp);
 bool nbd_server_listen_inet(NbdServer *srv, const char *host, const char *port, GError **errp);
 /* Accepts on an already listening socket (systemd socket activation). */
 bool nbd_server_listen_fd(NbdServer *srv, int fd, GError **errp);
+/* The path of the first Unix-socket listener, or NULL. */
+const char *nbd_server_unix_path(NbdServer *srv);
+/* The port of the first TCP listener, or 0. */
+unsigned nbd_server_port(NbdServer *srv);
 /* The NBD URIs clients can use for `export_name`, one per listener. */
 GPtrArray *nbd_server_uris(NbdServer *srv, const char *export_name);
 /* Stops listening, disconnects every client, waits for their threads, frees. */

@@ -14,6 +14,7 @@
  * READ always answers with one data chunk: asking base:allocation for holes
  * first can cost more than the read (SEEK_HOLE scans page by page on tmpfs),
  * and clients that care about sparseness ask BLOCK_STATUS themselves. */
+#define G_LOG_DOMAIN "blockd-nbd"
 #include "server/nbd/nbd-conn.h"
 
 #include <errno.h>
@@ -496,7 +497,7 @@ static bool receive_request(Tx *tx, Work *w)
     if (g_atomic_int_get(&tx->dead) || rx_read(tx, hdr, hsize) < 0)
         return false;
     if (!nbd_parse_request(hdr, c->extended, &w->req)) {
-        g_debug("nbd: bad request magic, disconnecting");
+        g_message("client %s disconnected: bad request magic", c->peer ? c->peer : "");
         nbd_io_shutdown(&c->io, SHUT_RDWR);
         return false;
     }
@@ -504,7 +505,8 @@ static bool receive_request(Tx *tx, Work *w)
         return false;
     uint64_t payload = nbd_request_payload_length(&w->req, c->extended);
     if (payload > NBD_MAX_PAYLOAD_DRAIN) {
-        g_debug("nbd: %" G_GUINT64_FORMAT " byte payload, disconnecting", payload);
+        g_message("client %s disconnected: a request payload of %" G_GUINT64_FORMAT " bytes is too large",
+                  c->peer ? c->peer : "", payload);
         nbd_io_shutdown(&c->io, SHUT_RDWR);
         return false;
     }

@@ -32,6 +32,8 @@ expect_error m0 "${mem[@]}" --blockdev driver=memory,node-name=m0,size=2M "${exp
 expect_error nosuchdriver --blockdev driver=nosuchdriver,node-name=m0 "${exp[@]}" "${server[@]}"
 expect_error "$TMP/missing.img" --blockdev "driver=file,node-name=f0,filename=$TMP/missing.img" \
     --export type=nbd,id=e0,node-name=f0 "${server[@]}"
+expect_error --log --log=console "${mem[@]}" "${exp[@]}" "${server[@]}"
+expect_error --daemonize --run true --daemonize "${mem[@]}" "${exp[@]}" "${server[@]}"
 # An export that no NBD server could ever serve is refused (qemu-storage-daemon's message).
 expect_error "NBD server not running" "${mem[@]}" "${exp[@]}"
 

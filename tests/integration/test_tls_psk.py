@@ -72,7 +72,7 @@ def main():
         wait_log(d, "unknown PSK username 'carol'", 'no log line for the unknown user')
         r = run('nbdinfo', '--size', uri % ('bob', sock, bob))
         check(r.returncode != 0, 'a PSK user not allowed by tls-authz got in')
-        wait_log(d, "TLS client 'bob' refused: not allowed by tls-authz 'auth0'",
+        wait_log(d, "refused: TLS identity 'bob' not allowed by tls-authz 'auth0'",
                  'no log line for the refused PSK user')
 
         if shutil.which('qemu-img'):

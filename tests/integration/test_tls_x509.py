@@ -194,7 +194,7 @@ def main():
             r = run('nbdinfo', '--size', 'nbds+unix:///disk?socket=%s&tls-certificates=%s'
                     % (sock2, os.path.join(fix, 'client')))
             check(r.returncode != 0, 'a DN not allowed by tls-authz got in')
-            wait_log(d2, "TLS client '%s' refused: not allowed by tls-authz 'auth0'" % CLIENT1_DN,
+            wait_log(d2, "refused: TLS identity '%s' not allowed by tls-authz 'auth0'" % CLIENT1_DN,
                      'no log line for the refused identity')
     finally:
         shutil.rmtree(fix, ignore_errors=True)
