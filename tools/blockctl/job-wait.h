@@ -1,0 +1,28 @@
+/* Following a job that blockctl started until it ends: progress line,
+ * cancel on a signal, dismissal. */
+#pragma once
+
+#include <stdbool.h>
+#include <glib.h>
+#include "tools/blockctl/qmp-client.h"
+
+typedef struct JobOutcome {
+    char *status;   /* the status reached: `until`, "concluded", or "gone" (dismissed by the daemon) */
+    char *error;    /* why the job failed (also "Operation canceled"), NULL if it did not */
+    gint64 total;   /* total-progress when last seen */
+    double seconds; /* time spent waiting */
+    int signal;     /* the signal that made blockctl cancel the job, 0 if none */
+} JobOutcome;
+
+/* Polls job `id` until its status is `until` ("concluded", or "ready" for a
+ * mirror) or it concluded or disappeared, drawing a progress line (mirror
+ * style if `mirror`).  A caught signal (interrupt.h) cancels the job first.
+ * A concluded job is dismissed.  Fills *out; true if the job reached `until`
+ * without an error and without a signal. */
+bool job_wait(QmpClient *c, const char *id, const char *until, bool mirror, JobOutcome *out);
+/* Frees the strings of *out. */
+void job_outcome_clear(JobOutcome *out);
+/* Registers a cleanup (cleanup.h) that cancels job `id`, waits for its end and dismisses it. */
+unsigned job_cleanup_add(const char *id);
+/* Dismisses a concluded job `id` left by an earlier run that ended before it could (with a note). */
+void job_dismiss_stale(QmpClient *c, const char *id);
