@@ -131,11 +131,12 @@ int main(int argc, char **argv)
      * command's own (backup --to ...). */
     g_option_context_set_strict_posix(ctx, TRUE);
     g_option_context_set_summary(ctx, summary->str);
-    GError *err = NULL;
-    if (!g_option_context_parse(ctx, &argc, &argv, &err))
-        usage_error("%s", err->message);
+    static GError *err;  /* static: usage_error exits with it still referenced */
+    bool parsed = g_option_context_parse(ctx, &argc, &argv, &err);
     g_option_context_free(ctx);
     g_string_free(summary, TRUE);
+    if (!parsed)
+        usage_error("%s", err->message);
     if (version) {
         printf("blockctl %s\n", BLOCKD_VERSION);
         return 0;
