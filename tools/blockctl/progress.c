@@ -82,15 +82,37 @@ static void draw(Progress *p, double fraction, const char *const *fields, int n)
     p->drawn = len;
 }
 
+/* Sizes right-aligned in a fixed width, so the bar keeps its length as the numbers change. */
+static const char *padded_size(double bytes, char *buf, size_t len)
+{
+    char raw[32];
+    snprintf(buf, len, "%9s", output_size(bytes, raw, sizeof raw));
+    return buf;
+}
+
+/* "ETA 42s", "ETA 3m07s", "ETA 2h15m" in a fixed width. */
+static void format_eta(char *buf, size_t len, double secs)
+{
+    long s = secs > 0 && secs < 1e8 ? (long)(secs + 0.5) : 0;
+    char t[24];
+    if (s < 60)
+        snprintf(t, sizeof t, "%lds", s);
+    else if (s < 3600)
+        snprintf(t, sizeof t, "%ldm%02lds", s / 60, s % 60);
+    else
+        snprintf(t, sizeof t, "%ldh%02ldm", s / 3600, s / 60 % 60);
+    snprintf(buf, len, "ETA %-6s", t);
+}
+
 void progress_copy(Progress *p, gint64 done, gint64 total)
 {
     double secs = progress_seconds(p), rate = secs > 0 ? (double)done / secs : 0;
     char pct[16], b1[32], b2[32], b3[32], sizes[80], speed[48], eta[48];
-    snprintf(pct, sizeof pct, "%.1f%%", total ? 100.0 * (double)done / (double)total : 0.0);
-    snprintf(sizes, sizeof sizes, "%s/%s", output_size((double)done, b1, sizeof b1),
-             output_size((double)total, b2, sizeof b2));
-    snprintf(speed, sizeof speed, "%s/s", output_size(rate, b3, sizeof b3));
-    snprintf(eta, sizeof eta, "ETA %.0fs", rate > 0 ? (double)(total - done) / rate : 0.0);
+    snprintf(pct, sizeof pct, "%5.1f%%", total ? 100.0 * (double)done / (double)total : 0.0);
+    snprintf(sizes, sizeof sizes, "%s/%s", padded_size((double)done, b1, sizeof b1),
+             output_size((double)total, b2, sizeof b2));  /* the total rarely changes */
+    snprintf(speed, sizeof speed, "%s/s", padded_size(rate, b3, sizeof b3));
+    format_eta(eta, sizeof eta, rate > 0 ? (double)(total - done) / rate : 0.0);
     const char *fields[] = { pct, sizes, speed, eta };
     draw(p, total ? (double)done / (double)total : 0, fields, G_N_ELEMENTS(fields));
 }
@@ -98,11 +120,12 @@ void progress_copy(Progress *p, gint64 done, gint64 total)
 void progress_mirror(Progress *p, gint64 done, gint64 total, const char *status)
 {
     double secs = progress_seconds(p);
-    char b1[32], b2[32], b3[32], dirty[48], copied[48], speed[48];
-    snprintf(dirty, sizeof dirty, "%s dirty", output_size((double)(total - done), b1, sizeof b1));
-    snprintf(copied, sizeof copied, "%s copied", output_size((double)done, b2, sizeof b2));
-    snprintf(speed, sizeof speed, "%s/s", output_size(secs > 0 ? (double)done / secs : 0, b3, sizeof b3));
-    const char *fields[] = { dirty, status, copied, speed };
+    char b1[32], b2[32], b3[32], dirty[48], copied[48], speed[48], state[32];
+    snprintf(dirty, sizeof dirty, "%s dirty", padded_size((double)(total - done), b1, sizeof b1));
+    snprintf(state, sizeof state, "%-7s", status);
+    snprintf(copied, sizeof copied, "%s copied", padded_size((double)done, b2, sizeof b2));
+    snprintf(speed, sizeof speed, "%s/s", padded_size(secs > 0 ? (double)done / secs : 0, b3, sizeof b3));
+    const char *fields[] = { dirty, state, copied, speed };
     draw(p, total ? (double)done / (double)total : 0, fields, G_N_ELEMENTS(fields));
 }
 
