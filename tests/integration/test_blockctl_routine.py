@@ -87,6 +87,9 @@ def main():
         r = ctl('restore', full, out1, '--to', d.path('bad.raw'))
         check(r.returncode == 1 and 'is not a qcow2 image' in r.stderr and not os.path.exists(d.path('bad.raw')),
               'a raw increment: %r' % (r,))
+        r = ctl('restore', full, inc2, inc1, '--to', d.path('swapped.raw'))
+        check(r.returncode == 0 and '%s records inc1.qcow2 as its backing file, not %s' % (inc2, full) in r.stderr,
+              'increments out of order: %r' % (r,))
         r = ctl('restore', full, '--to', out1)
         check(r.returncode == 1 and 'File exists' in r.stderr, 'restore over an existing file: %r' % (r,))
 

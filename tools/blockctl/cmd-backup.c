@@ -186,7 +186,8 @@ int cmd_backup(int argc, char **argv)
     BackupArgs a = { 0 };
     parse(argc, argv, &a);
     QmpClient *c = connect_daemon();
-    interrupt_catch();
+    if (a.wait)
+        interrupt_catch();  /* from here on a signal cancels and undoes instead of killing */
     g_autofree char *id = a.job ? g_strdup(a.job) : g_strdup_printf("backup-%s", a.node);
     g_autofree char *marker = a.bitmap ? g_strconcat(a.bitmap, MARKER_SUFFIX, NULL) : NULL;
     bool file = target_is_file(a.to);

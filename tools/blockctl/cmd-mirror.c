@@ -48,7 +48,8 @@ int cmd_mirror(int argc, char **argv)
     gint64 bytes_per_s = speed ? (gint64)cli_parse_size("--speed", speed, "bytes per second") : 0;
 
     QmpClient *c = connect_daemon();
-    interrupt_catch();
+    if (wait || complete)
+        interrupt_catch();
     gint64 start = g_get_monotonic_time();
     g_autofree char *id = job ? g_strdup(job) : g_strdup_printf("mirror-%s", node);
     job_dismiss_stale(c, id);

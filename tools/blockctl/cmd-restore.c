@@ -54,6 +54,40 @@ static const char *probe(const char *name)
     return format;
 }
 
+/* The backing file name the qcow2 header of `name` records, NULL if none (or unreadable). */
+static char *header_backing(const char *name)
+{
+    ImageReader *r = image_reader_open(name, NULL);
+    unsigned char h[20];
+    char *backing = NULL;
+    if (r && image_reader_pread(r, h, sizeof h, 0, NULL)) {
+        uint64_t off = 0;
+        for (int i = 8; i < 16; i++)
+            off = off << 8 | h[i];
+        uint32_t len = (uint32_t)h[16] << 24 | (uint32_t)h[17] << 16 | (uint32_t)h[18] << 8 | h[19];
+        if (off && len && len <= 1023 && off + len <= image_reader_size(r)) {
+            backing = g_malloc0(len + 1);
+            if (!image_reader_pread(r, backing, len, off, NULL))
+                g_clear_pointer(&backing, g_free);
+        }
+    }
+    image_reader_close(r);
+    return backing;
+}
+
+/* Warns when increment `inc` (a file) records another backing file than `previous`:
+ * the list's order is used, but a mistake in it would restore garbage. */
+static void check_order(const char *inc, const char *previous)
+{
+    g_autofree char *recorded = header_backing(inc);
+    if (!recorded || nbd_uri_is(recorded) || nbd_uri_is(inc))
+        return;
+    g_autofree char *dir = g_path_get_dirname(inc);
+    g_autofree char *resolved = g_canonicalize_filename(recorded, dir);
+    if (strcmp(resolved, previous) != 0)
+        warn("%s records %s as its backing file, not %s; restoring in the order given", inc, recorded, previous);
+}
+
 /* The blockdev-add definition of backups[0..n) as a chain, newest on top. */
 static JsonObject *chain_options(char **backups, int n)
 {
@@ -66,6 +100,8 @@ static JsonObject *chain_options(char **backups, int n)
             die("%s is not a qcow2 image: an increment must be one (a raw file cannot tell a cluster the guest "
                 "zeroed from one that did not change)", backups[i]);
         }
+        if (i > 0)
+            check_order(backups[i], backups[i - 1]);
         JsonObject *o = json_object_new();
         json_object_set_string_member(o, "driver", format);
         json_object_set_boolean_member(o, "read-only", TRUE);
@@ -168,8 +204,13 @@ int cmd_restore(int argc, char **argv)
     bool verified = false;
     if (verify) {
         g_autoptr(GError) err = NULL;
-        if (!verify_same(file ? target : to, verify, &err))
+        if (!verify_same(file ? target : to, verify, &err)) {
+            if (interrupt_signal()) {
+                warn("verify of %s interrupted", to);
+                exit(128 + interrupt_signal());
+            }
             die("verify failed: %s", err->message);
+        }
         verified = true;
         if (!cli_json) {
             g_autofree char *vline = g_strdup_printf("verified: %s equals %s", to, verify);
