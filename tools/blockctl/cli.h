@@ -1,5 +1,10 @@
 /* blockctl's command-line plumbing: error exits, usage errors, option
- * parsing shared by every command. */
+ * parsing shared by every command.
+ *
+ * cli_parse takes options anywhere among the words, also as --name=VALUE;
+ * "--" ends them; --json and -j are accepted by every command.  Unknown or
+ * incomplete options, fewer than `min` or more than `max` (-1: any) words
+ * are usage errors (status 2), before anything reaches the daemon. */
 #pragma once
 
 #include <stdbool.h>
@@ -27,9 +32,5 @@ typedef struct CliOption {
     bool *flag;
 } CliOption;
 
-/* Splits a command's arguments into the options of `options` (anywhere, also
- * as --name=VALUE; "--" ends them) and words, which it returns
- * NULL-terminated with their count in *count.  Unknown or incomplete options,
- * fewer than `min` or more than `max` (-1: any number) words are usage errors.
- * --json and -j are accepted everywhere. */
+/* The words of a command line (NULL-terminated, count in *count) after setting its `options`; anything else is a usage error. */
 const char *const *cli_parse(int argc, char **argv, const CliOption *options, int min, int max, int *count);

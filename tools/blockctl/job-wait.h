@@ -1,5 +1,11 @@
 /* Following a job that blockctl started until it ends: progress line,
- * cancel on a signal, dismissal. */
+ * cancel on a signal, dismissal.
+ *
+ * job_wait polls query-jobs until the status is `until` ("concluded", or
+ * "ready" for a mirror), the job concluded or it disappeared (an
+ * auto-dismissed job), drawing the copy or the mirror progress line.  A
+ * signal caught meanwhile (interrupt.h) cancels the job, and the wait goes on
+ * to its end; a second signal gives up waiting. */
 #pragma once
 
 #include <stdbool.h>
@@ -14,11 +20,7 @@ typedef struct JobOutcome {
     int signal;     /* the signal that made blockctl cancel the job, 0 if none */
 } JobOutcome;
 
-/* Polls job `id` until its status is `until` ("concluded", or "ready" for a
- * mirror) or it concluded or disappeared, drawing a progress line (mirror
- * style if `mirror`).  A caught signal (interrupt.h) cancels the job first.
- * A concluded job is dismissed.  Fills *out; true if the job reached `until`
- * without an error and without a signal. */
+/* Follows job `id` to status `until` (or its end), cancelling it on a signal and dismissing it once concluded; true if it got there unharmed. */
 bool job_wait(QmpClient *c, const char *id, const char *until, bool mirror, JobOutcome *out);
 /* Frees the strings of *out. */
 void job_outcome_clear(JobOutcome *out);

@@ -16,7 +16,5 @@ char *target_add_nbd_node(QmpClient *c, const char *uri, const char *prefix, uns
 unsigned target_undo_node(const char *name);
 /* The format of the image file `path` by its magic, "qcow2" or "raw"; dies if it cannot be read. */
 const char *target_probe_file(const char *path);
-/* Creates the new image file `path` (it must not exist) of `size` bytes, raw
- * (sparse) or qcow2 with `backing` (may be NULL) recorded as its backing file,
- * and registers its removal in *undo; dies on an error. */
+/* Creates the new (O_EXCL) raw or qcow2 image `path` of `size` bytes over `backing` (qcow2, may be NULL), removal registered in *undo. */
 void target_create_file(const char *path, const char *format, uint64_t size, const char *backing, unsigned *undo);
