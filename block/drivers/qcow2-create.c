@@ -1,0 +1,164 @@
+/* qcow2 image creation and format probing (see qcow2.h): plain POSIX I/O,
+ * no node, so that blockctl links it too. */
+#include "block/drivers/qcow2.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <string.h>
+#include <unistd.h>
+#include <gio/gio.h>
+
+/* The format's values (qcow2.c has the same). */
+#define QCOW2_MAGIC 0x514649fbu
+#define MAX_CLUSTER_BITS 21
+#define MAX_L1_BYTES (32u << 20)       /* QEMU's limits */
+#define MAX_BACKING_NAME 1023
+#define EXT_BACKING_FORMAT 0xe2792acau
+
+#define DIV_UP(a, b) (((a) + (b) - 1) / (b))
+
+static uint32_t be32_at(const void *p) { uint32_t v; memcpy(&v, p, 4); return GUINT32_FROM_BE(v); }
+static void put_be64(void *p, uint64_t v) { v = GUINT64_TO_BE(v); memcpy(p, &v, 8); }
+static void put_be32(void *p, uint32_t v) { v = GUINT32_TO_BE(v); memcpy(p, &v, 4); }
+static void put_be16(void *p, uint16_t v) { v = GUINT16_TO_BE(v); memcpy(p, &v, 2); }
+
+static void set_err(GError **errp, int code, const char *fmt, ...) G_GNUC_PRINTF(3, 4);
+static void set_err(GError **errp, int code, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    g_autofree char *msg = g_strdup_vprintf(fmt, ap);
+    va_end(ap);
+    g_set_error_literal(errp, G_IO_ERROR, code, msg);
+}
+
+const char *qcow2_probe_format(const char *path, int *err)
+{
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0) {
+        *err = errno;
+        return NULL;
+    }
+    uint8_t magic[4] = { 0 };
+    ssize_t n = read(fd, magic, sizeof magic);
+    close(fd);
+    return n == 4 && be32_at(magic) == QCOW2_MAGIC ? "qcow2" : "raw";
+}
+
+static bool pwrite_all(int fd, const void *buf, size_t len, off_t off)
+{
+    while (len > 0) {
+        ssize_t n = pwrite(fd, buf, len, off);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n <= 0)
+            return false;
+        buf = (const char *)buf + n;
+        len -= (size_t)n;
+        off += n;
+    }
+    return true;
+}
+
+bool qcow2_create_image(const char *path, uint64_t size, const char *backing_file,
+                        const char *backing_format, uint32_t cluster_size, GError **errp)
+{
+    if (cluster_size == 0)
+        cluster_size = 65536;
+    if (cluster_size < 512 || cluster_size > (1u << MAX_CLUSTER_BITS) || (cluster_size & (cluster_size - 1))) {
+        set_err(errp, G_IO_ERROR_INVALID_ARGUMENT,
+                "Cluster size must be a power of two between 512 and 2048k, not %u", cluster_size);
+        return false;
+    }
+    const uint64_t cs = cluster_size;
+    const uint32_t bits = (uint32_t)g_bit_nth_lsf(cluster_size, -1);
+    const uint64_t l2_entries = cs / 8, per_l1 = l2_entries * cs;
+    uint64_t l1_size = DIV_UP(size, per_l1);
+    if (l1_size * 8 > MAX_L1_BYTES) {
+        set_err(errp, G_IO_ERROR_INVALID_ARGUMENT, "Image size %" PRIu64 " is too big for cluster size %u",
+                size, cluster_size);
+        return false;
+    }
+    size_t blen = backing_file ? strlen(backing_file) : 0;
+    size_t flen = backing_format && backing_file ? strlen(backing_format) : 0;
+    if (blen > MAX_BACKING_NAME) {
+        set_err(errp, G_IO_ERROR_INVALID_ARGUMENT, "Backing file name too long");
+        return false;
+    }
+    /* Cluster 0: header (112 bytes), extensions, backing name. */
+    const uint32_t header_length = 112;
+    uint64_t ext_len = (flen ? 8 + DIV_UP(flen, 8) * 8 : 0) + 8;
+    uint64_t backing_off = blen ? header_length + ext_len : 0;
+    if (header_length + ext_len + blen > cs) {
+        set_err(errp, G_IO_ERROR_INVALID_ARGUMENT,
+                "Backing file name too long for a cluster size of %u", cluster_size);
+        return false;
+    }
+    /* Layout: header, refcount table, refcount blocks, L1 table. */
+    const uint64_t rbe = cs * 8 / 16, l1c = DIV_UP(l1_size * 8, cs);
+    uint64_t rtc = 1, rbc = 1;
+    for (;;) {
+        uint64_t total = 1 + rtc + rbc + l1c;
+        uint64_t nrbc = DIV_UP(total, rbe), nrtc = DIV_UP(nrbc * 8, cs);
+        if (nrbc == rbc && nrtc == rtc)
+            break;
+        rbc = MAX(rbc, nrbc);
+        rtc = MAX(rtc, nrtc);
+    }
+    const uint64_t total = 1 + rtc + rbc + l1c;
+    const uint64_t rt_off = cs, rb_off = (1 + rtc) * cs, l1_off = (1 + rtc + rbc) * cs;
+
+    g_autofree uint8_t *meta = g_malloc0(total * cs);
+    uint8_t *h = meta;
+    put_be32(h, QCOW2_MAGIC);
+    put_be32(h + 4, 3);
+    put_be64(h + 8, backing_off);
+    put_be32(h + 16, (uint32_t)blen);
+    put_be32(h + 20, bits);
+    put_be64(h + 24, size);
+    put_be32(h + 32, 0);
+    put_be32(h + 36, (uint32_t)l1_size);
+    put_be64(h + 40, l1_size ? l1_off : 0);
+    put_be64(h + 48, rt_off);
+    put_be32(h + 56, (uint32_t)rtc);
+    put_be32(h + 60, 0);
+    put_be64(h + 64, 0);
+    put_be64(h + 72, 0);
+    put_be64(h + 80, 0);
+    put_be64(h + 88, 0);
+    put_be32(h + 96, 4);
+    put_be32(h + 100, header_length);
+    uint64_t off = header_length;
+    if (flen) {
+        put_be32(h + off, EXT_BACKING_FORMAT);
+        put_be32(h + off + 4, (uint32_t)flen);
+        memcpy(h + off + 8, backing_format, flen);
+        off += 8 + DIV_UP(flen, 8) * 8;
+    }
+    off += 8; /* end of extensions: already zero */
+    if (blen)
+        memcpy(h + backing_off, backing_file, blen);
+    for (uint64_t i = 0; i < rbc; i++)
+        put_be64(meta + rt_off + 8 * i, rb_off + i * cs);
+    for (uint64_t c = 0; c < total; c++)
+        put_be16(meta + rb_off + 2 * c, 1);
+
+    int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+    if (fd < 0) {
+        int err = errno;
+        set_err(errp, g_io_error_from_errno(err), "Could not create '%s': %s", path, g_strerror(err));
+        return false;
+    }
+    bool ok = pwrite_all(fd, meta, total * cs, 0) && fsync(fd) == 0;
+    int err = errno;
+    if (close(fd) < 0 && ok) {
+        ok = false;
+        err = errno;
+    }
+    if (!ok) {
+        set_err(errp, g_io_error_from_errno(err), "Could not write '%s': %s", path, g_strerror(err));
+        return false;
+    }
+    return true;
+}
