@@ -11,6 +11,7 @@ struct Export {
     char *name;
     char *description;
     BlockNode *node;     /* read under io_lock: export_replace_node swaps it */
+    NodePermClaim *claim;/* on node: what an NBD export of QEMU claims */
     bool read_only;
     NodeCaps caps;
     GPtrArray *contexts; /* ExportMetaContext * */
@@ -157,6 +158,7 @@ static void export_free(Export *exp)
     for (guint i = 0; i < exp->bitmaps->len; i++)
         dirty_bitmap_set_busy(exp->bitmaps->pdata[i], false);
     g_ptr_array_free(exp->bitmaps, TRUE);
+    node_perm_release(exp->claim);
     node_unref(exp->node);
     g_mutex_clear(&exp->io_lock);
     g_cond_clear(&exp->io_cond);
@@ -167,6 +169,14 @@ static void export_free(Export *exp)
     g_free(exp->name);
     g_free(exp->description);
     g_free(exp);
+}
+
+/* QEMU's NBD export reads (and writes, if writable) and lets others do
+ * anything but resize the node (block/export/export.c, nbd/server.c). */
+static NodePermClaim *claim_node(BlockNode *node, bool read_only, GError **errp)
+{
+    return node_perm_claim(node, BLOCK_PERM_CONSISTENT_READ | (read_only ? 0 : BLOCK_PERM_WRITE),
+                           BLOCK_PERM_ALL & ~BLOCK_PERM_RESIZE, errp);
 }
 
 /* By id (exports shutting down included: QEMU keeps their id taken) or by
@@ -205,8 +215,12 @@ Export *export_add(const ExportConfig *cfg, GError **errp)
                     "Cannot export node '%s' writable: it is read-only", cfg->node_name);
         return NULL;
     }
+    NodePermClaim *claim = claim_node(node, !cfg->writable, errp);
+    if (!claim)
+        return NULL;
 
     Export *exp = g_new0(Export, 1);
+    exp->claim = claim;
     exp->refcount = 1;
     exp->id = g_strdup(cfg->id);
     exp->name = g_strdup(name);
@@ -565,6 +579,15 @@ bool export_replace_node(BlockNode *old_node, BlockNode *new_node,
             g_ptr_array_add(exports, export_ref(exp));
     }
     g_mutex_unlock(&registry_lock);
+    /* The exports' claims on the new node first, so a refusal (another
+     * process's image locks) leaves everything as it was. */
+    g_autoptr(GPtrArray) claims = g_ptr_array_new_with_free_func((GDestroyNotify)node_perm_release);
+    for (guint i = 0; new_node && i < exports->len; i++) {
+        NodePermClaim *c = claim_node(new_node, ((Export *)exports->pdata[i])->read_only, errp);
+        if (!c)
+            return false;
+        g_ptr_array_add(claims, c);
+    }
 
     /* Drain: no request of these exports is in flight or can start. */
     for (guint i = 0; i < exports->len; i++) {
@@ -580,6 +603,10 @@ bool export_replace_node(BlockNode *old_node, BlockNode *new_node,
         Export *exp = exports->pdata[i];
         g_mutex_lock(&exp->io_lock);
         if (ok && new_node) {
+            NodePermClaim *old = exp->claim;
+            exp->claim = claims->pdata[i];
+            claims->pdata[i] = NULL;
+            node_perm_release(old);
             node_ref(new_node);
             node_unref(exp->node);
             exp->node = new_node;
