@@ -190,14 +190,6 @@ void node_perm_release(NodePermClaim *claim)
     g_free(claim);
 }
 
-void node_perm_get(BlockNode *node, uint64_t *perm, uint64_t *shared)
-{
-    g_rec_mutex_lock(&perm_lock);
-    *perm = node->perm;
-    *shared = node->shared;
-    g_rec_mutex_unlock(&perm_lock);
-}
-
 bool node_perm_attach(BlockNode *parent, BlockNode *child, NodeChildRole role, GError **errp)
 {
     g_rec_mutex_lock(&perm_lock);

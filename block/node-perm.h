@@ -42,7 +42,5 @@ typedef struct NodePermClaim NodePermClaim;
 NodePermClaim *node_perm_claim(BlockNode *node, uint64_t perm, uint64_t shared, GError **errp);
 /* Drops a user's claim (NULL is a no-op); never fails.  Thread-safe. */
 void node_perm_release(NodePermClaim *claim);
-/* What the claims on `node` add up to. */
-void node_perm_get(BlockNode *node, uint64_t *perm, uint64_t *shared);
 /* QEMU's name of one permission bit ("consistent read", "write", ...). */
 const char *block_perm_name(uint64_t bit);
