@@ -46,6 +46,7 @@ typedef struct RangeLock {
 typedef struct Mirror {
     Job *job;
     BlockNode *source, *target;
+    NodePermClaim *source_claim, *target_claim; /* QEMU's mirror job's */
     MirrorWriteMode copy_mode;
     unsigned gran_bits;
     uint64_t ngranules;
@@ -446,6 +447,13 @@ static int mirror_prepare(Job *job)
     return 0;
 }
 
+static void release_claims(Mirror *m)
+{
+    node_perm_release(m->source_claim);
+    node_perm_release(m->target_claim);
+    m->source_claim = m->target_claim = NULL;
+}
+
 static void mirror_clean(Job *job)
 {
     Mirror *m = job_opaque(job);
@@ -457,6 +465,7 @@ static void mirror_clean(Job *job)
     node_flush(m->target);
     job_node_release(node_name(m->source));
     job_node_release(node_name(m->target));
+    release_claims(m);
 }
 
 static void mirror_free(Job *job)
@@ -468,6 +477,7 @@ static void mirror_free(Job *job)
     g_array_free(m->ranges, TRUE);
     g_mutex_clear(&m->lock);
     g_cond_clear(&m->cond);
+    release_claims(m);
     node_unref(m->target);
     node_unref(m->source);
     g_free(m);
@@ -560,7 +570,19 @@ Job *mirror_job_create(const MirrorOptions *opts, GError **errp)
     BlockNode *src = NULL, *tgt = NULL;
     if (!mirror_validate(opts, &src, &tgt, errp))
         return NULL;
+    /* QEMU's mirror reads the source letting others do anything but resize
+     * it, and writes the target letting no one else read, write or resize
+     * it: its content is not consistent before the job ends. */
+    NodePermClaim *sc = node_perm_claim(src, BLOCK_PERM_CONSISTENT_READ,
+                                        BLOCK_PERM_ALL & ~BLOCK_PERM_RESIZE, errp);
+    NodePermClaim *tc = sc ? node_perm_claim(tgt, BLOCK_PERM_WRITE, BLOCK_PERM_WRITE_UNCHANGED, errp) : NULL;
+    if (!tc) {
+        node_perm_release(sc);
+        return NULL;
+    }
     Mirror *m = g_new0(Mirror, 1);
+    m->source_claim = sc;
+    m->target_claim = tc;
     m->source = node_ref(src);
     m->target = node_ref(tgt);
     m->copy_mode = opts->copy_mode;
@@ -583,6 +605,7 @@ Job *mirror_job_create(const MirrorOptions *opts, GError **errp)
         g_array_free(m->ranges, TRUE);
         g_mutex_clear(&m->lock);
         g_cond_clear(&m->cond);
+        release_claims(m);
         node_unref(m->source);
         node_unref(m->target);
         g_free(m);
