@@ -4,13 +4,14 @@
 lock bytes on the files of a writable export's node, of a backup target and
 of a mirror target -- while the backup runs (no one else may write the
 source), after it is cancelled, while the mirror runs (no one else may even
-read the target), and after the mirror's pivot moved the export."""
+read the target), and after the mirror's pivot moved the export.  A mirror
+to a file another process exports is refused with QEMU's message."""
 import os
 import sys
 import tempfile
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from lock_lib import locked, ok, tool  # noqa: E402
+from lock_lib import error, locked, ok, tool  # noqa: E402
 from qmp_lib import Daemon, blockd_cmd, check, qsd_cmd  # noqa: E402
 
 NAMES = ('src', 'tgt', 'tgt2')
@@ -38,6 +39,22 @@ def script(d, q, files):
     yield snapshot('mirror completed')
 
 
+def refused_mirror(files):
+    with Daemon(qsd_cmd()) as holder:
+        h = holder.qmp()
+        ok(h.cmd('blockdev-add', {'driver': 'file', 'node-name': 't', 'filename': files['tgt']}), 'holder')
+        ok(h.cmd('nbd-server-start', {'addr': {'type': 'unix', 'data': {'path': holder.path('s')}}}), 'nbd')
+        ok(h.cmd('block-export-add', {'type': 'nbd', 'id': 'e', 'node-name': 't', 'writable': True}), 'export')
+        with Daemon(blockd_cmd()) as d:
+            q = d.qmp()
+            for n in ('src', 'tgt'):
+                ok(q.cmd('blockdev-add', {'driver': 'file', 'node-name': n, 'filename': files[n]}), n)
+            error(q.cmd('blockdev-mirror', {'job-id': 'm', 'device': 'src', 'target': 'tgt', 'sync': 'full'}),
+                  'Failed to get shared "consistent read" lock', 'mirror to a file in use')
+            check(q.cmd('query-jobs') == {'return': []}, 'a refused mirror left a job')
+            check(d.stop() == 0, 'blockd failed')
+
+
 def main():
     with tempfile.TemporaryDirectory(prefix='blockd-locking.') as tmp:
         files = {n: os.path.join(tmp, n + '.raw') for n in NAMES}
@@ -48,6 +65,7 @@ def main():
             with Daemon(cmd) as d:
                 results[name] = list(script(d, d.qmp(), files))
                 check(d.stop() == 0, '%s failed' % name)
+        refused_mirror(files)
     for (step, ours), (_, theirs) in zip(results['blockd'], results['qsd']):
         check(ours == theirs, '%s: blockd locks %r, qemu-storage-daemon %r (src, tgt, tgt2)' % (step, ours, theirs))
     steps = dict(results['blockd'])
