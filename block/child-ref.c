@@ -28,7 +28,7 @@ BlockNode *node_create_implicit(BlockNode *parent, JsonObject *nested, const cha
         g_autofree char *name = implicit_name(node_name(parent), suffix);
         json_object_set_string_member(copy, "node-name", name);
     }
-    if (read_only)
+    if (read_only && !json_object_has_member(copy, "read-only"))
         json_object_set_boolean_member(copy, "read-only", true);
     return node_create(copy, errp);
 }
@@ -39,7 +39,10 @@ BlockNode *node_open_child_ref(BlockNode *parent, BlockOptions *opts, const char
     *created = false;
     JsonObject *nested = block_options_get_object(opts, key);
     if (nested) {
-        BlockNode *n = node_create_implicit(parent, nested, suffix, false, errp);
+        /* QEMU's defaults: children inherit read-only, backing files are
+         * read-only (opened O_RDONLY) unless their options say otherwise. */
+        bool read_only = node_read_only(parent) || strcmp(key, "backing") == 0;
+        BlockNode *n = node_create_implicit(parent, nested, suffix, read_only, errp);
         *created = n != NULL;
         return n;
     }

@@ -11,13 +11,14 @@
 
 /* Creates a node from `nested` (copied) for `parent`; without a node-name
  * it is called "<parent><suffix>" (or a free generated name), and with
- * `read_only` it is opened read-only. */
+ * `read_only` it is opened read-only unless `nested` sets read-only. */
 BlockNode *node_create_implicit(BlockNode *parent, JsonObject *nested, const char *suffix, bool read_only,
                                 GError **errp);
 /* The existing node named by option `key` (a string) of `opts`, or NULL
  * with QEMU's "Cannot find device=..." error (or the option's own). */
 BlockNode *node_find_ref(BlockOptions *opts, const char *key, bool required, GError **errp);
 /* The child named by option `key` of `opts`: an existing node, or a new
- * implicit one (*created is then true; add it with node_add_implicit_child). */
+ * implicit one (*created is then true; add it with node_add_implicit_child),
+ * read-only if the parent is or `key` is "backing", unless set otherwise. */
 BlockNode *node_open_child_ref(BlockNode *parent, BlockOptions *opts, const char *key, const char *suffix,
                                bool *created, GError **errp);

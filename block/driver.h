@@ -87,6 +87,15 @@ typedef struct BlockDriver {
     /* Optional: a parent reports a debug event (BlockDebugEvent) on its
      * way through this node's I/O path; only blkdebug reacts. */
     void (*debug_event)(void *opaque, int event);
+
+    /* Optional: what the node's claims add up to (block/node-perm.h) is
+     * about to become (perm, shared).  check_perm makes sure that can be
+     * had (the file driver takes and tests its image locks), false with
+     * *errp set if not; exactly one of set_perm (keep the new state, drop
+     * what is no longer needed) and abort_perm (back to the old) follows. */
+    bool (*check_perm)(void *opaque, uint64_t perm, uint64_t shared, GError **errp);
+    void (*set_perm)(void *opaque, uint64_t perm, uint64_t shared);
+    void (*abort_perm)(void *opaque);
 } BlockDriver;
 
 /* Image details a format driver reports (all optional: NULL / 0). */

@@ -2,35 +2,13 @@
 #define G_LOG_DOMAIN "blockd-block"
 #include "block/node.h"
 #include "block/io-log.h"
+#include "block/node-internal.h"
 #include "block/options.h"
 #include "block/user.h"
 
 #include <errno.h>
 #include <fcntl.h>
 #include <string.h>
-
-struct BlockNode {
-    char *name;
-    const BlockDriver *drv;
-    void *opaque;
-    uint64_t size;
-    bool read_only;
-    bool native_zero;     /* driver's zero callback may be used */
-    NodeCaps caps;
-    gint refcount;
-    GPtrArray *children;  /* BlockNode *, each holding a reference */
-    GPtrArray *implicit;  /* names of children this node created itself */
-    char *filename;       /* the `filename` option, if any */
-    char *blocker;        /* why a job uses the node exclusively, or NULL; under graph_lock */
-    int job_filters;      /* jobs filtering writes above the node (backup); under graph_lock */
-    /* Before-write hooks, sorted by order; writers hold hooks_lock for
-     * reading while they run them, so removal waits for running calls.
-     * nhooks lets writers skip the lock when there are none. */
-    GRWLock hooks_lock;
-    GPtrArray *hooks;     /* NodeWriteHook * */
-    gint nhooks;
-    GPtrArray *close_notifiers; /* CloseNotifier * */
-};
 
 struct NodeWriteHook {
     int order;
@@ -197,6 +175,7 @@ BlockNode *node_create(JsonObject *options, GError **errp)
     g_rw_lock_init(&node->hooks_lock);
     node->hooks = g_ptr_array_new_with_free_func(g_free);
     node->close_notifiers = g_ptr_array_new_with_free_func(g_free);
+    node_perm_init(node);
     node->opaque = drv->open(node, opts, read_only, errp);
     if (!node->opaque)
         goto fail;
@@ -210,6 +189,8 @@ BlockNode *node_create(JsonObject *options, GError **errp)
     }
     if (trim_off)
         node->caps.can_trim = false;
+    if (node->read_only && !read_only)
+        node_perm_refresh(node);   /* the driver cannot write after all */
 
     g_mutex_lock(&graph_lock);
     if (g_hash_table_contains(graph_by_name, name)) {
@@ -383,6 +364,7 @@ void node_unref(BlockNode *node)
     }
     if (node->opaque && node->drv->close)
         node->drv->close(node->opaque);
+    node_perm_detach_all(node);
     g_ptr_array_free(node->children, TRUE);
     /* Implicit children leave the graph with their parent (unless in use;
      * at shutdown the graph is already empty and drops them itself). */
@@ -393,6 +375,7 @@ void node_unref(BlockNode *node)
     g_ptr_array_free(node->close_notifiers, TRUE);
     g_rw_lock_clear(&node->hooks_lock);
     g_free(node->blocker);
+    node_perm_clear(node);
     g_free(node->filename);
     g_free(node->name);
     g_free(node);
@@ -403,15 +386,20 @@ unsigned node_users(BlockNode *node)
     return (unsigned)g_atomic_int_get(&node->refcount) - 1;
 }
 
-void node_add_child(BlockNode *parent, BlockNode *child)
+bool node_add_child(BlockNode *parent, BlockNode *child, NodeChildRole role, GError **errp)
 {
+    if (!node_perm_attach(parent, child, role, errp))
+        return false;
     g_ptr_array_add(parent->children, node_ref(child));
+    return true;
 }
 
-void node_add_implicit_child(BlockNode *parent, BlockNode *child)
+bool node_add_implicit_child(BlockNode *parent, BlockNode *child, NodeChildRole role, GError **errp)
 {
-    node_add_child(parent, child);
+    if (!node_add_child(parent, child, role, errp))
+        return false;
     g_ptr_array_add(parent->implicit, g_strdup(child->name));
+    return true;
 }
 
 const char *node_name(BlockNode *node) { return node->name; }

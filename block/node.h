@@ -14,6 +14,7 @@
 #include <json-glib/json-glib.h>
 #include "block/driver.h"
 #include "block/extents.h"
+#include "block/node-perm.h"
 
 typedef struct BlockNode BlockNode;
 
@@ -51,12 +52,15 @@ BlockNode *node_ref(BlockNode *node);
 void node_unref(BlockNode *node);
 /* Number of users other than the graph itself. */
 unsigned node_users(BlockNode *node);
-/* Records `child` as a child of `parent` (takes a reference on child). */
-void node_add_child(BlockNode *parent, BlockNode *child);
+/* Records `child` as a child of `parent` in `role` (takes a reference on
+ * child) and applies the parent's claim on it (block/node-perm.h): false
+ * with QEMU's error, and nothing recorded, if image locks forbid it.
+ * Drivers call it in open, before touching the child's data. */
+bool node_add_child(BlockNode *parent, BlockNode *child, NodeChildRole role, GError **errp);
 /* Like node_add_child for a node the parent created itself (an implicit
  * file or backing node): when the parent closes, the child also leaves the
  * graph unless someone else still uses it. */
-void node_add_implicit_child(BlockNode *parent, BlockNode *child);
+bool node_add_implicit_child(BlockNode *parent, BlockNode *child, NodeChildRole role, GError **errp);
 /* Op blockers (QEMU's bdrv_op_block_all): a job that uses a node
  * exclusively blocks it with a reason ("block device is in use by block
  * job: backup"); fails with QEMU's "Node 'x' is busy: REASON" if it is

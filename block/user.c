@@ -13,12 +13,15 @@
  * request backs off, or the drainer waits for it, and a request ending while
  * a drain waits wakes it under the user's lock. */
 #include "block/user.h"
+#include "block/node-perm.h"
 
 #include <errno.h>
 
 struct BlockUser {
     gint refcount;           /* owner + a drainer waiting on it */
     BlockNode *node;         /* changed only while drained with nothing in flight */
+    NodePermClaim *claim;    /* on node; moves with it */
+    uint64_t perm, shared;
     char *desc;
     gint inflight;           /* requests between begin and end (atomic) */
     gint quiesce;            /* active drains over this user's node (atomic) */
@@ -83,10 +86,17 @@ static void quiesce_add(BlockUser *u, gint delta)
     g_mutex_unlock(&u->lock);
 }
 
-BlockUser *block_user_new(BlockNode *node, const char *desc)
+BlockUser *block_user_new(BlockNode *node, const char *desc, uint64_t perm, uint64_t shared,
+                          GError **errp)
 {
+    NodePermClaim *claim = node_perm_claim(node, perm, shared, errp);
+    if (!claim)
+        return NULL;
     BlockUser *u = g_new0(BlockUser, 1);
     u->refcount = 1;
+    u->claim = claim;
+    u->perm = perm;
+    u->shared = shared;
     u->node = node_ref(node);
     u->desc = g_strdup(desc);
     g_mutex_init(&u->lock);
@@ -106,7 +116,9 @@ void block_user_free(BlockUser *u)
     g_mutex_lock(&users_lock);
     g_ptr_array_remove(users, u);
     BlockNode *node = g_atomic_pointer_exchange(&u->node, NULL);
+    NodePermClaim *claim = g_steal_pointer(&u->claim);
     g_mutex_unlock(&users_lock);
+    node_perm_release(claim);
     node_unref(node);
     user_unref(u);
 }
@@ -218,7 +230,24 @@ bool node_replace(BlockNode *old_node, BlockNode *new_node, GError **errp)
     node_drain_begin(old_node);
     node_drain_begin(new_node);
     g_autoptr(GPtrArray) dropped = g_ptr_array_new_with_free_func((GDestroyNotify)node_unref);
+    g_autoptr(GPtrArray) old_claims = g_ptr_array_new_with_free_func((GDestroyNotify)node_perm_release);
+    g_autoptr(GPtrArray) new_claims = g_ptr_array_new_with_free_func((GDestroyNotify)node_perm_release);
     g_mutex_lock(&users_lock);
+    /* The claims on the new node first, so a refusal changes nothing. */
+    for (guint i = 0; i < users->len; i++) {
+        BlockUser *u = users->pdata[i];
+        if (u->node != old_node)
+            continue;
+        NodePermClaim *c = node_perm_claim(new_node, u->perm, u->shared, errp);
+        if (!c) {
+            g_mutex_unlock(&users_lock);
+            node_drain_end(new_node);
+            node_drain_end(old_node);
+            return false;
+        }
+        g_ptr_array_add(new_claims, c);
+    }
+    guint k = 0;
     for (guint i = 0; i < users->len; i++) {
         BlockUser *u = users->pdata[i];
         if (u->node != old_node)
@@ -226,6 +255,9 @@ bool node_replace(BlockNode *old_node, BlockNode *new_node, GError **errp)
         /* Drained with nothing in flight: no request reads u->node now. */
         g_assert(g_atomic_int_get(&u->inflight) == 0);
         g_ptr_array_add(dropped, u->node);
+        g_ptr_array_add(old_claims, u->claim);
+        u->claim = new_claims->pdata[k];
+        new_claims->pdata[k++] = NULL;
         g_atomic_pointer_set(&u->node, node_ref(new_node));
         /* It now counts the drains over its new node, not the old one's. */
         gint delta = drains_over_locked(new_node) - g_atomic_int_get(&u->quiesce);

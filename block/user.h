@@ -24,10 +24,14 @@
 
 typedef struct BlockUser BlockUser;
 
-/* Attaches a new user to `node` (takes a reference on it); `desc` names the
- * user in messages ("block export 'e0'").  If a drain of the node, or of a
- * node below it, is in progress the user starts drained too. */
-BlockUser *block_user_new(BlockNode *node, const char *desc);
+/* Attaches a new user to `node` (takes a reference on it) with the
+ * permissions it needs (`perm`) and lets others have (`shared`), claimed on
+ * the node (block/node-perm.h: NULL with QEMU's error when another
+ * process's image locks forbid it); `desc` names the user in messages
+ * ("block export 'e0'").  If a drain of the node, or of a node below it,
+ * is in progress the user starts drained too. */
+BlockUser *block_user_new(BlockNode *node, const char *desc, uint64_t perm, uint64_t shared,
+                          GError **errp);
 /* Detaches the user (no request of it may be in flight) and frees it. */
 void block_user_free(BlockUser *user);
 /* The node the user is attached to now (borrowed; the graph keeps it alive
@@ -51,9 +55,10 @@ void node_drain_end(BlockNode *node);
 
 /* Moves every user of `old_node` to `new_node` (same size) atomically, with
  * both drained for the move: requests in flight finish on the old node, the
- * held ones and every later one go to the new node.  Fails, changing
- * nothing, if the sizes differ or old_node has parent nodes (moving parent
- * edges needs their drivers' help, which they do not offer yet). */
+ * held ones and every later one go to the new node; each user's claim moves
+ * with it (taken on the new node first).  Fails, changing nothing, if the
+ * sizes differ, a claim is refused, or old_node has parent nodes (moving
+ * parent edges needs their drivers' help, which they do not offer yet). */
 bool node_replace(BlockNode *old_node, BlockNode *new_node, GError **errp);
 /* Number of users attached to `node` (for messages and tests). */
 unsigned node_user_count(BlockNode *node);

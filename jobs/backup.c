@@ -29,6 +29,7 @@ const char *const backup_bitmap_mode_names[BACKUP_BITMAP__MAX] = {
  * bitmap-mode says so (see backup_bitmap_finish for writes in flight). */
 typedef struct Backup {
     BlockNode *source, *target;
+    NodePermClaim *source_claim, *target_claim; /* QEMU's copy-before-write filter's */
     BackupSync sync;
     DirtyBitmap *bitmap;       /* NULL: none */
     BackupBitmapMode bitmap_mode;
@@ -163,6 +164,13 @@ static void backup_abort(Job *job)
     backup_bitmap_finish(job_opaque(job), false);
 }
 
+static void release_claims(Backup *b)
+{
+    node_perm_release(b->source_claim);
+    node_perm_release(b->target_claim);
+    b->source_claim = b->target_claim = NULL;
+}
+
 static void backup_clean(Job *job)
 {
     Backup *b = job_opaque(job);
@@ -178,6 +186,7 @@ static void backup_clean(Job *job)
     node_flush(b->target);
     node_unblock_ops(b->target);
     node_job_filter(b->source, false);
+    release_claims(b);
     if (b->delete_target) {
         g_autofree char *name = g_strdup(node_name(b->target));
         node_unref(b->target);
@@ -189,6 +198,7 @@ static void backup_clean(Job *job)
 static void backup_free(Job *job)
 {
     Backup *b = job_opaque(job);
+    release_claims(b);
     copy_engine_free(b->engine);
     hbitmap_free(b->successor);
     g_mutex_clear(&b->succ_lock);
@@ -288,7 +298,18 @@ Job *backup_job_create(const BackupOptions *opts, GError **errp)
     if (!backup_validate(&o, &src, &tgt, &bm, errp))
         return NULL;
 
+    /* QEMU's copy-before-write filter lets no one else write or resize the
+     * source (its own writers pass through it) and writes the target,
+     * letting others do anything but resize it. */
+    NodePermClaim *sc = node_perm_claim(src, 0, BLOCK_PERM_ALL & ~(BLOCK_PERM_WRITE | BLOCK_PERM_RESIZE), errp);
+    NodePermClaim *tc = sc ? node_perm_claim(tgt, BLOCK_PERM_WRITE, BLOCK_PERM_ALL & ~BLOCK_PERM_RESIZE, errp) : NULL;
+    if (!tc) {
+        node_perm_release(sc);
+        return NULL;
+    }
     Backup *b = g_new0(Backup, 1);
+    b->source_claim = sc;
+    b->target_claim = tc;
     g_mutex_init(&b->succ_lock);
     b->source = node_ref(src);
     b->target = node_ref(tgt);
@@ -299,6 +320,7 @@ Job *backup_job_create(const BackupOptions *opts, GError **errp)
     b->delete_target = o.delete_target_at_end;
     Job *job = job_create(o.job_id, &backup_driver, b, o.txn, o.auto_finalize, o.auto_dismiss, errp);
     if (!job) {
+        release_claims(b);
         node_unref(b->source);
         node_unref(b->target);
         g_mutex_clear(&b->succ_lock);

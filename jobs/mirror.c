@@ -49,6 +49,7 @@ typedef struct RangeLock {
 typedef struct Mirror {
     Job *job;
     BlockNode *source, *target;
+    NodePermClaim *source_claim; /* QEMU's mirror job's (the target's: target_user) */
     MirrorWriteMode copy_mode;
     unsigned gran_bits;
     uint64_t ngranules;
@@ -476,6 +477,14 @@ static int mirror_prepare(Job *job)
     return r;
 }
 
+/* Drops the source claim and the target's user (the target's claim). */
+static void release_claims(Mirror *m)
+{
+    node_perm_release(m->source_claim);
+    m->source_claim = NULL;
+    block_user_free(g_steal_pointer(&m->target_user));
+}
+
 static void mirror_clean(Job *job)
 {
     Mirror *m = job_opaque(job);
@@ -488,6 +497,7 @@ static void mirror_clean(Job *job)
     node_flush(m->target);
     node_unblock_ops(m->source);
     node_unblock_ops(m->target);
+    release_claims(m);
 }
 
 static void mirror_free(Job *job)
@@ -499,7 +509,7 @@ static void mirror_free(Job *job)
     g_array_free(m->ranges, TRUE);
     g_mutex_clear(&m->lock);
     g_cond_clear(&m->cond);
-    block_user_free(m->target_user);
+    release_claims(m);
     node_unref(m->target);
     node_unref(m->source);
     g_free(m);
@@ -591,7 +601,22 @@ Job *mirror_job_create(const MirrorOptions *opts, GError **errp)
     BlockNode *src = NULL, *tgt = NULL;
     if (!mirror_validate(opts, &src, &tgt, errp))
         return NULL;
+    /* QEMU's mirror reads the source letting others do anything but resize
+     * it, and writes the target letting no one else read, write or resize
+     * it: its content is not consistent before the job ends. */
+    NodePermClaim *sc = node_perm_claim(src, BLOCK_PERM_CONSISTENT_READ,
+                                        BLOCK_PERM_ALL & ~BLOCK_PERM_RESIZE, errp);
+    /* The job writes the target through a user of its own (QEMU: the job's
+     * BlockBackend), which holds that claim. */
+    g_autofree char *desc = g_strdup_printf("block job '%s'", opts->job_id);
+    BlockUser *tu = sc ? block_user_new(tgt, desc, BLOCK_PERM_WRITE, BLOCK_PERM_WRITE_UNCHANGED, errp) : NULL;
+    if (!tu) {
+        node_perm_release(sc);
+        return NULL;
+    }
     Mirror *m = g_new0(Mirror, 1);
+    m->source_claim = sc;
+    m->target_user = tu;
     m->source = node_ref(src);
     m->target = node_ref(tgt);
     m->copy_mode = opts->copy_mode;
@@ -614,6 +639,7 @@ Job *mirror_job_create(const MirrorOptions *opts, GError **errp)
         g_array_free(m->ranges, TRUE);
         g_mutex_clear(&m->lock);
         g_cond_clear(&m->cond);
+        release_claims(m);
         node_unref(m->source);
         node_unref(m->target);
         g_free(m);
@@ -627,8 +653,6 @@ Job *mirror_job_create(const MirrorOptions *opts, GError **errp)
     m->pool = g_thread_pool_new(mirror_worker, m, (gint)MIRROR_MAX_WORKERS, FALSE, NULL);
     m->target_is_zero = opts->sync != BACKUP_SYNC_NONE && copy_node_reads_zero(tgt);
     /* Copies of the dirty loop always write zeroes: the target changes. */
-    g_autofree char *desc = g_strdup_printf("block job '%s'", opts->job_id);
-    m->target_user = block_user_new(tgt, desc);
     m->copy = (CopyConfig){ .source = src, .target = tgt, .target_user = m->target_user };
     /* Every write issued from now on is tracked (or written through). */
     m->before_hook = node_add_before_write_hook(src, NODE_HOOK_ORDER_JOB, mirror_before_write, m);

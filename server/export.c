@@ -152,6 +152,14 @@ static void export_free(Export *exp)
     g_free(exp);
 }
 
+/* QEMU's NBD export reads (and writes, if writable) and lets others do
+ * anything but resize the node (block/export/export.c, nbd/server.c). */
+static BlockUser *new_user(BlockNode *node, const char *desc, bool read_only, GError **errp)
+{
+    return block_user_new(node, desc, BLOCK_PERM_CONSISTENT_READ | (read_only ? 0 : BLOCK_PERM_WRITE),
+                          BLOCK_PERM_ALL & ~BLOCK_PERM_RESIZE, errp);
+}
+
 /* By id (exports shutting down included: QEMU keeps their id taken) or by
  * NBD name (exports shutting down excluded: their name is free at once). */
 static Export *find_locked(const char *id, const char *name)
@@ -187,14 +195,17 @@ Export *export_add(const ExportConfig *cfg, GError **errp)
         g_set_error(errp, G_IO_ERROR, G_IO_ERROR_READ_ONLY, "Cannot export read-only node as writable");
         return NULL;
     }
+    g_autofree char *desc = g_strdup_printf("block export '%s'", cfg->id);
+    BlockUser *user = new_user(node, desc, !cfg->writable, errp);
+    if (!user)
+        return NULL;
 
     Export *exp = g_new0(Export, 1);
+    exp->user = user;
     exp->refcount = 1;
     exp->id = g_strdup(cfg->id);
     exp->name = g_strdup(name);
     exp->description = g_strdup(cfg->description);
-    g_autofree char *desc = g_strdup_printf("block export '%s'", cfg->id);
-    exp->user = block_user_new(node, desc);
     exp->read_only = !cfg->writable;
     exp->caps = *node_caps(node);
     if (exp->read_only) {

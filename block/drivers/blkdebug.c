@@ -155,10 +155,8 @@ static void *blkdebug_open(BlockNode *self, BlockOptions *opts, bool read_only, 
     s->request_alignment = MAX(MAX(s->align, node_caps(s->child)->block_min), 1);
     if (!check_limits(s, errp))
         goto fail;
-    if (created)
-        node_add_implicit_child(self, s->child);
-    else
-        node_add_child(self, s->child);
+    if (!(created ? node_add_implicit_child : node_add_child)(self, s->child, NODE_CHILD_FILTERED, errp))
+        goto fail;
     s->state = 1;
     blkdebug_event(s, BLKDBG_NONE);
     return s;

@@ -56,6 +56,12 @@ static void *overlay_open(BlockNode *self, BlockOptions *opts, bool read_only, G
                     node_name(backing));
         return NULL;
     }
+    /* QEMU's fleecing overlay is a qcow2 image over the source as backing. */
+    if (!node_add_child(self, backing, NODE_CHILD_COW, errp) ||
+        (file && !node_add_child(self, file, NODE_CHILD_STORAGE, errp))) {
+        hbitmap_free(held);
+        return NULL;          /* node_create drops an edge already added */
+    }
     Overlay *o = g_new0(Overlay, 1);
     o->backing = backing;
     o->file = file;
@@ -63,9 +69,6 @@ static void *overlay_open(BlockNode *self, BlockOptions *opts, bool read_only, G
     g_rw_lock_init(&o->lock);
     o->held = held;
     o->mem = g_hash_table_new_full(g_int64_hash, g_int64_equal, g_free, g_free);
-    node_add_child(self, backing);
-    if (file)
-        node_add_child(self, file);
     return o;
 }
 

@@ -1398,6 +1398,11 @@ static void *qcow2_open(BlockNode *self, BlockOptions *opts, bool read_only, GEr
                 node_name(s->file), node_name(self));
         goto fail;
     }
+    /* Claimed (image locks taken) before the first byte is read or written,
+     * as QEMU attaches its file child.  From here on node_create's cleanup
+     * drops the child, and the node_delete calls below are no-ops. */
+    if (!(file_created ? node_add_implicit_child : node_add_child)(self, s->file, NODE_CHILD_STORAGE, errp))
+        goto fail;
     s->file_can_trim = node_caps(s->file)->can_trim;
 
     /* Cluster 0 holds the header, its extensions and the backing file name. */
@@ -1469,6 +1474,9 @@ static void *qcow2_open(BlockNode *self, BlockOptions *opts, bool read_only, GEr
         set_err(errp, G_IO_ERROR_INVALID_ARGUMENT, "A node cannot be its own backing node");
         goto fail;
     }
+    if (s->backing &&
+        !(backing_created ? node_add_implicit_child : node_add_child)(self, s->backing, NODE_CHILD_COW, errp))
+        goto fail;
 
     /* Writing: disown what we do not maintain (QEMU clears unknown
      * autoclear bits; bit 0 = bitmaps, which then count as stale). */
@@ -1480,16 +1488,6 @@ static void *qcow2_open(BlockNode *self, BlockOptions *opts, bool read_only, GEr
         }
     }
 
-    if (file_created)
-        node_add_implicit_child(self, s->file);
-    else
-        node_add_child(self, s->file);
-    if (s->backing) {
-        if (backing_created)
-            node_add_implicit_child(self, s->backing);
-        else
-            node_add_child(self, s->backing);
-    }
     return s;
 
 fail:

@@ -59,10 +59,10 @@ static void *raw_open_over(BlockNode *self, BlockNode *child, bool created, Bloc
                     node_name(child), node_name(self));
         return NULL;
     }
-    if (created)
-        node_add_implicit_child(self, child);
-    else
-        node_add_child(self, child);
+    /* QEMU: the whole file is a filtered child, a window of it a data child. */
+    NodeChildRole role = offset || block_options_has(opts, "size") ? NODE_CHILD_DATA : NODE_CHILD_FILTERED;
+    if (!(created ? node_add_implicit_child : node_add_child)(self, child, role, errp))
+        return NULL;
     RawState *s = g_new0(RawState, 1);
     s->self = self;
     s->child = child;

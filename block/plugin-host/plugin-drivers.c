@@ -2,7 +2,10 @@
  * built-in plugins, QEMU-style options mapped onto plugin config keys) and
  * "nbdkit" (any installed nbdkit plugin, a private instance per node).
  * Every other callback forwards to the plugin handle (which already
- * emulates what the plugin lacks). */
+ * emulates what the plugin lacks).  The file driver also keeps QEMU's image
+ * locks (block/file-lock.h) on the plugin's descriptor: locking is a matter
+ * of blockd's node graph, so the plugin itself (also built for real
+ * nbdkit, whose file plugin does not lock either) knows nothing of it. */
 #include "block/plugin-host/host-internal.h"
 
 #include <errno.h>
@@ -13,35 +16,53 @@
 #include <unistd.h>
 
 #include "block/driver.h"
+#include "block/file-lock.h"
 #include "block/options.h"
+
+/* What a plugin-backed node holds: the plugin handle and, for the file
+ * driver, the image locks on the plugin's descriptor. */
+typedef struct PluginNode {
+    PluginHandle *h;
+    FileLock *lock;
+} PluginNode;
+
+static PluginHandle *H(void *opaque) { return ((PluginNode *) opaque)->h; }
+static const PluginCaps *C(void *opaque) { return &H(opaque)->caps; }
 
 /* ---- callbacks shared by every plugin-backed driver ---- */
 
-static void drv_close(void *opaque) { plugin_handle_close(opaque); }
-static int64_t drv_get_size(void *opaque) { return ((PluginHandle *) opaque)->caps.size; }
-static int drv_can_write(void *opaque) { return ((PluginHandle *) opaque)->caps.can_write; }
-static int drv_can_flush(void *opaque) { return ((PluginHandle *) opaque)->caps.can_flush; }
-static int drv_can_trim(void *opaque) { return ((PluginHandle *) opaque)->caps.can_trim; }
-static int drv_can_fua(void *opaque) { return ((PluginHandle *) opaque)->caps.fua; }
-static int drv_can_cache(void *opaque) { return ((PluginHandle *) opaque)->caps.cache; }
-static int drv_can_extents(void *opaque) { return ((PluginHandle *) opaque)->caps.can_extents; }
-static int drv_can_multi_conn(void *opaque) { return ((PluginHandle *) opaque)->caps.can_multi_conn; }
-static int drv_is_rotational(void *opaque) { return ((PluginHandle *) opaque)->caps.is_rotational; }
+static void drv_close(void *opaque)
+{
+    PluginNode *n = opaque;
+    plugin_handle_close(n->h);      /* closing the descriptor drops its locks */
+    file_lock_free(n->lock);
+    g_free(n);
+}
+
+static int64_t drv_get_size(void *opaque) { return C(opaque)->size; }
+static int drv_can_write(void *opaque) { return C(opaque)->can_write; }
+static int drv_can_flush(void *opaque) { return C(opaque)->can_flush; }
+static int drv_can_trim(void *opaque) { return C(opaque)->can_trim; }
+static int drv_can_fua(void *opaque) { return C(opaque)->fua; }
+static int drv_can_cache(void *opaque) { return C(opaque)->cache; }
+static int drv_can_extents(void *opaque) { return C(opaque)->can_extents; }
+static int drv_can_multi_conn(void *opaque) { return C(opaque)->can_multi_conn; }
+static int drv_is_rotational(void *opaque) { return C(opaque)->is_rotational; }
 
 /* Native zero only; with 0 the node layer writes zero buffers itself. */
 static int drv_can_zero(void *opaque)
 {
-    return ((PluginHandle *) opaque)->caps.zero == ZERO_NATIVE;
+    return C(opaque)->zero == ZERO_NATIVE;
 }
 
 static int drv_can_fast_zero(void *opaque)
 {
-    return ((PluginHandle *) opaque)->caps.can_fast_zero;
+    return C(opaque)->can_fast_zero;
 }
 
 static int drv_block_size(void *opaque, uint32_t *minimum, uint32_t *preferred, uint32_t *maximum)
 {
-    const PluginCaps *c = &((PluginHandle *) opaque)->caps;
+    const PluginCaps *c = C(opaque);
     *minimum = c->block_min;
     *preferred = c->block_preferred;
     *maximum = c->block_max;
@@ -50,37 +71,37 @@ static int drv_block_size(void *opaque, uint32_t *minimum, uint32_t *preferred, 
 
 static int drv_pread(void *opaque, void *buf, uint32_t count, uint64_t offset, uint32_t flags)
 {
-    return plugin_handle_pread(opaque, buf, count, offset);
+    return plugin_handle_pread(H(opaque), buf, count, offset);
 }
 
 static int drv_flush(void *opaque, uint32_t flags)
 {
-    return plugin_handle_flush(opaque);
+    return plugin_handle_flush(H(opaque));
 }
 
 static int drv_pwrite(void *opaque, const void *buf, uint32_t count, uint64_t offset, uint32_t flags)
 {
-    return plugin_handle_pwrite(opaque, buf, count, offset, flags);
+    return plugin_handle_pwrite(H(opaque), buf, count, offset, flags);
 }
 
 static int drv_trim(void *opaque, uint32_t count, uint64_t offset, uint32_t flags)
 {
-    return plugin_handle_trim(opaque, count, offset, flags);
+    return plugin_handle_trim(H(opaque), count, offset, flags);
 }
 
 static int drv_zero(void *opaque, uint32_t count, uint64_t offset, uint32_t flags)
 {
-    return plugin_handle_zero(opaque, count, offset, flags);
+    return plugin_handle_zero(H(opaque), count, offset, flags);
 }
 
 static int drv_extents(void *opaque, uint32_t count, uint64_t offset, uint32_t flags, BlockExtents *extents)
 {
-    return plugin_handle_extents(opaque, count, offset, flags & ~BLOCK_FLAG_ALLOCATION, extents);
+    return plugin_handle_extents(H(opaque), count, offset, flags & ~BLOCK_FLAG_ALLOCATION, extents);
 }
 
 static int drv_cache(void *opaque, uint32_t count, uint64_t offset, uint32_t flags)
 {
-    return plugin_handle_cache(opaque, count, offset);
+    return plugin_handle_cache(H(opaque), count, offset);
 }
 
 #define PLUGIN_DRIVER_CALLBACKS                      \
@@ -105,11 +126,21 @@ static int drv_cache(void *opaque, uint32_t count, uint64_t offset, uint32_t fla
     .extents = drv_extents,       \
     .cache = drv_cache
 
+/* The driver instance over a handle (NULL: the open failed). */
+static void *wrap(PluginHandle *h)
+{
+    if (!h)
+        return NULL;
+    PluginNode *n = g_new0(PluginNode, 1);
+    n->h = h;
+    return n;
+}
+
 /* Opens `plugin` with a single key=value config pair. */
 static void *open_with(const char *plugin, const char *key, const char *value, bool read_only, GError **errp)
 {
     const char *const config[] = { key, value, NULL };
-    return plugin_handle_open(plugin, config, read_only, errp);
+    return wrap(plugin_handle_open(plugin, config, read_only, errp));
 }
 
 /* Accepts a string option only if it is one of `allowed` (then ignores it). */
@@ -174,12 +205,42 @@ static void *file_open(BlockNode *self, BlockOptions *opts, bool read_only, GErr
         !accept_choice(opts, "locking", locking, errp) ||
         !accept_cache_options(opts, errp))
         return NULL;
-    return open_with("file", "file", filename, read_only, errp);
+    const char *mode = block_options_get_str(opts, "locking", false, NULL);
+    PluginNode *n = open_with("file", "file", filename, read_only, errp);
+    if (!n)
+        return NULL;
+    int fd;
+    uint64_t fd_offset;
+    if (plugin_handle_read_fd(n->h, 0, 0, &fd, &fd_offset) == 0)
+        n->lock = file_lock_new(fd, filename, !mode || strcmp(mode, "auto") == 0 ? FILE_LOCK_AUTO
+                                             : strcmp(mode, "on") == 0 ? FILE_LOCK_ON : FILE_LOCK_OFF);
+    return n;
+}
+
+/* Image locks (block/file-lock.h) follow the node's permissions. */
+static bool file_check_perm(void *opaque, uint64_t perm, uint64_t shared, GError **errp)
+{
+    PluginNode *n = opaque;
+    return !n->lock || file_lock_check(n->lock, perm, shared, errp);
+}
+
+static void file_set_perm(void *opaque, uint64_t perm, uint64_t shared)
+{
+    PluginNode *n = opaque;
+    if (n->lock)
+        file_lock_commit(n->lock, perm, shared);
+}
+
+static void file_abort_perm(void *opaque)
+{
+    PluginNode *n = opaque;
+    if (n->lock)
+        file_lock_abort(n->lock);
 }
 
 static int file_read_fd(void *opaque, uint32_t count, uint64_t offset, int *fd, uint64_t *fd_offset)
 {
-    return plugin_handle_read_fd(opaque, count, offset, fd, fd_offset);
+    return plugin_handle_read_fd(H(opaque), count, offset, fd, fd_offset);
 }
 
 /* Growing a regular file: ftruncate on the plugin's own descriptor (a
@@ -188,7 +249,7 @@ static int file_grow(void *opaque, uint64_t size)
 {
     int fd;
     uint64_t fd_offset;
-    if (plugin_handle_read_fd(opaque, 0, 0, &fd, &fd_offset) < 0)
+    if (plugin_handle_read_fd(H(opaque), 0, 0, &fd, &fd_offset) < 0)
         return -ENOTSUP;
     /* One grower at a time: a smaller ftruncate racing a larger one would shrink. */
     static GMutex grow_lock;
@@ -198,7 +259,7 @@ static int file_grow(void *opaque, uint64_t size)
     if (fstat(fd, &st) < 0)
         r = -errno;
     else if (!S_ISREG(st.st_mode))
-        r = size <= (uint64_t) ((PluginHandle *) opaque)->caps.size ? 0 : -ENOSPC;
+        r = size <= (uint64_t) C(opaque)->size ? 0 : -ENOSPC;
     else if ((uint64_t) st.st_size < size && ftruncate(fd, (off_t) size) < 0)
         r = -errno;
     g_mutex_unlock(&grow_lock);
@@ -211,6 +272,9 @@ static const BlockDriver file_driver = {
     PLUGIN_DRIVER_CALLBACKS,
     .read_fd = file_read_fd,
     .grow = file_grow,
+    .check_perm = file_check_perm,
+    .set_perm = file_set_perm,
+    .abort_perm = file_abort_perm,
 };
 
 /* ---- memory ---- */
@@ -291,7 +355,7 @@ static void *nbdkit_open(BlockNode *self, BlockOptions *opts, bool read_only, GE
     if (!nbdkit_config(opts, config, errp))
         return NULL;
     g_ptr_array_add(config, NULL);
-    return plugin_handle_open_instance(plugin, (const char *const *) config->pdata, read_only, errp);
+    return wrap(plugin_handle_open_instance(plugin, (const char *const *) config->pdata, read_only, errp));
 }
 
 static const BlockDriver nbdkit_driver = {

@@ -195,7 +195,10 @@ static void dispatch(QmpSession *s, JsonObject *obj)
             ret = qapi_node_take_object(json_object_new());
     }
     if (err) {
-        send_error(s, id, qmp_error_class_name(err), err->message);
+        /* An error's second line is a hint (QEMU's error_append_hint): the
+         * command line shows it, QMP does not. */
+        g_autofree char *desc = g_strndup(err->message, strcspn(err->message, "\n"));
+        send_error(s, id, qmp_error_class_name(err), desc);
         g_error_free(err);
         return;
     }

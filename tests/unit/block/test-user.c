@@ -66,8 +66,8 @@ static void test_drain_holds_users_above(void)
 {
     BlockNode *m = create("{\"driver\": \"memory\", \"node-name\": \"d-m\", \"size\": 1048576}");
     BlockNode *r = create("{\"driver\": \"raw\", \"node-name\": \"d-r\", \"file\": \"d-m\"}");
-    BlockUser *on_raw = block_user_new(r, "user of raw");
-    BlockUser *on_mem = block_user_new(m, "user of memory");
+    BlockUser *on_raw = block_user_new(r, "user of raw", 0, BLOCK_PERM_ALL, NULL);
+    BlockUser *on_mem = block_user_new(m, "user of memory", 0, BLOCK_PERM_ALL, NULL);
     g_assert_cmpuint(node_user_count(r), ==, 1);
 
     node_drain_begin(m);
@@ -80,7 +80,7 @@ static void test_drain_holds_users_above(void)
     node_drain_end(m);
     g_assert_false(becomes(&a.done, 50));    /* one drain still holds them */
     /* A user made now starts drained. */
-    BlockUser *late = block_user_new(r, "late user");
+    BlockUser *late = block_user_new(r, "late user", 0, BLOCK_PERM_ALL, NULL);
     Req c = { .user = late };
     GThread *tc = g_thread_new("c", one_request, &c);
     g_assert_false(becomes(&c.started, 20));
@@ -121,7 +121,7 @@ static gpointer drain_thread(gpointer opaque)
 static void test_drain_waits_for_requests(void)
 {
     BlockNode *m = create("{\"driver\": \"memory\", \"node-name\": \"w-m\", \"size\": 1048576}");
-    BlockUser *u = block_user_new(m, "user");
+    BlockUser *u = block_user_new(m, "user", 0, BLOCK_PERM_ALL, NULL);
     Req a = { .user = u, .hold = true };
     g_mutex_init(&a.lock);
     g_cond_init(&a.cond);
@@ -147,7 +147,7 @@ static void test_replace_refusals(void)
     BlockNode *small = create("{\"driver\": \"memory\", \"node-name\": \"r-s\", \"size\": 65536}");
     BlockNode *r = create("{\"driver\": \"raw\", \"node-name\": \"r-r\", \"file\": \"r-a\"}");
     BlockNode *b = create("{\"driver\": \"memory\", \"node-name\": \"r-b\", \"size\": 1048576}");
-    BlockUser *u = block_user_new(r, "user");
+    BlockUser *u = block_user_new(r, "user", 0, BLOCK_PERM_ALL, NULL);
     GError *err = NULL;
     g_assert_false(node_replace(r, small, &err));
     g_assert_cmpstr(err->message, ==, "Cannot replace node 'r-r' by 'r-s': their sizes differ");
@@ -204,7 +204,7 @@ static void test_replace_under_load(void)
     Worker w[4];
     GThread *t[4];
     for (int i = 0; i < 4; i++) {
-        w[i] = (Worker){ .user = block_user_new(nodes[0], "worker") };
+        w[i] = (Worker){ .user = block_user_new(nodes[0], "worker", 0, BLOCK_PERM_ALL, NULL) };
         t[i] = g_thread_new("worker", worker, &w[i]);
     }
     for (int k = 0; k < 200; k++) {

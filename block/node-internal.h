@@ -1,0 +1,47 @@
+/* Private to block/: the node record, shared by node.c (the graph and the
+ * I/O entry points) and node-perm.c (permissions and image locks). */
+#pragma once
+
+#include "block/node.h"
+
+struct BlockNode {
+    char *name;
+    const BlockDriver *drv;
+    void *opaque;
+    uint64_t size;
+    bool read_only;
+    bool native_zero;     /* driver's zero callback may be used */
+    NodeCaps caps;
+    gint refcount;
+    GPtrArray *children;  /* BlockNode *, each holding a reference */
+    GPtrArray *implicit;  /* names of children this node created itself */
+    char *filename;       /* the `filename` option, if any */
+    char *blocker;        /* why a job uses the node exclusively, or NULL; under graph_lock */
+    int job_filters;      /* jobs filtering writes above the node (backup); under graph_lock */
+    /* Before-write hooks, sorted by order; writers hold hooks_lock for
+     * reading while they run them, so removal waits for running calls.
+     * nhooks lets writers skip the lock when there are none. */
+    GRWLock hooks_lock;
+    GPtrArray *hooks;     /* NodeWriteHook * */
+    gint nhooks;
+    GPtrArray *close_notifiers; /* CloseNotifier * */
+    /* Permissions (node-perm.c, under its lock). */
+    GPtrArray *claims;    /* NodePermClaim * held on this node by users and parents */
+    GPtrArray *edges;     /* NodePermClaim * this node holds on its children */
+    uint64_t perm, shared;         /* what the claims add up to, in force */
+    uint64_t new_perm, new_shared; /* the same during an update */
+};
+
+/* Gives `parent` a claim on its new child `child` in `role` and applies it
+ * (the child's driver takes image locks); false with QEMU's error when
+ * another process's locks forbid it.  node_add_child calls it. */
+bool node_perm_attach(BlockNode *parent, BlockNode *child, NodeChildRole role, GError **errp);
+/* Drops every claim `parent` holds on its children (it is closing). */
+void node_perm_detach_all(BlockNode *parent);
+/* Recomputes what `node` claims on its children, after its read-only flag
+ * changed; only ever loosens, so it cannot fail. */
+void node_perm_refresh(BlockNode *node);
+/* Sets up the node's permission records: no claims, nothing held. */
+void node_perm_init(BlockNode *node);
+/* Frees the node's permission records (it holds and bears no claims). */
+void node_perm_clear(BlockNode *node);

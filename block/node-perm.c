@@ -1,0 +1,241 @@
+/* Permissions on nodes (see node-perm.h).
+ *
+ * A change (a claim added, dropped, or a parent's read-only flag changed)
+ * is one transaction, as in QEMU: the new state of every node below the
+ * changed one is proposed first (new_perm/new_shared of the nodes and
+ * their claims), then every driver that cares checks it -- a file node
+ * takes the image locks it will need and tests the others' -- and only if
+ * all agree does everyone keep it; otherwise everyone rolls back.
+ * One global lock serialises transactions: they are rare (graph changes,
+ * exports coming and going) and short. */
+#include "block/node-perm.h"
+#include "block/node-internal.h"
+
+struct NodePermClaim {
+    BlockNode *node;              /* the node claimed */
+    BlockNode *parent;            /* the parent node claiming, or NULL for a user */
+    NodeChildRole role;           /* parents only */
+    uint64_t perm, shared;        /* in force */
+    uint64_t new_perm, new_shared;/* proposed during a transaction */
+};
+
+static GRecMutex perm_lock;
+
+const char *block_perm_name(uint64_t bit)
+{
+    switch (bit) {
+    case BLOCK_PERM_CONSISTENT_READ: return "consistent read";
+    case BLOCK_PERM_WRITE: return "write";
+    case BLOCK_PERM_WRITE_UNCHANGED: return "write unchanged";
+    case BLOCK_PERM_RESIZE: return "resize";
+    default: return "unknown";
+    }
+}
+
+/* What a parent with claims (perm, shared) claims on a child in `role`:
+ * QEMU 7.2's bdrv_default_perms (and raw_child_perm for DATA). */
+static void child_perm(NodeChildRole role, bool writable, uint64_t perm, uint64_t shared,
+                       uint64_t *nperm, uint64_t *nshared)
+{
+    switch (role) {
+    case NODE_CHILD_FILTERED:
+        break;
+    case NODE_CHILD_DATA:
+        /* Resizing the file would change the guest-visible size. */
+        shared &= ~BLOCK_PERM_RESIZE;
+        break;
+    case NODE_CHILD_STORAGE:
+        /* A writable format updates metadata (and grows the file) whether
+         * or not anyone writes through it, always reads it, and no one
+         * else may write or resize it under its feet. */
+        if (writable)
+            perm |= BLOCK_PERM_WRITE | BLOCK_PERM_RESIZE;
+        perm |= BLOCK_PERM_CONSISTENT_READ;
+        shared &= ~(BLOCK_PERM_WRITE | BLOCK_PERM_RESIZE);
+        if (perm & BLOCK_PERM_WRITE_UNCHANGED)
+            perm |= BLOCK_PERM_WRITE;
+        if (perm & BLOCK_PERM_WRITE)
+            perm |= BLOCK_PERM_RESIZE;
+        break;
+    case NODE_CHILD_COW:
+        /* Read only when the parent reads; changes are fine if the parent
+         * can live with changing data. */
+        perm &= BLOCK_PERM_CONSISTENT_READ;
+        shared = (shared & BLOCK_PERM_WRITE ? BLOCK_PERM_WRITE | BLOCK_PERM_RESIZE : 0) |
+                 BLOCK_PERM_CONSISTENT_READ | BLOCK_PERM_WRITE_UNCHANGED;
+        break;
+    }
+    *nperm = perm;
+    *nshared = shared;
+}
+
+/* Proposes the state of `node` from its claims' proposals, then that of
+ * its claims on its children and of the children, recursively; every node
+ * reached is added to `reached` once.  A node reached twice (two paths to
+ * it) is recomputed, so the last visit sees every proposal. */
+static void propose(BlockNode *node, GPtrArray *reached)
+{
+    uint64_t perm = 0, shared = BLOCK_PERM_ALL;
+    for (guint i = 0; i < node->claims->len; i++) {
+        NodePermClaim *c = node->claims->pdata[i];
+        perm |= c->new_perm;
+        shared &= c->new_shared;
+    }
+    node->new_perm = perm;
+    node->new_shared = shared;
+    if (!g_ptr_array_find(reached, node, NULL))
+        g_ptr_array_add(reached, node);
+    for (guint i = 0; i < node->edges->len; i++) {
+        NodePermClaim *e = node->edges->pdata[i];
+        child_perm(e->role, !node->read_only, perm, shared, &e->new_perm, &e->new_shared);
+        propose(e->node, reached);
+    }
+}
+
+static bool changes(BlockNode *n)
+{
+    return n->opaque && (n->new_perm != n->perm || n->new_shared != n->shared);
+}
+
+/* Checks the proposals of the nodes in `reached` with their drivers; then
+ * everyone keeps them, or everyone rolls back if one refused. */
+static bool apply(GPtrArray *reached, GError **errp)
+{
+    guint checked = 0;
+    bool ok = true;
+    for (; checked < reached->len; checked++) {
+        BlockNode *n = reached->pdata[checked];
+        if (changes(n) && n->drv->check_perm && !n->drv->check_perm(n->opaque, n->new_perm, n->new_shared, errp)) {
+            ok = false;         /* the refusing driver has rolled itself back */
+            break;
+        }
+    }
+    for (guint i = 0; i < reached->len; i++) {
+        BlockNode *n = reached->pdata[i];
+        if (ok && changes(n) && n->drv->set_perm)
+            n->drv->set_perm(n->opaque, n->new_perm, n->new_shared);
+        else if (!ok && i < checked && changes(n) && n->drv->abort_perm)
+            n->drv->abort_perm(n->opaque);
+        if (ok) {
+            n->perm = n->new_perm;
+            n->shared = n->new_shared;
+        }
+        for (guint j = 0; j < n->claims->len; j++) {
+            NodePermClaim *c = n->claims->pdata[j];
+            if (ok) {
+                c->perm = c->new_perm;
+                c->shared = c->new_shared;
+            } else {
+                c->new_perm = c->perm;
+                c->new_shared = c->shared;
+            }
+        }
+    }
+    return ok;
+}
+
+/* One transaction from `node` down. */
+static bool update(BlockNode *node, GError **errp)
+{
+    g_autoptr(GPtrArray) reached = g_ptr_array_new();
+    propose(node, reached);
+    return apply(reached, errp);
+}
+
+/* Loosening never needs a new lock, so it cannot fail; say so if it does. */
+static void update_loosening(BlockNode *node)
+{
+    GError *err = NULL;
+    if (!update(node, &err)) {
+        g_warning("releasing permissions on node '%s': %s", node->name, err->message);
+        g_error_free(err);
+    }
+}
+
+static NodePermClaim *claim_new(BlockNode *node, BlockNode *parent, NodeChildRole role,
+                                uint64_t perm, uint64_t shared)
+{
+    NodePermClaim *c = g_new0(NodePermClaim, 1);
+    c->node = node;
+    c->parent = parent;
+    c->role = role;
+    c->shared = BLOCK_PERM_ALL;
+    c->new_perm = perm;
+    c->new_shared = shared;
+    g_ptr_array_add(node->claims, c);
+    return c;
+}
+
+NodePermClaim *node_perm_claim(BlockNode *node, uint64_t perm, uint64_t shared, GError **errp)
+{
+    g_rec_mutex_lock(&perm_lock);
+    NodePermClaim *c = claim_new(node, NULL, 0, perm & BLOCK_PERM_ALL, shared & BLOCK_PERM_ALL);
+    if (!update(node, errp)) {
+        g_ptr_array_remove(node->claims, c);
+        g_free(c);
+        c = NULL;
+    }
+    g_rec_mutex_unlock(&perm_lock);
+    return c;
+}
+
+void node_perm_release(NodePermClaim *claim)
+{
+    if (!claim)
+        return;
+    g_rec_mutex_lock(&perm_lock);
+    g_ptr_array_remove(claim->node->claims, claim);
+    update_loosening(claim->node);
+    g_rec_mutex_unlock(&perm_lock);
+    g_free(claim);
+}
+
+bool node_perm_attach(BlockNode *parent, BlockNode *child, NodeChildRole role, GError **errp)
+{
+    g_rec_mutex_lock(&perm_lock);
+    NodePermClaim *c = claim_new(child, parent, role, 0, BLOCK_PERM_ALL);
+    g_ptr_array_add(parent->edges, c);
+    bool ok = update(parent, errp);
+    if (!ok) {
+        g_ptr_array_remove(parent->edges, c);
+        g_ptr_array_remove(child->claims, c);
+        g_free(c);
+    }
+    g_rec_mutex_unlock(&perm_lock);
+    return ok;
+}
+
+void node_perm_detach_all(BlockNode *parent)
+{
+    g_rec_mutex_lock(&perm_lock);
+    while (parent->edges->len > 0) {
+        NodePermClaim *c = g_ptr_array_steal_index(parent->edges, parent->edges->len - 1);
+        g_ptr_array_remove(c->node->claims, c);
+        update_loosening(c->node);
+        g_free(c);
+    }
+    g_rec_mutex_unlock(&perm_lock);
+}
+
+void node_perm_refresh(BlockNode *node)
+{
+    g_rec_mutex_lock(&perm_lock);
+    update_loosening(node);
+    g_rec_mutex_unlock(&perm_lock);
+}
+
+void node_perm_init(BlockNode *node)
+{
+    node->claims = g_ptr_array_new();
+    node->edges = g_ptr_array_new();
+    node->shared = node->new_shared = BLOCK_PERM_ALL;
+}
+
+void node_perm_clear(BlockNode *node)
+{
+    /* Users release their claims and parents their edges before the last
+     * reference goes; a leftover claim would point to freed memory. */
+    g_warn_if_fail(node->claims->len == 0 && node->edges->len == 0);
+    g_ptr_array_free(node->claims, TRUE);
+    g_ptr_array_free(node->edges, TRUE);
+}

@@ -1,0 +1,46 @@
+/* Permissions on nodes, QEMU's model (block.c's bdrv_child_perm and
+ * friends): every user (an export, a job) and every parent node claims
+ * what it does on a node (`perm`) and what it lets others do (`shared`).
+ * A node's claims add up (perm: union, shared: intersection) and pass down
+ * to its children according to the child's role.  blockd does not yet
+ * refuse conflicting claims inside one process; what the claims add up to
+ * on a file node is published to other processes as QEMU's image locks
+ * (block/file-lock.h), so QEMU tools and daemons and other blockd
+ * processes see and respect blockd's use of an image, and blockd theirs. */
+#pragma once
+
+#include <stdbool.h>
+#include <stdint.h>
+#include <glib.h>
+
+typedef struct BlockNode BlockNode;
+
+/* QEMU's BLK_PERM_* bits, in QEMU's order (since QEMU 6.2; graph-mod, bit
+ * 4, is gone).  The order fixes the lock bytes: 100+i and 200+i. */
+#define BLOCK_PERM_CONSISTENT_READ (1u << 0)
+#define BLOCK_PERM_WRITE           (1u << 1)
+#define BLOCK_PERM_WRITE_UNCHANGED (1u << 2)
+#define BLOCK_PERM_RESIZE          (1u << 3)
+#define BLOCK_PERM_COUNT           4
+#define BLOCK_PERM_ALL             ((1u << BLOCK_PERM_COUNT) - 1)
+
+/* How a parent uses a child (QEMU's BdrvChildRole, the combinations
+ * blockd's drivers have); it decides what the parent's claims become on
+ * the child. */
+typedef enum NodeChildRole {
+    NODE_CHILD_FILTERED, /* raw (whole file), blkdebug: passed through */
+    NODE_CHILD_DATA,     /* raw with offset/size: no one may resize */
+    NODE_CHILD_STORAGE,  /* a format's image file: metadata and data */
+    NODE_CHILD_COW,      /* a backing node: read, when the parent reads */
+} NodeChildRole;
+
+typedef struct NodePermClaim NodePermClaim;
+
+/* A user's claim on `node` (and, through it, on its children); NULL with
+ * QEMU's error ("Failed to get \"write\" lock" ...) if another process's
+ * image locks forbid it.  Thread-safe. */
+NodePermClaim *node_perm_claim(BlockNode *node, uint64_t perm, uint64_t shared, GError **errp);
+/* Drops a user's claim (NULL is a no-op); never fails.  Thread-safe. */
+void node_perm_release(NodePermClaim *claim);
+/* QEMU's name of one permission bit ("consistent read", "write", ...). */
+const char *block_perm_name(uint64_t bit);
