@@ -28,7 +28,7 @@ expect() {
 }
 
 help=$("$BLOCKCTL" --help)
-commands=$(sed -n '/^Commands/,/^$/s/^  \([a-z][a-z-]*\).*/\1/p' <<<"$help")
+commands=$(sed -n '/^Commands/,/^$/s/^  \([a-z][a-z-]*\).*/\1/p' <<<"$help" | sort -u)
 [[ $(wc -w <<<"$commands") -ge 10 ]] || fail "cannot read the commands of blockctl --help: $help"
 expect "$commands" blockctl ""
 expect "backup" blockctl ba
@@ -40,6 +40,9 @@ flags_of() {
 }
 expect "$(flags_of backup)" blockctl -s "$QMP" backup n0 --
 expect "$(flags_of mirror)" blockctl -s "$QMP" mirror n0 --
+expect "$(flags_of restore)" blockctl restore full.img --
+bitmap_subs=$(grep -E '^  bitmap ' <<<"$help" | awk '{print $2}' | sort -u | xargs)
+expect "$bitmap_subs" blockctl bitmap ""
 verbs=$(grep -E '^  job ' <<<"$help" | grep -oE '[a-z]+(\|[a-z]+)+' | tr '|' ' ')
 expect "$verbs" blockctl job ""
 
@@ -50,6 +53,9 @@ start_blockd --chardev "socket,id=m0,path=$QMP,server=on,wait=off" --monitor cha
     --export type=nbd,id=exp0,node-name=mem0
 expect "mem0 null1" blockctl -s "$QMP" backup ""
 expect "mem0 null1" blockctl -s "$QMP" mirror mem0 --to ""
+"$BLOCKCTL" -s "$QMP" bitmap add mem0 bm0 || fail "bitmap add"
+expect "mem0 null1" blockctl -s "$QMP" bitmap remove ""
+expect "bm0" blockctl -s "$QMP" bitmap remove mem0 ""
 expect "exp0" blockctl -s "$QMP" unexport ""
 expect "writable" blockctl -s "$QMP" export mem0 ""
 got=$(BLOCKCTL_SOCKET=$QMP complete_line blockctl export m)
