@@ -11,6 +11,16 @@
  * with ENOTSUP: the host then writes zero buffers, or reports the request
  * as not fast when the client asked for a fast zero.
  *
+ * direct=true opens the file with O_DIRECT (QEMU's cache.direct=on): the
+ * page cache is bypassed.  Requests whose offset and length are multiples
+ * of the device's alignment go to that descriptor, through an aligned
+ * bounce buffer when the caller's memory is not aligned; the others (a
+ * file whose size is not a multiple, a client that ignores the advertised
+ * minimum block size) go through a second, buffered descriptor of the
+ * same file: the kernel keeps the two coherent (a direct write drops the
+ * cached pages it covers), and unlike a read-modify-write by hand two
+ * small writes into one block cannot undo each other.
+ *
  * Instance safety (see null.c for the scheme): config() fills globals,
  * get_ready() builds an instance holding the file name, open() references
  * it and opens its own descriptor. */
@@ -35,11 +45,14 @@
 struct file_instance {
   unsigned refs;                /* atomic */
   char *filename;
+  bool direct;
 };
 
 struct file_conn {
   struct file_instance *inst;
-  int fd;
+  int fd;                       /* O_DIRECT when the instance is direct */
+  int fd_buffered;              /* direct only: the same file, buffered; else -1 */
+  uint32_t align;               /* direct only: offset, length and memory alignment */
   bool readonly;
   bool is_block;
   bool can_seek_data;           /* SEEK_DATA/SEEK_HOLE work (not on block devices) */
@@ -61,6 +74,7 @@ data_cache_forget (struct file_conn *h)
 }
 
 static char *config_filename;
+static bool config_direct;
 static struct file_instance *current;
 
 static void
@@ -79,6 +93,13 @@ file_config (const char *key, const char *value)
     free (config_filename);
     config_filename = nbdkit_realpath (value);
     return config_filename ? 0 : -1;
+  }
+  if (strcmp (key, "direct") == 0) {
+    int r = nbdkit_parse_bool (value);
+    if (r == -1)
+      return -1;
+    config_direct = r;
+    return 0;
   }
   nbdkit_error ("unknown parameter '%s'", key);
   return -1;
@@ -104,7 +125,9 @@ file_get_ready (void)
   }
   inst->refs = 1;
   inst->filename = config_filename;
+  inst->direct = config_direct;
   config_filename = NULL;
+  config_direct = false;
   instance_unref (current);
   current = inst;
   return 0;
@@ -117,6 +140,30 @@ file_cleanup (void)
   current = NULL;
   free (config_filename);
   config_filename = NULL;
+  config_direct = false;
+}
+
+/* The alignment O_DIRECT needs on `fd`: the logical block size of a block
+ * device; for a file, the smallest of 512..4096 that a direct read at
+ * offset 0 accepts (QEMU probes the same way), 4096 if none can tell. */
+static uint32_t
+probe_alignment (int fd, bool is_block)
+{
+  int ssz;
+  if (is_block && ioctl (fd, BLKSSZGET, &ssz) == 0 && ssz > 0)
+    return ssz;
+  void *buf;
+  if (posix_memalign (&buf, 4096, 4096) != 0)
+    return 4096;
+  uint32_t align = 4096;
+  for (uint32_t a = 512; a < 4096; a *= 2) {
+    if (pread (fd, buf, a, 0) >= 0) {
+      align = a;
+      break;
+    }
+  }
+  free (buf);
+  return align;
 }
 
 static void *
@@ -132,9 +179,17 @@ file_open (int readonly)
     return NULL;
   }
   const char *name = current->filename;
-  h->fd = open (name, (readonly ? O_RDONLY : O_RDWR) | O_CLOEXEC);
+  const int mode = (readonly ? O_RDONLY : O_RDWR) | O_CLOEXEC;
+  h->fd = open (name, mode | (current->direct ? O_DIRECT : 0));
   if (h->fd == -1) {
+    nbdkit_error ("open: %s%s: %m", name, current->direct ? " (O_DIRECT)" : "");
+    free (h);
+    return NULL;
+  }
+  h->fd_buffered = -1;
+  if (current->direct && (h->fd_buffered = open (name, mode)) == -1) {
     nbdkit_error ("open: %s: %m", name);
+    close (h->fd);
     free (h);
     return NULL;
   }
@@ -147,6 +202,8 @@ file_open (int readonly)
   }
   h->readonly = readonly;
   h->is_block = S_ISBLK (st.st_mode);
+  if (current->direct)
+    h->align = probe_alignment (h->fd, h->is_block);
   /* Block devices answer SEEK_DATA with EINVAL: then there is no extent
    * information and the node reports everything as data, as nbdkit does. */
   h->can_seek_data = lseek (h->fd, 0, SEEK_DATA) != -1 || errno == ENXIO;
@@ -162,6 +219,8 @@ file_close (void *handle)
 {
   struct file_conn *h = handle;
   close (h->fd);
+  if (h->fd_buffered >= 0)
+    close (h->fd_buffered);
   pthread_mutex_destroy (&h->data_lock);
   instance_unref (h->inst);
   free (h);
@@ -215,14 +274,62 @@ sync_if_fua (struct file_conn *h, uint32_t flags)
   return 0;
 }
 
+/* Direct mode: the descriptor for [offset, offset+count) (the buffered one
+ * unless both are aligned) and whether memory must be bounced. */
+static int
+pick_fd (struct file_conn *h, const void *buf, uint32_t count, uint64_t offset,
+         bool *bounce)
+{
+  *bounce = false;
+  if (h->fd_buffered < 0)
+    return h->fd;
+  const uint64_t mask = h->align - 1;
+  if ((offset & mask) || (count & mask))
+    return h->fd_buffered;
+  *bounce = ((uintptr_t) buf & mask) != 0;
+  return h->fd;
+}
+
+/* An aligned copy of count bytes (direct mode), or NULL with errno set. */
+static void *
+bounce_alloc (struct file_conn *h, uint32_t count)
+{
+  void *p;
+  int err = posix_memalign (&p, h->align < 4096 ? 4096 : h->align, count);
+  if (err) {
+    errno = err;
+    nbdkit_error ("posix_memalign: %m");
+    return NULL;
+  }
+  return p;
+}
+
+static int read_all (int fd, char *p, uint32_t count, uint64_t offset);
+
 static int
 file_pread (void *handle, void *buf, uint32_t count, uint64_t offset,
             uint32_t flags)
 {
   struct file_conn *h = handle;
-  char *p = buf;
+  bool bounce;
+  int fd = pick_fd (h, buf, count, offset, &bounce);
+  if (!bounce)
+    return read_all (fd, buf, count, offset);
+  char *tmp = bounce_alloc (h, count);
+  if (!tmp)
+    return -1;
+  int r = read_all (fd, tmp, count, offset);
+  if (r == 0)
+    memcpy (buf, tmp, count);
+  free (tmp);
+  return r;
+}
+
+static int
+read_all (int fd, char *p, uint32_t count, uint64_t offset)
+{
   while (count > 0) {
-    ssize_t r = pread (h->fd, p, count, offset);
+    ssize_t r = pread (fd, p, count, offset);
     if (r == -1) {
       nbdkit_error ("pread: %m");
       return -1;
@@ -238,20 +345,38 @@ file_pread (void *handle, void *buf, uint32_t count, uint64_t offset,
 }
 
 static int
-file_pwrite (void *handle, const void *buf, uint32_t count, uint64_t offset,
-             uint32_t flags)
+write_all (int fd, const char *p, uint32_t count, uint64_t offset)
 {
-  struct file_conn *h = handle;
-  const char *p = buf;
   while (count > 0) {
-    ssize_t r = pwrite (h->fd, p, count, offset);
+    ssize_t r = pwrite (fd, p, count, offset);
     if (r == -1) {
       nbdkit_error ("pwrite: %m");
       return -1;
     }
     p += r; count -= r; offset += r;
   }
-  return sync_if_fua (h, flags);
+  return 0;
+}
+
+static int
+file_pwrite (void *handle, const void *buf, uint32_t count, uint64_t offset,
+             uint32_t flags)
+{
+  struct file_conn *h = handle;
+  bool bounce;
+  int fd = pick_fd (h, buf, count, offset, &bounce);
+  int r;
+  if (bounce) {
+    char *tmp = bounce_alloc (h, count);
+    if (!tmp)
+      return -1;
+    memcpy (tmp, buf, count);
+    r = write_all (fd, tmp, count, offset);
+    free (tmp);
+  } else {
+    r = write_all (fd, buf, count, offset);
+  }
+  return r == -1 ? -1 : sync_if_fua (h, flags);
 }
 
 static int
@@ -345,6 +470,19 @@ file_cache (void *handle, uint32_t count, uint64_t offset, uint32_t flags)
   return 0;
 }
 
+/* Direct mode advertises its alignment as the minimum block size, so
+ * clients that honour it (QEMU, libnbd) never take the buffered path. */
+static int
+file_block_size (void *handle, uint32_t *minimum, uint32_t *preferred,
+                 uint32_t *maximum)
+{
+  struct file_conn *h = handle;
+  *minimum = h->fd_buffered >= 0 ? h->align : 1;
+  *preferred = h->fd_buffered >= 0 && h->align > 4096 ? h->align : 4096;
+  *maximum = 0xffffffff;
+  return 0;
+}
+
 static int
 file_can_extents (void *handle)
 {
@@ -433,7 +571,8 @@ static struct nbdkit_plugin plugin = {
   .description       = "a disk backed by a file or block device",
   .config            = file_config,
   .config_complete   = file_config_complete,
-  .config_help       = "file=<FILENAME>  (required) The file or device to serve.",
+  .config_help       = "file=<FILENAME>  (required) The file or device to serve.\n"
+                       "direct=BOOL       Open it with O_DIRECT (bypass the page cache).",
   .magic_config_key  = "file",
   .get_ready         = file_get_ready,
   .cleanup           = file_cleanup,
@@ -448,6 +587,7 @@ static struct nbdkit_plugin plugin = {
   .can_fua           = file_native,
   .can_cache         = file_native,
   .can_extents       = file_can_extents,
+  .block_size        = file_block_size,
   .can_multi_conn    = file_always,
   .pread             = file_pread,
   .pwrite            = file_pwrite,

@@ -160,20 +160,22 @@ static bool accept_choice(BlockOptions *opts, const char *key, const char *const
     return true;
 }
 
-/* cache.direct / cache.no-flush: only their default (off) is supported. */
-static bool accept_cache_options(BlockOptions *opts, GError **errp)
+/* cache.direct (O_DIRECT, passed to the plugin as direct=on) and
+ * cache.no-flush (only its default, off, is supported). */
+static bool cache_options(BlockOptions *opts, bool *direct, GError **errp)
 {
+    *direct = false;
     JsonObject *cache = block_options_get_object(opts, "cache");
     if (!cache)
         return true;
     BlockOptions *sub = block_options_new(cache, "cache.");
-    bool direct = false, no_flush = false;
-    bool ok = block_options_get_bool(sub, "direct", &direct, errp) &&
+    bool no_flush = false;
+    bool ok = block_options_get_bool(sub, "direct", direct, errp) &&
               block_options_get_bool(sub, "no-flush", &no_flush, errp) &&
               block_options_check_all_used(sub, errp);
-    if (ok && (direct || no_flush)) {
+    if (ok && no_flush) {
         g_set_error(errp, G_IO_ERROR, G_IO_ERROR_NOT_SUPPORTED,
-                    "cache.%s=on is not supported by the file driver", direct ? "direct" : "no-flush");
+                    "cache.no-flush=on is not supported by the file driver");
         ok = false;
     }
     block_options_free(sub);
@@ -198,15 +200,24 @@ static void *file_open(BlockNode *self, BlockOptions *opts, bool read_only, GErr
 {
     static const char *const aio[] = { "threads", "native", "io_uring", NULL };
     static const char *const locking[] = { "auto", "on", "off", NULL };
+    bool direct;
     const char *filename = block_options_get_str(opts, "filename", true, errp);
     if (!filename ||
         !file_exists(filename, errp) ||
         !accept_choice(opts, "aio", aio, errp) ||
         !accept_choice(opts, "locking", locking, errp) ||
-        !accept_cache_options(opts, errp))
+        !cache_options(opts, &direct, errp))
         return NULL;
+    /* QEMU's rule: Linux AIO needs O_DIRECT. */
+    const char *aio_mode = block_options_get_str(opts, "aio", false, NULL);
+    if (aio_mode && strcmp(aio_mode, "native") == 0 && !direct) {
+        g_set_error(errp, G_IO_ERROR, G_IO_ERROR_INVALID_ARGUMENT,
+                    "aio=native was specified, but it requires cache.direct=on, which was not specified.");
+        return NULL;
+    }
     const char *mode = block_options_get_str(opts, "locking", false, NULL);
-    PluginNode *n = open_with("file", "file", filename, read_only, errp);
+    const char *const config[] = { "file", filename, "direct", direct ? "on" : "off", NULL };
+    PluginNode *n = wrap(plugin_handle_open("file", config, read_only, errp));
     if (!n)
         return NULL;
     int fd;
