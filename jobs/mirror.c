@@ -654,8 +654,13 @@ Job *mirror_job_create(const MirrorOptions *opts, GError **errp)
     m->target_is_zero = opts->sync != BACKUP_SYNC_NONE && copy_node_reads_zero(tgt);
     /* Copies of the dirty loop always write zeroes: the target changes. */
     m->copy = (CopyConfig){ .source = src, .target = tgt, .target_user = m->target_user };
-    /* Every write issued from now on is tracked (or written through). */
-    m->before_hook = node_add_before_write_hook(src, NODE_HOOK_ORDER_JOB, mirror_before_write, m);
+    /* Every write issued from now on is tracked (or written through).  The
+     * after-write hook goes first: a write reads the hook list once per
+     * phase, and one that ran the before-write hook (which range-locks it
+     * in write-blocking mode) must also run the after-write hook that
+     * unlocks it; a write that runs only the after-write hook just marks
+     * its region dirty. */
     m->after_hook = node_add_after_write_hook(src, NODE_HOOK_ORDER_JOB, mirror_after_write, m);
+    m->before_hook = node_add_before_write_hook(src, NODE_HOOK_ORDER_JOB, mirror_before_write, m);
     return job;
 }
