@@ -63,19 +63,29 @@ class Block:
         self.skip = None            # the reason, for skip
         self.fails = False
         self.background = False
+        self.file = None            # file NAME: the block is written to NAME
         if marker is not None:
             m = re.fullmatch(r'skip \((.+)\)', marker)
+            f = re.fullmatch(r'file (\S+)', marker)
             if m:
                 self.skip = m.group(1)
+            elif f:
+                self.file = f.group(1)
             elif marker == 'fails':
                 self.fails = True
             elif marker == 'background':
                 self.background = True
             else:
                 raise DocError('%s:%d: unknown marker "doc-test: %s" (skip (REASON), '
-                               'fails or background)' % (path, marker_line, marker))
+                               'fails, background, stop or file NAME)'
+                               % (path, marker_line, marker))
+        if self.file and kind in ('sh', 'console'):
+            raise DocError('%s:%d: "doc-test: file" is for blocks that are not run '
+                           '(```c, ```text, ...)' % (path, marker_line))
         self.expected = []          # console: the documented output lines
-        if kind == 'console':
+        if self.file:
+            self.script = []
+        elif kind == 'console':
             script = []
             cont = False
             for ln in text:
@@ -98,6 +108,8 @@ class Block:
         return '%s:%d' % (self.path, self.line)
 
     def title(self):
+        if self.file:
+            return '(written to %s)' % self.file
         first = next((s.strip() for s in self.script if s.strip()), '')
         return first if len(first) <= 70 else first[:67] + '...'
 
@@ -174,11 +186,12 @@ def parse_markdown(path, text):
                 j += 1
             else:
                 raise DocError('%s:%d: unclosed code fence' % (path, i + 1))
-            if lang in ('sh', 'console'):
+            if lang in ('sh', 'console') or (marker or '').startswith('file '):
                 blocks.append(Block(path, i + 2, lang, body, marker, marker_line))
             elif marker is not None:
                 raise DocError('%s:%d: doc-test marker before a ```%s block (only '
-                               '```sh and ```console blocks run)' % (path, marker_line, lang))
+                               '```sh and ```console blocks run; "file NAME" writes '
+                               'any other block to a file)' % (path, marker_line, lang))
             elif lang == '' and looks_like_command(body):
                 raise DocError('%s:%d: untagged code block with a command: tag it '
                                '```sh (runs) or ```text (not run), see docs/README-docs.md'
@@ -396,6 +409,12 @@ class DocRun:
         return p, log
 
     def run(self, block):
+        if block.file:
+            with open(self.cwd_file) as f:
+                cwd = f.read().strip()
+            with open(os.path.join(cwd, block.file), 'w') as f:
+                f.write('\n'.join(block.text) + '\n')
+            return
         if block.background:
             return self.run_background(block)
         p, log = self.start(block)
@@ -447,10 +466,12 @@ class DocRun:
             self.fail(block, log, 'sanitizer report (%s)' % report[0])
         if block.kind != 'console' or not block.expected:
             return
-        actual = [ln.rstrip() for ln in out.split('\n')]
+        # runs of white space are one space: column widths may differ
+        actual = [' '.join(ln.split()) for ln in out.split('\n')]
         k = 0
         for want in block.expected:
-            rx = re.compile('.*'.join(re.escape(part) for part in want.split('...')))
+            rx = re.compile('.*'.join(re.escape(' '.join(part.split(' ')))
+                                      for part in ' '.join(want.split()).split('...')))
             while k < len(actual) and not rx.fullmatch(actual[k]):
                 k += 1
             if k == len(actual):
