@@ -309,8 +309,9 @@ def parse(path):
 # --- isolation -----------------------------------------------------------
 
 def enter_namespaces():
-    """As root, re-run this script in new network and mount namespaces with a
-    private /run; True if isolated (then port 10809 and /run are ours)."""
+    """As root, re-run this script in new network and mount namespaces; True
+    if isolated (then port 10809 is ours, and each document gets its own
+    /run and /tmp)."""
     if os.environ.get('DOC_TEST_ISOLATED') == '1':
         return True
     if os.geteuid() != 0 or os.environ.get('DOC_TEST_NO_NAMESPACES'):
@@ -320,11 +321,22 @@ def enter_namespaces():
     if probe.returncode != 0:
         return False
     env = dict(os.environ, DOC_TEST_ISOLATED='1')
-    setup = ('mount -t tmpfs -o mode=755 doc-test-run /run && '
-             'mount -t tmpfs -o mode=1777 doc-test-tmp /tmp && exec "$0" "$@"')
     os.execvpe('unshare', ['unshare', '--mount', '--net', '--propagation', 'private',
-                           'sh', '-c', setup, sys.executable, os.path.abspath(__file__)]
-               + sys.argv[1:], env)
+                           sys.executable, os.path.abspath(__file__)] + sys.argv[1:], env)
+
+
+PRIVATE_DIRS = (('/run', '755'), ('/tmp', '1777'))
+
+
+def mount_private_dirs():
+    """A fresh, empty /run and /tmp for one document (in our mount namespace)."""
+    for d, mode in PRIVATE_DIRS:
+        subprocess.run(['mount', '-t', 'tmpfs', '-o', 'mode=' + mode, 'doc-test', d], check=True)
+
+
+def unmount_private_dirs():
+    for d, _ in PRIVATE_DIRS:
+        subprocess.run(['umount', '--lazy', d], check=True)
 
 
 def loopback_up():
@@ -611,7 +623,7 @@ def main():
     isolated = enter_namespaces()
     if isolated:
         loopback_up()
-        print('running in private network and mount namespaces (own loopback, /run and /tmp)')
+        print('running in private network and mount namespaces (own loopback; each document its own /run and /tmp)')
     else:
         print('no private namespaces (unshare --mount --net failed): documents that use '
               'port 10809 while it is busy, or /run, are skipped')
@@ -619,6 +631,11 @@ def main():
         if not os.access(tool, os.X_OK):
             print('FAIL: %s is not built' % tool, file=sys.stderr)
             return 1
+
+    def interrupted(signum, frame):
+        raise SystemExit('interrupted by signal %d' % signum)
+    signal.signal(signal.SIGTERM, interrupted)
+    signal.signal(signal.SIGINT, interrupted)
 
     ran, skipped, failures = 0, [], []
     for path, blocks in plan:
@@ -638,8 +655,11 @@ def main():
                     skipped.append((b, why))
             print('    SKIP: ' + why)
             continue
+        if isolated:
+            mount_private_dirs()
         doc = DocRun(path, isolated)
         failed = False
+        stopped = False
         try:
             for b in blocks:
                 if isinstance(b, Stop):
@@ -657,17 +677,22 @@ def main():
                     b.where(), time.monotonic() - t0,
                     '(background) ' if b.background else '(fails) ' if b.fails else '',
                     b.title()))
+            stopped = True
             doc.stop()
         except Failure as e:
             failed = True
             failures.append(str(e))
             print('  FAIL  ' + str(e).replace('\n', '\n        '))
-            try:
-                doc.stop()
-            except Failure:
-                pass
         finally:
+            if failed or not stopped:
+                # a failure, or interrupted: no process of the file survives
+                try:
+                    doc.stop()
+                except Failure:
+                    pass
             doc.cleanup(keep=failed and bool(os.environ.get('DOC_TEST_KEEP')))
+            if isolated:
+                unmount_private_dirs()
 
     print()
     print('%d blocks ran, %d skipped:' % (ran, len(skipped)))
