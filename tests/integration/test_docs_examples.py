@@ -20,7 +20,6 @@ skipped.  Each document runs in BUILD_DIR/doc-test/NAME-XXXX (removed
 afterwards unless DOC_TEST_KEEP=1 and it failed).
 """
 
-import ctypes
 import fcntl
 import glob
 import os
@@ -364,9 +363,8 @@ class Failure(Exception):
 class DocRun:
     """One document: its directory, its shell state, its background blocks."""
 
-    def __init__(self, path, isolated):
+    def __init__(self, path):
         self.path = path
-        self.isolated = isolated
         # not in /tmp: that is the examples' own (a private tmpfs as root)
         top = os.path.join(BUILD_DIR, 'doc-test')
         os.makedirs(top, exist_ok=True)
@@ -378,7 +376,7 @@ class DocRun:
             f.write(self.dir + '\n')
         self.marker = 'doc-test-%d-%s' % (os.getpid(), os.path.basename(self.dir))
         self.background = []        # (block, Popen, log path)
-        self.logs = []              # (block, log path) of every block run
+        self.notify_sockets = []
         self.n = 0
         path_dirs = [BUILD_DIR, os.path.join(BUILD_DIR, 'tools')]
         self.env = dict(os.environ,
@@ -417,7 +415,6 @@ class DocRun:
             p = subprocess.Popen(['bash', name + '.sh'], stdin=subprocess.DEVNULL,
                                  stdout=out, stderr=subprocess.STDOUT, env=env,
                                  cwd=self.dir, start_new_session=True)
-        self.logs.append((block, log))
         return p, log
 
     def run(self, block):
@@ -448,27 +445,26 @@ class DocRun:
         s = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
         s.bind(sock_path)
         s.settimeout(0.2)
-        try:
-            p, log = self.start(block, sock_path)
-            self.background.append((block, p, log))
-            deadline = time.monotonic() + TIMEOUT
-            while True:
-                try:
-                    if b'READY=1' in s.recv(4096):
-                        break
-                except socket.timeout:
-                    pass
-                rc = p.poll()
-                if rc is not None:
-                    self.background.pop()
-                    if rc != 0:
-                        self.fail(block, log, 'exit status %d before it was ready' % rc)
+        # open until the block stops: blockd also sends STOPPING=1
+        self.notify_sockets.append(s)
+        p, log = self.start(block, sock_path)
+        self.background.append((block, p, log))
+        deadline = time.monotonic() + TIMEOUT
+        while True:
+            try:
+                if b'READY=1' in s.recv(4096):
                     break
-                if time.monotonic() > deadline:
-                    self.fail(block, log, 'no blockd in it reported READY=1 within %d s '
-                              '(a background block must start blockd)' % TIMEOUT)
-        finally:
-            s.close()
+            except socket.timeout:
+                pass
+            rc = p.poll()
+            if rc is not None:
+                self.background.pop()
+                if rc != 0:
+                    self.fail(block, log, 'exit status %d before it was ready' % rc)
+                break
+            if time.monotonic() > deadline:
+                self.fail(block, log, 'no blockd in it reported READY=1 within %d s '
+                          '(a background block must start blockd)' % TIMEOUT)
         # blockd prints its URIs before it is ready: the output is there
         self.check_output(block, log, read(log))
 
@@ -482,7 +478,7 @@ class DocRun:
         actual = [' '.join(ln.split()) for ln in out.split('\n')]
         k = 0
         for want in block.expected:
-            rx = re.compile('.*'.join(re.escape(' '.join(part.split(' ')))
+            rx = re.compile('.*'.join(re.escape(part)
                                       for part in ' '.join(want.split()).split('...')))
             while k < len(actual) and not rx.fullmatch(actual[k]):
                 k += 1
@@ -512,6 +508,9 @@ class DocRun:
             elif any(r in out for r in SANITIZER_REPORTS):
                 problems.append((block, log, 'sanitizer report'))
         self.background = []
+        for s in self.notify_sockets:
+            s.close()
+        self.notify_sockets = []
         for pid in self.marked_pids():
             print('    stopping leftover process %d: %s' % (pid, cmdline(pid)))
             try:
@@ -550,9 +549,10 @@ class DocRun:
             msg.append('%5d  %s' % (block.line + k, ln))
         msg.append('--- its output:')
         msg.append(tail(read(log)))
-        for b, blog in self.logs:
-            if b is not block and b.background:
-                msg.append('--- output of the background block at %s:' % b.where())
+        for b, _, blog in self.background:
+            if b is not block:
+                msg.append('--- output of the background block at %s (still running):'
+                           % b.where())
                 msg.append(tail(read(blog)))
         raise Failure('\n'.join(msg))
 
@@ -657,7 +657,7 @@ def main():
             continue
         if isolated:
             mount_private_dirs()
-        doc = DocRun(path, isolated)
+        doc = DocRun(path)
         failed = False
         stopped = False
         try:
