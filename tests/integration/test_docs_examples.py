@@ -6,18 +6,21 @@ Per document, in a fresh temporary directory and in document order: every
 ```sh block runs as a bash script (errexit on); in a ```console block the
 `$ ` lines run and the other lines are the expected output (in order, `...`
 matching any text).  Markers right before a block:
-`<!-- doc-test: skip (REASON) -->`, `<!-- doc-test: fails -->`,
-`<!-- doc-test: background -->` (in man pages `.\\" doc-test: ...`).
-PATH starts with the build's blockd and blockctl.  Untagged or indented code
-blocks that start with a command are an error: tag them.
+`<!-- doc-test: skip (REASON) -->`, `fails`, `background` (a daemon: the
+next block runs after its READY=1), `file NAME` (write a block that is not
+run to NAME); on its own line `<!-- doc-test: stop -->` stops the daemons
+started so far (in man pages `.\\" doc-test: ...`).  PATH starts with
+the build's blockd and blockctl.  Untagged or indented code blocks that
+start with a command are an error: tag them.
 
     test_docs_examples.py [--list] [FILE...]    (default: every document)
 
 As root the examples run in private network and mount namespaces (own
-loopback, own /run and /tmp), so fixed ports, /run/blockd.sock and /tmp
-paths collide with nothing else on the machine; without root the test is
-skipped.  Each document runs in BUILD_DIR/doc-test/NAME-XXXX (removed
-afterwards unless DOC_TEST_KEEP=1 and it failed).
+loopback; a fresh /run and /tmp per document), so fixed ports,
+/run/blockd.sock and /tmp paths collide with nothing else on the machine;
+without root the test is skipped.  Each document runs in
+BUILD_DIR/doc-test/NAME-XXXX (removed afterwards unless DOC_TEST_KEEP=1
+and it failed).
 """
 
 import fcntl
@@ -46,7 +49,10 @@ COMMAND_WORDS = {
     'blockd', 'blockctl', 'nbdinfo', 'nbdcopy', 'nbdkit', 'nbdsh', 'qemu-img',
     'qemu-io', 'qemu-nbd', 'qemu-storage-daemon', 'make', 'meson', 'ninja',
     'certtool', 'systemctl', 'journalctl', 'truncate', 'mkdir', 'sudo', 'cat',
-    'echo', 'cp', 'kill', 'gcc', 'dd', 'apt', 'apt-get', 'python3', 'curl'}
+    'echo', 'cp', 'kill', 'gcc', 'dd', 'apt', 'apt-get', 'python3', 'curl',
+    'rbd', 'ceph', 'nbd-client', 'fio', 'modprobe', 'chmod', 'rm', 'ls', 'ln',
+    'tar', 'openssl', 'ssh', 'scp', 'virsh', 'qemu-system-x86_64', 'pkg-config',
+    'git', 'cd', 'nm'}
 
 
 class DocError(Exception):
@@ -140,7 +146,7 @@ def looks_like_command(lines):
         if s.startswith('$ '):
             return True
         word = s.split()[0]
-        return word in COMMAND_WORDS or word.startswith('./')
+        return word in COMMAND_WORDS or word.startswith(('./', 'tests/', 'scripts/'))
     return False
 
 
@@ -623,7 +629,8 @@ def main():
     isolated = enter_namespaces()
     if isolated:
         loopback_up()
-        print('running in private network and mount namespaces (own loopback; each document its own /run and /tmp)')
+        print('running in private network and mount namespaces '
+              '(own loopback; each document its own /run and /tmp)')
     else:
         print('no private namespaces (unshare --mount --net failed): documents that use '
               'port 10809 while it is busy, or /run, are skipped')
@@ -694,6 +701,10 @@ def main():
             if isolated:
                 unmount_private_dirs()
 
+    try:
+        os.rmdir(os.path.join(BUILD_DIR, 'doc-test'))
+    except OSError:
+        pass        # a kept directory, or never made
     print()
     print('%d blocks ran, %d skipped:' % (ran, len(skipped)))
     for b, why in skipped:
