@@ -173,6 +173,12 @@ static void on_command_exit(void *data)
     g_main_loop_quit(((Daemon *)data)->loop);
 }
 
+static void remove_sources(const guint *sources, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        g_source_remove(sources[i]);
+}
+
 static void shutdown_all(void)
 {
     /* Jobs first: their threads use nodes and their last events go to the monitors. */
@@ -238,10 +244,20 @@ int main(int argc, char **argv)
     bool started = startup(cfg, activated, &err);
     /* Plugins may use stdin/stdout only while the command line is processed. */
     plugin_host_set_stdio_safe(false);
+    /* Before the pidfile and READY=1: whoever sends SIGTERM as soon as
+     * either appears must get a clean stop, not the default action. */
+    d.loop = g_main_loop_new(NULL, FALSE);
+    guint sources[] = {
+        g_unix_signal_add(SIGTERM, on_signal, &d),
+        g_unix_signal_add(SIGINT, on_signal, &d),
+        g_unix_signal_add(SIGHUP, on_signal, &d),
+    };
     if (!started ||
         (cfg->pidfile && !pidfile_write(cfg->pidfile, &err))) {
         fprintf(stderr, "blockd: %s\n", err->message);
         g_error_free(err);
+        remove_sources(sources, G_N_ELEMENTS(sources));
+        g_main_loop_unref(d.loop);
         shutdown_all();
         cli_config_free(cfg);
         return EXIT_FAILURE;
@@ -257,10 +273,10 @@ int main(int argc, char **argv)
     else
         sd_notify_ready(0);
 
-    d.loop = g_main_loop_new(NULL, FALSE);
     if (cfg->run && !run_command_start(cfg->run, on_command_exit, &d, &err)) {
         fprintf(stderr, "blockd: --run: %s\n", err->message);
         g_error_free(err);
+        remove_sources(sources, G_N_ELEMENTS(sources));
         g_main_loop_unref(d.loop);
         shutdown_all();
         if (cfg->pidfile)
@@ -269,15 +285,9 @@ int main(int argc, char **argv)
         return EXIT_FAILURE;
     }
     qmp_set_quit_handler((void (*)(void *))g_main_loop_quit, d.loop);
-    guint sources[] = {
-        g_unix_signal_add(SIGTERM, on_signal, &d),
-        g_unix_signal_add(SIGINT, on_signal, &d),
-        g_unix_signal_add(SIGHUP, on_signal, &d),
-    };
     g_main_loop_run(d.loop);
     sd_notify_stopping();
-    for (size_t i = 0; i < G_N_ELEMENTS(sources); i++)
-        g_source_remove(sources[i]);
+    remove_sources(sources, G_N_ELEMENTS(sources));
     g_main_loop_unref(d.loop);
 
     /* The command first: it is the client of what shutdown_all closes. */

@@ -2,8 +2,8 @@
 """systemd readiness (NOTIFY_SOCKET, sd_notify's protocol): READY=1 arrives
 once the command line's exports are connectable, from the process systemd
 started (with MAINPID = the daemon when daemonized), to a path or an
-abstract '@name' socket; STOPPING=1 on SIGTERM; no READY=1 when start-up
-fails; NOTIFY_SOCKET is not passed on to the daemon's children."""
+abstract '@name' socket; STOPPING=1 on SIGTERM, also one sent right at
+READY=1; no READY=1 when start-up fails; NOTIFY_SOCKET is not passed on to the daemon's children."""
 import os
 import shutil
 import signal
@@ -122,6 +122,34 @@ def foreground(tmp, notify_socket, bind_address):
         lis.close()
 
 
+def sigterm_at_ready(tmp, rounds=20):
+    """A SIGTERM sent the moment READY=1 arrives stops blockd cleanly (exit
+    0), never by the signal's default action (the signal handlers are in
+    place before READY=1 and the pidfile)."""
+    sock = os.path.join(tmp, 'ready.sock')
+    for i in range(rounds):
+        path = os.path.join(tmp, 'notify-ready.sock')
+        lis = Listener(path)
+        proc = subprocess.Popen([blockd_path(), '--blockdev', 'driver=memory,node-name=m,size=1M',
+                                 '--nbd-server', 'addr.type=unix,addr.path=' + sock,
+                                 '--export', 'type=nbd,id=e,node-name=m'],
+                                stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                stderr=subprocess.DEVNULL,
+                                env=dict(os.environ, NOTIFY_SOCKET=path))
+        try:
+            lis.expect('READY')
+            proc.send_signal(signal.SIGTERM)
+            rc = proc.wait(timeout=30)
+            check(rc == 0, 'round %d: blockd exited %s on a SIGTERM right after READY=1'
+                  % (i, rc))
+            check(not os.path.exists(sock), 'round %d: socket left behind' % i)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+            lis.close()
+
+
 def daemonized(tmp):
     """--daemonize: the parent (the process systemd watches) sends READY=1
     and MAINPID = the daemon, whose pid the pidfile holds."""
@@ -197,6 +225,7 @@ def main():
         name = 'blockd-test-notify-%d' % os.getpid()
         foreground(tmp, '@' + name, '\0' + name)
         daemonized(tmp)
+        sigterm_at_ready(tmp)
         failing(tmp, [])
         failing(tmp, ['--daemonize'])
     finally:
