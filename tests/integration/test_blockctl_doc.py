@@ -24,12 +24,13 @@ def example():
     with open(os.path.join(SOURCE_DIR, 'docs', 'backup.md')) as f:
         lines = f.read().split('\n')
     start = next(i for i, line in enumerate(lines) if MARK in line)
+    # The ```console block after the mark (and its doc-test marker).
+    first = next(i for i in range(start + 1, len(lines)) if lines[i].startswith('```console'))
     block = []
-    for line in lines[start + 1:]:
-        if line.startswith('    '):
-            block.append(line[4:])
-        elif block and line.strip():
+    for line in lines[first + 1:]:
+        if line.startswith('```'):
             break
+        block.append(line)
     commands, outputs = [], []
     for line in block:
         if line.startswith('$ '):
