@@ -17,7 +17,16 @@ struct NodePermClaim {
     NodeChildRole role;           /* parents only */
     uint64_t perm, shared;        /* in force */
     uint64_t new_perm, new_shared;/* proposed during a transaction */
+    char *owner_kind, *owner_name, *edge; /* users: who holds it (node_perm_claim_describe) */
 };
+
+static void claim_free(NodePermClaim *c)
+{
+    g_free(c->owner_kind);
+    g_free(c->owner_name);
+    g_free(c->edge);
+    g_free(c);
+}
 
 static GRecMutex perm_lock;
 
@@ -172,7 +181,7 @@ NodePermClaim *node_perm_claim(BlockNode *node, uint64_t perm, uint64_t shared, 
     NodePermClaim *c = claim_new(node, NULL, 0, perm & BLOCK_PERM_ALL, shared & BLOCK_PERM_ALL);
     if (!update(node, errp)) {
         g_ptr_array_remove(node->claims, c);
-        g_free(c);
+        claim_free(c);
         c = NULL;
     }
     g_rec_mutex_unlock(&perm_lock);
@@ -187,7 +196,7 @@ void node_perm_release(NodePermClaim *claim)
     g_ptr_array_remove(claim->node->claims, claim);
     update_loosening(claim->node);
     g_rec_mutex_unlock(&perm_lock);
-    g_free(claim);
+    claim_free(claim);
 }
 
 bool node_perm_attach(BlockNode *parent, BlockNode *child, NodeChildRole role, GError **errp)
@@ -199,7 +208,7 @@ bool node_perm_attach(BlockNode *parent, BlockNode *child, NodeChildRole role, G
     if (!ok) {
         g_ptr_array_remove(parent->edges, c);
         g_ptr_array_remove(child->claims, c);
-        g_free(c);
+        claim_free(c);
     }
     g_rec_mutex_unlock(&perm_lock);
     return ok;
@@ -212,7 +221,7 @@ void node_perm_detach_all(BlockNode *parent)
         NodePermClaim *c = g_ptr_array_steal_index(parent->edges, parent->edges->len - 1);
         g_ptr_array_remove(c->node->claims, c);
         update_loosening(c->node);
-        g_free(c);
+        claim_free(c);
     }
     g_rec_mutex_unlock(&perm_lock);
 }
@@ -222,6 +231,49 @@ void node_perm_refresh(BlockNode *node)
     g_rec_mutex_lock(&perm_lock);
     update_loosening(node);
     g_rec_mutex_unlock(&perm_lock);
+}
+
+void node_perm_claim_describe(NodePermClaim *claim, const char *owner_kind, const char *owner_name,
+                              const char *edge)
+{
+    g_rec_mutex_lock(&perm_lock);
+    g_free(claim->owner_kind);
+    g_free(claim->owner_name);
+    g_free(claim->edge);
+    claim->owner_kind = g_strdup(owner_kind);
+    claim->owner_name = g_strdup(owner_name);
+    claim->edge = g_strdup(edge);
+    g_rec_mutex_unlock(&perm_lock);
+}
+
+static void info_free(NodeClaimInfo *i)
+{
+    if (i->parent)
+        node_unref(i->parent);
+    g_free(i->owner_kind);
+    g_free(i->owner_name);
+    g_free(i->edge);
+    g_free(i);
+}
+
+GPtrArray *node_perm_claims_of(BlockNode *node)
+{
+    GPtrArray *out = g_ptr_array_new_with_free_func((GDestroyNotify)info_free);
+    g_rec_mutex_lock(&perm_lock);
+    for (guint i = 0; i < node->claims->len; i++) {
+        NodePermClaim *c = node->claims->pdata[i];
+        NodeClaimInfo *info = g_new0(NodeClaimInfo, 1);
+        info->parent = c->parent ? node_ref(c->parent) : NULL;
+        info->role = c->role;
+        info->owner_kind = g_strdup(c->owner_kind);
+        info->owner_name = g_strdup(c->owner_name);
+        info->edge = g_strdup(c->edge);
+        info->perm = c->perm;
+        info->shared = c->shared;
+        g_ptr_array_add(out, info);
+    }
+    g_rec_mutex_unlock(&perm_lock);
+    return out;
 }
 
 void node_perm_init(BlockNode *node)

@@ -42,5 +42,21 @@ typedef struct NodePermClaim NodePermClaim;
 NodePermClaim *node_perm_claim(BlockNode *node, uint64_t perm, uint64_t shared, GError **errp);
 /* Drops a user's claim (NULL is a no-op); never fails.  Thread-safe. */
 void node_perm_release(NodePermClaim *claim);
+/* Says who holds a user's claim, for x-debug-query-block-graph: the owner's
+ * kind ("block-backend", "block-job"), its name ("" for an export, the job
+ * id) and the edge's name ("root", "target", ...).  Copies the strings. */
+void node_perm_claim_describe(NodePermClaim *claim, const char *owner_kind, const char *owner_name,
+                              const char *edge);
+
+/* One claim on a node, as node_perm_claims_of reports it. */
+typedef struct NodeClaimInfo {
+    BlockNode *parent;        /* the claiming parent node (a reference), or NULL */
+    NodeChildRole role;       /* parents only */
+    char *owner_kind, *owner_name, *edge; /* users: as described, or NULL */
+    uint64_t perm, shared;    /* in force */
+} NodeClaimInfo;
+/* The claims on `node` now (NodeClaimInfo *; free with g_ptr_array_unref). */
+GPtrArray *node_perm_claims_of(BlockNode *node);
+
 /* QEMU's name of one permission bit ("consistent read", "write", ...). */
 const char *block_perm_name(uint64_t bit);

@@ -22,6 +22,7 @@ struct BlockUser {
     BlockNode *node;         /* changed only while drained with nothing in flight */
     NodePermClaim *claim;    /* on node; moves with it */
     uint64_t perm, shared;
+    char *owner_kind, *owner_name, *edge; /* the claim's description */
     char *desc;
     gint inflight;           /* requests between begin and end (atomic) */
     gint quiesce;            /* active drains over this user's node (atomic) */
@@ -60,6 +61,9 @@ static void user_unref(BlockUser *u)
     g_mutex_clear(&u->lock);
     g_cond_clear(&u->cond);
     g_free(u->desc);
+    g_free(u->owner_kind);
+    g_free(u->owner_name);
+    g_free(u->edge);
     g_free(u);
 }
 
@@ -121,6 +125,19 @@ void block_user_free(BlockUser *u)
     node_perm_release(claim);
     node_unref(node);
     user_unref(u);
+}
+
+void block_user_describe(BlockUser *u, const char *owner_kind, const char *owner_name, const char *edge)
+{
+    g_mutex_lock(&users_lock);
+    g_free(u->owner_kind);
+    g_free(u->owner_name);
+    g_free(u->edge);
+    u->owner_kind = g_strdup(owner_kind);
+    u->owner_name = g_strdup(owner_name);
+    u->edge = g_strdup(edge);
+    node_perm_claim_describe(u->claim, owner_kind, owner_name, edge);
+    g_mutex_unlock(&users_lock);
 }
 
 BlockNode *block_user_node(BlockUser *u)
@@ -239,6 +256,8 @@ bool node_replace(BlockNode *old_node, BlockNode *new_node, GError **errp)
         if (u->node != old_node)
             continue;
         NodePermClaim *c = node_perm_claim(new_node, u->perm, u->shared, errp);
+        if (c && u->owner_kind)
+            node_perm_claim_describe(c, u->owner_kind, u->owner_name, u->edge);
         if (!c) {
             g_mutex_unlock(&users_lock);
             node_drain_end(new_node);

@@ -307,6 +307,8 @@ Job *backup_job_create(const BackupOptions *opts, GError **errp)
         node_perm_release(sc);
         return NULL;
     }
+    node_perm_claim_describe(sc, "block-job", o.job_id, "source");
+    node_perm_claim_describe(tc, "block-job", o.job_id, "target");
     Backup *b = g_new0(Backup, 1);
     b->source_claim = sc;
     b->target_claim = tc;

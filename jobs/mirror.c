@@ -614,6 +614,8 @@ Job *mirror_job_create(const MirrorOptions *opts, GError **errp)
         node_perm_release(sc);
         return NULL;
     }
+    node_perm_claim_describe(sc, "block-job", opts->job_id, "source");
+    block_user_describe(tu, "block-backend", "", "root");
     Mirror *m = g_new0(Mirror, 1);
     m->source_claim = sc;
     m->target_user = tu;

@@ -156,8 +156,12 @@ static void export_free(Export *exp)
  * anything but resize the node (block/export/export.c, nbd/server.c). */
 static BlockUser *new_user(BlockNode *node, const char *desc, bool read_only, GError **errp)
 {
-    return block_user_new(node, desc, BLOCK_PERM_CONSISTENT_READ | (read_only ? 0 : BLOCK_PERM_WRITE),
-                          BLOCK_PERM_ALL & ~BLOCK_PERM_RESIZE, errp);
+    BlockUser *u = block_user_new(node, desc, BLOCK_PERM_CONSISTENT_READ | (read_only ? 0 : BLOCK_PERM_WRITE),
+                                  BLOCK_PERM_ALL & ~BLOCK_PERM_RESIZE, errp);
+    /* As QEMU's graph shows it: an anonymous BlockBackend, edge "root". */
+    if (u)
+        block_user_describe(u, "block-backend", "", "root");
+    return u;
 }
 
 /* By id (exports shutting down included: QEMU keeps their id taken) or by

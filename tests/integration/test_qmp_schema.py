@@ -27,7 +27,9 @@ COMMANDS = {'qmp_capabilities', 'query-version', 'query-commands', 'query-qmp-sc
             'block-job-pause', 'block-job-resume', 'block-job-cancel', 'block-job-set-speed',
             'block-job-complete', 'block-job-dismiss', 'block-job-finalize',
             # mirror (issue 6)
-            'blockdev-mirror', 'drive-mirror'}
+            'blockdev-mirror', 'drive-mirror',
+            # the graph (issue 13)
+            'x-debug-query-block-graph'}
 EVENTS = {'BLOCK_EXPORT_DELETED', 'SHUTDOWN',
           # block jobs (issue 5)
           'JOB_STATUS_CHANGE', 'BLOCK_JOB_COMPLETED', 'BLOCK_JOB_CANCELLED', 'BLOCK_JOB_ERROR',
