@@ -23,8 +23,7 @@ static void put_be64(void *p, uint64_t v) { v = GUINT64_TO_BE(v); memcpy(p, &v, 
 static void put_be32(void *p, uint32_t v) { v = GUINT32_TO_BE(v); memcpy(p, &v, 4); }
 static void put_be16(void *p, uint16_t v) { v = GUINT16_TO_BE(v); memcpy(p, &v, 2); }
 
-static void set_err(GError **errp, int code, const char *fmt, ...) G_GNUC_PRINTF(3, 4);
-static void set_err(GError **errp, int code, const char *fmt, ...)
+void qcow2_set_error(GError **errp, int code, const char *fmt, ...)
 {
     va_list ap;
     va_start(ap, fmt);
@@ -67,7 +66,7 @@ bool qcow2_create_image(const char *path, uint64_t size, const char *backing_fil
     if (cluster_size == 0)
         cluster_size = 65536;
     if (cluster_size < 512 || cluster_size > (1u << MAX_CLUSTER_BITS) || (cluster_size & (cluster_size - 1))) {
-        set_err(errp, G_IO_ERROR_INVALID_ARGUMENT,
+        qcow2_set_error(errp, G_IO_ERROR_INVALID_ARGUMENT,
                 "Cluster size must be a power of two between 512 and 2048k, not %u", cluster_size);
         return false;
     }
@@ -76,14 +75,14 @@ bool qcow2_create_image(const char *path, uint64_t size, const char *backing_fil
     const uint64_t l2_entries = cs / 8, per_l1 = l2_entries * cs;
     uint64_t l1_size = DIV_UP(size, per_l1);
     if (l1_size * 8 > MAX_L1_BYTES) {
-        set_err(errp, G_IO_ERROR_INVALID_ARGUMENT, "Image size %" PRIu64 " is too big for cluster size %u",
+        qcow2_set_error(errp, G_IO_ERROR_INVALID_ARGUMENT, "Image size %" PRIu64 " is too big for cluster size %u",
                 size, cluster_size);
         return false;
     }
     size_t blen = backing_file ? strlen(backing_file) : 0;
     size_t flen = backing_format && backing_file ? strlen(backing_format) : 0;
     if (blen > MAX_BACKING_NAME) {
-        set_err(errp, G_IO_ERROR_INVALID_ARGUMENT, "Backing file name too long");
+        qcow2_set_error(errp, G_IO_ERROR_INVALID_ARGUMENT, "Backing file name too long");
         return false;
     }
     /* Cluster 0: header (112 bytes), extensions, backing name. */
@@ -91,7 +90,7 @@ bool qcow2_create_image(const char *path, uint64_t size, const char *backing_fil
     uint64_t ext_len = (flen ? 8 + DIV_UP(flen, 8) * 8 : 0) + 8;
     uint64_t backing_off = blen ? header_length + ext_len : 0;
     if (header_length + ext_len + blen > cs) {
-        set_err(errp, G_IO_ERROR_INVALID_ARGUMENT,
+        qcow2_set_error(errp, G_IO_ERROR_INVALID_ARGUMENT,
                 "Backing file name too long for a cluster size of %u", cluster_size);
         return false;
     }
@@ -147,7 +146,7 @@ bool qcow2_create_image(const char *path, uint64_t size, const char *backing_fil
     int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
     if (fd < 0) {
         int err = errno;
-        set_err(errp, g_io_error_from_errno(err), "Could not create '%s': %s", path, g_strerror(err));
+        qcow2_set_error(errp, g_io_error_from_errno(err), "Could not create '%s': %s", path, g_strerror(err));
         return false;
     }
     bool ok = pwrite_all(fd, meta, total * cs, 0) && fsync(fd) == 0;
@@ -157,7 +156,7 @@ bool qcow2_create_image(const char *path, uint64_t size, const char *backing_fil
         err = errno;
     }
     if (!ok) {
-        set_err(errp, g_io_error_from_errno(err), "Could not write '%s': %s", path, g_strerror(err));
+        qcow2_set_error(errp, g_io_error_from_errno(err), "Could not write '%s': %s", path, g_strerror(err));
         return false;
     }
     return true;

@@ -1103,15 +1103,6 @@ static void qcow2_free(Qcow2 *s)
     g_free(s);
 }
 
-static void set_err(GError **errp, int code, const char *fmt, ...) G_GNUC_PRINTF(3, 4);
-static void set_err(GError **errp, int code, const char *fmt, ...)
-{
-    va_list ap;
-    va_start(ap, fmt);
-    g_autofree char *msg = g_strdup_vprintf(fmt, ap);
-    va_end(ap);
-    g_set_error_literal(errp, G_IO_ERROR, code, msg);
-}
 
 /* Names of the unknown incompatible feature bits, from the image's feature table. */
 static char *unknown_features(uint64_t bits, const uint8_t *table, uint32_t table_len)
@@ -1144,24 +1135,24 @@ static bool parse_header(Qcow2 *s, BlockNode *self, const uint8_t *h, uint64_t h
 {
     const char *me = node_name(self);
     if (hlen < HDR_V2_LENGTH || be32_at(h) != QCOW2_MAGIC) {
-        set_err(errp, G_IO_ERROR_INVALID_DATA, "Image is not in qcow2 format");
+        qcow2_set_error(errp, G_IO_ERROR_INVALID_DATA, "Image is not in qcow2 format");
         return false;
     }
     s->version = be32_at(h + 4);
     if (s->version < 2 || s->version > 3) {
-        set_err(errp, G_IO_ERROR_NOT_SUPPORTED, "Unsupported qcow2 version %u", s->version);
+        qcow2_set_error(errp, G_IO_ERROR_NOT_SUPPORTED, "Unsupported qcow2 version %u", s->version);
         return false;
     }
     s->cluster_bits = be32_at(h + 20);
     if (s->cluster_bits < MIN_CLUSTER_BITS || s->cluster_bits > MAX_CLUSTER_BITS) {
-        set_err(errp, G_IO_ERROR_INVALID_DATA, "Unsupported cluster size: 2^%u", s->cluster_bits);
+        qcow2_set_error(errp, G_IO_ERROR_INVALID_DATA, "Unsupported cluster size: 2^%u", s->cluster_bits);
         return false;
     }
     s->cs = 1u << s->cluster_bits;
     s->size = be64_at(h + 24);
     uint32_t crypt = be32_at(h + 32);
     if (crypt != 0) {
-        set_err(errp, G_IO_ERROR_NOT_SUPPORTED,
+        qcow2_set_error(errp, G_IO_ERROR_NOT_SUPPORTED,
                 "Image '%s' is encrypted (%s); encrypted qcow2 images are not supported",
                 me, crypt == 1 ? "AES" : crypt == 2 ? "LUKS" : "unknown method");
         return false;
@@ -1173,7 +1164,7 @@ static bool parse_header(Qcow2 *s, BlockNode *self, const uint8_t *h, uint64_t h
     uint32_t nb_snapshots = be32_at(h + 60);
     if (s->version >= 3) {
         if (hlen < HDR_V3_LENGTH) {
-            set_err(errp, G_IO_ERROR_INVALID_DATA, "qcow2 header too short");
+            qcow2_set_error(errp, G_IO_ERROR_INVALID_DATA, "qcow2 header too short");
             return false;
         }
         s->incompat = be64_at(h + 72);
@@ -1183,7 +1174,7 @@ static bool parse_header(Qcow2 *s, BlockNode *self, const uint8_t *h, uint64_t h
         s->header_length = be32_at(h + 100);
         if (s->header_length < HDR_V3_LENGTH || s->header_length % 8 || s->header_length > s->cs ||
             s->header_length > hlen) {
-            set_err(errp, G_IO_ERROR_INVALID_DATA, "Invalid qcow2 header length %u", s->header_length);
+            qcow2_set_error(errp, G_IO_ERROR_INVALID_DATA, "Invalid qcow2 header length %u", s->header_length);
             return false;
         }
     } else {
@@ -1191,7 +1182,7 @@ static bool parse_header(Qcow2 *s, BlockNode *self, const uint8_t *h, uint64_t h
         s->header_length = HDR_V2_LENGTH;
     }
     if (s->refcount_order > 6) {
-        set_err(errp, G_IO_ERROR_INVALID_DATA, "Invalid refcount order %u", s->refcount_order);
+        qcow2_set_error(errp, G_IO_ERROR_INVALID_DATA, "Invalid refcount order %u", s->refcount_order);
         return false;
     }
 
@@ -1207,7 +1198,7 @@ static bool parse_header(Qcow2 *s, BlockNode *self, const uint8_t *h, uint64_t h
         if (type == EXT_END)
             break;
         if (off + 8 + len > ext_end) {
-            set_err(errp, G_IO_ERROR_INVALID_DATA, "Invalid qcow2 header extension 0x%08x", type);
+            qcow2_set_error(errp, G_IO_ERROR_INVALID_DATA, "Invalid qcow2 header extension 0x%08x", type);
             return false;
         }
         const uint8_t *data = h + off + 8;
@@ -1232,38 +1223,38 @@ static bool parse_header(Qcow2 *s, BlockNode *self, const uint8_t *h, uint64_t h
     uint64_t known = INCOMPAT_DIRTY | INCOMPAT_CORRUPT | INCOMPAT_DATA_FILE | INCOMPAT_COMPRESSION | INCOMPAT_EXTL2;
     if (s->incompat & ~known) {
         g_autofree char *names = unknown_features(s->incompat & ~known, features, features_len);
-        set_err(errp, G_IO_ERROR_NOT_SUPPORTED, "Unsupported qcow2 feature(s): %s", names);
+        qcow2_set_error(errp, G_IO_ERROR_NOT_SUPPORTED, "Unsupported qcow2 feature(s): %s", names);
         return false;
     }
     if (s->incompat & INCOMPAT_DATA_FILE) {
-        set_err(errp, G_IO_ERROR_NOT_SUPPORTED, "Image '%s' uses an external data file; not supported", me);
+        qcow2_set_error(errp, G_IO_ERROR_NOT_SUPPORTED, "Image '%s' uses an external data file; not supported", me);
         return false;
     }
     if (s->incompat & INCOMPAT_EXTL2) {
-        set_err(errp, G_IO_ERROR_NOT_SUPPORTED,
+        qcow2_set_error(errp, G_IO_ERROR_NOT_SUPPORTED,
                 "Image '%s' uses extended L2 entries (subclusters); not supported", me);
         return false;
     }
     if ((s->incompat & INCOMPAT_COMPRESSION) || (s->header_length > 104 && h[104] != 0)) {
-        set_err(errp, G_IO_ERROR_NOT_SUPPORTED,
+        qcow2_set_error(errp, G_IO_ERROR_NOT_SUPPORTED,
                 "Image '%s' uses compression type %u; only zlib (deflate) is supported", me,
                 s->header_length > 104 ? h[104] : 0);
         return false;
     }
     if (s->incompat & INCOMPAT_DIRTY) {
-        set_err(errp, G_IO_ERROR_INVALID_DATA,
+        qcow2_set_error(errp, G_IO_ERROR_INVALID_DATA,
                 "Image '%s' is dirty (its refcounts may be inconsistent); run 'qemu-img check -r all' on it",
                 me);
         return false;
     }
     if ((s->incompat & INCOMPAT_CORRUPT) && !s->read_only) {
-        set_err(errp, G_IO_ERROR_INVALID_DATA,
+        qcow2_set_error(errp, G_IO_ERROR_INVALID_DATA,
                 "Image '%s' is marked corrupt; it can only be opened read-only (repair: 'qemu-img check -r all')",
                 me);
         return false;
     }
     if (nb_snapshots && !s->read_only) {
-        set_err(errp, G_IO_ERROR_NOT_SUPPORTED,
+        qcow2_set_error(errp, G_IO_ERROR_NOT_SUPPORTED,
                 "Image '%s' has internal snapshots; writing to it is not supported (open it with read-only=on)",
                 me);
         return false;
@@ -1272,7 +1263,7 @@ static bool parse_header(Qcow2 *s, BlockNode *self, const uint8_t *h, uint64_t h
 
     if (backing_off) {
         if (backing_len > MAX_BACKING_NAME || backing_off > s->cs || backing_off + backing_len > hlen) {
-            set_err(errp, G_IO_ERROR_INVALID_DATA, "Invalid backing file name in image '%s'", me);
+            qcow2_set_error(errp, G_IO_ERROR_INVALID_DATA, "Invalid backing file name in image '%s'", me);
             return false;
         }
         s->backing_name = g_strndup((const char *)h + backing_off, backing_len);
@@ -1287,7 +1278,7 @@ static bool parse_header(Qcow2 *s, BlockNode *self, const uint8_t *h, uint64_t h
     if ((uint64_t)s->l1_size * 8 > MAX_L1_BYTES || s->size > (uint64_t)s->l1_size * per_l1 ||
         (s->l1_offset & (s->cs - 1)) || (s->rt_offset & (s->cs - 1)) || !s->rt_offset ||
         (uint64_t)s->rt_clusters * s->cs > MAX_REFTABLE_BYTES || !s->rt_clusters) {
-        set_err(errp, G_IO_ERROR_INVALID_DATA, "Image '%s' has an invalid L1 or refcount table", me);
+        qcow2_set_error(errp, G_IO_ERROR_INVALID_DATA, "Image '%s' has an invalid L1 or refcount table", me);
         return false;
     }
     return true;
@@ -1308,7 +1299,7 @@ static BlockNode *open_backing_from_header(Qcow2 *s, BlockNode *self, GError **e
 {
     const char *name = s->backing_name;
     if (g_str_has_prefix(name, "json:") || strstr(name, "://")) {
-        set_err(errp, G_IO_ERROR_NOT_SUPPORTED, "Could not open backing file: unsupported backing file name '%s'",
+        qcow2_set_error(errp, G_IO_ERROR_NOT_SUPPORTED, "Could not open backing file: unsupported backing file name '%s'",
                 name);
         return NULL;
     }
@@ -1317,7 +1308,7 @@ static BlockNode *open_backing_from_header(Qcow2 *s, BlockNode *self, GError **e
     } else {
         const char *image = node_filename(s->file);
         if (!image) {
-            set_err(errp, G_IO_ERROR_INVALID_ARGUMENT,
+            qcow2_set_error(errp, G_IO_ERROR_INVALID_ARGUMENT,
                     "Cannot use relative backing file name '%s' for '%s': the image has no file name",
                     name, node_name(self));
             return NULL;
@@ -1330,13 +1321,13 @@ static BlockNode *open_backing_from_header(Qcow2 *s, BlockNode *self, GError **e
         int err = 0;
         fmt = qcow2_probe_format(s->backing_full, &err);
         if (!fmt) {
-            set_err(errp, g_io_error_from_errno(err), "Could not open backing file: Could not open '%s': %s",
+            qcow2_set_error(errp, g_io_error_from_errno(err), "Could not open backing file: Could not open '%s': %s",
                     s->backing_full, g_strerror(err));
             return NULL;
         }
     }
     if (strcmp(fmt, "qcow2") != 0 && strcmp(fmt, "raw") != 0 && strcmp(fmt, "file") != 0) {
-        set_err(errp, G_IO_ERROR_NOT_SUPPORTED,
+        qcow2_set_error(errp, G_IO_ERROR_NOT_SUPPORTED,
                 "Could not open backing file '%s': unsupported backing format '%s'", s->backing_full, fmt);
         return NULL;
     }
@@ -1361,7 +1352,7 @@ static BlockNode *open_backing_from_header(Qcow2 *s, BlockNode *self, GError **e
     if (stat(s->backing_full, &st) == 0) {
         for (const OpeningImage *o = &me; o; o = o->outer) {
             if (o->dev == st.st_dev && o->ino == st.st_ino) {
-                set_err(errp, G_IO_ERROR_INVALID_DATA,
+                qcow2_set_error(errp, G_IO_ERROR_INVALID_DATA,
                         "Could not open backing file '%s': it is already in the backing chain (a loop)",
                         s->backing_full);
                 return NULL;
@@ -1394,7 +1385,7 @@ static void *qcow2_open(BlockNode *self, BlockOptions *opts, bool read_only, GEr
     if (!s->file)
         goto fail;
     if (!read_only && node_read_only(s->file)) {
-        set_err(errp, G_IO_ERROR_READ_ONLY, "Node '%s' is read-only; open '%s' with read-only=on",
+        qcow2_set_error(errp, G_IO_ERROR_READ_ONLY, "Node '%s' is read-only; open '%s' with read-only=on",
                 node_name(s->file), node_name(self));
         goto fail;
     }
@@ -1409,7 +1400,7 @@ static void *qcow2_open(BlockNode *self, BlockOptions *opts, bool read_only, GEr
     uint64_t fsize = node_size(s->file);
     uint8_t first[HDR_V3_LENGTH + 8] = { 0 };
     if (file_read(s, first, sizeof first, 0) < 0) {
-        set_err(errp, G_IO_ERROR_FAILED, "Could not read the qcow2 header of '%s'", node_name(self));
+        qcow2_set_error(errp, G_IO_ERROR_FAILED, "Could not read the qcow2 header of '%s'", node_name(self));
         goto fail;
     }
     uint32_t cbits = be32_at(first + 20);
@@ -1417,7 +1408,7 @@ static void *qcow2_open(BlockNode *self, BlockOptions *opts, bool read_only, GEr
                                cbits <= MAX_CLUSTER_BITS ? (uint64_t)1 << cbits : sizeof first);
     h = g_malloc0(MAX(hlen, (uint64_t)sizeof first));
     if (file_read(s, h, hlen, 0) < 0) {
-        set_err(errp, G_IO_ERROR_FAILED, "Could not read the qcow2 header of '%s'", node_name(self));
+        qcow2_set_error(errp, G_IO_ERROR_FAILED, "Could not read the qcow2 header of '%s'", node_name(self));
         goto fail;
     }
     if (!parse_header(s, self, h, hlen, errp))
@@ -1430,13 +1421,13 @@ static void *qcow2_open(BlockNode *self, BlockOptions *opts, bool read_only, GEr
     {
         g_autofree uint8_t *raw = g_malloc(MAX((uint64_t)s->l1_size * 8, s->rt_entries * 8));
         if (file_read(s, raw, (uint64_t)s->l1_size * 8, s->l1_offset) < 0) {
-            set_err(errp, G_IO_ERROR_FAILED, "Could not read the L1 table of '%s'", node_name(self));
+            qcow2_set_error(errp, G_IO_ERROR_FAILED, "Could not read the L1 table of '%s'", node_name(self));
             goto fail;
         }
         for (uint32_t i = 0; i < s->l1_size; i++)
             s->l1[i] = be64_at(raw + 8 * i);
         if (file_read(s, raw, s->rt_entries * 8, s->rt_offset) < 0) {
-            set_err(errp, G_IO_ERROR_FAILED, "Could not read the refcount table of '%s'", node_name(self));
+            qcow2_set_error(errp, G_IO_ERROR_FAILED, "Could not read the refcount table of '%s'", node_name(self));
             goto fail;
         }
         for (uint64_t i = 0; i < s->rt_entries; i++)
@@ -1471,7 +1462,7 @@ static void *qcow2_open(BlockNode *self, BlockOptions *opts, bool read_only, GEr
         backing_created = true;
     }
     if (s->backing == self) {
-        set_err(errp, G_IO_ERROR_INVALID_ARGUMENT, "A node cannot be its own backing node");
+        qcow2_set_error(errp, G_IO_ERROR_INVALID_ARGUMENT, "A node cannot be its own backing node");
         goto fail;
     }
     if (s->backing &&
@@ -1483,7 +1474,7 @@ static void *qcow2_open(BlockNode *self, BlockOptions *opts, bool read_only, GEr
     if (!read_only && s->version >= 3 && s->autoclear) {
         s->autoclear = 0;
         if (write_be64(s, 0, 88) < 0 || node_flush(s->file) < 0) {
-            set_err(errp, G_IO_ERROR_FAILED, "Could not update the qcow2 header of '%s'", node_name(self));
+            qcow2_set_error(errp, G_IO_ERROR_FAILED, "Could not update the qcow2 header of '%s'", node_name(self));
             goto fail;
         }
     }

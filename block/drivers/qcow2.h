@@ -13,6 +13,8 @@
 /* The format of the image file `path` by its first bytes: "qcow2" for
  * qcow2's magic, else "raw" (QEMU's probe for these two); NULL with *err
  * set to the errno when it cannot be read. */
+/* Sets a G_IO_ERROR error of `code` with a printf-style message (the qcow2 files' shared helper). */
+void qcow2_set_error(GError **errp, int code, const char *fmt, ...) G_GNUC_PRINTF(3, 4);
 const char *qcow2_probe_format(const char *path, int *err);
 bool qcow2_create_image(const char *path, uint64_t size, const char *backing_file,
                         const char *backing_format, uint32_t cluster_size, GError **errp);
