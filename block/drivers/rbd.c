@@ -10,9 +10,11 @@
  * on its own completion, so any number of request threads have requests in
  * flight on the one image handle at once (librbd is thread-safe), and a
  * request holds its thread only while its own completion is pending.
- * Errors are librbd's errno values, as QEMU passes them on (a lost cluster
- * shows as ETIMEDOUT once rados_osd_op_timeout passes, a blocklisted client
- * as ESHUTDOWN, a write while another client holds the lock as EROFS). */
+ * Errors: librbd's errno values that mean something to a client stay
+ * (EROFS while another client holds the lock, ENOSPC, ...); the others --
+ * ETIMEDOUT once rados_osd_op_timeout passes in an outage, ESHUTDOWN for a
+ * blocklisted client -- become EIO (NBD would call them EINVAL or "server
+ * shutting down"), and stderr names the real one. */
 #include "block/driver.h"
 #include "block/drivers/rbd.h"
 #include "block/node.h"
@@ -46,7 +48,18 @@ static void log_failure(RbdImage *s, RbdOp op, uint64_t offset, uint64_t count, 
             skipped ? " (and earlier failures not shown)" : "");
 }
 
-/* Submits one AIO and waits for its completion: bytes (reads) or 0, or -errno. */
+static int client_errno(int err)
+{
+    switch (err) {
+    case EROFS: case EPERM: case ENOSPC: case EDQUOT: case ENOMEM: case EINVAL: case ENOTSUP:
+        return err;
+    default:
+        return EIO;
+    }
+}
+
+/* Submits one AIO and waits for its completion: bytes (reads) or 0, or -errno
+ * (client_errno). */
 static ssize_t rbd_request(RbdImage *s, RbdOp op, void *buf, uint64_t count, uint64_t offset, uint32_t flags)
 {
     rbd_completion_t c;
@@ -78,8 +91,10 @@ static ssize_t rbd_request(RbdImage *s, RbdOp op, void *buf, uint64_t count, uin
         ret = rbd_aio_get_return_value(c);
     }
     rbd_aio_release(c);
-    if (ret < 0)
+    if (ret < 0) {
         log_failure(s, op, offset, count, (int)-ret);
+        ret = -client_errno((int)-ret);
+    }
     return ret;
 }
 
