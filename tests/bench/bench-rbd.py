@@ -34,7 +34,7 @@ sys.path.insert(0, HERE)
 sys.path.insert(0, os.path.join(HERE, '..', 'integration'))
 from bench_lib import QUICK, ROUNDS, blockd_cmd, ok  # noqa: E402
 from backup_lib import Daemon, fail  # noqa: E402
-from ceph_lib import Cluster, require_rbd  # noqa: E402
+from ceph_lib import Cluster, require_qemu_rbd, require_rbd  # noqa: E402
 
 SIZE_MIB = int(os.environ.get('BENCH_RBD_MIB', 256 if QUICK else 1024))
 FIO_SECONDS = 2 if QUICK else 5
@@ -100,6 +100,7 @@ def main():
     os.environ['BLOCKD'] = blockd_cmd()[0]
     try:
         require_rbd()
+        require_qemu_rbd()
     except SystemExit as e:
         if e.code == 77:  # the reason is printed; nothing to measure
             return

@@ -17,6 +17,7 @@ the OSD with SIGSTOP/SIGCONT: an outage that keeps the data (a memstore OSD
 that is killed loses it).
 """
 
+import glob
 import os
 import shutil
 import signal
@@ -42,9 +43,20 @@ def require_rbd():
         skip('blockd was built without librbd (install librbd-dev, then reconfigure: meson setup --reconfigure)')
 
 
+def require_qemu_rbd():
+    """Skips the test unless QEMU's rbd driver (qemu-block-extra) is installed: the oracle."""
+    if not shutil.which('qemu-storage-daemon') or not shutil.which('qemu-img'):
+        skip('qemu-storage-daemon or qemu-img is not installed')
+    if not glob.glob('/usr/lib/*/qemu/block-rbd.so') and not glob.glob('/usr/lib/qemu/block-rbd.so'):
+        skip("QEMU's rbd driver is not installed (qemu-block-extra; scripts/install-deps.sh installs it)")
+
+
 class Cluster:
-    def __init__(self, **knobs):
+    def __init__(self, qemu=False, **knobs):
+        """qemu: the test also needs QEMU's rbd driver."""
         require_rbd()
+        if qemu:
+            require_qemu_rbd()
         self.knobs = knobs
         self.dir = None
         self.env = {}

@@ -31,7 +31,7 @@ def client_conf(c):
 
 
 def main():
-    with Cluster(CEPH_AUTH='cephx') as c:
+    with Cluster(qemu=True, CEPH_AUTH='cephx') as c:
         c.rbd('create', 'rbd/img', '--size', '16M')
         key = c.ceph('auth', 'get-or-create-key', 'client.blockd', 'mon', 'profile rbd',
                      'osd', 'profile rbd pool=rbd').strip()

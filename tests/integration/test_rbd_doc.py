@@ -12,7 +12,7 @@ import sys
 import tempfile
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from ceph_lib import require_rbd  # noqa: E402
+from ceph_lib import require_qemu_rbd, require_rbd  # noqa: E402
 from lib import blockd_path, check  # noqa: E402
 
 SOURCE_DIR = os.environ.get('SOURCE_DIR') or os.path.dirname(os.path.dirname(os.path.dirname(
@@ -21,6 +21,7 @@ SOURCE_DIR = os.environ.get('SOURCE_DIR') or os.path.dirname(os.path.dirname(os.
 
 def main():
     require_rbd()
+    require_qemu_rbd()
     with open(os.path.join(SOURCE_DIR, 'docs', 'rbd.md')) as f:
         blocks = re.findall(r'^```sh\n(.*?)^```$', f.read(), re.M | re.S)
     check(len(blocks) == 2, 'expected 2 sh blocks in docs/rbd.md, found %d' % len(blocks))

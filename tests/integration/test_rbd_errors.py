@@ -24,7 +24,7 @@ def error_of(q, cmd, args):
 
 
 def main():
-    with Cluster() as c:
+    with Cluster(qemu=True) as c:
         c.rbd('create', 'rbd/img', '--size', '16M')
         c.rbd('snap', 'create', 'rbd/img@s1')
         dead = os.path.join(c.dir, 'dead.conf')

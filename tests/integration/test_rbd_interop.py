@@ -44,7 +44,7 @@ def qemu_img_read(c, spec, tmp):
 
 
 def main():
-    with Cluster() as c:
+    with Cluster(qemu=True) as c:
         for image in ('a', 'b', 'c'):
             c.rbd('create', 'rbd/' + image, '--size', str(SIZE >> 20) + 'M')
         with Daemon(blockd_cmd()) as d, Daemon(qsd_cmd()) as qd:

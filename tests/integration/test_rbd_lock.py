@@ -40,7 +40,7 @@ def serve(q, d, c, node, image, **extra):
 
 
 def main():
-    with Cluster(CEPH_WATCH_TIMEOUT=10) as c:
+    with Cluster(qemu=True, CEPH_WATCH_TIMEOUT=10) as c:
         for image in ('img', 'img2'):
             c.rbd('create', 'rbd/' + image, '--size', '8M')
         with Daemon(blockd_cmd()) as a, Daemon(blockd_cmd()) as b:
