@@ -43,9 +43,9 @@ static void log_failure(RbdImage *s, RbdOp op, uint64_t offset, uint64_t count, 
     s->unlogged = 0;
     s->last_log = now;
     g_mutex_unlock(&s->log_lock);
+    g_autofree char *more = skipped ? g_strdup_printf(" (and %u more since the last message)", skipped) : NULL;
     fprintf(stderr, "blockd: rbd %s: %s of %" PRIu64 " bytes at %" PRIu64 " failed: %s%s\n",
-            s->spec, op_names[op], count, offset, g_strerror(err),
-            skipped ? " (and earlier failures not shown)" : "");
+            s->spec, op_names[op], count, offset, g_strerror(err), more ? more : "");
 }
 
 static int client_errno(int err)
