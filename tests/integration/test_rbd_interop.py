@@ -4,7 +4,10 @@ blockdev-add's rbd node) qemu-img reads through an rbd: file name and
 qemu-storage-daemon's rbd node serves over NBD; what qemu-img and
 qemu-storage-daemon write, blockd's read-only rbd nodes serve.  A snapshot
 opened with snapshot= shows the data of its time after blockd overwrote
-it, for blockd and qemu-img alike."""
+it, for blockd and qemu-img alike.  A qcow2 image that qemu-img made in an
+RBD image takes blockd's writes (its RBD image grows as clusters are
+appended) and passes qemu-img check with the data in place."""
+import json
 import os
 import subprocess
 import sys
@@ -79,6 +82,22 @@ def main():
             serve(q, d, c, 'c', 'c', **{'read-only': True})
             check(read_all(d.path('nbd.sock'), 'c') == pattern(3),
                   'blockd reads other data than qemu-storage-daemon wrote')
+            # qcow2 inside an RBD image: blockd appends clusters, growing it.
+            subprocess.run(['qemu-img', 'create', '-q', '-f', 'qcow2', c.uri('q'), str(SIZE)], check=True)
+            ok(q.cmd('blockdev-add', {'driver': 'qcow2', 'node-name': 'q',
+                                      'file': c.node('q-file', 'q')}), 'qcow2 on rbd')
+            ok(q.cmd('block-export-add', {'type': 'nbd', 'id': 'e-q', 'node-name': 'q', 'name': 'q',
+                                          'writable': True}), 'export q')
+            write(d, 'q', 0, pattern(4))
+            ok(q.cmd('block-export-del', {'id': 'e-q'}), 'export-del q')
+            ok(q.cmd('blockdev-del', {'node-name': 'q'}), 'blockdev-del q')
+            info = json.loads(c.rbd('info', '--format', 'json', 'rbd/q'))
+            check(info['size'] > SIZE, 'the RBD image under the qcow2 did not grow: %r' % info['size'])
+            subprocess.run(['qemu-img', 'check', '-q', c.uri('q')], check=True)
+            out = d.path('q.raw')
+            subprocess.run(['qemu-img', 'convert', '-f', 'qcow2', '-O', 'raw', c.uri('q'), out], check=True)
+            with open(out, 'rb') as f:
+                check(f.read() == pattern(4), 'qemu-img reads other data from the qcow2 on RBD')
             q.close()
             qq.close()
             check(d.stop() == 0, 'blockd exit status')
