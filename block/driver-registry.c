@@ -24,6 +24,18 @@ extern const BlockDriver block_driver_nbd;
 extern const BlockDriver block_driver_overlay;
 extern const BlockDriver block_driver_qcow2;
 extern const BlockDriver block_driver_blkdebug;
+#ifdef BLOCKD_HAVE_RBD
+extern const BlockDriver block_driver_rbd;
+#else
+/* The schema lists rbd either way: say why it cannot be opened. */
+static void *rbd_unavailable(BlockNode *self, BlockOptions *opts, bool read_only, GError **errp)
+{
+    g_set_error(errp, G_IO_ERROR, G_IO_ERROR_NOT_SUPPORTED,
+                "The rbd driver is not available: blockd was built without librbd");
+    return NULL;
+}
+static const BlockDriver block_driver_rbd = { .name = "rbd", .open = rbd_unavailable };
+#endif
 
 void block_drivers_init(void)
 {
@@ -34,6 +46,7 @@ void block_drivers_init(void)
         block_driver_register(&block_driver_overlay);
         block_driver_register(&block_driver_qcow2);
         block_driver_register(&block_driver_blkdebug);
+        block_driver_register(&block_driver_rbd);
         plugin_host_register_drivers();
         g_once_init_leave(&done, 1);
     }

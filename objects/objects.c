@@ -10,7 +10,7 @@ typedef struct UserObject {
     char *id;
     ObjectKind type;
     int users;          /* acquisitions not yet released (under registry_lock) */
-    void *impl;         /* TlsCreds * or AuthzSimple * */
+    void *impl;         /* TlsCreds *, AuthzSimple * or Secret * */
 } UserObject;
 
 static GMutex registry_lock;
@@ -40,6 +40,8 @@ static void user_object_free(UserObject *o)
 {
     if (o->type == OBJECT_KIND_AUTHZ_SIMPLE)
         authz_simple_free(o->impl);
+    else if (o->type == OBJECT_KIND_SECRET)
+        secret_free(o->impl);
     else
         tls_creds_free(o->impl);
     g_free(o->id);
@@ -95,6 +97,14 @@ bool object_add_tls_creds(const char *id, ObjectKind kind, const TlsCredsConfig 
 bool object_add_authz_simple(const char *id, const char *identity, GError **errp)
 {
     return id_free(id, errp) && add(id, OBJECT_KIND_AUTHZ_SIMPLE, authz_simple_new(identity), errp);
+}
+
+bool object_add_secret(const char *id, const char *data, const char *file, bool base64, GError **errp)
+{
+    if (!id_free(id, errp))
+        return false;
+    Secret *secret = secret_new(data, file, base64, errp);
+    return secret && add(id, OBJECT_KIND_SECRET, secret, errp);
 }
 
 bool object_del(const char *id, GError **errp)
@@ -171,6 +181,21 @@ AuthzSimple *object_acquire_authz(const char *id, GError **errp)
     }
     g_mutex_unlock(&registry_lock);
     return authz;
+}
+
+char *object_secret_base64(const char *id, GError **errp)
+{
+    g_mutex_lock(&registry_lock);
+    UserObject *o = find_locked(id);
+    char *value = NULL;
+    if (!o)
+        g_set_error(errp, G_IO_ERROR, G_IO_ERROR_NOT_FOUND, "No secret with id '%s'", id);
+    else if (o->type != OBJECT_KIND_SECRET)
+        g_set_error(errp, G_IO_ERROR, G_IO_ERROR_FAILED, "Object with id '%s' is not a secret", id);
+    else
+        value = secret_to_base64(o->impl);
+    g_mutex_unlock(&registry_lock);
+    return value;
 }
 
 static void release(const void *impl)

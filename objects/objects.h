@@ -11,6 +11,7 @@
 #include <stdbool.h>
 #include <glib.h>
 #include "objects/authz-simple.h"
+#include "objects/secret.h"
 #include "objects/tls-creds.h"
 
 /* The object types blockd has (QEMU's qom-type names). */
@@ -18,12 +19,15 @@ typedef enum ObjectKind {
     OBJECT_KIND_AUTHZ_SIMPLE,
     OBJECT_KIND_TLS_CREDS_PSK,
     OBJECT_KIND_TLS_CREDS_X509,
+    OBJECT_KIND_SECRET,
 } ObjectKind;
 
 /* Adds tls-creds-x509 or tls-creds-psk object `id` (kind says which). */
 bool object_add_tls_creds(const char *id, ObjectKind kind, const TlsCredsConfig *cfg, GError **errp);
 /* Adds authz-simple object `id` allowing `identity`. */
 bool object_add_authz_simple(const char *id, const char *identity, GError **errp);
+/* Adds secret object `id` (see secret_new for the arguments). */
+bool object_add_secret(const char *id, const char *data, const char *file, bool base64, GError **errp);
 /* Deletes an object; fails if it does not exist or is in use. */
 bool object_del(const char *id, GError **errp);
 /* Deletes every object (at exit, after their users are gone). */
@@ -38,5 +42,8 @@ void object_release_tls_creds(TlsCreds *creds);
 AuthzSimple *object_acquire_authz(const char *id, GError **errp);
 /* Ends a use started by object_acquire_authz (NULL is ignored). */
 void object_release_authz(AuthzSimple *authz);
+/* The value of secret object `id`, base64-encoded (a new string), or NULL
+ * with QEMU's error texts.  Users copy the value, so the secret need not stay. */
+char *object_secret_base64(const char *id, GError **errp);
 /* The id of an acquired object (for log lines). */
 const char *object_id_of(const void *impl);

@@ -1,13 +1,18 @@
 #!/bin/sh
 # Installs the Debian 12 packages blockd needs to build, test, fuzz and
 # benchmark (clang-14 with libFuzzer and the sanitizer runtimes: make fuzz,
-# make tsan) and systemd (systemd-analyze, for the install test).
+# make tsan), systemd (systemd-analyze, for the install test), and Ceph for
+# the rbd driver: librbd-dev to build it, a monitor and an OSD for the
+# tests' single-node cluster (tests/integration/ceph_lib.py), the rbd CLI
+# and python bindings, and qemu-block-extra (QEMU's rbd driver, the oracle).
 # Runs apt-get only when something is missing (always refreshes lists under CI).
 set -eu
 PACKAGES="gcc libc6-dev make meson ninja-build pkg-config python3
 libglib2.0-dev libjson-glib-dev libgnutls28-dev libnbd-dev nbdkit-plugin-dev
 nbdkit libnbd-bin python3-libnbd qemu-utils qemu-system-common fio gnutls-bin
-clang-14 libclang-rt-14-dev systemd"
+clang-14 libclang-rt-14-dev systemd
+librbd-dev ceph-mon ceph-osd ceph-common python3-rbd python3-rados uuid-runtime
+qemu-block-extra"
 
 missing=""
 for p in $PACKAGES; do

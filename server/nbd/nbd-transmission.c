@@ -592,7 +592,10 @@ static bool receive_batch(Tx *tx, Work *batch, unsigned *n)
                 write_bytes += batch[*n].req.length;
             ++*n;
         }
-        if (*n == BATCH_MAX || !batchable(&batch[0].req) || !next_request_buffered(tx, write_bytes))
+        /* A slow backend (a network store: rbd, an NBD target) runs
+         * requests in parallel instead: a batch would serialise them. */
+        if (*n == BATCH_MAX || !batchable(&batch[0].req) || !next_request_buffered(tx, write_bytes) ||
+            g_atomic_int_get(&tx->avg_request_ns) >= INLINE_MAX_NS)
             break;
     }
     return ok;

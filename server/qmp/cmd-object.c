@@ -39,6 +39,11 @@ static bool object_add_options(const ObjectOptions *o, GError **errp)
         cfg.username = p->has_username ? p->username : NULL;
         return object_add_tls_creds(o->id, OBJECT_KIND_TLS_CREDS_PSK, &cfg, errp);
     }
+    case OBJECT_TYPE_SECRET: {
+        const SecretProperties *p = &o->u.secret;
+        return object_add_secret(o->id, p->has_data ? p->data : NULL, p->has_file ? p->file : NULL,
+                                 p->has_format && p->format == QCRYPTO_SECRET_FORMAT_BASE64, errp);
+    }
     default:
         g_set_error(errp, QMP_ERROR, QMP_ERROR_GENERIC, "unsupported object type");
         return false;

@@ -114,7 +114,7 @@ def main():
             arg = by_name[by_name['object-add']['arg-type']]
             check(arg.get('tag') == 'qom-type', 'ObjectOptions tag: %r' % arg)
             cases = {v['case']: by_name[v['type']] for v in arg['variants']}
-            check(set(cases) == {'authz-simple', 'tls-creds-psk', 'tls-creds-x509'}, repr(cases))
+            check(set(cases) == {'authz-simple', 'secret', 'tls-creds-psk', 'tls-creds-x509'}, repr(cases))
             x509_members = {m['name'] for m in cases['tls-creds-x509']['members']}
             check({'dir', 'endpoint', 'verify-peer', 'priority', 'sanity-check'} <= x509_members,
                   repr(x509_members))

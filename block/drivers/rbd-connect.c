@@ -1,0 +1,338 @@
+/* Opening an RBD image for the rbd driver: node options to a librados
+ * connection (QEMU 7.2's qemu_rbd_connect, same order and error texts),
+ * the image, and its exclusive lock.
+ *
+ * Timeouts.  Ceph's client defaults wait 300 s for a monitor and forever
+ * for a monitor or OSD operation, which would hold blockdev-add (the main
+ * loop) or a request indefinitely when the cluster is gone.  Unless the
+ * configuration file sets them, blockd uses client_mount_timeout 30 s,
+ * rados_mon_op_timeout 30 s and rados_osd_op_timeout 60 s, so an unreachable
+ * cluster fails blockdev-add with "error connecting: Connection timed out"
+ * and an outage fails requests with ETIMEDOUT (EIO on NBD) instead of
+ * hanging them.
+ *
+ * Exclusive lock.  QEMU leaves the lock to librbd, which hands it from
+ * writer to writer on demand, so two QEMUs writing one image take turns
+ * and both succeed.  blockd takes the lock explicitly when it opens an
+ * image for writing (what `rbd device map --exclusive` does): librbd then
+ * refuses to hand it over, another client's writes fail with EROFS, and a
+ * second writable open (another blockd, or another node) is refused while
+ * the lock owner is alive.  An owner that died keeps its lock until its
+ * watch expires (osd_client_watch_timeout); the next writable open then
+ * breaks it (librbd blocklists the dead client). */
+#include "block/drivers/rbd.h"
+#include "objects/objects.h"
+
+#include <errno.h>
+#include <string.h>
+
+/* Ceph's "wait forever" defaults and what blockd uses instead. */
+static const struct {
+    const char *key, *ceph_default, *blockd;
+} timeouts[] = {
+    { "client_mount_timeout", "300", "30" },
+    { "rados_mon_op_timeout", "0", "30" },
+    { "rados_osd_op_timeout", "0", "60" },
+};
+
+typedef struct RbdOptions {
+    const char *pool, *namespace, *image, *conf, *snapshot, *user, *key_secret;
+    char *mon_host;      /* server list as rados' mon_host, or NULL */
+    char *auth_client;   /* auth-client-required joined with ';', or NULL */
+    bool direct;         /* cache.direct: no librbd cache */
+} RbdOptions;
+
+static void rbd_options_clear(RbdOptions *o)
+{
+    g_free(o->mon_host);
+    g_free(o->auth_client);
+}
+
+static bool get_str(BlockOptions *opts, const char *key, bool required, const char **out, GError **errp)
+{
+    GError *err = NULL;
+    *out = block_options_get_str(opts, key, required, &err);
+    if (err)
+        g_propagate_error(errp, err);
+    return !err;
+}
+
+/* server: [{host, port}, ...] as QEMU's qemu_rbd_mon_host builds it. */
+static bool parse_servers(BlockOptions *opts, RbdOptions *o, GError **errp)
+{
+    JsonArray *servers = block_options_get_array(opts, "server");
+    if (!servers)
+        return true;
+    GString *hosts = g_string_new(NULL);
+    bool ok = true;
+    for (guint i = 0; ok && i < json_array_get_length(servers); i++) {
+        JsonObject *server = json_array_get_object_element(servers, i);
+        g_autofree char *prefix = g_strdup_printf("server.%u", i);
+        if (!server) {
+            g_set_error(errp, G_IO_ERROR, G_IO_ERROR_INVALID_ARGUMENT,
+                        "Invalid parameter type for '%s', expected: object", prefix);
+            ok = false;
+            break;
+        }
+        BlockOptions *s = block_options_new(server, prefix);
+        const char *host = block_options_get_str(s, "host", true, errp);
+        const char *port = host ? block_options_get_str(s, "port", true, errp) : NULL;
+        ok = port && block_options_check_all_used(s, errp);
+        if (ok)
+            g_string_append_printf(hosts, strchr(host, ':') ? "%s[%s]:%s" : "%s%s:%s",
+                                   hosts->len ? ";" : "", host, port);
+        block_options_free(s);
+    }
+    if (ok && hosts->len)
+        o->mon_host = g_string_free(g_steal_pointer(&hosts), false);
+    if (hosts)
+        g_string_free(hosts, true);
+    return ok;
+}
+
+static bool parse_auth(BlockOptions *opts, RbdOptions *o, GError **errp)
+{
+    JsonArray *modes = block_options_get_array(opts, "auth-client-required");
+    if (!modes)
+        return true;
+    GString *acr = g_string_new(NULL);
+    for (guint i = 0; i < json_array_get_length(modes); i++) {
+        const char *mode = json_array_get_string_element(modes, i);
+        if (!mode || (strcmp(mode, "cephx") != 0 && strcmp(mode, "none") != 0)) {
+            g_set_error(errp, G_IO_ERROR, G_IO_ERROR_INVALID_ARGUMENT,
+                        "Parameter 'auth-client-required.%u' does not accept value '%s'", i,
+                        mode ? mode : "");
+            g_string_free(acr, true);
+            return false;
+        }
+        g_string_append_printf(acr, "%s%s", acr->len ? ";" : "", mode);
+    }
+    o->auth_client = g_string_free(acr, false);
+    return true;
+}
+
+/* cache.direct=on turns librbd's cache off (QEMU's BDRV_O_NOCACHE). */
+static bool parse_cache(BlockOptions *opts, RbdOptions *o, GError **errp)
+{
+    JsonObject *cache = block_options_get_object(opts, "cache");
+    if (!cache)
+        return true;
+    BlockOptions *sub = block_options_new(cache, "cache.");
+    bool no_flush = false;
+    bool ok = block_options_get_bool(sub, "direct", &o->direct, errp) &&
+              block_options_get_bool(sub, "no-flush", &no_flush, errp) &&
+              block_options_check_all_used(sub, errp);
+    if (ok && no_flush) {
+        g_set_error(errp, G_IO_ERROR, G_IO_ERROR_NOT_SUPPORTED,
+                    "cache.no-flush=on is not supported by the rbd driver");
+        ok = false;
+    }
+    block_options_free(sub);
+    return ok;
+}
+
+static bool parse_options(BlockOptions *opts, RbdOptions *o, GError **errp)
+{
+    return get_str(opts, "pool", true, &o->pool, errp) && get_str(opts, "image", true, &o->image, errp) &&
+           get_str(opts, "namespace", false, &o->namespace, errp) &&
+           get_str(opts, "conf", false, &o->conf, errp) &&
+           get_str(opts, "snapshot", false, &o->snapshot, errp) &&
+           get_str(opts, "user", false, &o->user, errp) &&
+           get_str(opts, "key-secret", false, &o->key_secret, errp) &&
+           parse_servers(opts, o, errp) && parse_auth(opts, o, errp) && parse_cache(opts, o, errp);
+}
+
+static bool conf_set(rados_t cluster, const char *key, const char *value, GError **errp)
+{
+    int r = rados_conf_set(cluster, key, value);
+    if (r < 0)
+        g_set_error(errp, G_IO_ERROR, g_io_error_from_errno(-r), "Could not set '%s': %s", key, g_strerror(-r));
+    return r == 0;
+}
+
+/* Everything before rados_connect, in QEMU's order. */
+static bool configure(rados_t cluster, const RbdOptions *o, GError **errp)
+{
+    /* No conf: the default locations (and $CEPH_CONF), failure ignored. */
+    int r = rados_conf_read_file(cluster, o->conf);
+    if (o->conf && r < 0) {
+        g_set_error(errp, G_IO_ERROR, g_io_error_from_errno(-r), "error reading conf file %s: %s", o->conf,
+                    g_strerror(-r));
+        return false;
+    }
+    if (o->mon_host && !conf_set(cluster, "mon_host", o->mon_host, errp))
+        return false;
+    if (o->key_secret) {
+        g_autofree char *key = object_secret_base64(o->key_secret, errp);
+        if (!key || !conf_set(cluster, "key", key, errp))
+            return false;
+    }
+    if (o->auth_client && !conf_set(cluster, "auth_client_required", o->auth_client, errp))
+        return false;
+    rados_conf_set(cluster, "rbd_cache", o->direct ? "false" : "true");
+    for (size_t i = 0; i < G_N_ELEMENTS(timeouts); i++) {
+        char value[64];
+        if (rados_conf_get(cluster, timeouts[i].key, value, sizeof value) == 0 &&
+            strcmp(value, timeouts[i].ceph_default) == 0)
+            rados_conf_set(cluster, timeouts[i].key, timeouts[i].blockd);
+    }
+    return true;
+}
+
+static bool connect_pool(RbdImage *s, const RbdOptions *o, GError **errp)
+{
+    int r = rados_create(&s->cluster, o->user);
+    if (r < 0) {
+        s->cluster = NULL;
+        g_set_error(errp, G_IO_ERROR, g_io_error_from_errno(-r), "error initializing: %s", g_strerror(-r));
+        return false;
+    }
+    if (!configure(s->cluster, o, errp))
+        return false;
+    r = rados_connect(s->cluster);
+    if (r < 0) {
+        g_set_error(errp, G_IO_ERROR, g_io_error_from_errno(-r), "error connecting: %s", g_strerror(-r));
+        return false;
+    }
+    r = rados_ioctx_create(s->cluster, o->pool, &s->ioctx);
+    if (r < 0) {
+        s->ioctx = NULL;
+        g_set_error(errp, G_IO_ERROR, g_io_error_from_errno(-r), "error opening pool %s: %s", o->pool,
+                    g_strerror(-r));
+        return false;
+    }
+    if (o->namespace && *o->namespace) {
+        bool exists = false;
+        r = rbd_namespace_exists(s->ioctx, o->namespace, &exists);
+        if (r < 0) {
+            g_set_error(errp, G_IO_ERROR, g_io_error_from_errno(-r), "error checking namespace: %s",
+                        g_strerror(-r));
+            return false;
+        }
+        if (!exists) {
+            g_set_error(errp, G_IO_ERROR, G_IO_ERROR_NOT_FOUND, "namespace '%s' does not exist", o->namespace);
+            return false;
+        }
+    }
+    rados_ioctx_set_namespace(s->ioctx, o->namespace);
+    return true;
+}
+
+/* The exclusive lock's owner ("ADDR:0/NONCE"), or NULL if it is free. */
+static char *lock_owner(rbd_image_t image)
+{
+    rbd_lock_mode_t mode;
+    char *owners[4];
+    size_t n = G_N_ELEMENTS(owners);
+    if (rbd_lock_get_owners(image, &mode, owners, &n) < 0 || n == 0)
+        return NULL;
+    char *owner = g_strdup(owners[0]);
+    rbd_lock_get_owners_cleanup(owners, n);
+    return owner;
+}
+
+/* True if `addr` still watches the image's header (a live client). */
+static bool is_watching(rbd_image_t image, const char *addr)
+{
+    size_t n = 16;
+    rbd_image_watcher_t *w = g_new0(rbd_image_watcher_t, n);
+    int r = rbd_watchers_list(image, w, &n);
+    if (r == -ERANGE) {
+        g_free(w);
+        w = g_new0(rbd_image_watcher_t, n);
+        r = rbd_watchers_list(image, w, &n);
+    }
+    bool found = r < 0; /* unknown: assume alive, refuse rather than steal */
+    if (r == 0) {
+        for (size_t i = 0; i < n && !found; i++)
+            found = strcmp(w[i].addr, addr) == 0;
+        rbd_watchers_list_cleanup(w, n);
+    }
+    g_free(w);
+    return found;
+}
+
+static bool take_lock(RbdImage *s, GError **errp)
+{
+    uint64_t features = 0;
+    if (rbd_get_features(s->image, &features) < 0 || !(features & RBD_FEATURE_EXCLUSIVE_LOCK))
+        return true; /* no lock on this image: writers are not serialised (as QEMU) */
+    g_autofree char *owner = lock_owner(s->image);
+    int r = owner && is_watching(s->image, owner) ? -EBUSY : rbd_lock_acquire(s->image, RBD_LOCK_MODE_EXCLUSIVE);
+    if (r == 0)
+        return true;
+    if (!owner)
+        owner = lock_owner(s->image);
+    if (owner)
+        g_set_error(errp, G_IO_ERROR, G_IO_ERROR_BUSY,
+                    "Image '%s' is in use by another client (%s) that holds its exclusive lock; "
+                    "open it with read-only=on", s->spec, owner);
+    else
+        g_set_error(errp, G_IO_ERROR, g_io_error_from_errno(-r), "Could not lock image '%s': %s", s->spec,
+                    g_strerror(-r));
+    return false;
+}
+
+static bool open_image(RbdImage *s, const RbdOptions *o, GError **errp)
+{
+    /* Read-only opens (snapshots always) need no watch and no lock. */
+    bool ro = s->read_only || o->snapshot;
+    int r = ro ? rbd_open_read_only(s->ioctx, o->image, &s->image, o->snapshot)
+               : rbd_open(s->ioctx, o->image, &s->image, NULL);
+    if (r < 0) {
+        s->image = NULL;
+        g_set_error(errp, G_IO_ERROR, g_io_error_from_errno(-r), "error reading header from %s: %s", o->image,
+                    g_strerror(-r));
+        return false;
+    }
+    rbd_image_info_t info;
+    r = rbd_stat(s->image, &info, sizeof info);
+    if (r < 0) {
+        g_set_error(errp, G_IO_ERROR, g_io_error_from_errno(-r), "error getting image info from %s: %s",
+                    o->image, g_strerror(-r));
+        return false;
+    }
+    s->size = info.size;
+    s->object_size = info.obj_size ? info.obj_size : 4 << 20;
+    if (o->snapshot && !s->read_only) {
+        g_set_error(errp, G_IO_ERROR, G_IO_ERROR_READ_ONLY, "rbd snapshots are read-only");
+        return false;
+    }
+    uint64_t features = 0;
+    s->fast_diff = rbd_get_features(s->image, &features) == 0 && (features & RBD_FEATURE_FAST_DIFF);
+    return s->read_only || take_lock(s, errp);
+}
+
+RbdImage *rbd_image_open(BlockOptions *opts, bool read_only, GError **errp)
+{
+    RbdOptions o = { 0 };
+    RbdImage *s = g_new0(RbdImage, 1);
+    g_mutex_init(&s->log_lock);
+    s->read_only = read_only;
+    if (!parse_options(opts, &o, errp))
+        goto fail;
+    s->spec = g_strdup_printf("%s/%s%s%s%s%s", o.pool, o.namespace && *o.namespace ? o.namespace : "",
+                              o.namespace && *o.namespace ? "/" : "", o.image, o.snapshot ? "@" : "",
+                              o.snapshot ? o.snapshot : "");
+    if (!connect_pool(s, &o, errp) || !open_image(s, &o, errp))
+        goto fail;
+    rbd_options_clear(&o);
+    return s;
+fail:
+    rbd_options_clear(&o);
+    rbd_image_close(s);
+    return NULL;
+}
+
+void rbd_image_close(RbdImage *s)
+{
+    if (s->image)
+        rbd_close(s->image);
+    if (s->ioctx)
+        rados_ioctx_destroy(s->ioctx);
+    if (s->cluster)
+        rados_shutdown(s->cluster);
+    g_mutex_clear(&s->log_lock);
+    g_free(s->spec);
+    g_free(s);
+}

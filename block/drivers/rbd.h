@@ -1,0 +1,31 @@
+/* The rbd driver's image handle (block/drivers/rbd.c is the data path,
+ * rbd-connect.c opens and closes it). */
+#pragma once
+
+#include <stdbool.h>
+#include <stdint.h>
+#include <glib.h>
+#include <rados/librados.h>
+#include <rbd/librbd.h>
+#include "block/options.h"
+
+typedef struct RbdImage {
+    rados_t cluster;
+    rados_ioctx_t ioctx;
+    rbd_image_t image;
+    char *spec;            /* pool/[namespace/]image[@snapshot], for messages */
+    uint64_t size;
+    uint64_t object_size;
+    bool read_only;
+    bool fast_diff;        /* the image has an object map with fast-diff */
+    GMutex log_lock;       /* the failure log's rate limit */
+    gint64 last_log;
+    unsigned unlogged;
+} RbdImage;
+
+/* Connects to the cluster and opens the image the node options name
+ * (QEMU's option names and error texts); a writable open takes the image's
+ * exclusive lock and fails if another live client holds it. */
+RbdImage *rbd_image_open(BlockOptions *opts, bool read_only, GError **errp);
+/* Closes the image (flushing it, releasing the lock) and the connection. */
+void rbd_image_close(RbdImage *s);
