@@ -29,7 +29,10 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 from lib import blockd_path, fail, skip  # noqa: E402
 
-SCRIPT = os.path.join(HERE, 'ceph-single-node.sh')
+# The project's shared tool when this checkout sits next to it; the
+# identical copy kept here otherwise (a clean clone in CI).
+SHARED_SCRIPT = os.path.join(HERE, '..', '..', '..', 'shared', 'tools', 'ceph-single-node.sh')
+SCRIPT = SHARED_SCRIPT if os.path.exists(SHARED_SCRIPT) else os.path.join(HERE, 'ceph-single-node.sh')
 NEEDED = ('ceph-mon', 'ceph-osd', 'ceph', 'rbd', 'rados', 'monmaptool', 'uuidgen')
 
 
