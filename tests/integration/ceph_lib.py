@@ -24,6 +24,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
@@ -41,8 +42,10 @@ def require_rbd():
     missing = [p for p in NEEDED if not shutil.which(p)]
     if missing:
         skip('Ceph is not installed (missing %s; scripts/install-deps.sh installs it)' % ', '.join(missing))
-    out = subprocess.run(['ldd', blockd_path()], capture_output=True, text=True).stdout
-    if 'librbd' not in out:
+    p = subprocess.run(['ldd', blockd_path()], capture_output=True, text=True)
+    if p.returncode != 0:
+        fail('cannot inspect %s: %s' % (blockd_path(), p.stderr.strip()))
+    if 'librbd' not in p.stdout:
         skip('blockd was built without librbd (install librbd-dev, then reconfigure: meson setup --reconfigure)')
 
 
@@ -134,13 +137,26 @@ class Cluster:
         return 'rbd:%s/%s:conf=%s' % (pool, image, self.conf)
 
     def pause_osd(self):
+        """Stops the OSD (SIGSTOP).  Keep stops well under 16 s: past the PGs'
+        read lease (0.8 x osd_heartbeat_grace) a continued OSD's PGs wait
+        "for readable" until they peer again, which nothing triggers in a
+        one-OSD cluster; resume_osd then marks the OSD down to force it."""
+        self.paused_at = time.monotonic()
         os.kill(self.osd_pid, signal.SIGSTOP)
 
     def resume_osd(self):
         try:
             os.kill(self.osd_pid, signal.SIGCONT)
         except (OSError, AttributeError):
-            pass
+            return
+        paused_at, self.paused_at = getattr(self, 'paused_at', None), None
+        if paused_at and time.monotonic() - paused_at > 12:
+            self.ceph('osd', 'down', '0')
+            deadline = time.monotonic() + 60
+            while '"num_up_osds":1,' not in self.ceph('osd', 'stat', '-f', 'json').replace(' ', ''):
+                if time.monotonic() > deadline:
+                    fail('the OSD did not come back up after a long pause')
+                time.sleep(0.5)
 
     def export(self, image):
         """The image's bytes (rbd export to a file)."""
