@@ -2,6 +2,7 @@
 #include "block/driver.h"
 #include "block/plugin-host/plugin-host.h"
 
+#include <gio/gio.h>
 #include <string.h>
 
 static GHashTable *drivers; /* name -> const BlockDriver * */
