@@ -130,6 +130,17 @@ def matches(disk, image, maybe=None):
     return None
 
 
+def fill(sock, export, image):
+    """Writes the non-zero MiB of `image` to the export (a source to mirror)."""
+    h = connect(sock, export)
+    for off in range(0, len(image), 1 << 20):
+        chunk = bytes(image[off:off + (1 << 20)])
+        if any(chunk):
+            h.pwrite(chunk, off)
+    h.flush()
+    h.shutdown()
+
+
 def make_image(size):
     """A source image: 1 MiB of data every 4 MiB, the rest zero (holes in memory)."""
     image = bytearray(size)

@@ -11,21 +11,11 @@ import sys
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from backup_lib import (Daemon, Nbdkit, add_nbd_target, add_source, blockd_cmd, check, connect,  # noqa: E402
+from backup_lib import (Daemon, Nbdkit, add_nbd_target, add_source, blockd_cmd, check,  # noqa: E402
                         ok, read_all, summary, wait_job_end, wait_status)
-from mirror_lib import Writer, first_difference, make_image  # noqa: E402
+from mirror_lib import Writer, fill, first_difference, make_image  # noqa: E402
 
 SIZE = 64 << 20
-
-
-def fill(sock, export, image):
-    h = connect(sock, export)
-    for off in range(0, len(image), 1 << 20):
-        chunk = bytes(image[off:off + (1 << 20)])
-        if any(chunk):
-            h.pwrite(chunk, off)
-    h.flush()
-    h.shutdown()
 
 
 def scenario(d, q, mode, rate):

@@ -12,22 +12,12 @@ import sys
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from backup_lib import (Daemon, blockd_cmd, check, connect, ok, read_all, summary, wait_job_end,  # noqa: E402
+from backup_lib import (Daemon, blockd_cmd, check, ok, read_all, summary, wait_job_end,  # noqa: E402
                         wait_status)
 from ceph_lib import Cluster  # noqa: E402
-from mirror_lib import Writer, first_difference, make_image  # noqa: E402
+from mirror_lib import Writer, fill, first_difference, make_image  # noqa: E402
 
 SIZE = 64 << 20
-
-
-def fill(sock, export, image):
-    h = connect(sock, export)
-    for off in range(0, len(image), 1 << 20):
-        chunk = bytes(image[off:off + (1 << 20)])
-        if any(chunk):
-            h.pwrite(chunk, off)
-    h.flush()
-    h.shutdown()
 
 
 def migrate(q, d, src, tgt, mode, rate):
