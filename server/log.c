@@ -13,6 +13,10 @@
 #define JOURNAL_SOCKET "/run/systemd/journal/socket"
 
 static LogTarget target = LOG_TARGET_STDERR;
+/* One message at a time: GLib 2.74's standard-streams writer stamps each
+ * line with localtime(), whose static buffer threads logging at once would
+ * share (TSan reports it); serialising also keeps lines whole. */
+static GMutex write_lock;
 
 bool log_target_parse(const char *text, LogTarget *out)
 {
@@ -88,14 +92,21 @@ static GLogWriterOutput writer(GLogLevelFlags level, const GLogField *fields, gs
     /* Honours -v (g_log_set_debug_enabled) and G_MESSAGES_DEBUG=DOMAIN. */
     if (g_log_writer_default_would_drop(level, domain))
         return G_LOG_WRITER_HANDLED;
+    GLogWriterOutput out;
+    g_mutex_lock(&write_lock);
     switch (target) {
     case LOG_TARGET_SYSLOG:
-        return write_syslog(fields, n);
+        out = write_syslog(fields, n);
+        break;
     case LOG_TARGET_JOURNAL:
-        return write_journal(level, fields, n);
+        out = write_journal(level, fields, n);
+        break;
     default:
-        return g_log_writer_standard_streams(level, fields, n, NULL);
+        out = g_log_writer_standard_streams(level, fields, n, NULL);
+        break;
     }
+    g_mutex_unlock(&write_lock);
+    return out;
 }
 
 void log_setup(LogTarget wanted, bool daemonize, bool verbose)
