@@ -1,7 +1,7 @@
-/* Builtin visitors and errors for the generated QAPI code (see qapi-runtime.h).
+/* Builtin visitors and errors for the generated QAPI code (see qapi-visit.h).
  * Messages are QEMU 7.2's qobject-input-visitor texts, so that clients
  * matching on them see the same strings. */
-#include "server/qmp/qapi-runtime.h"
+#include "qapi/qapi-visit.h"
 
 #include <errno.h>
 #include <stdlib.h>
