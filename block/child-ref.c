@@ -16,21 +16,54 @@ static char *implicit_name(const char *base, const char *suffix)
     return name;
 }
 
+BlockNode *node_find_reference(const char *name, GError **errp)
+{
+    BlockNode *node = node_find(name);
+    if (!node)
+        g_set_error(errp, G_IO_ERROR, G_IO_ERROR_NOT_FOUND,
+                    "Cannot find device='%s' nor node-name='%s'", name, name);
+    return node;
+}
+
+BlockNode *node_create_child(BlockNode *parent, const BlockdevOptions *nested, const char *suffix, bool read_only,
+                             GError **errp)
+{
+    /* A shallow copy: the defaults replace base members, the rest is shared. */
+    BlockdevOptions o = *nested;
+    g_autofree char *name = NULL;
+    if (!o.has_node_name) {
+        name = implicit_name(node_name(parent), suffix);
+        o.has_node_name = true;
+        o.node_name = name;
+    }
+    if (read_only && !o.has_read_only) {
+        o.has_read_only = true;
+        o.read_only = true;
+    }
+    return node_create(&o, errp);
+}
+
+BlockNode *node_open_child(BlockNode *parent, const BlockdevRef *ref, const char *suffix, bool *created,
+                           GError **errp)
+{
+    *created = false;
+    if (ref->type == QAPI_QTYPE_QSTRING)
+        return node_find_reference(ref->u.reference, errp);
+    /* QEMU's default: children inherit read-only. */
+    BlockNode *n = node_create_child(parent, ref->u.definition, suffix, node_read_only(parent), errp);
+    *created = n != NULL;
+    return n;
+}
+
 BlockNode *node_create_implicit(BlockNode *parent, JsonObject *nested, const char *suffix, bool read_only,
                                 GError **errp)
 {
-    g_autoptr(JsonObject) copy = json_object_new();
-    GList *members = json_object_get_members(nested);
-    for (GList *l = members; l; l = l->next)
-        json_object_set_member(copy, l->data, json_node_copy(json_object_get_member(nested, l->data)));
-    g_list_free(members);
-    if (!json_object_has_member(copy, "node-name")) {
-        g_autofree char *name = implicit_name(node_name(parent), suffix);
-        json_object_set_string_member(copy, "node-name", name);
-    }
-    if (read_only && !json_object_has_member(copy, "read-only"))
-        json_object_set_boolean_member(copy, "read-only", true);
-    return node_create(copy, errp);
+    QapiIn in = { .keyval = false };
+    JsonNode *json = json_node_init_object(json_node_alloc(), nested);
+    g_autoptr(BlockdevOptions) o = NULL;
+    bool ok = qapi_in_BlockdevOptions(&in, "", json, &o, errp);
+    json_node_unref(json);
+    return ok ? node_create_child(parent, o, suffix, read_only, errp) : NULL;
 }
 
 BlockNode *node_open_child_ref(BlockNode *parent, BlockOptions *opts, const char *key, const char *suffix,
@@ -52,11 +85,5 @@ BlockNode *node_open_child_ref(BlockNode *parent, BlockOptions *opts, const char
 BlockNode *node_find_ref(BlockOptions *opts, const char *key, bool required, GError **errp)
 {
     const char *name = block_options_get_str(opts, key, required, errp);
-    if (!name)
-        return NULL;
-    BlockNode *node = node_find(name);
-    if (!node)
-        g_set_error(errp, G_IO_ERROR, G_IO_ERROR_NOT_FOUND,
-                    "Cannot find device='%s' nor node-name='%s'", name, name);
-    return node;
+    return name ? node_find_reference(name, errp) : NULL;
 }

@@ -29,13 +29,18 @@ extern const BlockDriver block_driver_blkdebug;
 extern const BlockDriver block_driver_rbd;
 #else
 /* The schema lists rbd either way: say why it cannot be opened. */
-static void *rbd_unavailable(BlockNode *self, BlockOptions *opts, bool read_only, GError **errp)
+static void *rbd_unavailable(BlockNode *self, const BlockdevOptionsRbd *opts, const BlockdevCacheOptions *cache,
+                             bool read_only, GError **errp)
 {
     g_set_error(errp, G_IO_ERROR, G_IO_ERROR_NOT_SUPPORTED,
                 "The rbd driver is not available: blockd was built without librbd");
     return NULL;
 }
-static const BlockDriver block_driver_rbd = { .name = "rbd", .open = rbd_unavailable };
+static const BlockDriver block_driver_rbd = {
+    .name = "rbd",
+    .type = BLOCKDEV_DRIVER_RBD,
+    .open.rbd = rbd_unavailable,
+};
 #endif
 
 void block_drivers_init(void)

@@ -14,6 +14,7 @@
 #include <stdint.h>
 #include <glib.h>
 #include "block/extents.h"
+#include "qapi/qapi-types.h"
 
 /* Flag bits passed to data callbacks: identical to NBDKIT_FLAG_*. */
 #define BLOCK_FLAG_MAY_TRIM  (1u << 0)
@@ -35,14 +36,37 @@ typedef struct BlockOptions BlockOptions;
 typedef struct BlockNode BlockNode;
 struct BlockImageInfo;
 
+/* A driver's open callback, typed by its member of BlockdevOptions' union
+ * (qapi/block-core.json), the member named like the driver.  The options
+ * arrive parsed and type-checked by the generated parser; the driver
+ * checks what the schema cannot say (ranges, combinations) with QEMU's
+ * messages.  It returns an instance, or NULL with *errp set.  `self` is
+ * the node being created: drivers that have children add them with
+ * node_add_child().  `cache` (file and rbd only) is the base member cache,
+ * NULL when not given; other drivers refuse it. */
+typedef union BlockDriverOpen {
+    void *(*blkdebug)(BlockNode *self, const BlockdevOptionsBlkdebug *opts, bool read_only, GError **errp);
+    void *(*file)(BlockNode *self, const BlockdevOptionsFile *opts, const BlockdevCacheOptions *cache,
+                  bool read_only, GError **errp);
+    void *(*memory)(BlockNode *self, const BlockdevOptionsMemory *opts, bool read_only, GError **errp);
+    void *(*nbd)(BlockNode *self, const BlockdevOptionsNbd *opts, bool read_only, GError **errp);
+    void *(*nbdkit)(BlockNode *self, const BlockdevOptionsNbdkit *opts, bool read_only, GError **errp);
+    void *(*null_co)(BlockNode *self, const BlockdevOptionsNull *opts, bool read_only, GError **errp);
+    void *(*overlay)(BlockNode *self, const BlockdevOptionsOverlay *opts, bool read_only, GError **errp);
+    void *(*qcow2)(BlockNode *self, const BlockdevOptionsQcow2 *opts, bool read_only, GError **errp);
+    void *(*raw)(BlockNode *self, const BlockdevOptionsRaw *opts, bool read_only, GError **errp);
+    void *(*rbd)(BlockNode *self, const BlockdevOptionsRbd *opts, const BlockdevCacheOptions *cache,
+                 bool read_only, GError **errp);
+} BlockDriverOpen;
+
 typedef struct BlockDriver {
     const char *name;
+    BlockdevDriver type;   /* the BlockdevOptions branch: which `open` is set */
 
-    /* Creates an instance from the node's options (already validated for
-     * unknown keys by the options helper), or NULL with *errp set.
-     * `self` is the node being created: drivers that have children add them
-     * with node_add_child(). */
-    void *(*open)(BlockNode *self, BlockOptions *opts, bool read_only, GError **errp);
+    BlockDriverOpen open;
+    /* Until every driver takes its options struct: an instance from the
+     * options as JSON (block/options.h), used when set. */
+    void *(*open_json)(BlockNode *self, BlockOptions *opts, bool read_only, GError **errp);
     void (*close)(void *opaque);
 
     /* Metadata, asked once at open time; the node caches the results.
@@ -108,6 +132,10 @@ typedef struct BlockImageInfo {
     uint32_t cluster_size;
 } BlockImageInfo;
 
+/* Opens an instance of `drv` (whose type is options->driver) for node
+ * `self` from its branch of `options`; NULL with *errp set. */
+void *block_driver_open(const BlockDriver *drv, BlockNode *self, const BlockdevOptions *options, bool read_only,
+                        GError **errp);
 /* Registers a driver under its name (called from block_drivers_init). */
 void block_driver_register(const BlockDriver *drv);
 /* The driver registered under `name`, or NULL. */

@@ -3,7 +3,6 @@
 #include "block/node.h"
 #include "block/io-log.h"
 #include "block/node-internal.h"
-#include "block/options.h"
 #include "block/user.h"
 
 #include <errno.h>
@@ -116,19 +115,16 @@ static int node_compute_caps(BlockNode *node)
     return 0;
 }
 
-BlockNode *node_create(JsonObject *options, GError **errp)
+BlockNode *node_create(const BlockdevOptions *options, GError **errp)
 {
-    BlockOptions *opts = block_options_new(options, "");
-    BlockNode *node = NULL;
-    const char *driver = block_options_get_str(opts, "driver", true, errp);
-    if (!driver)
-        goto out;
-    const char *name = block_options_get_str(opts, "node-name", true, errp);
-    if (!name)
-        goto out;
+    if (!options->has_node_name) {
+        g_set_error(errp, G_IO_ERROR, G_IO_ERROR_INVALID_ARGUMENT, "Parameter 'node-name' is missing");
+        return NULL;
+    }
+    const char *name = options->node_name;
     if (!node_name_valid(name)) {
         g_set_error(errp, G_IO_ERROR, G_IO_ERROR_INVALID_ARGUMENT, "Invalid node-name: '%s'", name);
-        goto out;
+        return NULL;
     }
     g_mutex_lock(&graph_lock);
     graph_init_locked();
@@ -137,49 +133,34 @@ BlockNode *node_create(JsonObject *options, GError **errp)
     if (duplicate) {
         g_set_error(errp, G_IO_ERROR, G_IO_ERROR_EXISTS,
                     "Duplicate nodes with node-name='%s'", name);
-        goto out;
+        return NULL;
     }
+    const char *driver = BlockdevDriver_str[options->driver];
     const BlockDriver *drv = block_driver_find(driver);
     if (!drv) {
         g_set_error(errp, G_IO_ERROR, G_IO_ERROR_INVALID_ARGUMENT,
                     "Parameter 'driver' does not accept value '%s'", driver);
-        goto out;
+        return NULL;
     }
-    bool read_only = false;
-    if (!block_options_get_bool(opts, "read-only", &read_only, errp))
-        goto out;
+    bool read_only = options->has_read_only && options->read_only;
     /* "discard": QEMU ignores trims unless discard=unmap; blockd passes them
      * on by default (like nbdkit) and lets discard=ignore turn them off. */
-    const char *discard = block_options_get_str(opts, "discard", false, errp);
-    bool trim_off = false;
-    if (discard) {
-        if (strcmp(discard, "ignore") == 0 || strcmp(discard, "off") == 0) {
-            trim_off = true;
-        } else if (strcmp(discard, "unmap") != 0 && strcmp(discard, "on") != 0) {
-            g_set_error(errp, G_IO_ERROR, G_IO_ERROR_INVALID_ARGUMENT,
-                        "Parameter 'discard' does not accept value '%s'", discard);
-            goto out;
-        }
-    } else if (errp && *errp) {
-        goto out;
-    }
+    bool trim_off = options->has_discard && options->discard == BLOCKDEV_DISCARD_OPTIONS_IGNORE;
 
-    node = g_new0(BlockNode, 1);
+    BlockNode *node = g_new0(BlockNode, 1);
     node->name = g_strdup(name);
     node->drv = drv;
     node->read_only = read_only;
     node->refcount = 1;
     node->children = g_ptr_array_new_with_free_func((GDestroyNotify)node_unref);
     node->implicit = g_ptr_array_new_with_free_func(g_free);
-    node->filename = g_strdup(json_object_get_string_member_with_default(options, "filename", NULL));
+    node->filename = g_strdup(options->driver == BLOCKDEV_DRIVER_FILE ? options->u.file.filename : NULL);
     g_rw_lock_init(&node->hooks_lock);
     node->hooks = g_ptr_array_new_with_free_func(g_free);
     node->close_notifiers = g_ptr_array_new_with_free_func(g_free);
     node_perm_init(node);
-    node->opaque = drv->open(node, opts, read_only, errp);
+    node->opaque = block_driver_open(drv, node, options, read_only, errp);
     if (!node->opaque)
-        goto fail;
-    if (!block_options_check_all_used(opts, errp))
         goto fail;
     int r = node_compute_caps(node);
     if (r < 0) {
@@ -202,14 +183,11 @@ BlockNode *node_create(JsonObject *options, GError **errp)
     g_hash_table_insert(graph_by_name, node->name, node);
     g_ptr_array_add(graph_order, node);
     g_mutex_unlock(&graph_lock);
-    goto out;
+    return node;
 
 fail:
     node_unref(node);
-    node = NULL;
-out:
-    block_options_free(opts);
-    return node;
+    return NULL;
 }
 
 BlockNode *node_find(const char *name)

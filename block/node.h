@@ -33,10 +33,10 @@ typedef struct NodeCaps {
     uint32_t block_min, block_preferred, block_max; /* all 0: no constraints */
 } NodeCaps;
 
-/* Creates a node from options: `driver` and `node-name` keys are required.
- * read_only is also taken from the `read-only` option.  The node is added
- * to the graph (node_find can see it) with one reference held by the graph. */
-BlockNode *node_create(JsonObject *options, GError **errp);
+/* Creates a node from parsed options (blockdev-add's BlockdevOptions, with
+ * node-name set) and adds it to the graph (node_find can see it) with one
+ * reference held by the graph; the caller keeps `options`. */
+BlockNode *node_create(const BlockdevOptions *options, GError **errp);
 /* Removes a node from the graph; fails if it is in use (children, exports). */
 bool node_delete(const char *name, GError **errp);
 /* Finds a node by name; the result is borrowed from the graph. */

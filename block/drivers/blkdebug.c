@@ -337,7 +337,7 @@ static int blkdebug_grow(void *o, uint64_t size) { return node_grow(((BlkdebugSt
 
 const BlockDriver block_driver_blkdebug = {
     .name = "blkdebug",
-    .open = blkdebug_open,
+    .open_json = blkdebug_open,
     .close = blkdebug_close,
     .get_size = blkdebug_get_size,
     .can_write = blkdebug_can_write,

@@ -569,7 +569,7 @@ static int nbd_extents_cb(void *opaque, uint32_t count, uint64_t offset, uint32_
 
 const BlockDriver block_driver_nbd = {
     .name = "nbd",
-    .open = nbd_open,
+    .open_json = nbd_open,
     .close = nbd_drv_close,
     .get_size = nbd_get_size_cb,
     .can_write = nbd_can_write_cb,

@@ -204,7 +204,7 @@ static int overlay_flush(void *opaque, uint32_t flags)
 
 const BlockDriver block_driver_overlay = {
     .name = "overlay",
-    .open = overlay_open,
+    .open_json = overlay_open,
     .close = overlay_close,
     .get_size = overlay_get_size,
     .can_write = overlay_can_write,

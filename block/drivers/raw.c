@@ -180,7 +180,7 @@ static int raw_read_fd(void *o, uint32_t count, uint64_t offset, int *fd, uint64
 
 const BlockDriver block_driver_raw = {
     .name = "raw",
-    .open = raw_open,
+    .open_json = raw_open,
     .close = raw_close,
     .get_size = raw_get_size,
     .can_write = raw_can_write,

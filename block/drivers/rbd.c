@@ -242,7 +242,7 @@ static void *rbd_drv_open(BlockNode *self, BlockOptions *opts, bool read_only, G
 
 const BlockDriver block_driver_rbd = {
     .name = "rbd",
-    .open = rbd_drv_open,
+    .open_json = rbd_drv_open,
     .close = rbd_drv_close,
     .get_size = rbd_drv_get_size,
     .can_write = rbd_drv_can_write,

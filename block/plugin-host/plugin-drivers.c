@@ -279,7 +279,7 @@ static int file_grow(void *opaque, uint64_t size)
 
 static const BlockDriver file_driver = {
     .name = "file",
-    .open = file_open,
+    .open_json = file_open,
     PLUGIN_DRIVER_CALLBACKS,
     .read_fd = file_read_fd,
     .grow = file_grow,
@@ -302,7 +302,7 @@ static void *memory_open(BlockNode *self, BlockOptions *opts, bool read_only, GE
 
 static const BlockDriver memory_driver = {
     .name = "memory",
-    .open = memory_open,
+    .open_json = memory_open,
     PLUGIN_DRIVER_CALLBACKS,
 };
 
@@ -322,7 +322,7 @@ static void *null_open(BlockNode *self, BlockOptions *opts, bool read_only, GErr
 
 static const BlockDriver null_driver = {
     .name = "null-co",
-    .open = null_open,
+    .open_json = null_open,
     PLUGIN_DRIVER_CALLBACKS,
 };
 
@@ -371,7 +371,7 @@ static void *nbdkit_open(BlockNode *self, BlockOptions *opts, bool read_only, GE
 
 static const BlockDriver nbdkit_driver = {
     .name = "nbdkit",
-    .open = nbdkit_open,
+    .open_json = nbdkit_open,
     PLUGIN_DRIVER_CALLBACKS,
 };
 

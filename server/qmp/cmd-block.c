@@ -53,9 +53,7 @@ bool qmp_blockdev_add_options(BlockdevOptions *options, GError **errp)
         g_set_error(errp, QMP_ERROR, QMP_ERROR_GENERIC, "'node-name' must be specified for the root node");
         return false;
     }
-    JsonNode *json = qapi_out_BlockdevOptions(options);
-    BlockNode *node = node_create(json_node_get_object(json), errp);
-    json_node_unref(json);
+    BlockNode *node = node_create(options, errp);
     if (!node)
         return false;
     /* Persistent dirty bitmaps of an image come back with its node. */

@@ -6,6 +6,7 @@
  * which also opens the backing chain the image header names. */
 #include "server/qmp/drive-target.h"
 #include "server/qmp/qapi-runtime.h"
+#include "qapi/qapi-types.h"
 #include "block/drivers/qcow2.h"
 #include "block/nbd-uri.h"
 
@@ -77,6 +78,17 @@ static bool create_image(const char *path, const char *format, uint64_t size, Bl
     return true;
 }
 
+/* A node from options built here (parsed as blockdev-add's would be). */
+static BlockNode *create_node(JsonObject *opts, GError **errp)
+{
+    QapiIn in = { .keyval = false };
+    JsonNode *json = json_node_init_object(json_node_alloc(), opts);
+    g_autoptr(BlockdevOptions) o = NULL;
+    BlockNode *node = qapi_in_BlockdevOptions(&in, "", json, &o, errp) ? node_create(o, errp) : NULL;
+    json_node_unref(json);
+    return node;
+}
+
 /* The format node `name` of `format` over the protocol options `proto`
  * (backed by the live `backing` node when given). */
 static BlockNode *open_format(const char *format, const char *name, JsonObject *proto, BlockNode *backing,
@@ -90,7 +102,7 @@ static BlockNode *open_format(const char *format, const char *name, JsonObject *
      * not a second opening of its file. */
     if (backing)
         json_object_set_string_member(opts, "backing", node_name(backing));
-    return node_create(opts, errp);
+    return create_node(opts, errp);
 }
 
 BlockNode *qmp_open_drive_target(const char *command, const char *path, const char *format,
@@ -138,7 +150,7 @@ BlockNode *qmp_open_drive_target(const char *command, const char *path, const ch
     if (strcmp(format, "raw") == 0) {
         /* A raw image is its protocol node, as before (no extra layer). */
         json_object_set_string_member(proto, "node-name", name);
-        node = node_create(proto, &err);
+        node = create_node(proto, &err);
     } else {
         node = open_format(format, name, proto, under == source ? source : NULL, &err);
     }

@@ -26,6 +26,7 @@
 #include "bitmaps/hbitmap.h"
 #include "block/driver.h"
 #include "block/node.h"
+#include "tests/unit/node-json.h"
 
 #define HEADER_SIZE 32
 #define ENTRY_FIXED 40
@@ -160,7 +161,7 @@ static void load_through_node(const uint8_t *sidecar, size_t size, uint64_t node
     json_object_set_string_member(o, "node-name", "fuzz-file");
     json_object_set_string_member(o, "filename", image);
     g_autoptr(GError) err = NULL;
-    BlockNode *node = node_create(o, &err);
+    BlockNode *node = test_node_create(o, false, &err);
     if (!node)
         g_error("fuzz: %s", err->message);
     dirty_bitmap_load_persistent(node);

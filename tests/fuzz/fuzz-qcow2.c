@@ -22,6 +22,7 @@
 #include <json-glib/json-glib.h>
 #include "block/driver.h"
 #include "block/node.h"
+#include "tests/unit/node-json.h"
 #include "block/drivers/qcow2.h"
 
 #define KiB 1024u
@@ -59,7 +60,7 @@ static BlockNode *open_image(bool read_only, bool backing_null)
     if (backing_null)
         json_object_set_null_member(o, "backing");
     g_autoptr(GError) err = NULL;
-    BlockNode *n = node_create(o, &err);
+    BlockNode *n = test_node_create(o, false, &err);
     g_assert_true((n != NULL) == (err == NULL));
     return n;
 }

@@ -14,7 +14,6 @@
 #include <json-glib/json-glib.h>
 
 #include "block/node.h"
-#include "block/options.h"
 #include "bitmaps/dirty-bitmap.h"
 #include "bitmaps/bitmap-store.h"
 
@@ -31,9 +30,10 @@ typedef struct Gate {
 static Gate gate;
 static char *tmpdir;
 
-static void *gate_open(BlockNode *self, BlockOptions *opts, bool read_only, GError **errp)
+/* Stands in for the file driver: its filename names only the sidecar. */
+static void *gate_open(BlockNode *self, const BlockdevOptionsFile *opts, const BlockdevCacheOptions *cache,
+                       bool read_only, GError **errp)
 {
-    block_options_mark_used(opts, "filename"); /* only for the sidecar's name */
     return &gate;
 }
 
@@ -58,8 +58,9 @@ static int gate_pwrite(void *opaque, const void *buf, uint32_t count, uint64_t o
 }
 
 static const BlockDriver gate_driver = {
-    .name = "gate",
-    .open = gate_open,
+    .name = "file",
+    .type = BLOCKDEV_DRIVER_FILE,
+    .open.file = gate_open,
     .get_size = gate_size,
     .pread = gate_pread,
     .pwrite = gate_pwrite,
@@ -83,13 +84,15 @@ static void gate_wait_held(int n)
 
 static BlockNode *make_node(const char *name, const char *filename)
 {
-    g_autoptr(JsonObject) o = json_object_new();
-    json_object_set_string_member(o, "driver", "gate");
-    json_object_set_string_member(o, "node-name", name);
-    if (filename)
-        json_object_set_string_member(o, "filename", filename);
+    /* Built by hand: without a filename the node has no sidecar. */
+    BlockdevOptions o = {
+        .driver = BLOCKDEV_DRIVER_FILE,
+        .has_node_name = true,
+        .node_name = (char *)name,
+        .u.file.filename = (char *)filename,
+    };
     g_autoptr(GError) err = NULL;
-    BlockNode *node = node_create(o, &err);
+    BlockNode *node = node_create(&o, &err);
     g_assert_no_error(err);
     return node;
 }
@@ -235,7 +238,8 @@ static void test_remove_during_write(void)
 int main(int argc, char **argv)
 {
     g_test_init(&argc, &argv, NULL);
-    block_driver_register(&gate_driver);
+    block_drivers_init();
+    block_driver_register(&gate_driver); /* replaces the file driver */
     tmpdir = g_dir_make_tmp("blockd-dirty-bitmap.XXXXXX", NULL);
     g_mutex_init(&gate.lock);
     g_cond_init(&gate.cond);

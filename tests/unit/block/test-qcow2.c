@@ -15,6 +15,7 @@
 #include <json-glib/json-glib.h>
 
 #include "block/node.h"
+#include "tests/unit/node-json.h"
 #include "block/drivers/qcow2.h"
 
 #define KiB 1024u
@@ -81,7 +82,7 @@ static BlockNode *open_qcow2_full(const char *file, const char *backing, bool ro
         json_object_set_null_member(o, "backing");
     else if (backing)
         json_object_set_string_member(o, "backing", backing);
-    return node_create(o, errp);
+    return test_node_create(o, false, errp);
 }
 
 static BlockNode *open_qcow2(const char *file)

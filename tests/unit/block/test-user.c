@@ -8,14 +8,13 @@
 #include <json-glib/json-glib.h>
 
 #include "block/node.h"
+#include "tests/unit/node-json.h"
 #include "block/user.h"
 
 static BlockNode *create(const char *json)
 {
-    g_autoptr(JsonParser) p = json_parser_new();
-    g_assert_true(json_parser_load_from_data(p, json, -1, NULL));
     GError *err = NULL;
-    BlockNode *n = node_create(json_node_get_object(json_parser_get_root(p)), &err);
+    BlockNode *n = test_node_create_text(json, &err);
     g_assert_no_error(err);
     return n;
 }
