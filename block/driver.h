@@ -108,9 +108,9 @@ typedef struct BlockDriver {
      * (backing file, cluster size).  Strings stay owned by the driver. */
     void (*image_info)(void *opaque, struct BlockImageInfo *info);
 
-    /* Optional: a parent reports a debug event (BlockDebugEvent) on its
+    /* Optional: a parent reports a debug event on its
      * way through this node's I/O path; only blkdebug reacts. */
-    void (*debug_event)(void *opaque, int event);
+    void (*debug_event)(void *opaque, BlkdebugEvent event);
 
     /* Optional: what the node's claims add up to (block/node-perm.h) is
      * about to become (perm, shared).  check_perm makes sure that can be

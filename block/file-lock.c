@@ -14,20 +14,20 @@
 struct FileLock {
     int fd;
     char *filename;
-    FileLockMode mode;
+    OnOffAuto mode;
     bool active;
     uint64_t perm, shared;           /* committed */
     uint64_t locked_perm;            /* bits whose byte 100+i we hold */
     uint64_t locked_unshared;        /* bits whose byte 200+i we hold */
 };
 
-FileLock *file_lock_new(int fd, const char *filename, FileLockMode mode)
+FileLock *file_lock_new(int fd, const char *filename, OnOffAuto mode)
 {
     FileLock *l = g_new0(FileLock, 1);
     l->fd = fd;
     l->filename = g_strdup(filename);
     l->mode = mode;
-    l->active = mode != FILE_LOCK_OFF;
+    l->active = mode != ON_OFF_AUTO_OFF;
     l->shared = BLOCK_PERM_ALL;
     return l;
 }
@@ -160,7 +160,7 @@ bool file_lock_check(FileLock *l, uint64_t perm, uint64_t shared, GError **errp)
     if (r == 0)
         return true;
     restore(l, l->perm, l->shared);
-    if (l->mode == FILE_LOCK_AUTO && unsupported(-r)) {
+    if (l->mode == ON_OFF_AUTO_AUTO && unsupported(-r)) {
         /* auto: a file system without OFD locks means no locking. */
         g_error_free(err);
         restore(l, 0, BLOCK_PERM_ALL);

@@ -12,19 +12,15 @@
 #include <stdbool.h>
 #include <stdint.h>
 #include <glib.h>
-
-/* The file driver's `locking` option (QEMU's OnOffAuto). */
-typedef enum FileLockMode {
-    FILE_LOCK_AUTO, /* lock; silently not when the file system cannot */
-    FILE_LOCK_ON,   /* lock; fail when the file system cannot */
-    FILE_LOCK_OFF,  /* never lock, never check */
-} FileLockMode;
+#include "qapi/qapi-types.h"
 
 typedef struct FileLock FileLock;
 
 /* The lock state of descriptor `fd` (borrowed: it must outlive the
- * FileLock) of the image called `filename` in messages; nothing held yet. */
-FileLock *file_lock_new(int fd, const char *filename, FileLockMode mode);
+ * FileLock) of the image called `filename` in messages; nothing held yet.
+ * `mode` is the file driver's locking option: auto locks and silently
+ * does not when the file system cannot, on fails then, off never locks. */
+FileLock *file_lock_new(int fd, const char *filename, OnOffAuto mode);
 /* Forgets the state (closing the descriptor is what drops the locks). */
 void file_lock_free(FileLock *lock);
 /* Takes what (perm, shared) needs on top of what is held and tests the

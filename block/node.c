@@ -699,7 +699,7 @@ bool node_image_info(BlockNode *node, BlockImageInfo *info)
     return true;
 }
 
-void node_debug_event(BlockNode *node, int event)
+void node_debug_event(BlockNode *node, BlkdebugEvent event)
 {
     if (node->drv->debug_event)
         node->drv->debug_event(node->opaque, event);

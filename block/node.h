@@ -142,9 +142,9 @@ int node_block_status(BlockNode *node, uint32_t count, uint64_t offset, uint32_t
 /* Zero-copy read: a new descriptor (the caller closes it) and the offset in
  * it holding [offset, offset+count), or -ENOTSUP. */
 int node_read_fd(BlockNode *node, uint32_t count, uint64_t offset, int *fd, uint64_t *fd_offset);
-/* Reports debug event `event` (BlockDebugEvent) to `node`'s driver, as a
+/* Reports debug event `event` to `node`'s driver, as a
  * parent does on its way through `node`; a no-op unless it is blkdebug. */
-void node_debug_event(BlockNode *node, int event);
+void node_debug_event(BlockNode *node, BlkdebugEvent event);
 /* Grows a writable node to at least `size` bytes (formats appending to their
  * file); 0 if it already is that large, -ENOTSUP if the driver cannot. */
 int node_grow(BlockNode *node, uint64_t size);

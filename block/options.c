@@ -133,6 +133,18 @@ bool block_parse_size(const char *str, uint64_t *out)
     return true;
 }
 
+bool block_option_size(const char *name, int64_t value, uint64_t *out, GError **errp)
+{
+    if (value < 0) {
+        g_set_error(errp, G_IO_ERROR, G_IO_ERROR_INVALID_ARGUMENT,
+                    "Parameter '%s' expects a non-negative number below 2^64 "
+                    "(optional suffix k, M, G, T, P or E)", name);
+        return false;
+    }
+    *out = (uint64_t)value;
+    return true;
+}
+
 bool block_options_get_size(BlockOptions *opts, const char *key, bool required, uint64_t *out, GError **errp)
 {
     JsonNode *node = get_member(opts, key);

@@ -39,5 +39,8 @@ bool block_options_is_null(BlockOptions *opts, const char *key);
 void block_options_mark_used(BlockOptions *opts, const char *key);
 /* Fails naming the first option no getter used ("Parameter 'x' is unexpected"). */
 bool block_options_check_all_used(BlockOptions *opts, GError **errp);
+/* A size that the schema declares as 'int' (QEMU reads it as a size): false
+ * with QEMU's "Parameter 'NAME' expects a non-negative number ..." if negative. */
+bool block_option_size(const char *name, int64_t value, uint64_t *out, GError **errp);
 /* Parses a size string with an optional k/M/G/T/P/E suffix (powers of 1024); false if invalid. */
 bool block_parse_size(const char *str, uint64_t *out);

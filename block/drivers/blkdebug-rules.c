@@ -28,10 +28,6 @@ static const struct {
     [OPT_NEW_STATE] = { "new_state", TYPE_NUMBER, 2 },
 };
 
-static const char *const iotype_names[BLKDEBUG_IO__MAX] = {
-    "read", "write", "write-zeroes", "discard", "flush", "block-status",
-};
-
 /* One [inject-error] or [set-state] section (QEMU's QemuOpts). */
 typedef struct RuleOpts {
     BlkdebugAction action;
@@ -187,45 +183,52 @@ static bool parse_config_file(FILE *fp, GPtrArray *sections, GError **errp)
     return true;
 }
 
-/* One element of the inject-error or set-state option (already checked by
- * the QMP schema; the messages matter only to internal callers). */
-static bool parse_json_rule(GPtrArray *sections, BlkdebugAction action, const char *list, guint index,
-                            JsonNode *element, GError **errp)
+/* Sets option `i` of a section made from the options' structs (QEMU turns
+ * them into QemuOpts too). */
+static void rule_opts_take_str(RuleOpts *o, int i, const char *value)
 {
-    g_autofree char *prefix = g_strdup_printf("%s.%u.", list, index);
-    if (!JSON_NODE_HOLDS_OBJECT(element)) {
-        g_set_error(errp, G_IO_ERROR, G_IO_ERROR_INVALID_ARGUMENT,
-                    "Invalid parameter type for '%s.%u', expected: object", list, index);
-        return false;
+    o->str[i] = g_strdup(value);
+    o->has[i] = true;
+}
+
+static void rule_opts_take_num(RuleOpts *o, int i, bool has, uint64_t value)
+{
+    o->num[i] = value;
+    o->has[i] = has;
+}
+
+/* The sections of the inject-error and set-state options, in their order. */
+static void take_option_rules(GPtrArray *sections, const BlockdevOptionsBlkdebug *opts)
+{
+    for (const BlkdebugInjectErrorOptionsList *l = opts->has_inject_error ? opts->inject_error : NULL; l;
+         l = l->next) {
+        const BlkdebugInjectErrorOptions *r = l->value;
+        RuleOpts *o = rule_opts_new(sections, BLKDEBUG_INJECT_ERROR, NULL);
+        rule_opts_take_str(o, OPT_EVENT, BlkdebugEvent_str[r->event]);
+        rule_opts_take_num(o, OPT_STATE, r->has_state, (uint64_t)r->state);
+        if (r->has_iotype)
+            rule_opts_take_str(o, OPT_IOTYPE, BlkdebugIOType_str[r->iotype]);
+        rule_opts_take_num(o, OPT_ERRNO, r->has_q_errno, (uint64_t)r->q_errno);
+        rule_opts_take_num(o, OPT_SECTOR, r->has_sector, (uint64_t)r->sector);
+        rule_opts_take_num(o, OPT_ONCE, r->has_once, r->once);
+        rule_opts_take_num(o, OPT_IMMEDIATELY, r->has_immediately, r->immediately);
     }
-    BlockOptions *opts = block_options_new(json_node_get_object(element), prefix);
-    RuleOpts *o = rule_opts_new(sections, action, NULL);
-    bool ok = true;
-    for (int i = 0; ok && i < OPT__MAX; i++) {
-        const char *name = option_table[i].name;
-        if (!(option_table[i].actions & (1u << action)) || !block_options_has(opts, name))
-            continue;
-        int64_t num = 0;
-        bool flag = false;
-        switch (option_table[i].type) {
-        case TYPE_STRING:
-            o->str[i] = g_strdup(block_options_get_str(opts, name, true, errp));
-            ok = o->str[i] != NULL;
-            break;
-        case TYPE_NUMBER:
-            ok = block_options_get_int(opts, name, &num, errp);
-            o->num[i] = (uint64_t)num;
-            break;
-        case TYPE_BOOL:
-            ok = block_options_get_bool(opts, name, &flag, errp);
-            o->num[i] = flag;
-            break;
-        }
-        o->has[i] = ok;
+    for (const BlkdebugSetStateOptionsList *l = opts->has_set_state ? opts->set_state : NULL; l; l = l->next) {
+        const BlkdebugSetStateOptions *r = l->value;
+        RuleOpts *o = rule_opts_new(sections, BLKDEBUG_SET_STATE, NULL);
+        rule_opts_take_str(o, OPT_EVENT, BlkdebugEvent_str[r->event]);
+        rule_opts_take_num(o, OPT_STATE, r->has_state, (uint64_t)r->state);
+        rule_opts_take_num(o, OPT_NEW_STATE, true, (uint64_t)r->new_state);
     }
-    ok = ok && block_options_check_all_used(opts, errp);
-    block_options_free(opts);
-    return ok;
+}
+
+/* The index of `name` in a generated enum's names, or -1. */
+static int lookup(const char *const names[], int max, const char *name)
+{
+    for (int i = 0; i < max; i++)
+        if (strcmp(names[i], name) == 0)
+            return i;
+    return -1;
 }
 
 /* QEMU's add_rule. */
@@ -235,7 +238,7 @@ static bool add_rule(BlkdebugRules *rules, RuleOpts *o, GError **errp)
         g_set_error(errp, G_IO_ERROR, G_IO_ERROR_INVALID_ARGUMENT, "Missing event name for rule");
         return false;
     }
-    int event = block_debug_event_from_name(o->str[OPT_EVENT]);
+    int event = lookup(BlkdebugEvent_str, BLKDBG__MAX, o->str[OPT_EVENT]);
     if (event < 0) {
         g_set_error(errp, G_IO_ERROR, G_IO_ERROR_INVALID_ARGUMENT, "invalid parameter value: %s",
                     o->str[OPT_EVENT]);
@@ -252,10 +255,8 @@ static bool add_rule(BlkdebugRules *rules, RuleOpts *o, GError **errp)
         int64_t sector = o->has[OPT_SECTOR] ? (int64_t)o->num[OPT_SECTOR] : -1;
         rule.offset = sector == -1 ? -1 : (int64_t)((uint64_t)sector * 512);
         if (o->has[OPT_IOTYPE]) {
-            int t = 0;
-            while (t < BLKDEBUG_IO__MAX && strcmp(iotype_names[t], o->str[OPT_IOTYPE]) != 0)
-                t++;
-            if (t == BLKDEBUG_IO__MAX) {
+            int t = lookup(BlkdebugIOType_str, BLKDEBUG_IO_TYPE__MAX, o->str[OPT_IOTYPE]);
+            if (t < 0) {
                 g_set_error(errp, G_IO_ERROR, G_IO_ERROR_INVALID_ARGUMENT, "invalid parameter value: %s",
                             o->str[OPT_IOTYPE]);
                 return false;
@@ -263,9 +264,9 @@ static bool add_rule(BlkdebugRules *rules, RuleOpts *o, GError **errp)
             rule.iotype_mask = 1ull << t;
         } else {
             /* QEMU's default leaves block-status out. */
-            rule.iotype_mask = (1ull << BLKDEBUG_IO_READ) | (1ull << BLKDEBUG_IO_WRITE) |
-                               (1ull << BLKDEBUG_IO_WRITE_ZEROES) | (1ull << BLKDEBUG_IO_DISCARD) |
-                               (1ull << BLKDEBUG_IO_FLUSH);
+            rule.iotype_mask = (1ull << BLKDEBUG_IO_TYPE_READ) | (1ull << BLKDEBUG_IO_TYPE_WRITE) |
+                               (1ull << BLKDEBUG_IO_TYPE_WRITE_ZEROES) | (1ull << BLKDEBUG_IO_TYPE_DISCARD) |
+                               (1ull << BLKDEBUG_IO_TYPE_FLUSH);
         }
     } else {
         rule.new_state = o->has[OPT_NEW_STATE] ? (int)o->num[OPT_NEW_STATE] : 0;
@@ -274,25 +275,9 @@ static bool add_rule(BlkdebugRules *rules, RuleOpts *o, GError **errp)
     return true;
 }
 
-static bool parse_json_list(GPtrArray *sections, BlkdebugAction action, const char *key, BlockOptions *opts,
-                            GError **errp)
+bool blkdebug_rules_parse(BlkdebugRules *rules, const BlockdevOptionsBlkdebug *opts, GError **errp)
 {
-    if (!block_options_has(opts, key))
-        return true;
-    JsonArray *list = block_options_get_array(opts, key);
-    if (!list) {
-        g_set_error(errp, G_IO_ERROR, G_IO_ERROR_INVALID_ARGUMENT,
-                    "Invalid parameter type for '%s', expected: array", key);
-        return false;
-    }
-    for (guint i = 0; i < json_array_get_length(list); i++)
-        if (!parse_json_rule(sections, action, key, i, json_array_get_element(list, i), errp))
-            return false;
-    return true;
-}
-
-bool blkdebug_rules_parse(BlkdebugRules *rules, const char *config, BlockOptions *opts, GError **errp)
-{
+    const char *config = opts->has_config ? opts->config : NULL;
     for (int e = 0; e < BLKDBG__MAX; e++)
         if (!rules->by_event[e])
             rules->by_event[e] = g_ptr_array_new_with_free_func(g_free);
@@ -309,9 +294,7 @@ bool blkdebug_rules_parse(BlkdebugRules *rules, const char *config, BlockOptions
         if (!ok)
             return false;
     }
-    if (!parse_json_list(sections, BLKDEBUG_INJECT_ERROR, "inject-error", opts, errp) ||
-        !parse_json_list(sections, BLKDEBUG_SET_STATE, "set-state", opts, errp))
-        return false;
+    take_option_rules(sections, opts);
     /* As QEMU: every inject-error rule, then every set-state rule. */
     for (int action = BLKDEBUG_INJECT_ERROR; action <= BLKDEBUG_SET_STATE; action++)
         for (guint i = 0; i < sections->len; i++) {

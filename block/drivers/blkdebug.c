@@ -28,7 +28,7 @@ typedef struct BlkdebugState {
     GPtrArray *active; /* BlkdebugRule *, borrowed from rules */
 } BlkdebugState;
 
-static void blkdebug_event(void *opaque, int event)
+static void blkdebug_event(void *opaque, BlkdebugEvent event)
 {
     BlkdebugState *s = opaque;
     g_assert((unsigned)event < BLKDBG__MAX);
@@ -55,7 +55,7 @@ static void blkdebug_event(void *opaque, int event)
 /* 0 to let the request through, else what it returns: -errno, or a
  * positive value for a rule with a negative errno (QEMU then completes the
  * request without doing it). */
-static int rule_check(BlkdebugState *s, uint64_t offset, uint64_t bytes, BlkdebugIOKind kind)
+static int rule_check(BlkdebugState *s, uint64_t offset, uint64_t bytes, BlkdebugIOType kind)
 {
     g_mutex_lock(&s->lock);
     BlkdebugRule *rule = NULL;
@@ -86,11 +86,10 @@ static void blkdebug_close(void *opaque)
 }
 
 /* QEMU reads these as sizes: a negative number is refused by name. */
-static bool get_limit(BlockOptions *opts, const char *key, uint64_t *out, GError **errp)
+static bool get_limit(const char *key, bool has, int64_t v, uint64_t *out, GError **errp)
 {
-    int64_t v = 0;
-    if (!block_options_get_int(opts, key, &v, errp))
-        return false;
+    if (!has)
+        return true;
     if (v < 0) {
         g_set_error(errp, G_IO_ERROR, G_IO_ERROR_INVALID_ARGUMENT,
                     "Parameter '%s' expects a non-negative number below 2^64", key);
@@ -127,7 +126,7 @@ static bool check_limits(BlkdebugState *s, GError **errp)
     return !bad;
 }
 
-static void *blkdebug_open(BlockNode *self, BlockOptions *opts, bool read_only, GError **errp)
+static void *blkdebug_open(BlockNode *self, const BlockdevOptionsBlkdebug *opts, bool read_only, GError **errp)
 {
     BlkdebugState *s = g_new0(BlkdebugState, 1);
     g_mutex_init(&s->lock);
@@ -135,16 +134,16 @@ static void *blkdebug_open(BlockNode *self, BlockOptions *opts, bool read_only, 
     s->self = self;
     bool created = false;
     /* QEMU's order: option types, the rules, the image, the limits. */
-    if (!get_limit(opts, "align", &s->align, errp) || !get_limit(opts, "max-transfer", &s->max_transfer, errp) ||
-        !get_limit(opts, "opt-write-zero", &s->opt_write_zero, errp) ||
-        !get_limit(opts, "max-write-zero", &s->max_write_zero, errp) ||
-        !get_limit(opts, "opt-discard", &s->opt_discard, errp) ||
-        !get_limit(opts, "max-discard", &s->max_discard, errp))
+    if (!get_limit("align", opts->has_align, opts->align, &s->align, errp) ||
+        !get_limit("max-transfer", opts->has_max_transfer, opts->max_transfer, &s->max_transfer, errp) ||
+        !get_limit("opt-write-zero", opts->has_opt_write_zero, opts->opt_write_zero, &s->opt_write_zero, errp) ||
+        !get_limit("max-write-zero", opts->has_max_write_zero, opts->max_write_zero, &s->max_write_zero, errp) ||
+        !get_limit("opt-discard", opts->has_opt_discard, opts->opt_discard, &s->opt_discard, errp) ||
+        !get_limit("max-discard", opts->has_max_discard, opts->max_discard, &s->max_discard, errp))
         goto fail;
-    const char *config = block_options_get_str(opts, "config", false, errp);
-    if ((!config && errp && *errp) || !blkdebug_rules_parse(&s->rules, config, opts, errp))
+    if (!blkdebug_rules_parse(&s->rules, opts, errp))
         goto fail;
-    s->child = node_open_child_ref(self, opts, "image", "-image", &created, errp);
+    s->child = node_open_child(self, opts->image, "-image", &created, errp);
     if (!s->child)
         goto fail;
     if (!read_only && node_read_only(s->child)) {
@@ -203,7 +202,7 @@ static int blkdebug_pread(void *o, void *buf, uint32_t count, uint64_t offset, u
     BlkdebugState *s = o;
     for (uint32_t done = 0, n; done < count; done += n) {
         n = piece(s, count - done);
-        int r = rule_check(s, offset + done, n, BLKDEBUG_IO_READ);
+        int r = rule_check(s, offset + done, n, BLKDEBUG_IO_TYPE_READ);
         if (r > 0)
             memset((char *)buf + done, 0, n);
         else if (r == 0)
@@ -221,7 +220,7 @@ static int blkdebug_pwrite(void *o, const void *buf, uint32_t count, uint64_t of
     blkdebug_event(s, BLKDBG_PWRITEV);
     for (uint32_t done = 0, n; done < count && r == 0; done += n) {
         n = piece(s, count - done);
-        r = rule_check(s, offset + done, n, BLKDEBUG_IO_WRITE);
+        r = rule_check(s, offset + done, n, BLKDEBUG_IO_TYPE_WRITE);
         if (r == 0)
             r = node_pwrite(s->child, (const char *)buf + done, n, offset + done, flags);
     }
@@ -251,7 +250,7 @@ static int zero_by_writes(BlkdebugState *s, uint32_t count, uint64_t offset, uin
         return -ENOTSUP;
     for (uint32_t done = 0, n; done < count; done += n) {
         n = piece(s, count - done);
-        int r = rule_check(s, offset + done, n, BLKDEBUG_IO_WRITE);
+        int r = rule_check(s, offset + done, n, BLKDEBUG_IO_TYPE_WRITE);
         if (r == 0)
             r = node_zero(s->child, n, offset + done, flags & BLOCK_FLAG_FUA);
         if (r < 0)
@@ -269,7 +268,7 @@ static int blkdebug_zero(void *o, uint32_t count, uint64_t offset, uint32_t flag
     for (uint32_t done = 0, n; done < count && r == 0; done += n) {
         n = (uint32_t)split(offset + done, count - done, align, s->max_write_zero);
         /* blkdebug refuses pieces below the alignment: the fallback writes them. */
-        r = n < align ? -ENOTSUP : rule_check(s, offset + done, n, BLKDEBUG_IO_WRITE_ZEROES);
+        r = n < align ? -ENOTSUP : rule_check(s, offset + done, n, BLKDEBUG_IO_TYPE_WRITE_ZEROES);
         if (r == 0)
             r = node_zero(s->child, n, offset + done, flags);
         if (r == -ENOTSUP)
@@ -291,7 +290,7 @@ static int blkdebug_trim(void *o, uint32_t count, uint64_t offset, uint32_t flag
         n = (uint32_t)split(offset + done, count - done, align, s->max_discard);
         if (n < s->request_alignment)
             continue; /* blkdebug says "not supported", which a discard ignores */
-        r = rule_check(s, offset + done, n, BLKDEBUG_IO_DISCARD);
+        r = rule_check(s, offset + done, n, BLKDEBUG_IO_TYPE_DISCARD);
         if (r == 0)
             r = node_trim(s->child, n, offset + done, 0);
         if (r < 0 && r != -ENOTSUP)
@@ -314,7 +313,7 @@ static int blkdebug_flush(void *o, uint32_t flags)
     unsigned gen = block_flush_gen_begin(&s->flush_gen, &needed);
     if (needed) {
         node_debug_event(s->child, BLKDBG_FLUSH_TO_DISK);
-        int r = rule_check(s, 0, 0, BLKDEBUG_IO_FLUSH);
+        int r = rule_check(s, 0, 0, BLKDEBUG_IO_TYPE_FLUSH);
         if (r)
             return r > 0 ? 0 : r;
     }
@@ -327,7 +326,7 @@ static int blkdebug_flush(void *o, uint32_t flags)
 static int blkdebug_extents(void *o, uint32_t count, uint64_t offset, uint32_t flags, BlockExtents *extents)
 {
     BlkdebugState *s = o;
-    int r = rule_check(s, offset, count, BLKDEBUG_IO_BLOCK_STATUS);
+    int r = rule_check(s, offset, count, BLKDEBUG_IO_TYPE_BLOCK_STATUS);
     if (r > 0)
         return extents_add(extents, offset, count, 0);
     return r ? r : node_block_status(s->child, count, offset, flags, extents);
@@ -337,7 +336,8 @@ static int blkdebug_grow(void *o, uint64_t size) { return node_grow(((BlkdebugSt
 
 const BlockDriver block_driver_blkdebug = {
     .name = "blkdebug",
-    .open_json = blkdebug_open,
+    .type = BLOCKDEV_DRIVER_BLKDEBUG,
+    .open.blkdebug = blkdebug_open,
     .close = blkdebug_close,
     .get_size = blkdebug_get_size,
     .can_write = blkdebug_can_write,

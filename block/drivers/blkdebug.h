@@ -7,27 +7,16 @@
 #include <stdint.h>
 #include <glib.h>
 #include "block/debug-event.h"
-#include "block/options.h"
-
-/* Request kinds an inject-error rule can fail (QEMU's BlkdebugIOType). */
-typedef enum BlkdebugIOKind {
-    BLKDEBUG_IO_READ,
-    BLKDEBUG_IO_WRITE,
-    BLKDEBUG_IO_WRITE_ZEROES,
-    BLKDEBUG_IO_DISCARD,
-    BLKDEBUG_IO_FLUSH,
-    BLKDEBUG_IO_BLOCK_STATUS,
-    BLKDEBUG_IO__MAX,
-} BlkdebugIOKind;
+#include "qapi/qapi-types.h"
 
 typedef enum BlkdebugAction { BLKDEBUG_INJECT_ERROR, BLKDEBUG_SET_STATE } BlkdebugAction;
 
 typedef struct BlkdebugRule {
-    BlockDebugEvent event;
+    BlkdebugEvent event;
     BlkdebugAction action;
     int state;               /* 0: any state */
     /* inject-error */
-    uint64_t iotype_mask;    /* 1 << BlkdebugIOKind */
+    uint64_t iotype_mask;    /* 1 << BlkdebugIOType */
     int error;               /* errno; 0 lets the request through */
     bool once;
     int64_t offset;          /* first byte of the sector, -1: any */
@@ -41,8 +30,8 @@ typedef struct BlkdebugRules {
     GPtrArray *by_event[BLKDBG__MAX]; /* BlkdebugRule *, owned */
 } BlkdebugRules;
 
-/* Reads the rules of config file `config` (if not NULL), then those of the
- * `inject-error` and `set-state` options, with QEMU's error texts. */
-bool blkdebug_rules_parse(BlkdebugRules *rules, const char *config, BlockOptions *opts, GError **errp);
+/* Reads the rules of the config file `opts->config` (if given), then those
+ * of the inject-error and set-state options, with QEMU's error texts. */
+bool blkdebug_rules_parse(BlkdebugRules *rules, const BlockdevOptionsBlkdebug *opts, GError **errp);
 /* Frees every rule. */
 void blkdebug_rules_clear(BlkdebugRules *rules);

@@ -20,7 +20,6 @@
  * the name the server certificate must carry. */
 #include "block/driver.h"
 #include "block/node.h"
-#include "block/options.h"
 
 #include <errno.h>
 #include <netdb.h>
@@ -164,15 +163,11 @@ static bool same_address(const char *name, const char *host, const char *port)
 }
 #endif
 
-/* Reads tls-creds and tls-hostname. */
-static bool parse_tls(NbdTarget *t, BlockOptions *opts, GError **errp)
+/* Takes tls-creds and tls-hostname. */
+static bool parse_tls(NbdTarget *t, const BlockdevOptionsNbd *opts, GError **errp)
 {
-    const char *creds = block_options_get_str(opts, "tls-creds", false, errp);
-    if (errp && *errp)
-        return false;
-    const char *hostname = block_options_get_str(opts, "tls-hostname", false, errp);
-    if (errp && *errp)
-        return false;
+    const char *creds = opts->has_tls_creds ? opts->tls_creds : NULL;
+    const char *hostname = opts->has_tls_hostname ? opts->tls_hostname : NULL;
     t->tls_hostname = g_strdup(hostname);
 #ifndef LIBNBD_HAVE_NBD_SET_TLS_HOSTNAME
     /* This libnbd checks the certificate against the host it connects to
@@ -412,44 +407,22 @@ static int nbd_request(NbdTarget *t, const NbdArgs *a)
     }
 }
 
-static bool parse_server(NbdTarget *t, BlockOptions *opts, GError **errp)
+/* Takes the server address: a Unix socket or host and port (not fd). */
+static bool parse_server(NbdTarget *t, const SocketAddress *server, GError **errp)
 {
-    JsonObject *server = block_options_get_object(opts, "server");
-    if (!server) {
-        if (!block_options_has(opts, "server")) {
-            g_set_error(errp, G_IO_ERROR, G_IO_ERROR_INVALID_ARGUMENT, "Parameter 'server' is missing");
-            return false;
-        }
+    switch (server->type) {
+    case SOCKET_ADDRESS_TYPE_UNIX:
+        t->path = g_strdup(server->u.q_unix.path);
+        return true;
+    case SOCKET_ADDRESS_TYPE_INET:
+        t->host = g_strdup(server->u.inet.host);
+        t->port = g_strdup(server->u.inet.port);
+        return true;
+    default:
         g_set_error(errp, G_IO_ERROR, G_IO_ERROR_INVALID_ARGUMENT,
-                    "Invalid parameter type for 'server', expected: object");
+                    "Parameter 'server.type' does not accept value '%s'", SocketAddressType_str[server->type]);
         return false;
     }
-    BlockOptions *s = block_options_new(server, "server");
-    bool ok = false;
-    const char *type = block_options_get_str(s, "type", true, errp);
-    if (!type)
-        goto out;
-    if (strcmp(type, "unix") == 0) {
-        const char *path = block_options_get_str(s, "path", true, errp);
-        if (!path)
-            goto out;
-        t->path = g_strdup(path);
-    } else if (strcmp(type, "inet") == 0) {
-        const char *host = block_options_get_str(s, "host", true, errp);
-        const char *port = host ? block_options_get_str(s, "port", true, errp) : NULL;
-        if (!port)
-            goto out;
-        t->host = g_strdup(host);
-        t->port = g_strdup(port);
-    } else {
-        g_set_error(errp, G_IO_ERROR, G_IO_ERROR_INVALID_ARGUMENT,
-                    "Parameter 'server.type' does not accept value '%s'", type);
-        goto out;
-    }
-    ok = block_options_check_all_used(s, errp);
-out:
-    block_options_free(s);
-    return ok;
 }
 
 static void nbd_target_free(NbdTarget *t)
@@ -466,21 +439,17 @@ static void nbd_target_free(NbdTarget *t)
     g_free(t);
 }
 
-static void *nbd_open(BlockNode *self, BlockOptions *opts, bool read_only, GError **errp)
+static void *nbd_open(BlockNode *self, const BlockdevOptionsNbd *opts, bool read_only, GError **errp)
 {
     NbdTarget *t = g_new0(NbdTarget, 1);
     g_rw_lock_init(&t->lock);
     t->read_only = read_only;
-    if (!parse_server(t, opts, errp))
+    if (!parse_server(t, opts->server, errp))
         goto fail;
-    const char *export = block_options_get_str(opts, "export", false, errp);
-    if (errp && *errp)
-        goto fail;
-    t->export = g_strdup(export);
+    t->export = g_strdup(opts->has_export ? opts->export : NULL);
     if (!parse_tls(t, opts, errp))
         goto fail;
-    if (!block_options_get_uint(opts, "reconnect-delay", UINT32_MAX, &t->reconnect_delay, errp))
-        goto fail;
+    t->reconnect_delay = opts->has_reconnect_delay ? opts->reconnect_delay : 0;
     NbdConn *first = conn_new(t, 0, errp);
     if (!first)
         goto fail;
@@ -569,7 +538,8 @@ static int nbd_extents_cb(void *opaque, uint32_t count, uint64_t offset, uint32_
 
 const BlockDriver block_driver_nbd = {
     .name = "nbd",
-    .open_json = nbd_open,
+    .type = BLOCKDEV_DRIVER_NBD,
+    .open.nbd = nbd_open,
     .close = nbd_drv_close,
     .get_size = nbd_get_size_cb,
     .can_write = nbd_can_write_cb,

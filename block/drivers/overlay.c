@@ -17,7 +17,6 @@
 #include "block/driver.h"
 #include "block/node.h"
 #include "block/child-ref.h"
-#include "block/options.h"
 #include "bitmaps/hbitmap.h"
 
 #include <errno.h>
@@ -34,13 +33,13 @@ typedef struct Overlay {
     GHashTable *mem;     /* cluster index -> OVERLAY_CLUSTER bytes */
 } Overlay;
 
-static void *overlay_open(BlockNode *self, BlockOptions *opts, bool read_only, GError **errp)
+static void *overlay_open(BlockNode *self, const BlockdevOptionsOverlay *opts, bool read_only, GError **errp)
 {
-    BlockNode *backing = node_find_ref(opts, "backing", true, errp);
+    BlockNode *backing = node_find_reference(opts->backing, errp);
     if (!backing)
         return NULL;
     BlockNode *file = NULL;
-    if (block_options_has(opts, "file") && !(file = node_find_ref(opts, "file", false, errp)))
+    if (opts->has_file && !(file = node_find_reference(opts->file, errp)))
         return NULL;
     if (file && (node_read_only(file) || node_size(file) < node_size(backing))) {
         g_set_error(errp, G_IO_ERROR, G_IO_ERROR_INVALID_ARGUMENT,
@@ -204,7 +203,8 @@ static int overlay_flush(void *opaque, uint32_t flags)
 
 const BlockDriver block_driver_overlay = {
     .name = "overlay",
-    .open_json = overlay_open,
+    .type = BLOCKDEV_DRIVER_OVERLAY,
+    .open.overlay = overlay_open,
     .close = overlay_close,
     .get_size = overlay_get_size,
     .can_write = overlay_can_write,

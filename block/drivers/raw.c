@@ -14,13 +14,13 @@ typedef struct RawState {
     BlockFlushGen flush_gen;
 } RawState;
 
-static void *raw_open_over(BlockNode *self, BlockNode *child, bool created, BlockOptions *opts,
+static void *raw_open_over(BlockNode *self, BlockNode *child, bool created, const BlockdevOptionsRaw *opts,
                            bool read_only, GError **errp);
 
-static void *raw_open(BlockNode *self, BlockOptions *opts, bool read_only, GError **errp)
+static void *raw_open(BlockNode *self, const BlockdevOptionsRaw *opts, bool read_only, GError **errp)
 {
     bool created;
-    BlockNode *child = node_open_child_ref(self, opts, "file", "-file", &created, errp);
+    BlockNode *child = node_open_child(self, opts->file, "-file", &created, errp);
     if (!child)
         return NULL;
     void *s = raw_open_over(self, child, created, opts, read_only, errp);
@@ -30,13 +30,13 @@ static void *raw_open(BlockNode *self, BlockOptions *opts, bool read_only, GErro
     return s;
 }
 
-static void *raw_open_over(BlockNode *self, BlockNode *child, bool created, BlockOptions *opts,
+static void *raw_open_over(BlockNode *self, BlockNode *child, bool created, const BlockdevOptionsRaw *opts,
                            bool read_only, GError **errp)
 {
     uint64_t child_size = node_size(child);
     uint64_t offset = 0, size = UINT64_MAX;
-    if (!block_options_get_size(opts, "offset", false, &offset, errp) ||
-        !block_options_get_size(opts, "size", false, &size, errp))
+    if ((opts->has_offset && !block_option_size("offset", opts->offset, &offset, errp)) ||
+        (opts->has_size && !block_option_size("size", opts->size, &size, errp)))
         return NULL;
     if (offset > child_size) {
         g_set_error(errp, G_IO_ERROR, G_IO_ERROR_INVALID_ARGUMENT,
@@ -60,7 +60,7 @@ static void *raw_open_over(BlockNode *self, BlockNode *child, bool created, Bloc
         return NULL;
     }
     /* QEMU: the whole file is a filtered child, a window of it a data child. */
-    NodeChildRole role = offset || block_options_has(opts, "size") ? NODE_CHILD_DATA : NODE_CHILD_FILTERED;
+    NodeChildRole role = offset || opts->has_size ? NODE_CHILD_DATA : NODE_CHILD_FILTERED;
     if (!(created ? node_add_implicit_child : node_add_child)(self, child, role, errp))
         return NULL;
     RawState *s = g_new0(RawState, 1);
@@ -180,7 +180,8 @@ static int raw_read_fd(void *o, uint32_t count, uint64_t offset, int *fd, uint64
 
 const BlockDriver block_driver_raw = {
     .name = "raw",
-    .open_json = raw_open,
+    .type = BLOCKDEV_DRIVER_RAW,
+    .open.raw = raw_open,
     .close = raw_close,
     .get_size = raw_get_size,
     .can_write = raw_can_write,

@@ -48,98 +48,54 @@ static void rbd_options_clear(RbdOptions *o)
     g_free(o->auth_client);
 }
 
-static bool get_str(BlockOptions *opts, const char *key, bool required, const char **out, GError **errp)
-{
-    GError *err = NULL;
-    *out = block_options_get_str(opts, key, required, &err);
-    if (err)
-        g_propagate_error(errp, err);
-    return !err;
-}
-
 /* server: [{host, port}, ...] as QEMU's qemu_rbd_mon_host builds it. */
-static bool parse_servers(BlockOptions *opts, RbdOptions *o, GError **errp)
+static void take_servers(const BlockdevOptionsRbd *opts, RbdOptions *o)
 {
-    JsonArray *servers = block_options_get_array(opts, "server");
-    if (!servers)
-        return true;
     GString *hosts = g_string_new(NULL);
-    bool ok = true;
-    for (guint i = 0; ok && i < json_array_get_length(servers); i++) {
-        JsonObject *server = json_array_get_object_element(servers, i);
-        g_autofree char *prefix = g_strdup_printf("server.%u", i);
-        if (!server) {
-            g_set_error(errp, G_IO_ERROR, G_IO_ERROR_INVALID_ARGUMENT,
-                        "Invalid parameter type for '%s', expected: object", prefix);
-            ok = false;
-            break;
-        }
-        BlockOptions *s = block_options_new(server, prefix);
-        const char *host = block_options_get_str(s, "host", true, errp);
-        const char *port = host ? block_options_get_str(s, "port", true, errp) : NULL;
-        ok = port && block_options_check_all_used(s, errp);
-        if (ok)
-            g_string_append_printf(hosts, strchr(host, ':') ? "%s[%s]:%s" : "%s%s:%s",
-                                   hosts->len ? ";" : "", host, port);
-        block_options_free(s);
-    }
-    if (ok && hosts->len)
-        o->mon_host = g_string_free(g_steal_pointer(&hosts), false);
-    if (hosts)
+    for (const InetSocketAddressBaseList *l = opts->has_server ? opts->server : NULL; l; l = l->next)
+        g_string_append_printf(hosts, strchr(l->value->host, ':') ? "%s[%s]:%s" : "%s%s:%s",
+                               hosts->len ? ";" : "", l->value->host, l->value->port);
+    o->mon_host = hosts->len ? g_string_free(hosts, false) : NULL;
+    if (!o->mon_host)
         g_string_free(hosts, true);
-    return ok;
 }
 
-static bool parse_auth(BlockOptions *opts, RbdOptions *o, GError **errp)
+/* auth-client-required as rados' auth_client_required ("cephx;none"). */
+static void take_auth(const BlockdevOptionsRbd *opts, RbdOptions *o)
 {
-    JsonArray *modes = block_options_get_array(opts, "auth-client-required");
-    if (!modes)
-        return true;
+    if (!opts->has_auth_client_required)
+        return;
     GString *acr = g_string_new(NULL);
-    for (guint i = 0; i < json_array_get_length(modes); i++) {
-        const char *mode = json_array_get_string_element(modes, i);
-        if (!mode || (strcmp(mode, "cephx") != 0 && strcmp(mode, "none") != 0)) {
-            g_set_error(errp, G_IO_ERROR, G_IO_ERROR_INVALID_ARGUMENT,
-                        "Parameter 'auth-client-required.%u' does not accept value '%s'", i,
-                        mode ? mode : "");
-            g_string_free(acr, true);
-            return false;
-        }
-        g_string_append_printf(acr, "%s%s", acr->len ? ";" : "", mode);
-    }
+    for (const RbdAuthModeList *l = opts->auth_client_required; l; l = l->next)
+        g_string_append_printf(acr, "%s%s", acr->len ? ";" : "", RbdAuthMode_str[l->value]);
     o->auth_client = g_string_free(acr, false);
-    return true;
 }
 
 /* cache.direct=on turns librbd's cache off (QEMU's BDRV_O_NOCACHE). */
-static bool parse_cache(BlockOptions *opts, RbdOptions *o, GError **errp)
+static bool take_cache(const BlockdevCacheOptions *cache, RbdOptions *o, GError **errp)
 {
-    JsonObject *cache = block_options_get_object(opts, "cache");
-    if (!cache)
-        return true;
-    BlockOptions *sub = block_options_new(cache, "cache.");
-    bool no_flush = false;
-    bool ok = block_options_get_bool(sub, "direct", &o->direct, errp) &&
-              block_options_get_bool(sub, "no-flush", &no_flush, errp) &&
-              block_options_check_all_used(sub, errp);
-    if (ok && no_flush) {
+    o->direct = cache && cache->has_direct && cache->direct;
+    if (cache && cache->has_no_flush && cache->no_flush) {
         g_set_error(errp, G_IO_ERROR, G_IO_ERROR_NOT_SUPPORTED,
                     "cache.no-flush=on is not supported by the rbd driver");
-        ok = false;
+        return false;
     }
-    block_options_free(sub);
-    return ok;
+    return true;
 }
 
-static bool parse_options(BlockOptions *opts, RbdOptions *o, GError **errp)
+static bool take_options(const BlockdevOptionsRbd *opts, const BlockdevCacheOptions *cache, RbdOptions *o,
+                         GError **errp)
 {
-    return get_str(opts, "pool", true, &o->pool, errp) && get_str(opts, "image", true, &o->image, errp) &&
-           get_str(opts, "namespace", false, &o->namespace, errp) &&
-           get_str(opts, "conf", false, &o->conf, errp) &&
-           get_str(opts, "snapshot", false, &o->snapshot, errp) &&
-           get_str(opts, "user", false, &o->user, errp) &&
-           get_str(opts, "key-secret", false, &o->key_secret, errp) &&
-           parse_servers(opts, o, errp) && parse_auth(opts, o, errp) && parse_cache(opts, o, errp);
+    o->pool = opts->pool;
+    o->image = opts->image;
+    o->namespace = opts->has_namespace ? opts->namespace : NULL;
+    o->conf = opts->has_conf ? opts->conf : NULL;
+    o->snapshot = opts->has_snapshot ? opts->snapshot : NULL;
+    o->user = opts->has_user ? opts->user : NULL;
+    o->key_secret = opts->has_key_secret ? opts->key_secret : NULL;
+    take_servers(opts, o);
+    take_auth(opts, o);
+    return take_cache(cache, o, errp);
 }
 
 static bool conf_set(rados_t cluster, const char *key, const char *value, GError **errp)
@@ -303,13 +259,14 @@ static bool open_image(RbdImage *s, const RbdOptions *o, GError **errp)
     return s->read_only || take_lock(s, errp);
 }
 
-RbdImage *rbd_image_open(BlockOptions *opts, bool read_only, GError **errp)
+RbdImage *rbd_image_open(const BlockdevOptionsRbd *opts, const BlockdevCacheOptions *cache, bool read_only,
+                         GError **errp)
 {
     RbdOptions o = { 0 };
     RbdImage *s = g_new0(RbdImage, 1);
     g_mutex_init(&s->log_lock);
     s->read_only = read_only;
-    if (!parse_options(opts, &o, errp))
+    if (!take_options(opts, cache, &o, errp))
         goto fail;
     s->spec = g_strdup_printf("%s/%s%s%s%s%s", o.pool, o.namespace && *o.namespace ? o.namespace : "",
                               o.namespace && *o.namespace ? "/" : "", o.image, o.snapshot ? "@" : "",

@@ -235,14 +235,16 @@ static int rbd_drv_no(void *o) { return 0; }
 static int rbd_drv_can_fua(void *o) { return BLOCK_SUPPORT_EMULATE; } /* librbd has no FUA: a flush */
 static int rbd_drv_can_extents(void *o) { return ((RbdImage *)o)->fast_diff; }
 
-static void *rbd_drv_open(BlockNode *self, BlockOptions *opts, bool read_only, GError **errp)
+static void *rbd_drv_open(BlockNode *self, const BlockdevOptionsRbd *opts, const BlockdevCacheOptions *cache,
+                          bool read_only, GError **errp)
 {
-    return rbd_image_open(opts, read_only, errp);
+    return rbd_image_open(opts, cache, read_only, errp);
 }
 
 const BlockDriver block_driver_rbd = {
     .name = "rbd",
-    .open_json = rbd_drv_open,
+    .type = BLOCKDEV_DRIVER_RBD,
+    .open.rbd = rbd_drv_open,
     .close = rbd_drv_close,
     .get_size = rbd_drv_get_size,
     .can_write = rbd_drv_can_write,

@@ -7,7 +7,7 @@
 #include <glib.h>
 #include <rados/librados.h>
 #include <rbd/librbd.h>
-#include "block/options.h"
+#include "qapi/qapi-types.h"
 
 typedef struct RbdImage {
     rados_t cluster;
@@ -24,8 +24,9 @@ typedef struct RbdImage {
 } RbdImage;
 
 /* Connects to the cluster and opens the image the node options name
- * (QEMU's option names and error texts); a writable open takes the image's
- * exclusive lock and fails if another live client holds it. */
-RbdImage *rbd_image_open(BlockOptions *opts, bool read_only, GError **errp);
+ * (QEMU's error texts); a writable open takes the image's exclusive lock
+ * and fails if another live client holds it. */
+RbdImage *rbd_image_open(const BlockdevOptionsRbd *opts, const BlockdevCacheOptions *cache, bool read_only,
+                         GError **errp);
 /* Closes the image (flushing it, releasing the lock) and the connection. */
 void rbd_image_close(RbdImage *s);

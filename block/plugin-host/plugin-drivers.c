@@ -143,43 +143,17 @@ static void *open_with(const char *plugin, const char *key, const char *value, b
     return wrap(plugin_handle_open(plugin, config, read_only, errp));
 }
 
-/* Accepts a string option only if it is one of `allowed` (then ignores it). */
-static bool accept_choice(BlockOptions *opts, const char *key, const char *const *allowed, GError **errp)
+/* cache.direct (O_DIRECT, passed to the plugin as direct=on) and
+ * cache.no-flush (only its default, off, is supported). */
+static bool cache_options(const BlockdevCacheOptions *cache, bool *direct, GError **errp)
 {
-    GError *err = NULL;
-    const char *v = block_options_get_str(opts, key, false, &err);
-    if (err) {
-        g_propagate_error(errp, err);
-        return false;
-    }
-    if (v && !g_strv_contains(allowed, v)) {
-        g_set_error(errp, G_IO_ERROR, G_IO_ERROR_INVALID_ARGUMENT,
-                    "Parameter '%s' does not accept value '%s'", key, v);
+    *direct = cache && cache->has_direct && cache->direct;
+    if (cache && cache->has_no_flush && cache->no_flush) {
+        g_set_error(errp, G_IO_ERROR, G_IO_ERROR_NOT_SUPPORTED,
+                    "cache.no-flush=on is not supported by the file driver");
         return false;
     }
     return true;
-}
-
-/* cache.direct (O_DIRECT, passed to the plugin as direct=on) and
- * cache.no-flush (only its default, off, is supported). */
-static bool cache_options(BlockOptions *opts, bool *direct, GError **errp)
-{
-    *direct = false;
-    JsonObject *cache = block_options_get_object(opts, "cache");
-    if (!cache)
-        return true;
-    BlockOptions *sub = block_options_new(cache, "cache.");
-    bool no_flush = false;
-    bool ok = block_options_get_bool(sub, "direct", direct, errp) &&
-              block_options_get_bool(sub, "no-flush", &no_flush, errp) &&
-              block_options_check_all_used(sub, errp);
-    if (ok && no_flush) {
-        g_set_error(errp, G_IO_ERROR, G_IO_ERROR_NOT_SUPPORTED,
-                    "cache.no-flush=on is not supported by the file driver");
-        ok = false;
-    }
-    block_options_free(sub);
-    return ok;
 }
 
 /* ---- file ---- */
@@ -196,26 +170,20 @@ static bool file_exists(const char *filename, GError **errp)
     return false;
 }
 
-static void *file_open(BlockNode *self, BlockOptions *opts, bool read_only, GError **errp)
+static void *file_open(BlockNode *self, const BlockdevOptionsFile *opts, const BlockdevCacheOptions *cache,
+                       bool read_only, GError **errp)
 {
-    static const char *const aio[] = { "threads", "native", "io_uring", NULL };
-    static const char *const locking[] = { "auto", "on", "off", NULL };
     bool direct;
-    const char *filename = block_options_get_str(opts, "filename", true, errp);
-    if (!filename ||
-        !file_exists(filename, errp) ||
-        !accept_choice(opts, "aio", aio, errp) ||
-        !accept_choice(opts, "locking", locking, errp) ||
-        !cache_options(opts, &direct, errp))
+    const char *filename = opts->filename;
+    if (!file_exists(filename, errp) || !cache_options(cache, &direct, errp))
         return NULL;
     /* QEMU's rule: Linux AIO needs O_DIRECT. */
-    const char *aio_mode = block_options_get_str(opts, "aio", false, NULL);
-    if (aio_mode && strcmp(aio_mode, "native") == 0 && !direct) {
+    if (opts->has_aio && opts->aio == BLOCKDEV_AIO_OPTIONS_NATIVE && !direct) {
         g_set_error(errp, G_IO_ERROR, G_IO_ERROR_INVALID_ARGUMENT,
                     "aio=native was specified, but it requires cache.direct=on, which was not specified.");
         return NULL;
     }
-    const char *mode = block_options_get_str(opts, "locking", false, NULL);
+    OnOffAuto mode = opts->has_locking ? opts->locking : ON_OFF_AUTO_AUTO;
     const char *const config[] = { "file", filename, "direct", direct ? "on" : "off", NULL };
     PluginNode *n = wrap(plugin_handle_open("file", config, read_only, errp));
     if (!n)
@@ -223,8 +191,7 @@ static void *file_open(BlockNode *self, BlockOptions *opts, bool read_only, GErr
     int fd;
     uint64_t fd_offset;
     if (plugin_handle_read_fd(n->h, 0, 0, &fd, &fd_offset) == 0)
-        n->lock = file_lock_new(fd, filename, !mode || strcmp(mode, "auto") == 0 ? FILE_LOCK_AUTO
-                                             : strcmp(mode, "on") == 0 ? FILE_LOCK_ON : FILE_LOCK_OFF);
+        n->lock = file_lock_new(fd, filename, mode);
     return n;
 }
 
@@ -279,7 +246,8 @@ static int file_grow(void *opaque, uint64_t size)
 
 static const BlockDriver file_driver = {
     .name = "file",
-    .open_json = file_open,
+    .type = BLOCKDEV_DRIVER_FILE,
+    .open.file = file_open,
     PLUGIN_DRIVER_CALLBACKS,
     .read_fd = file_read_fd,
     .grow = file_grow,
@@ -290,30 +258,27 @@ static const BlockDriver file_driver = {
 
 /* ---- memory ---- */
 
-static void *memory_open(BlockNode *self, BlockOptions *opts, bool read_only, GError **errp)
+static void *memory_open(BlockNode *self, const BlockdevOptionsMemory *opts, bool read_only, GError **errp)
 {
-    uint64_t size = 0;
-    if (!block_options_get_size(opts, "size", true, &size, errp))
-        return NULL;
     char value[32];
-    snprintf(value, sizeof value, "%" PRIu64, size);
+    snprintf(value, sizeof value, "%" PRIu64, opts->size);
     return open_with("memory", "size", value, read_only, errp);
 }
 
 static const BlockDriver memory_driver = {
     .name = "memory",
-    .open_json = memory_open,
+    .type = BLOCKDEV_DRIVER_MEMORY,
+    .open.memory = memory_open,
     PLUGIN_DRIVER_CALLBACKS,
 };
 
 /* ---- null-co ---- */
 
-static void *null_open(BlockNode *self, BlockOptions *opts, bool read_only, GError **errp)
+/* read-zeroes is accepted and ignored: the null plugin always reads zeroes. */
+static void *null_open(BlockNode *self, const BlockdevOptionsNull *opts, bool read_only, GError **errp)
 {
     uint64_t size = UINT64_C(1) << 30;          /* QEMU's default */
-    bool read_zeroes = true;                    /* we always read zeroes */
-    if (!block_options_get_size(opts, "size", false, &size, errp) ||
-        !block_options_get_bool(opts, "read-zeroes", &read_zeroes, errp))
+    if (opts->has_size && !block_option_size("size", opts->size, &size, errp))
         return NULL;
     char value[32];
     snprintf(value, sizeof value, "%" PRIu64, size);
@@ -322,56 +287,30 @@ static void *null_open(BlockNode *self, BlockOptions *opts, bool read_only, GErr
 
 static const BlockDriver null_driver = {
     .name = "null-co",
-    .open_json = null_open,
+    .type = BLOCKDEV_DRIVER_NULL_CO,
+    .open.null_co = null_open,
     PLUGIN_DRIVER_CALLBACKS,
 };
 
 /* ---- nbdkit: any installed plugin ---- */
 
-/* The plugin parameters, in order: `args` (a JSON object of strings; the
+/* The plugin's parameters are `args`, key: value in input order (the
  * command line's bare extra keys were folded into it by the QAPI parser). */
-static bool nbdkit_config(BlockOptions *opts, GPtrArray *config, GError **errp)
+static void *nbdkit_open(BlockNode *self, const BlockdevOptionsNbdkit *opts, bool read_only, GError **errp)
 {
-    if (!block_options_has(opts, "args"))
-        return true;
-    JsonObject *args = block_options_get_object(opts, "args");
-    if (!args) {
-        g_set_error(errp, G_IO_ERROR, G_IO_ERROR_INVALID_ARGUMENT,
-                    "Invalid parameter type for 'args', expected: object");
-        return false;
-    }
-    GList *keys = json_object_get_members(args);     /* in input order */
-    bool ok = true;
-    for (GList *l = keys; l && ok; l = l->next) {
-        JsonNode *v = json_object_get_member(args, l->data);
-        if (!JSON_NODE_HOLDS_VALUE(v) || json_node_get_value_type(v) != G_TYPE_STRING) {
-            g_set_error(errp, G_IO_ERROR, G_IO_ERROR_INVALID_ARGUMENT,
-                        "Invalid parameter type for 'args.%s', expected: string", (const char *) l->data);
-            ok = false;
-            break;
-        }
-        g_ptr_array_add(config, l->data);
-        g_ptr_array_add(config, (gpointer) json_node_get_string(v));
-    }
-    g_list_free(keys);
-    return ok;
-}
-
-static void *nbdkit_open(BlockNode *self, BlockOptions *opts, bool read_only, GError **errp)
-{
-    const char *plugin = block_options_get_str(opts, "plugin", true, errp);
-    if (!plugin)
-        return NULL;
     g_autoptr(GPtrArray) config = g_ptr_array_new();
-    if (!nbdkit_config(opts, config, errp))
-        return NULL;
+    for (const BlockdevNbdkitArgs *a = opts->has_args ? opts->args : NULL; a; a = a->next) {
+        g_ptr_array_add(config, a->key);
+        g_ptr_array_add(config, a->value);
+    }
     g_ptr_array_add(config, NULL);
-    return wrap(plugin_handle_open_instance(plugin, (const char *const *) config->pdata, read_only, errp));
+    return wrap(plugin_handle_open_instance(opts->plugin, (const char *const *) config->pdata, read_only, errp));
 }
 
 static const BlockDriver nbdkit_driver = {
     .name = "nbdkit",
-    .open_json = nbdkit_open,
+    .type = BLOCKDEV_DRIVER_NBDKIT,
+    .open.nbdkit = nbdkit_open,
     PLUGIN_DRIVER_CALLBACKS,
 };
 
