@@ -8,13 +8,6 @@
 #include <errno.h>
 #include <string.h>
 
-const char *const backup_sync_names[BACKUP_SYNC__MAX] = {
-    "top", "full", "none", "incremental", "bitmap",
-};
-const char *const backup_bitmap_mode_names[BACKUP_BITMAP__MAX] = {
-    "on-success", "never", "always",
-};
-
 #define BACKUP_CLUSTER_SIZE (64 * 1024)
 #define BACKUP_DEFAULT_WORKERS 16
 #define BACKUP_DEFAULT_CHUNK (4u << 20)
@@ -30,13 +23,13 @@ const char *const backup_bitmap_mode_names[BACKUP_BITMAP__MAX] = {
 typedef struct Backup {
     BlockNode *source, *target;
     NodePermClaim *source_claim, *target_claim; /* QEMU's copy-before-write filter's */
-    BackupSync sync;
+    MirrorSyncMode sync;
     DirtyBitmap *bitmap;       /* NULL: none */
-    BackupBitmapMode bitmap_mode;
+    BitmapSyncMode bitmap_mode;
     HBitmap *successor;        /* NULL: no bitmap, or it was not recording */
     uint64_t succ_gran, succ_size;
     GMutex succ_lock;
-    JobOnError on_source_error, on_target_error;
+    BlockdevOnError on_source_error, on_target_error;
     CopyEngine *engine;
     NodeWriteHook *hook, *succ_hook;
     bool delete_target;
@@ -73,7 +66,7 @@ static void backup_after_write(BlockNode *node, const void *buf, uint64_t offset
 static int backup_run(Job *job, GError **errp)
 {
     Backup *b = job_opaque(job);
-    if (b->sync == BACKUP_SYNC_NONE) {
+    if (b->sync == MIRROR_SYNC_MODE_NONE) {
         /* Only copy-before-write: the job lives until it is cancelled. */
         for (;;) {
             if (!job_pause_point(job))
@@ -87,11 +80,11 @@ static int backup_run(Job *job, GError **errp)
         if (r == 0)
             return job_is_cancelled(job) ? -ECANCELED : 0;
         if (r != -EAGAIN) {
-            JobOnError policy = is_read ? b->on_source_error : b->on_target_error;
-            JobErrorAction a = job_handle_error(job, policy, is_read, -r);
-            if (a == JOB_ERROR_ACTION_REPORT)
+            BlockdevOnError policy = is_read ? b->on_source_error : b->on_target_error;
+            BlockErrorAction a = job_handle_error(job, policy, is_read, -r);
+            if (a == BLOCK_ERROR_ACTION_REPORT)
                 return r;
-            if (a == JOB_ERROR_ACTION_IGNORE)
+            if (a == BLOCK_ERROR_ACTION_IGNORE)
                 job_sleep_ms(job, 10); /* retry, as QEMU does, without spinning */
         }
         if (!job_pause_point(job))
@@ -139,15 +132,15 @@ static void backup_bitmap_finish(Backup *b, bool success)
 {
     if (!b->bitmap)
         return;
-    bool replace = b->bitmap_mode == BACKUP_BITMAP_ALWAYS ||
-                   (b->bitmap_mode == BACKUP_BITMAP_ON_SUCCESS && success);
+    bool replace = b->bitmap_mode == BITMAP_SYNC_MODE_ALWAYS ||
+                   (b->bitmap_mode == BITMAP_SYNC_MODE_ON_SUCCESS && success);
     if (replace) {
         /* bitmap := successor, in one sidecar rewrite, with no drain: the
          * successor's after-write hook runs before the bitmap's own second
          * mark, and the copy is taken while no mark can be made, so a write
          * in flight is either in the copy or marks the bitmap again after
          * the rewrite, before it is acknowledged. */
-        Replace r = { b, b->bitmap_mode == BACKUP_BITMAP_ALWAYS && !success };
+        Replace r = { b, b->bitmap_mode == BITMAP_SYNC_MODE_ALWAYS && !success };
         dirty_bitmap_replace(b->bitmap, successor_for_replace, &r);
     }
     dirty_bitmap_set_busy(b->bitmap, false);
@@ -209,7 +202,7 @@ static void backup_free(Job *job)
 }
 
 static const JobDriver backup_driver = {
-    .type = JOB_KIND_BACKUP,
+    .type = JOB_TYPE_BACKUP,
     .is_block_job = true,
     .run = backup_run,
     .commit = backup_commit,
@@ -245,15 +238,15 @@ static bool backup_validate(BackupOptions *o, BlockNode **src, BlockNode **tgt,
 {
     if (!lookup(o->device, src, errp) || !lookup(o->target, tgt, errp))
         return false;
-    if ((o->sync == BACKUP_SYNC_BITMAP || o->sync == BACKUP_SYNC_INCREMENTAL) && !o->bitmap)
+    if ((o->sync == MIRROR_SYNC_MODE_BITMAP || o->sync == MIRROR_SYNC_MODE_INCREMENTAL) && !o->bitmap)
         return fail(errp, "must provide a valid bitmap name for '%s' sync mode",
-                    backup_sync_names[o->sync]);
-    if (o->sync == BACKUP_SYNC_INCREMENTAL) {
-        if (o->has_bitmap_mode && o->bitmap_mode != BACKUP_BITMAP_ON_SUCCESS)
+                    MirrorSyncMode_str[o->sync]);
+    if (o->sync == MIRROR_SYNC_MODE_INCREMENTAL) {
+        if (o->has_bitmap_mode && o->bitmap_mode != BITMAP_SYNC_MODE_ON_SUCCESS)
             return fail(errp, "Bitmap sync mode must be 'on-success' when using sync mode 'incremental'");
         o->has_bitmap_mode = true;
-        o->bitmap_mode = BACKUP_BITMAP_ON_SUCCESS;
-        o->sync = BACKUP_SYNC_BITMAP;
+        o->bitmap_mode = BITMAP_SYNC_MODE_ON_SUCCESS;
+        o->sync = MIRROR_SYNC_MODE_BITMAP;
     }
     *bm = NULL;
     if (o->bitmap) {
@@ -264,11 +257,11 @@ static bool backup_validate(BackupOptions *o, BlockNode **src, BlockNode **tgt,
             return fail(errp, "Bitmap sync mode must be given when providing a bitmap");
         if (!dirty_bitmap_check(*bm, DIRTY_BITMAP_ALLOW_RO, errp))
             return false;
-        if (o->sync == BACKUP_SYNC_NONE)
+        if (o->sync == MIRROR_SYNC_MODE_NONE)
             return fail(errp, "sync mode 'none' does not produce meaningful bitmap outputs");
-        if (o->bitmap_mode == BACKUP_BITMAP_NEVER && o->sync != BACKUP_SYNC_BITMAP)
+        if (o->bitmap_mode == BITMAP_SYNC_MODE_NEVER && o->sync != MIRROR_SYNC_MODE_BITMAP)
             return fail(errp, "Bitmap sync mode 'never' has no meaningful effect when combined with sync mode '%s'",
-                        backup_sync_names[o->sync]);
+                        MirrorSyncMode_str[o->sync]);
     } else if (o->has_bitmap_mode) {
         return fail(errp, "Cannot specify bitmap sync mode without a bitmap");
     }
@@ -282,7 +275,7 @@ static bool backup_validate(BackupOptions *o, BlockNode **src, BlockNode **tgt,
         return fail(errp, "Target '%s' is smaller than the source (%" G_GUINT64_FORMAT
                     " < %" G_GUINT64_FORMAT " bytes)", node_name(*tgt),
                     (guint64)node_size(*tgt), (guint64)node_size(*src));
-    if (*bm && o->bitmap_mode != BACKUP_BITMAP_NEVER &&
+    if (*bm && o->bitmap_mode != BITMAP_SYNC_MODE_NEVER &&
         !dirty_bitmap_check(*bm, DIRTY_BITMAP_DEFAULT, errp))
         return false;
     if (o->speed < 0)
@@ -339,7 +332,7 @@ Job *backup_job_create(const BackupOptions *opts, GError **errp)
         .cluster_size = BACKUP_CLUSTER_SIZE,
         .max_workers = o.max_workers ? o.max_workers : BACKUP_DEFAULT_WORKERS,
         .max_chunk = o.max_chunk ? o.max_chunk : BACKUP_DEFAULT_CHUNK,
-        .skip_unallocated = o.sync == BACKUP_SYNC_TOP,
+        .skip_unallocated = o.sync == MIRROR_SYNC_MODE_TOP,
         .target_is_zero = copy_node_reads_zero(tgt),
         .job = job,
     };
@@ -366,7 +359,7 @@ Job *backup_job_create(const BackupOptions *opts, GError **errp)
     }
     /* sync=none marks everything too: its background pass never runs, but
      * copy-before-write must copy every cluster on its first overwrite. */
-    if (o.sync == BACKUP_SYNC_BITMAP) {
+    if (o.sync == MIRROR_SYNC_MODE_BITMAP) {
         uint64_t end = MIN(dirty_bitmap_size(bm), node_size(src));
         int64_t start = dirty_bitmap_next_dirty(bm, 0, end);
         while (start >= 0) {

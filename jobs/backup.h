@@ -12,37 +12,17 @@
 #include <stdint.h>
 #include "jobs/job.h"
 
-/* QEMU's MirrorSyncMode, in the schema's order. */
-typedef enum BackupSync {
-    BACKUP_SYNC_TOP,
-    BACKUP_SYNC_FULL,
-    BACKUP_SYNC_NONE,
-    BACKUP_SYNC_INCREMENTAL,
-    BACKUP_SYNC_BITMAP,
-    BACKUP_SYNC__MAX,
-} BackupSync;
-
-/* QEMU's BitmapSyncMode, in the schema's order. */
-typedef enum BackupBitmapMode {
-    BACKUP_BITMAP_ON_SUCCESS,
-    BACKUP_BITMAP_NEVER,
-    BACKUP_BITMAP_ALWAYS,
-    BACKUP_BITMAP__MAX,
-} BackupBitmapMode;
-
-extern const char *const backup_sync_names[BACKUP_SYNC__MAX];
-extern const char *const backup_bitmap_mode_names[BACKUP_BITMAP__MAX];
-
+/* sync is QEMU's MirrorSyncMode, bitmap-mode its BitmapSyncMode (qapi/qapi-types.h). */
 typedef struct BackupOptions {
     const char *job_id;        /* NULL gives QEMU's "Invalid job ID ''" */
     const char *device;        /* source node name */
     const char *target;        /* target node name */
-    BackupSync sync;
+    MirrorSyncMode sync;
     const char *bitmap;        /* NULL: none */
     bool has_bitmap_mode;
-    BackupBitmapMode bitmap_mode;
+    BitmapSyncMode bitmap_mode;
     int64_t speed;
-    JobOnError on_source_error, on_target_error;
+    BlockdevOnError on_source_error, on_target_error;
     bool auto_finalize, auto_dismiss;
     unsigned max_workers;      /* 0: default */
     uint64_t max_chunk;        /* 0: default */

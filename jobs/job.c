@@ -7,22 +7,8 @@
 #include <errno.h>
 #include <string.h>
 
-const char *const job_status_names[JOB_STATE__MAX] = {
-    "undefined", "created", "running", "paused", "ready", "standby",
-    "waiting", "pending", "aborting", "concluded", "null",
-};
-const char *const job_verb_names[JOB_CMD__MAX] = {
-    "cancel", "pause", "resume", "set-speed", "complete", "finalize", "dismiss",
-};
-const char *const job_type_names[JOB_KIND__MAX] = {
-    "commit", "stream", "mirror", "backup", "create", "amend",
-    "snapshot-load", "snapshot-save", "snapshot-delete",
-};
-static const char *const io_status_names[] = { "ok", "failed", "nospace" };
-static const char *const error_action_names[] = { "ignore", "report", "stop" };
-
 /* QEMU's JobSTT: allowed[from][to]. */
-static const bool transition_allowed[JOB_STATE__MAX][JOB_STATE__MAX] = {
+static const bool transition_allowed[JOB_STATUS__MAX][JOB_STATUS__MAX] = {
     /*                U  C  R  P  Y  S  W  D  X  E  N */
     /* U */          {0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0},
     /* C */          {0, 0, 1, 0, 0, 0, 0, 0, 1, 0, 1},
@@ -38,15 +24,15 @@ static const bool transition_allowed[JOB_STATE__MAX][JOB_STATE__MAX] = {
 };
 
 /* QEMU's JobVerbTable: allowed[verb][status]. */
-static const bool verb_allowed[JOB_CMD__MAX][JOB_STATE__MAX] = {
-    /*                   U  C  R  P  Y  S  W  D  X  E  N */
-    /* cancel */        {0, 1, 1, 1, 1, 1, 1, 1, 0, 0, 0},
-    /* pause */         {0, 1, 1, 1, 1, 1, 0, 0, 0, 0, 0},
-    /* resume */        {0, 1, 1, 1, 1, 1, 0, 0, 0, 0, 0},
-    /* set-speed */     {0, 1, 1, 1, 1, 1, 0, 0, 0, 0, 0},
-    /* complete */      {0, 0, 0, 0, 1, 1, 0, 0, 0, 0, 0},
-    /* finalize */      {0, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0},
-    /* dismiss */       {0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 0},
+static const bool verb_allowed[JOB_VERB__MAX][JOB_STATUS__MAX] = {
+    /*                                  U  C  R  P  Y  S  W  D  X  E  N */
+    [JOB_VERB_CANCEL] =                {0, 1, 1, 1, 1, 1, 1, 1, 0, 0, 0},
+    [JOB_VERB_PAUSE] =                 {0, 1, 1, 1, 1, 1, 0, 0, 0, 0, 0},
+    [JOB_VERB_RESUME] =                {0, 1, 1, 1, 1, 1, 0, 0, 0, 0, 0},
+    [JOB_VERB_SET_SPEED] =             {0, 1, 1, 1, 1, 1, 0, 0, 0, 0, 0},
+    [JOB_VERB_COMPLETE] =              {0, 0, 0, 0, 1, 1, 0, 0, 0, 0, 0},
+    [JOB_VERB_FINALIZE] =              {0, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0},
+    [JOB_VERB_DISMISS] =               {0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 0},
 };
 
 #define SLICE_NS (100 * G_TIME_SPAN_MILLISECOND * 1000) /* QEMU's 100 ms slices */
@@ -62,7 +48,7 @@ struct Job {
     const JobDriver *drv;
     void *opaque;
     JobTxn *txn;
-    JobState status;
+    JobStatus status;
     bool auto_finalize, auto_dismiss;
     int pause_count;
     bool user_paused;
@@ -76,7 +62,7 @@ struct Job {
     uint64_t slice_quota;
     int64_t slice_start, slice_end; /* monotonic ns */
     uint64_t dispatched;
-    JobIoStatus io_status;
+    BlockDeviceIoStatus io_status;
     GThread *thread;
     GCond cond;
 };
@@ -106,7 +92,7 @@ static uint64_t progress_get(uint64_t *p)
 static JsonObject *block_job_event_data(Job *job)
 {
     JsonObject *d = json_object_new();
-    json_object_set_string_member(d, "type", job_type_names[job->drv->type]);
+    json_object_set_string_member(d, "type", JobType_str[job->drv->type]);
     json_object_set_string_member(d, "device", job->id);
     json_object_set_int_member(d, "len", (gint64)progress_get(&job->progress_total));
     json_object_set_int_member(d, "offset", (gint64)progress_get(&job->progress_current));
@@ -114,33 +100,33 @@ static JsonObject *block_job_event_data(Job *job)
     return d;
 }
 
-static void job_state_transition(Job *job, JobState to)
+static void job_state_transition(Job *job, JobStatus to)
 {
-    JobState from = job->status;
+    JobStatus from = job->status;
     g_assert(transition_allowed[from][to]);
     job->status = to;
     if (from != to) {
         JsonObject *d = json_object_new();
         json_object_set_string_member(d, "id", job->id);
-        json_object_set_string_member(d, "status", job_status_names[to]);
+        json_object_set_string_member(d, "status", JobStatus_str[to]);
         emit("JOB_STATUS_CHANGE", d);
     }
 }
 
-static bool job_apply_verb(Job *job, JobCommand verb, GError **errp)
+static bool job_apply_verb(Job *job, JobVerb verb, GError **errp)
 {
     if (verb_allowed[verb][job->status])
         return true;
     g_set_error(errp, G_IO_ERROR, G_IO_ERROR_FAILED,
                 "Job '%s' in state '%s' cannot accept command verb '%s'",
-                job->id, job_status_names[job->status], job_verb_names[verb]);
+                job->id, JobStatus_str[job->status], JobVerb_str[verb]);
     return false;
 }
 
 /* QEMU's job_is_completed: the work is over (successfully or not). */
 static bool job_is_completed(Job *job)
 {
-    return job->status >= JOB_STATE_WAITING;
+    return job->status >= JOB_STATUS_WAITING;
 }
 
 static bool job_id_valid(const char *id)
@@ -213,7 +199,7 @@ Job *job_create(const char *id, const JobDriver *drv, void *opaque, JobTxn *txn,
     if (!jobs)
         jobs = g_ptr_array_new();
     g_ptr_array_add(jobs, job);
-    job_state_transition(job, JOB_STATE_CREATED);
+    job_state_transition(job, JOB_STATUS_CREATED);
     g_mutex_unlock(&job_mutex);
     return job;
 }
@@ -231,7 +217,7 @@ static void job_free(Job *job)
 /* created/concluded -> null: the job leaves every query. */
 static void job_do_dismiss(Job *job)
 {
-    job_state_transition(job, JOB_STATE_NULL);
+    job_state_transition(job, JOB_STATUS_NULL);
     g_ptr_array_remove(jobs, job);
     job_free(job);
 }
@@ -258,7 +244,7 @@ static void job_update_rc(Job *job)
     if (job->ret) {
         if (!job->error)
             job->error = g_strdup(g_strerror(-job->ret));
-        job_state_transition(job, JOB_STATE_ABORTING);
+        job_state_transition(job, JOB_STATUS_ABORTING);
     }
 }
 
@@ -274,7 +260,7 @@ static void job_finalize_single(Job *job)
     if (job->drv->clean)
         job->drv->clean(job);
     /* Once per job, as its end is decided (the events below say the same). */
-    const char *type = job_type_names[job->drv->type];
+    const char *type = JobType_str[job->drv->type];
     if (job_is_cancelled_locked(job))
         g_info("job '%s' (%s) cancelled", job->id, type);
     else if (job->ret)
@@ -292,7 +278,7 @@ static void job_finalize_single(Job *job)
         }
     }
     job_txn_del_job(job);
-    job_state_transition(job, JOB_STATE_CONCLUDED);
+    job_state_transition(job, JOB_STATUS_CONCLUDED);
     if (job->auto_dismiss || !job->started)
         job_do_dismiss(job);
 }
@@ -375,19 +361,19 @@ static void job_do_finalize(Job *job)
 static void job_completed_txn_success(Job *job)
 {
     JobTxn *txn = job->txn;
-    job_state_transition(job, JOB_STATE_WAITING);
+    job_state_transition(job, JOB_STATUS_WAITING);
     for (GList *l = txn->jobs; l; l = l->next)
         if (!job_is_completed(l->data))
             return;
     bool needs_finalize = false;
     for (GList *l = txn->jobs; l; l = l->next) {
         Job *m = l->data;
-        job_state_transition(m, JOB_STATE_PENDING);
+        job_state_transition(m, JOB_STATUS_PENDING);
         if (!m->auto_finalize) {
             needs_finalize = true;
             if (m->drv->is_block_job) {
                 JsonObject *d = json_object_new();
-                json_object_set_string_member(d, "type", job_type_names[m->drv->type]);
+                json_object_set_string_member(d, "type", JobType_str[m->drv->type]);
                 json_object_set_string_member(d, "id", m->id);
                 emit("BLOCK_JOB_PENDING", d);
             }
@@ -441,10 +427,10 @@ static gpointer job_thread(gpointer p)
 void job_start(Job *job)
 {
     g_mutex_lock(&job_mutex);
-    g_assert(job->status == JOB_STATE_CREATED);
+    g_assert(job->status == JOB_STATUS_CREATED);
     job->started = true;
     job->busy = true;
-    job_state_transition(job, JOB_STATE_RUNNING);
+    job_state_transition(job, JOB_STATUS_RUNNING);
     g_autofree char *name = g_strdup_printf("job-%.10s", job->id);
     job->thread = g_thread_new(name, job_thread, job);
     g_mutex_unlock(&job_mutex);
@@ -453,7 +439,7 @@ void job_start(Job *job)
 void job_early_fail(Job *job)
 {
     g_mutex_lock(&job_mutex);
-    g_assert(job->status == JOB_STATE_CREATED && !job->started);
+    g_assert(job->status == JOB_STATUS_CREATED && !job->started);
     job->ret = -ECANCELED;
     if (job->drv->abort)
         job->drv->abort(job);
@@ -493,7 +479,7 @@ static void job_wake(Job *job)
 bool job_user_pause(Job *job, GError **errp)
 {
     g_mutex_lock(&job_mutex);
-    bool ok = job_apply_verb(job, JOB_CMD_PAUSE, errp);
+    bool ok = job_apply_verb(job, JOB_VERB_PAUSE, errp);
     if (ok && job->user_paused) {
         g_set_error(errp, G_IO_ERROR, G_IO_ERROR_FAILED, "Job is already paused");
         ok = false;
@@ -522,9 +508,9 @@ bool job_user_resume(Job *job, GError **errp)
     if (!job->user_paused) {
         g_set_error(errp, G_IO_ERROR, G_IO_ERROR_FAILED, "Can't resume a job that was not paused");
         ok = false;
-    } else if ((ok = job_apply_verb(job, JOB_CMD_RESUME, errp))) {
+    } else if ((ok = job_apply_verb(job, JOB_VERB_RESUME, errp))) {
         job->user_paused = false;
-        job->io_status = JOB_IO_STATUS_OK; /* block_job_user_resume resets it */
+        job->io_status = BLOCK_DEVICE_IO_STATUS_OK; /* block_job_user_resume resets it */
         job_resume_locked(job);
     }
     g_mutex_unlock(&job_mutex);
@@ -534,7 +520,7 @@ bool job_user_resume(Job *job, GError **errp)
 bool job_user_cancel(Job *job, bool force, GError **errp)
 {
     g_mutex_lock(&job_mutex);
-    bool ok = job_apply_verb(job, JOB_CMD_CANCEL, errp);
+    bool ok = job_apply_verb(job, JOB_VERB_CANCEL, errp);
     if (ok) {
         job_cancel_async(job, force);
         if (!job->started) {
@@ -551,7 +537,7 @@ bool job_user_cancel(Job *job, bool force, GError **errp)
 bool job_complete(Job *job, GError **errp)
 {
     g_mutex_lock(&job_mutex);
-    bool ok = job_apply_verb(job, JOB_CMD_COMPLETE, errp);
+    bool ok = job_apply_verb(job, JOB_VERB_COMPLETE, errp);
     if (ok && (job->cancelled || !job->drv->complete)) {
         g_set_error(errp, G_IO_ERROR, G_IO_ERROR_FAILED,
                     "The active block job '%s' cannot be completed", job->id);
@@ -565,7 +551,7 @@ bool job_complete(Job *job, GError **errp)
 bool job_finalize(Job *job, GError **errp)
 {
     g_mutex_lock(&job_mutex);
-    bool ok = job_apply_verb(job, JOB_CMD_FINALIZE, errp);
+    bool ok = job_apply_verb(job, JOB_VERB_FINALIZE, errp);
     if (ok)
         job_do_finalize(job);
     g_mutex_unlock(&job_mutex);
@@ -575,7 +561,7 @@ bool job_finalize(Job *job, GError **errp)
 bool job_dismiss(Job *job, GError **errp)
 {
     g_mutex_lock(&job_mutex);
-    bool ok = job_apply_verb(job, JOB_CMD_DISMISS, errp);
+    bool ok = job_apply_verb(job, JOB_VERB_DISMISS, errp);
     if (ok)
         job_do_dismiss(job);
     g_mutex_unlock(&job_mutex);
@@ -591,7 +577,7 @@ static void rate_limit_set_speed(Job *job, int64_t speed)
 bool job_set_speed(Job *job, int64_t speed, GError **errp)
 {
     g_mutex_lock(&job_mutex);
-    bool ok = job_apply_verb(job, JOB_CMD_SET_SPEED, errp);
+    bool ok = job_apply_verb(job, JOB_VERB_SET_SPEED, errp);
     if (ok && speed < 0) {
         g_set_error(errp, G_IO_ERROR, G_IO_ERROR_INVALID_ARGUMENT,
                     "Parameter 'speed' expects a non-negative value");
@@ -617,11 +603,11 @@ void job_get_snapshot(Job *job, JobSnapshot *info)
     info->speed = job->speed;
     info->busy = job->busy;
     info->paused = job->pause_count > 0;
-    info->ready = job->status == JOB_STATE_READY || job->status == JOB_STATE_STANDBY;
+    info->ready = job->status == JOB_STATUS_READY || job->status == JOB_STATUS_STANDBY;
     info->io_status = job->io_status;
     info->auto_finalize = job->auto_finalize;
     info->auto_dismiss = job->auto_dismiss;
-    info->error = job->status >= JOB_STATE_ABORTING && job->error ? g_strdup(job->error) : NULL;
+    info->error = job->status >= JOB_STATUS_ABORTING && job->error ? g_strdup(job->error) : NULL;
     g_mutex_unlock(&job_mutex);
 }
 
@@ -636,10 +622,10 @@ const char *job_id(Job *job) { return job->id; }
 void *job_opaque(Job *job) { return job->opaque; }
 const JobDriver *job_driver(Job *job) { return job->drv; }
 
-JobState job_status(Job *job)
+JobStatus job_status(Job *job)
 {
     g_mutex_lock(&job_mutex);
-    JobState s = job->status;
+    JobStatus s = job->status;
     g_mutex_unlock(&job_mutex);
     return s;
 }
@@ -671,8 +657,8 @@ bool job_cancel_requested(Job *job)
 void job_transition_to_ready(Job *job)
 {
     g_mutex_lock(&job_mutex);
-    if (job->status == JOB_STATE_RUNNING) {
-        job_state_transition(job, JOB_STATE_READY);
+    if (job->status == JOB_STATUS_RUNNING) {
+        job_state_transition(job, JOB_STATUS_READY);
         emit("BLOCK_JOB_READY", block_job_event_data(job));
     }
     g_mutex_unlock(&job_mutex);
@@ -690,8 +676,8 @@ bool job_pause_point(Job *job)
 {
     g_mutex_lock(&job_mutex);
     if (job->pause_count > 0 && !job->cancelled) {
-        JobState was = job->status;
-        job_state_transition(job, was == JOB_STATE_READY ? JOB_STATE_STANDBY : JOB_STATE_PAUSED);
+        JobStatus was = job->status;
+        job_state_transition(job, was == JOB_STATUS_READY ? JOB_STATUS_STANDBY : JOB_STATUS_PAUSED);
         job->paused = true;
         job->busy = false;
         while (job->pause_count > 0 && !job->cancelled)
@@ -770,22 +756,22 @@ void job_progress_add_total(Job *job, uint64_t more)
     __atomic_add_fetch(&job->progress_total, more, __ATOMIC_RELAXED);
 }
 
-JobErrorAction job_handle_error(Job *job, JobOnError policy, bool is_read, int errnum)
+BlockErrorAction job_handle_error(Job *job, BlockdevOnError policy, bool is_read, int errnum)
 {
-    JobErrorAction action;
+    BlockErrorAction action;
     switch (policy) {
-    case JOB_ON_ERROR_ENOSPC:
-    case JOB_ON_ERROR_AUTO:
-        action = errnum == ENOSPC ? JOB_ERROR_ACTION_STOP : JOB_ERROR_ACTION_REPORT;
+    case BLOCKDEV_ON_ERROR_ENOSPC:
+    case BLOCKDEV_ON_ERROR_AUTO:
+        action = errnum == ENOSPC ? BLOCK_ERROR_ACTION_STOP : BLOCK_ERROR_ACTION_REPORT;
         break;
-    case JOB_ON_ERROR_STOP:
-        action = JOB_ERROR_ACTION_STOP;
+    case BLOCKDEV_ON_ERROR_STOP:
+        action = BLOCK_ERROR_ACTION_STOP;
         break;
-    case JOB_ON_ERROR_IGNORE:
-        action = JOB_ERROR_ACTION_IGNORE;
+    case BLOCKDEV_ON_ERROR_IGNORE:
+        action = BLOCK_ERROR_ACTION_IGNORE;
         break;
     default:
-        action = JOB_ERROR_ACTION_REPORT;
+        action = BLOCK_ERROR_ACTION_REPORT;
         break;
     }
     g_mutex_lock(&job_mutex);
@@ -793,24 +779,19 @@ JobErrorAction job_handle_error(Job *job, JobOnError policy, bool is_read, int e
         JsonObject *d = json_object_new();
         json_object_set_string_member(d, "device", job->id);
         json_object_set_string_member(d, "operation", is_read ? "read" : "write");
-        json_object_set_string_member(d, "action", error_action_names[action]);
+        json_object_set_string_member(d, "action", BlockErrorAction_str[action]);
         emit("BLOCK_JOB_ERROR", d);
     }
-    if (action == JOB_ERROR_ACTION_STOP) {
+    if (action == BLOCK_ERROR_ACTION_STOP) {
         if (!job->user_paused) {
             job->pause_count++;
             job->user_paused = true; /* resumed from QMP like a user pause */
         }
-        if (job->io_status == JOB_IO_STATUS_OK)
-            job->io_status = errnum == ENOSPC ? JOB_IO_STATUS_NOSPACE : JOB_IO_STATUS_FAILED;
+        if (job->io_status == BLOCK_DEVICE_IO_STATUS_OK)
+            job->io_status = errnum == ENOSPC ? BLOCK_DEVICE_IO_STATUS_NOSPACE : BLOCK_DEVICE_IO_STATUS_FAILED;
     }
     g_mutex_unlock(&job_mutex);
     return action;
-}
-
-const char *job_io_status_name(JobIoStatus s)
-{
-    return io_status_names[s];
 }
 
 void job_shutdown_all(void)
@@ -824,9 +805,9 @@ void job_shutdown_all(void)
         if (!g_ptr_array_find(jobs, job, NULL))
             continue; /* finalised with an earlier member of its transaction */
         job->auto_dismiss = true;
-        if (job->status == JOB_STATE_CONCLUDED) {
+        if (job->status == JOB_STATUS_CONCLUDED) {
             job_do_dismiss(job);
-        } else if (verb_allowed[JOB_CMD_CANCEL][job->status] && !job->cancelled) {
+        } else if (verb_allowed[JOB_VERB_CANCEL][job->status] && !job->cancelled) {
             job_cancel_async(job, true);
             if (!job->started)
                 job_completed(job);

@@ -1,6 +1,6 @@
 /* The generic job (DESIGN seam 6): QEMU's job model.
  *
- * A job has a status from QEMU's JobState, changes it only along QEMU's
+ * A job has a status from QEMU's JobStatus, changes it only along QEMU's
  * transition table, accepts a management verb only in the states QEMU's verb
  * table allows, and emits JOB_STATUS_CHANGE on every change plus the
  * BLOCK_JOB_* events with QEMU's payloads.  The work runs on a thread of its
@@ -14,78 +14,11 @@
 #include <stdint.h>
 #include <glib.h>
 #include <json-glib/json-glib.h>
+#include "qapi/qapi-types.h"
 
-/* QEMU's JobState, in the schema's order. */
-typedef enum JobState {
-    JOB_STATE_UNDEFINED,
-    JOB_STATE_CREATED,
-    JOB_STATE_RUNNING,
-    JOB_STATE_PAUSED,
-    JOB_STATE_READY,
-    JOB_STATE_STANDBY,
-    JOB_STATE_WAITING,
-    JOB_STATE_PENDING,
-    JOB_STATE_ABORTING,
-    JOB_STATE_CONCLUDED,
-    JOB_STATE_NULL,
-    JOB_STATE__MAX,
-} JobState;
-
-/* QEMU's JobCommand, in the schema's order. */
-typedef enum JobCommand {
-    JOB_CMD_CANCEL,
-    JOB_CMD_PAUSE,
-    JOB_CMD_RESUME,
-    JOB_CMD_SET_SPEED,
-    JOB_CMD_COMPLETE,
-    JOB_CMD_FINALIZE,
-    JOB_CMD_DISMISS,
-    JOB_CMD__MAX,
-} JobCommand;
-
-/* QEMU's JobKind, in the schema's order. */
-typedef enum JobKind {
-    JOB_KIND_COMMIT,
-    JOB_KIND_STREAM,
-    JOB_KIND_MIRROR,
-    JOB_KIND_BACKUP,
-    JOB_KIND_CREATE,
-    JOB_KIND_AMEND,
-    JOB_KIND_SNAPSHOT_LOAD,
-    JOB_KIND_SNAPSHOT_SAVE,
-    JOB_KIND_SNAPSHOT_DELETE,
-    JOB_KIND__MAX,
-} JobKind;
-
-/* QEMU's BlockdevOnError, in the schema's order. */
-typedef enum JobOnError {
-    JOB_ON_ERROR_REPORT,
-    JOB_ON_ERROR_IGNORE,
-    JOB_ON_ERROR_ENOSPC,
-    JOB_ON_ERROR_STOP,
-    JOB_ON_ERROR_AUTO,
-} JobOnError;
-
-/* QEMU's BlockErrorAction. */
-typedef enum JobErrorAction {
-    JOB_ERROR_ACTION_IGNORE,
-    JOB_ERROR_ACTION_REPORT,
-    JOB_ERROR_ACTION_STOP,
-} JobErrorAction;
-
-/* QEMU's BlockDeviceIoStatus. */
-typedef enum JobIoStatus {
-    JOB_IO_STATUS_OK,
-    JOB_IO_STATUS_FAILED,
-    JOB_IO_STATUS_NOSPACE,
-} JobIoStatus;
-
-/* Wire names, indexed by the enums above. */
-extern const char *const job_status_names[JOB_STATE__MAX];
-extern const char *const job_verb_names[JOB_CMD__MAX];
-extern const char *const job_type_names[JOB_KIND__MAX];
-/* The wire name of an io-status ("ok", "failed", "nospace"). */
-const char *job_io_status_name(JobIoStatus s);
+/* The job enums are the generated ones (qapi/qapi-types.h): JobStatus,
+ * JobVerb, JobType, BlockdevOnError, BlockErrorAction, BlockDeviceIoStatus,
+ * with their wire names in JobStatus_str[] etc. */
 
 typedef struct Job Job;
 typedef struct JobTxn JobTxn;
@@ -93,7 +26,7 @@ typedef struct JobTxn JobTxn;
 /* What a job type provides.  run() is called on the job's own thread; the
  * others on the main loop. */
 typedef struct JobDriver {
-    JobKind type;
+    JobType type;
     bool is_block_job;  /* listed by query-block-jobs, emits BLOCK_JOB_* events */
     /* The work: 0 on success, -errno on failure (with *errp set), or
      * -ECANCELED when it stopped because job_is_cancelled() said so. */
@@ -155,13 +88,13 @@ bool job_set_speed(Job *job, int64_t speed, GError **errp);
 /* A snapshot of a job for queries. */
 typedef struct JobSnapshot {
     char *id;
-    JobKind type;
-    JobState status;
+    JobType type;
+    JobStatus status;
     bool is_block_job;
     uint64_t current, total;
     int64_t speed;
     bool busy, paused, ready;
-    JobIoStatus io_status;
+    BlockDeviceIoStatus io_status;
     bool auto_finalize, auto_dismiss;
     char *error;  /* NULL unless failed/cancelled */
 } JobSnapshot;
@@ -172,7 +105,7 @@ void job_snapshot_clear(JobSnapshot *info);
 /* Accessors. */
 const char *job_id(Job *job);
 void *job_opaque(Job *job);
-JobState job_status(Job *job);
+JobStatus job_status(Job *job);
 /* True if paused by the user or by an error policy (resume undoes it). */
 bool job_user_paused(Job *job);
 const JobDriver *job_driver(Job *job);
@@ -201,7 +134,7 @@ void job_progress_add_total(Job *job, uint64_t more);
 /* Applies an error policy to an I/O error (errnum positive): emits
  * BLOCK_JOB_ERROR; for `stop` pauses the job (a user pause) and sets
  * io-status.  The caller retries after job_pause_point for stop/ignore. */
-JobErrorAction job_handle_error(Job *job, JobOnError policy, bool is_read, int errnum);
+BlockErrorAction job_handle_error(Job *job, BlockdevOnError policy, bool is_read, int errnum);
 /* Wakes a job waiting in job_sleep_ms/job_rate_limit (any thread). */
 void job_kick(Job *job);
 

@@ -50,13 +50,13 @@ typedef struct Mirror {
     Job *job;
     BlockNode *source, *target;
     NodePermClaim *source_claim; /* QEMU's mirror job's (the target's: target_user) */
-    MirrorWriteMode copy_mode;
+    MirrorCopyMode copy_mode;
     unsigned gran_bits;
     uint64_t ngranules;
     uint64_t chunk;    /* bytes per copy of the dirty loop */
     uint64_t buf_size; /* bytes in flight at most */
-    JobOnError on_source_error, on_target_error;
-    BackupSync sync;
+    BlockdevOnError on_source_error, on_target_error;
+    MirrorSyncMode sync;
     bool target_is_zero; /* zero regions of the source need not be copied at first */
     CopyConfig copy;     /* how one region is copied (zeroes always written) */
 
@@ -164,7 +164,7 @@ static int mirror_before_write(BlockNode *node, uint64_t offset, uint64_t count,
                                NodeWriteKind kind, void *opaque)
 {
     Mirror *m = opaque;
-    if (m->copy_mode != MIRROR_WRITE_BLOCKING || kind == NODE_WRITE_TRIM)
+    if (m->copy_mode != MIRROR_COPY_MODE_WRITE_BLOCKING || kind == NODE_WRITE_TRIM)
         return 0;
     g_mutex_lock(&m->lock);
     while (overlaps_locked(m, offset, offset + count))
@@ -283,11 +283,11 @@ static void update_progress(Mirror *m)
 /* Applies the error policy; returns the error for `report`, else 0. */
 static int handle_error(Mirror *m, int r, bool is_read)
 {
-    JobOnError policy = is_read ? m->on_source_error : m->on_target_error;
-    JobErrorAction a = job_handle_error(m->job, policy, is_read, -r);
-    if (a == JOB_ERROR_ACTION_REPORT)
+    BlockdevOnError policy = is_read ? m->on_source_error : m->on_target_error;
+    BlockErrorAction a = job_handle_error(m->job, policy, is_read, -r);
+    if (a == BLOCK_ERROR_ACTION_REPORT)
         return r;
-    if (a == JOB_ERROR_ACTION_IGNORE)
+    if (a == BLOCK_ERROR_ACTION_IGNORE)
         job_sleep_ms(m->job, 10); /* the region stays dirty: retried without spinning */
     return 0;
 }
@@ -300,8 +300,8 @@ static int mirror_dirty_init(Mirror *m, Job *job)
 {
     uint64_t size = node_size(m->source);
     bool ask = node_caps(m->source)->can_extents &&
-               (m->sync == BACKUP_SYNC_TOP || m->target_is_zero);
-    uint32_t flags = m->sync == BACKUP_SYNC_TOP ? BLOCK_FLAG_ALLOCATION : 0;
+               (m->sync == MIRROR_SYNC_MODE_TOP || m->target_is_zero);
+    uint32_t flags = m->sync == MIRROR_SYNC_MODE_TOP ? BLOCK_FLAG_ALLOCATION : 0;
     for (uint64_t pos = 0; pos < size;) {
         if (!job_pause_point(job))
             return -ECANCELED;
@@ -321,7 +321,7 @@ static int mirror_dirty_init(Mirror *m, Job *job)
         g_mutex_lock(&m->lock);
         for (size_t i = 0; i < extents_count(ext); i++) {
             BlockExtent x = extents_get(ext, i);
-            bool skip = (m->sync == BACKUP_SYNC_TOP && (x.type & BLOCK_EXTENT_HOLE)) ||
+            bool skip = (m->sync == MIRROR_SYNC_MODE_TOP && (x.type & BLOCK_EXTENT_HOLE)) ||
                         (m->target_is_zero && (x.type & BLOCK_EXTENT_ZERO));
             if (!skip)
                 dirty_mark_locked(m, x.offset, x.length);
@@ -441,7 +441,7 @@ static void mirror_undrain(Mirror *m)
 static int mirror_run(Job *job, GError **errp)
 {
     Mirror *m = job_opaque(job);
-    if (m->sync != BACKUP_SYNC_NONE) {
+    if (m->sync != MIRROR_SYNC_MODE_NONE) {
         int r = mirror_dirty_init(m, job);
         if (r < 0)
             return r;
@@ -539,7 +539,7 @@ static bool mirror_complete(Job *job, GError **errp)
 }
 
 static const JobDriver mirror_driver = {
-    .type = JOB_KIND_MIRROR,
+    .type = JOB_TYPE_MIRROR,
     .is_block_job = true,
     .run = mirror_run,
     .prepare = mirror_prepare,
@@ -577,8 +577,8 @@ static bool mirror_validate(const MirrorOptions *o, BlockNode **src, BlockNode *
         return fail(errp, "Parameter 'granularity' expects a value in range [512B, 64MB]");
     if (o->granularity & (o->granularity - 1))
         return fail(errp, "Parameter 'granularity' expects a power of 2");
-    if (o->sync == BACKUP_SYNC_INCREMENTAL || o->sync == BACKUP_SYNC_BITMAP)
-        return fail(errp, "Sync mode '%s' not supported", backup_sync_names[o->sync]);
+    if (o->sync == MIRROR_SYNC_MODE_INCREMENTAL || o->sync == MIRROR_SYNC_MODE_BITMAP)
+        return fail(errp, "Sync mode '%s' not supported", MirrorSyncMode_str[o->sync]);
     if (node_has_parent(*src) || !node_check_ops(*src, NULL))
         return fail(errp, "Need a root block node");
     if (o->buf_size < 0)
@@ -653,7 +653,7 @@ Job *mirror_job_create(const MirrorOptions *opts, GError **errp)
     node_block_ops(tgt, "block device is in use by block job: mirror", NULL);
 
     m->pool = g_thread_pool_new(mirror_worker, m, (gint)MIRROR_MAX_WORKERS, FALSE, NULL);
-    m->target_is_zero = opts->sync != BACKUP_SYNC_NONE && copy_node_reads_zero(tgt);
+    m->target_is_zero = opts->sync != MIRROR_SYNC_MODE_NONE && copy_node_reads_zero(tgt);
     /* Copies of the dirty loop always write zeroes: the target changes. */
     m->copy = (CopyConfig){ .source = src, .target = tgt, .target_user = m->target_user };
     /* Every write issued from now on is tracked (or written through).  The

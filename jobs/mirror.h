@@ -17,22 +17,16 @@
 #include "jobs/job.h"
 #include "jobs/backup.h"
 
-/* QEMU's MirrorCopyMode, in the schema's order. */
-typedef enum MirrorWriteMode {
-    MIRROR_WRITE_BACKGROUND,
-    MIRROR_WRITE_BLOCKING,
-} MirrorWriteMode;
-
 typedef struct MirrorOptions {
     const char *job_id;        /* NULL gives QEMU's "Invalid job ID ''" */
     const char *device;        /* source node name */
     const char *target;        /* target node name */
-    BackupSync sync;           /* QEMU's MirrorSyncMode: top, full, none */
+    MirrorSyncMode sync;       /* top, full, none */
     int64_t speed;
     uint64_t granularity;      /* 0: default (64 KiB) */
     int64_t buf_size;          /* 0: default (16 MiB) */
-    JobOnError on_source_error, on_target_error;
-    MirrorWriteMode copy_mode;
+    BlockdevOnError on_source_error, on_target_error;
+    MirrorCopyMode copy_mode;
     bool auto_finalize, auto_dismiss;
 } MirrorOptions;
 

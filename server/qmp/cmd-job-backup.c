@@ -15,15 +15,15 @@
     do {                                                                                 \
         (o)->job_id = (a)->has_job_id ? (a)->job_id : (a)->device; /* see docs/qmp.md */ \
         (o)->device = (a)->device;                                                       \
-        (o)->sync = (BackupSync)(a)->sync;                                               \
+        (o)->sync = (a)->sync;                                                           \
         (o)->bitmap = (a)->has_bitmap ? (a)->bitmap : NULL;                              \
         (o)->has_bitmap_mode = (a)->has_bitmap_mode;                                     \
-        (o)->bitmap_mode = (BackupBitmapMode)(a)->bitmap_mode;                           \
+        (o)->bitmap_mode = (a)->bitmap_mode;                                             \
         (o)->speed = (a)->has_speed ? (a)->speed : 0;                                    \
-        (o)->on_source_error = (a)->has_on_source_error ? (JobOnError)(a)->on_source_error \
-                                                        : JOB_ON_ERROR_REPORT;           \
-        (o)->on_target_error = (a)->has_on_target_error ? (JobOnError)(a)->on_target_error \
-                                                        : JOB_ON_ERROR_REPORT;           \
+        (o)->on_source_error = (a)->has_on_source_error ? (a)->on_source_error           \
+                                                        : BLOCKDEV_ON_ERROR_REPORT;      \
+        (o)->on_target_error = (a)->has_on_target_error ? (a)->on_target_error           \
+                                                        : BLOCKDEV_ON_ERROR_REPORT;      \
         (o)->auto_finalize = !(a)->has_auto_finalize || (a)->auto_finalize;              \
         (o)->auto_dismiss = !(a)->has_auto_dismiss || (a)->auto_dismiss;                 \
     } while (0)

@@ -127,8 +127,8 @@ bool qmp_query_jobs(QmpSession *s, JobInfoList **ret, GError **errp)
         job_get_snapshot(jobs->pdata[i], &snap);
         JobInfo *info = g_new0(JobInfo, 1);
         info->id = g_strdup(snap.id);
-        info->type = (JobType)snap.type;
-        info->status = (JobStatus)snap.status;
+        info->type = snap.type;
+        info->status = snap.status;
         info->current_progress = (int64_t)snap.current;
         info->total_progress = (int64_t)snap.total;
         info->has_error = snap.error != NULL;
@@ -155,16 +155,16 @@ bool qmp_query_block_jobs(QmpSession *s, BlockJobInfoList **ret, GError **errp)
             continue;
         }
         BlockJobInfo *info = g_new0(BlockJobInfo, 1);
-        info->type = g_strdup(job_type_names[snap.type]);
+        info->type = g_strdup(JobType_str[snap.type]);
         info->device = g_strdup(snap.id);
         info->len = (int64_t)snap.total;
         info->offset = (int64_t)snap.current;
         info->busy = snap.busy;
         info->paused = snap.paused;
         info->speed = snap.speed;
-        info->io_status = (BlockDeviceIoStatus)snap.io_status;
+        info->io_status = snap.io_status;
         info->ready = snap.ready;
-        info->status = (JobStatus)snap.status;
+        info->status = snap.status;
         info->auto_finalize = snap.auto_finalize;
         info->auto_dismiss = snap.auto_dismiss;
         info->has_error = snap.error != NULL;

@@ -37,7 +37,7 @@ typedef struct TestWork {
     gint finish;  /* set to let run() return */
     int result;   /* what run() returns once finished */
     int fail_with; /* if non-zero, report this errno through the error policy first */
-    JobOnError policy;
+    BlockdevOnError policy;
     gint committed, aborted;
 } TestWork;
 
@@ -47,8 +47,8 @@ static int test_run(Job *job, GError **errp)
     job_progress_set_total(job, 100);
     for (;;) {
         if (w->fail_with) {
-            JobErrorAction a = job_handle_error(job, w->policy, false, w->fail_with);
-            if (a == JOB_ERROR_ACTION_REPORT)
+            BlockErrorAction a = job_handle_error(job, w->policy, false, w->fail_with);
+            if (a == BLOCK_ERROR_ACTION_REPORT)
                 return -w->fail_with;
             w->fail_with = 0; /* the retry after stop/ignore succeeds */
         }
@@ -66,18 +66,18 @@ static void test_commit(Job *job) { g_atomic_int_inc(&((TestWork *)job_opaque(jo
 static void test_abort(Job *job) { g_atomic_int_inc(&((TestWork *)job_opaque(job))->aborted); }
 
 static const JobDriver test_driver = {
-    .type = JOB_KIND_BACKUP, .is_block_job = true,
+    .type = JOB_TYPE_BACKUP, .is_block_job = true,
     .run = test_run, .commit = test_commit, .abort = test_abort,
 };
 
-/* Runs the main loop until `id` has status `want` (JOB_STATE_NULL: gone). */
-static void wait_state(const char *id, JobState want)
+/* Runs the main loop until `id` has status `want` (JOB_STATUS_NULL: gone). */
+static void wait_state(const char *id, JobStatus want)
 {
     gint64 deadline = g_get_monotonic_time() + 10 * G_TIME_SPAN_SECOND;
     for (;;) {
         g_main_context_iteration(NULL, FALSE);
         Job *job = job_find(id);
-        if (want == JOB_STATE_NULL ? job == NULL : job && job_status(job) == want)
+        if (want == JOB_STATUS_NULL ? job == NULL : job && job_status(job) == want)
             return;
         g_assert_cmpint(g_get_monotonic_time(), <, deadline);
         g_usleep(500);
@@ -117,14 +117,14 @@ static void test_lifecycle(void)
     g_clear_error(&err);
 
     g_assert_true(job_user_pause(job, NULL));
-    wait_state("j", JOB_STATE_PAUSED);
+    wait_state("j", JOB_STATUS_PAUSED);
     g_assert_false(job_user_pause(job, &err));
     g_assert_cmpstr(err->message, ==, "Job is already paused");
     g_clear_error(&err);
     g_assert_true(job_user_resume(job, NULL));
-    wait_state("j", JOB_STATE_RUNNING);
+    wait_state("j", JOB_STATUS_RUNNING);
     g_atomic_int_set(&w.finish, 1);
-    wait_state("j", JOB_STATE_NULL);
+    wait_state("j", JOB_STATUS_NULL);
     g_autofree char *seq = take_events();
     g_assert_cmpstr(seq, ==, "JOB_STATUS_CHANGE j created, JOB_STATUS_CHANGE j running, "
                     "JOB_STATUS_CHANGE j paused, JOB_STATUS_CHANGE j running, "
@@ -139,9 +139,9 @@ static void test_cancel_paused(void)
     TestWork w = { 0 };
     Job *job = start("c", &w, NULL, true, false);
     g_assert_true(job_user_pause(job, NULL));
-    wait_state("c", JOB_STATE_PAUSED);
+    wait_state("c", JOB_STATUS_PAUSED);
     g_assert_true(job_user_cancel(job, false, NULL));
-    wait_state("c", JOB_STATE_CONCLUDED);
+    wait_state("c", JOB_STATUS_CONCLUDED);
     JobSnapshot snap;
     job_get_snapshot(job, &snap);
     g_assert_cmpstr(snap.error, ==, "Operation canceled");
@@ -163,15 +163,15 @@ static void test_txn_manual_finalize(void)
     start("b", &b, txn, false, true);
     job_txn_unref(txn);
     g_atomic_int_set(&a.finish, 1);
-    wait_state("a", JOB_STATE_WAITING);
+    wait_state("a", JOB_STATUS_WAITING);
     g_atomic_int_set(&b.finish, 1);
-    wait_state("b", JOB_STATE_PENDING);
-    g_assert_cmpint(job_status(ja), ==, JOB_STATE_PENDING);
+    wait_state("b", JOB_STATUS_PENDING);
+    g_assert_cmpint(job_status(ja), ==, JOB_STATUS_PENDING);
     g_assert_cmpint(a.committed + b.committed, ==, 0);
     g_free(take_events());
     g_assert_true(job_finalize(ja, NULL));
-    wait_state("a", JOB_STATE_NULL);
-    wait_state("b", JOB_STATE_NULL);
+    wait_state("a", JOB_STATUS_NULL);
+    wait_state("b", JOB_STATUS_NULL);
     g_assert_cmpint(a.committed + b.committed, ==, 2);
     g_autofree char *seq = take_events();
     /* Newest member first, as QEMU's transaction list. */
@@ -188,8 +188,8 @@ static void test_txn_failure(void)
     job_txn_unref(txn);
     g_free(take_events());
     g_atomic_int_set(&bad.finish, 1);
-    wait_state("bad", JOB_STATE_NULL);
-    wait_state("ok", JOB_STATE_NULL);
+    wait_state("bad", JOB_STATUS_NULL);
+    wait_state("ok", JOB_STATUS_NULL);
     g_assert_cmpint(ok.aborted, ==, 1);
     g_assert_cmpint(bad.aborted, ==, 1);
     g_autofree char *seq = take_events();
@@ -200,12 +200,12 @@ static void test_txn_failure(void)
 
 static void test_error_stop(void)
 {
-    TestWork w = { .fail_with = ENOSPC, .policy = JOB_ON_ERROR_ENOSPC };
+    TestWork w = { .fail_with = ENOSPC, .policy = BLOCKDEV_ON_ERROR_ENOSPC };
     Job *job = start("s", &w, NULL, true, true);
-    wait_state("s", JOB_STATE_PAUSED);
+    wait_state("s", JOB_STATUS_PAUSED);
     JobSnapshot snap;
     job_get_snapshot(job, &snap);
-    g_assert_cmpint(snap.io_status, ==, JOB_IO_STATUS_NOSPACE);
+    g_assert_cmpint(snap.io_status, ==, BLOCK_DEVICE_IO_STATUS_NOSPACE);
     g_assert_true(snap.paused);
     job_snapshot_clear(&snap);
     g_autoptr(GError) err = NULL;
@@ -213,7 +213,7 @@ static void test_error_stop(void)
     g_assert_cmpstr(err->message, ==, "Job is already paused");
     g_assert_true(job_user_resume(job, NULL));
     g_atomic_int_set(&w.finish, 1);
-    wait_state("s", JOB_STATE_NULL);
+    wait_state("s", JOB_STATUS_NULL);
     g_autofree char *seq = take_events();
     g_assert_cmpstr(seq, ==, "JOB_STATUS_CHANGE s created, JOB_STATUS_CHANGE s running, "
                     "BLOCK_JOB_ERROR s stop write, JOB_STATUS_CHANGE s paused, JOB_STATUS_CHANGE s running, "
@@ -234,7 +234,7 @@ static void test_rate_limit(void)
     g_assert_cmpint(elapsed, >, 200 * 1000);
     g_assert_cmpint(elapsed, <, 2 * G_TIME_SPAN_SECOND);
     g_assert_true(job_user_cancel(job, true, NULL)); /* never started: created -> null */
-    wait_state("r", JOB_STATE_NULL);
+    wait_state("r", JOB_STATUS_NULL);
     g_free(take_events());
 }
 
