@@ -296,7 +296,7 @@ static bool wait_for_leaving_clients_locked(Export *exp)
     return true;
 }
 
-bool export_delete(const char *id, ExportRemoveMode mode, ExportDeletedFn on_deleted,
+bool export_delete(const char *id, BlockExportRemoveMode mode, ExportDeletedFn on_deleted,
                    void *opaque, GError **errp)
 {
     g_mutex_lock(&registry_lock);
@@ -313,7 +313,7 @@ bool export_delete(const char *id, ExportRemoveMode mode, ExportDeletedFn on_del
     }
     /* With clients, wait below until they and their references are gone. */
     bool had_clients = exp->clients->len > 0;
-    if (mode == EXPORT_REMOVE_SAFE && !wait_for_leaving_clients_locked(exp)) {
+    if (mode == BLOCK_EXPORT_REMOVE_MODE_SAFE && !wait_for_leaving_clients_locked(exp)) {
         g_mutex_unlock(&registry_lock);
         g_set_error(errp, G_IO_ERROR, G_IO_ERROR_BUSY, "export '%s' still in use", id);
         return false;
@@ -347,7 +347,7 @@ bool export_delete(const char *id, ExportRemoveMode mode, ExportDeletedFn on_del
 
 bool export_remove(const char *id, GError **errp)
 {
-    return export_delete(id, EXPORT_REMOVE_HARD, NULL, NULL, errp);
+    return export_delete(id, BLOCK_EXPORT_REMOVE_MODE_HARD, NULL, NULL, errp);
 }
 
 void export_remove_all(void)

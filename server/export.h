@@ -11,6 +11,7 @@
 #include <glib.h>
 #include "block/extents.h"
 #include "block/node.h"
+#include "qapi/qapi-types.h"
 
 typedef struct Export Export;
 
@@ -44,22 +45,17 @@ bool export_check_bitmap(struct DirtyBitmap *bm, const char *node_name, bool wri
 
 /* Creates and registers an export; fails on duplicate id/name or a missing node. */
 Export *export_add(const ExportConfig *cfg, GError **errp);
-/* How export_delete treats connected clients (QEMU's BlockExportRemoveMode). */
-typedef enum ExportRemoveMode {
-    EXPORT_REMOVE_SAFE, /* refuse while a client is in transmission */
-    EXPORT_REMOVE_HARD, /* disconnect the clients */
-} ExportRemoveMode;
-
 /* Called once, from any thread, when a deleted export's last reference is gone. */
 typedef void (*ExportDeletedFn)(const char *id, void *opaque);
 
 /* Deletes the export `id` as QEMU's block-export-del: its NBD name is freed at
  * once, its id stays listed (shutting down) until the last reference drops,
- * then `on_deleted` (may be NULL) runs.  HARD waits briefly for the clients to
- * leave, so the export is usually gone on return. */
-bool export_delete(const char *id, ExportRemoveMode mode, ExportDeletedFn on_deleted,
+ * then `on_deleted` (may be NULL) runs.  `mode` safe refuses while a client
+ * is in transmission; hard disconnects the clients and waits briefly for
+ * them to leave, so the export is usually gone on return. */
+bool export_delete(const char *id, BlockExportRemoveMode mode, ExportDeletedFn on_deleted,
                    void *opaque, GError **errp);
-/* export_delete(id, EXPORT_REMOVE_HARD) without a callback. */
+/* export_delete(id, BLOCK_EXPORT_REMOVE_MODE_HARD) without a callback. */
 bool export_remove(const char *id, GError **errp);
 /* Drops every export (at shutdown). */
 void export_remove_all(void);

@@ -84,9 +84,7 @@ static void on_export_deleted(const char *id, void *opaque)
  * `hard` disconnects them; BLOCK_EXPORT_DELETED follows once it is gone. */
 static bool delete_export(const char *id, bool has_mode, BlockExportRemoveMode mode, GError **errp)
 {
-    ExportRemoveMode how = has_mode && mode == BLOCK_EXPORT_REMOVE_MODE_HARD ? EXPORT_REMOVE_HARD
-                                                                           : EXPORT_REMOVE_SAFE;
-    return export_delete(id, how, on_export_deleted, NULL, errp);
+    return export_delete(id, has_mode ? mode : BLOCK_EXPORT_REMOVE_MODE_SAFE, on_export_deleted, NULL, errp);
 }
 
 bool qmp_block_export_del(QmpSession *session, q_obj_block_export_del_arg *args, GError **errp)
