@@ -11,6 +11,9 @@
 #include "block/node-perm.h"
 #include "block/node-internal.h"
 
+#include <string.h>
+#include <gio/gio.h>
+
 struct NodePermClaim {
     BlockNode *node;              /* the node claimed */
     BlockNode *parent;            /* the parent node claiming, or NULL for a user */
@@ -18,6 +21,8 @@ struct NodePermClaim {
     uint64_t perm, shared;        /* in force */
     uint64_t new_perm, new_shared;/* proposed during a transaction */
     char *owner_kind, *owner_name, *edge; /* users: who holds it (node_perm_claim_describe) */
+    char *desc;                   /* users: who holds it, in conflict messages */
+    bool filter;                  /* a job's filter: every in-process writer passes it */
 };
 
 static void claim_free(NodePermClaim *c)
@@ -25,6 +30,7 @@ static void claim_free(NodePermClaim *c)
     g_free(c->owner_kind);
     g_free(c->owner_name);
     g_free(c->edge);
+    g_free(c->desc);
     g_free(c);
 }
 
@@ -39,6 +45,75 @@ const char *block_perm_name(uint64_t bit)
     case BLOCK_PERM_RESIZE: return "resize";
     default: return "unknown";
     }
+}
+
+const char *node_perm_edge_name(BlockNode *parent, NodeChildRole role)
+{
+    switch (role) {
+    case NODE_CHILD_COW:
+        return "backing";
+    case NODE_CHILD_FILTERED:
+        return strcmp(parent->drv->name, "blkdebug") == 0 ? "image" : "file";
+    default:
+        return "file";
+    }
+}
+
+/* QEMU's bdrv_perm_names: "consistent read, write". */
+static char *perm_names(uint64_t perm)
+{
+    GString *s = g_string_new(NULL);
+    for (uint64_t bit = 1; bit <= BLOCK_PERM_ALL; bit <<= 1) {
+        if (perm & bit)
+            g_string_append_printf(s, "%s%s", s->len ? ", " : "", block_perm_name(bit));
+    }
+    return g_string_free(s, FALSE);
+}
+
+/* QEMU's bdrv_child_user_desc: who holds claim `c`. */
+static char *claim_holder(const NodePermClaim *c)
+{
+    if (c->parent)
+        return g_strdup_printf("node '%s'", c->parent->name);
+    return g_strdup(c->desc ? c->desc : "an unnamed block device");
+}
+
+static const char *claim_edge(const NodePermClaim *c)
+{
+    if (c->parent)
+        return node_perm_edge_name(c->parent, c->role);
+    return c->edge ? c->edge : "root";
+}
+
+/* QEMU's bdrv_parent_perms_conflict over the proposals of `node`'s claims,
+ * newest first as QEMU walks a node's parents: false, with QEMU's message,
+ * if one claim needs what another does not share.  A filter's claim
+ * restricts only other processes (through the image locks): inside blockd
+ * every write passes the job's write hooks, which is what the filter node
+ * does in QEMU. */
+static bool claims_compatible(BlockNode *node, GError **errp)
+{
+    for (guint i = node->claims->len; i-- > 0;) {
+        NodePermClaim *a = node->claims->pdata[i];
+        if (a->filter)
+            continue;
+        for (guint j = node->claims->len; j-- > 0;) {
+            NodePermClaim *b = node->claims->pdata[j];
+            uint64_t conflict = b->new_perm & ~a->new_shared;
+            if (a == b || !conflict)
+                continue;
+            g_autofree char *perms = perm_names(conflict);
+            g_autofree char *a_user = claim_holder(a);
+            g_autofree char *b_user = claim_holder(b);
+            g_set_error(errp, G_IO_ERROR, G_IO_ERROR_FAILED,
+                        "Permission conflict on node '%s': permissions '%s' are both required by %s "
+                        "(uses node '%s' as '%s' child) and unshared by %s (uses node '%s' as '%s' child).",
+                        node->name, perms, b_user, node->name, claim_edge(b), a_user, node->name,
+                        claim_edge(a));
+            return false;
+        }
+    }
+    return true;
 }
 
 /* What a parent with claims (perm, shared) claims on a child in `role`:
@@ -112,7 +187,9 @@ static bool apply(GPtrArray *reached, GError **errp)
 {
     guint checked = 0;
     bool ok = true;
-    for (; checked < reached->len; checked++) {
+    for (guint i = 0; ok && i < reached->len; i++)
+        ok = claims_compatible(reached->pdata[i], errp);
+    for (; ok && checked < reached->len; checked++) {
         BlockNode *n = reached->pdata[checked];
         if (changes(n) && n->drv->check_perm && !n->drv->check_perm(n->opaque, n->new_perm, n->new_shared, errp)) {
             ok = false;         /* the refusing driver has rolled itself back */
@@ -177,8 +254,21 @@ static NodePermClaim *claim_new(BlockNode *node, BlockNode *parent, NodeChildRol
 
 NodePermClaim *node_perm_claim(BlockNode *node, uint64_t perm, uint64_t shared, GError **errp)
 {
+    return node_perm_claim_as(node, perm, shared, NULL, errp);
+}
+
+NodePermClaim *node_perm_claim_as(BlockNode *node, uint64_t perm, uint64_t shared,
+                                  const NodePermOwner *owner, GError **errp)
+{
     g_rec_mutex_lock(&perm_lock);
     NodePermClaim *c = claim_new(node, NULL, 0, perm & BLOCK_PERM_ALL, shared & BLOCK_PERM_ALL);
+    if (owner) {
+        c->owner_kind = g_strdup(owner->kind);
+        c->owner_name = g_strdup(owner->name);
+        c->edge = g_strdup(owner->edge);
+        c->desc = g_strdup(owner->desc);
+        c->filter = owner->filter;
+    }
     if (!update(node, errp)) {
         g_ptr_array_remove(node->claims, c);
         claim_free(c);
@@ -186,6 +276,16 @@ NodePermClaim *node_perm_claim(BlockNode *node, uint64_t perm, uint64_t shared, 
     }
     g_rec_mutex_unlock(&perm_lock);
     return c;
+}
+
+bool node_perm_claim_update(NodePermClaim *claim, uint64_t perm, uint64_t shared, GError **errp)
+{
+    g_rec_mutex_lock(&perm_lock);
+    claim->new_perm = perm & BLOCK_PERM_ALL;
+    claim->new_shared = shared & BLOCK_PERM_ALL;
+    bool ok = update(claim->node, errp);   /* on failure apply() restores new_* */
+    g_rec_mutex_unlock(&perm_lock);
+    return ok;
 }
 
 void node_perm_release(NodePermClaim *claim)

@@ -140,6 +140,18 @@ void block_user_describe(BlockUser *u, const char *owner_kind, const char *owner
     g_mutex_unlock(&users_lock);
 }
 
+bool block_user_set_perm(BlockUser *u, uint64_t perm, uint64_t shared, GError **errp)
+{
+    g_mutex_lock(&users_lock);
+    bool ok = node_perm_claim_update(u->claim, perm, shared, errp);
+    if (ok) {
+        u->perm = perm;
+        u->shared = shared;
+    }
+    g_mutex_unlock(&users_lock);
+    return ok;
+}
+
 BlockNode *block_user_node(BlockUser *u)
 {
     return g_atomic_pointer_get(&u->node);
@@ -255,9 +267,8 @@ bool node_replace(BlockNode *old_node, BlockNode *new_node, GError **errp)
         BlockUser *u = users->pdata[i];
         if (u->node != old_node)
             continue;
-        NodePermClaim *c = node_perm_claim(new_node, u->perm, u->shared, errp);
-        if (c && u->owner_kind)
-            node_perm_claim_describe(c, u->owner_kind, u->owner_name, u->edge);
+        NodePermOwner owner = { u->owner_kind, u->owner_name, u->edge, NULL, false };
+        NodePermClaim *c = node_perm_claim_as(new_node, u->perm, u->shared, &owner, errp);
         if (!c) {
             g_mutex_unlock(&users_lock);
             node_drain_end(new_node);

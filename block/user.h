@@ -35,6 +35,9 @@ BlockUser *block_user_new(BlockNode *node, const char *desc, uint64_t perm, uint
 /* Names the user's claim for x-debug-query-block-graph (see
  * node_perm_claim_describe); the description moves with the user. */
 void block_user_describe(BlockUser *user, const char *owner_kind, const char *owner_name, const char *edge);
+/* Changes the permissions the user needs and shares (see
+ * node_perm_claim_update); false, changing nothing, if refused. */
+bool block_user_set_perm(BlockUser *user, uint64_t perm, uint64_t shared, GError **errp);
 /* Detaches the user (no request of it may be in flight) and frees it. */
 void block_user_free(BlockUser *user);
 /* The node the user is attached to now (borrowed; the graph keeps it alive

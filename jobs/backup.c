@@ -294,14 +294,17 @@ Job *backup_job_create(const BackupOptions *opts, GError **errp)
     /* QEMU's copy-before-write filter lets no one else write or resize the
      * source (its own writers pass through it) and writes the target,
      * letting others do anything but resize it. */
-    NodePermClaim *sc = node_perm_claim(src, 0, BLOCK_PERM_ALL & ~(BLOCK_PERM_WRITE | BLOCK_PERM_RESIZE), errp);
-    NodePermClaim *tc = sc ? node_perm_claim(tgt, BLOCK_PERM_WRITE, BLOCK_PERM_ALL & ~BLOCK_PERM_RESIZE, errp) : NULL;
+    g_autofree char *desc = g_strdup_printf("backup job '%s'", o.job_id);
+    NodePermOwner source_owner = { "block-job", o.job_id, "source", desc, .filter = true };
+    NodePermOwner target_owner = { "block-job", o.job_id, "target", desc, .filter = false };
+    NodePermClaim *sc = node_perm_claim_as(src, 0, BLOCK_PERM_ALL & ~(BLOCK_PERM_WRITE | BLOCK_PERM_RESIZE),
+                                           &source_owner, errp);
+    NodePermClaim *tc = sc ? node_perm_claim_as(tgt, BLOCK_PERM_WRITE, BLOCK_PERM_ALL & ~BLOCK_PERM_RESIZE,
+                                                &target_owner, errp) : NULL;
     if (!tc) {
         node_perm_release(sc);
         return NULL;
     }
-    node_perm_claim_describe(sc, "block-job", o.job_id, "source");
-    node_perm_claim_describe(tc, "block-job", o.job_id, "target");
     Backup *b = g_new0(Backup, 1);
     b->source_claim = sc;
     b->target_claim = tc;

@@ -469,6 +469,10 @@ static int mirror_prepare(Job *job)
     Mirror *m = job_opaque(job);
     g_autoptr(GError) err = NULL;
     int r = 0;
+    /* As QEMU drops the job's target BlockBackend first: the target's new
+     * users read it, which the job's writer did not share. */
+    if (m->pivot)
+        block_user_set_perm(m->target_user, 0, BLOCK_PERM_ALL, NULL);
     if (m->pivot && !node_replace(m->source, m->target, &err)) {
         g_warning("mirror '%s': cannot pivot: %s", job_id(job), err->message);
         r = -EIO;
@@ -604,8 +608,10 @@ Job *mirror_job_create(const MirrorOptions *opts, GError **errp)
     /* QEMU's mirror reads the source letting others do anything but resize
      * it, and writes the target letting no one else read, write or resize
      * it: its content is not consistent before the job ends. */
-    NodePermClaim *sc = node_perm_claim(src, BLOCK_PERM_CONSISTENT_READ,
-                                        BLOCK_PERM_ALL & ~BLOCK_PERM_RESIZE, errp);
+    g_autofree char *job_desc = g_strdup_printf("mirror job '%s'", opts->job_id);
+    NodePermOwner source_owner = { "block-job", opts->job_id, "source", job_desc, .filter = true };
+    NodePermClaim *sc = node_perm_claim_as(src, BLOCK_PERM_CONSISTENT_READ, BLOCK_PERM_ALL & ~BLOCK_PERM_RESIZE,
+                                           &source_owner, errp);
     /* The job writes the target through a user of its own (QEMU: the job's
      * BlockBackend), which holds that claim. */
     g_autofree char *desc = g_strdup_printf("block job '%s'", opts->job_id);
@@ -614,7 +620,6 @@ Job *mirror_job_create(const MirrorOptions *opts, GError **errp)
         node_perm_release(sc);
         return NULL;
     }
-    node_perm_claim_describe(sc, "block-job", opts->job_id, "source");
     block_user_describe(tu, "block-backend", "", "root");
     Mirror *m = g_new0(Mirror, 1);
     m->source_claim = sc;

@@ -1,8 +1,8 @@
 /* The block drivers backed by plugins: "file", "memory" and "null-co" (our
  * built-in plugins, QEMU-style options mapped onto plugin config keys) and
  * "nbdkit" (any installed nbdkit plugin, a private instance per node).
- * Every other callback forwards to the plugin handle (which already
- * emulates what the plugin lacks).  The file driver also keeps QEMU's image
+ * Every other callback forwards to the plugin handle; the node layer
+ * emulates what the plugin lacks.  The file driver also keeps QEMU's image
  * locks (block/file-lock.h) on the plugin's descriptor: locking is a matter
  * of blockd's node graph, so the plugin itself (also built for real
  * nbdkit, whose file plugin does not lock either) knows nothing of it. */

@@ -400,14 +400,13 @@ static int raw_flush(PluginHandle *h)
     return r == -1 ? failure(h) : 0;
 }
 
-/* FUA the plugin cannot do natively is stripped and done by a flush. */
-static bool strip_fua(PluginHandle *h, uint32_t *flags)
+/* The node layer (block/node.c) emulates what a plugin lacks -- FUA by a
+ * flush, zero by writes, cache by reads -- from the capabilities the handle
+ * reports, so a plugin is only ever asked what it said it can do: nbdkit's
+ * contract, asserted here as nbdkit's backend.c asserts it. */
+static void assert_fua_allowed(PluginHandle *h, uint32_t flags)
 {
-    if ((*flags & BLOCK_FLAG_FUA) && h->caps.fua != NBDKIT_FUA_NATIVE) {
-        *flags &= ~BLOCK_FLAG_FUA;
-        return true;
-    }
-    return false;
+    g_assert(!(flags & BLOCK_FLAG_FUA) || h->caps.fua == NBDKIT_FUA_NATIVE);
 }
 
 int plugin_handle_pread(PluginHandle *h, void *buf, uint32_t count, uint64_t offset)
@@ -421,12 +420,11 @@ int plugin_handle_pread(PluginHandle *h, void *buf, uint32_t count, uint64_t off
 
 int plugin_handle_pwrite(PluginHandle *h, const void *buf, uint32_t count, uint64_t offset, uint32_t flags)
 {
+    g_assert(h->caps.can_write);
+    assert_fua_allowed(h, flags);
     HostCall saved;
     call_begin(h, &saved, false);
-    bool flush = strip_fua(h, &flags);
     int r = raw_pwrite(h, buf, count, offset, flags);
-    if (r == 0 && flush)
-        r = raw_flush(h);
     call_end(h, &saved);
     return r;
 }
@@ -443,9 +441,10 @@ int plugin_handle_flush(PluginHandle *h)
 int plugin_handle_trim(PluginHandle *h, uint32_t count, uint64_t offset, uint32_t flags)
 {
     const struct nbdkit_plugin *p = &h->lib->p;
+    g_assert(h->caps.can_trim);
+    assert_fua_allowed(h, flags);
     HostCall saved;
     call_begin(h, &saved, false);
-    bool flush = strip_fua(h, &flags);
     int r = 0;
     errno = 0;
     if (h->lib->api_version == 1 && p->_trim_v1)
@@ -453,51 +452,31 @@ int plugin_handle_trim(PluginHandle *h, uint32_t count, uint64_t offset, uint32_
     else if (h->lib->api_version == 2 && p->trim)
         r = p->trim(h->handle, count, offset, flags);
     r = r == -1 ? failure(h) : 0;
-    if (r == 0 && flush)
-        r = raw_flush(h);
     call_end(h, &saved);
     return r;
 }
 
-static char zero_buffer[1024 * 1024];
-
-/* nbdkit's plugin_zero (reference section 6). */
+/* nbdkit's plugin_zero for a plugin with a native zero: -ENOTSUP when the
+ * plugin cannot do this one (the node layer then writes zeroes, or fails a
+ * fast zero). */
 int plugin_handle_zero(PluginHandle *h, uint32_t count, uint64_t offset, uint32_t flags)
 {
     const struct nbdkit_plugin *p = &h->lib->p;
-    const bool fast = flags & BLOCK_FLAG_FAST_ZERO;
+    g_assert(h->caps.zero == ZERO_NATIVE);
+    g_assert(!(flags & BLOCK_FLAG_FAST_ZERO) || h->caps.can_fast_zero);
+    assert_fua_allowed(h, flags);
+    if (count == 0)
+        return 0;
     HostCall saved;
     call_begin(h, &saved, false);
-    bool flush = strip_fua(h, &flags);
-    int r = 0;
-    if (count == 0)
-        goto done;
-    if (h->caps.zero == ZERO_NATIVE) {
-        errno = 0;
-        if (h->lib->api_version == 2 && p->zero)
-            r = p->zero(h->handle, count, offset, flags) == -1 ? failure(h) : 0;
-        else if (h->lib->api_version == 1 && p->_zero_v1 && !fast)
-            r = p->_zero_v1(h->handle, count, offset, flags & BLOCK_FLAG_MAY_TRIM) == -1 ? failure(h) : 0;
-        else
-            r = -ENOTSUP;
-        if (r != -ENOTSUP && r != -EOPNOTSUPP)
-            goto done;
-    }
-    if (fast) {
+    int r;
+    errno = 0;
+    if (h->lib->api_version == 2 && p->zero)
+        r = p->zero(h->handle, count, offset, flags) == -1 ? failure(h) : 0;
+    else if (h->lib->api_version == 1 && p->_zero_v1 && !(flags & BLOCK_FLAG_FAST_ZERO))
+        r = p->_zero_v1(h->handle, count, offset, flags & BLOCK_FLAG_MAY_TRIM) == -1 ? failure(h) : 0;
+    else
         r = -ENOTSUP;
-        goto done;
-    }
-    host_error_reset();
-    r = 0;
-    while (count > 0 && r == 0) {
-        uint32_t n = MIN(count, (uint32_t) sizeof zero_buffer);
-        r = raw_pwrite(h, zero_buffer, n, offset, flags & ~(BLOCK_FLAG_MAY_TRIM | BLOCK_FLAG_FAST_ZERO));
-        offset += n;
-        count -= n;
-    }
-done:
-    if (r == 0 && flush)
-        r = raw_flush(h);
     call_end(h, &saved);
     return r;
 }
@@ -519,29 +498,18 @@ int plugin_handle_extents(PluginHandle *h, uint32_t count, uint64_t offset, uint
     return r;
 }
 
+/* A plugin's native cache (plugins that report NBDKIT_CACHE_NATIVE without
+ * a callback cache nothing, as in nbdkit). */
 int plugin_handle_cache(PluginHandle *h, uint32_t count, uint64_t offset)
 {
     const struct nbdkit_plugin *p = &h->lib->p;
-    if (h->caps.cache == NBDKIT_CACHE_NONE)
-        return -EINVAL;
-    if (h->caps.cache == NBDKIT_CACHE_NATIVE && !p->cache)
+    g_assert(h->caps.cache == NBDKIT_CACHE_NATIVE);
+    if (!p->cache)
         return 0;
     HostCall saved;
     call_begin(h, &saved, false);
-    int r = 0;
-    if (h->caps.cache == NBDKIT_CACHE_NATIVE) {
-        errno = 0;
-        r = p->cache(h->handle, count, offset, 0) == -1 ? failure(h) : 0;
-    } else {
-        /* Emulate by reading into a scratch buffer, as nbdkit does. */
-        g_autofree char *scratch = g_malloc(MIN(count, (uint32_t) sizeof zero_buffer));
-        while (count > 0 && r == 0) {
-            uint32_t n = MIN(count, (uint32_t) sizeof zero_buffer);
-            r = raw_pread(h, scratch, n, offset);
-            offset += n;
-            count -= n;
-        }
-    }
+    errno = 0;
+    int r = p->cache(h->handle, count, offset, 0) == -1 ? failure(h) : 0;
     call_end(h, &saved);
     return r;
 }

@@ -39,16 +39,18 @@ const char *plugin_handle_name(PluginHandle *h);
 int plugin_handle_thread_model(PluginHandle *h);
 
 /* Data functions: locked per the thread model; 0 or a negative errno.
- * Flags are BLOCK_FLAG_*; FUA is emulated with flush when not native. */
+ * Flags are BLOCK_FLAG_*.  They only ask the plugin what its capabilities
+ * (plugin_handle_caps) allow -- FUA only if native, zero and cache only if
+ * native -- and assert it: the node layer emulates the rest. */
 int plugin_handle_pread(PluginHandle *h, void *buf, uint32_t count, uint64_t offset);
 int plugin_handle_pwrite(PluginHandle *h, const void *buf, uint32_t count, uint64_t offset, uint32_t flags);
 int plugin_handle_flush(PluginHandle *h);
 int plugin_handle_trim(PluginHandle *h, uint32_t count, uint64_t offset, uint32_t flags);
-/* nbdkit's zero algorithm: native, else (unless FAST_ZERO) write zeroes. */
+/* The plugin's native zero; -ENOTSUP if it cannot do this request. */
 int plugin_handle_zero(PluginHandle *h, uint32_t count, uint64_t offset, uint32_t flags);
 /* Block status into `extents`; one data extent when the plugin has none. */
 int plugin_handle_extents(PluginHandle *h, uint32_t count, uint64_t offset, uint32_t flags, BlockExtents *extents);
-/* Cache: native, emulated by reading, or a successful no-op. */
+/* The plugin's native cache (a no-op if it has no callback). */
 int plugin_handle_cache(PluginHandle *h, uint32_t count, uint64_t offset);
 /* Zero-copy read through a blockd-only plugin hook, or -ENOTSUP. */
 int plugin_handle_read_fd(PluginHandle *h, uint32_t count, uint64_t offset, int *fd, uint64_t *fd_offset);

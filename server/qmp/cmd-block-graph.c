@@ -14,19 +14,6 @@
 
 #include <string.h>
 
-/* QEMU's edge name for a parent's child in `role`. */
-static const char *edge_name(BlockNode *parent, NodeChildRole role)
-{
-    switch (role) {
-    case NODE_CHILD_COW:
-        return "backing";
-    case NODE_CHILD_FILTERED:
-        return strcmp(node_driver_name(parent), "blkdebug") == 0 ? "image" : "file";
-    default:
-        return "file";
-    }
-}
-
 static BlockPermissionList *perm_list(uint64_t bits)
 {
     BlockPermissionList *head = NULL;
@@ -105,7 +92,7 @@ bool qmp_x_debug_query_block_graph(QmpSession *session, XDbgBlockGraph **ret, GE
             const char *name;
             if (c->parent) {
                 parent = driver_node(&g, c->parent);
-                name = edge_name(c->parent, c->role);
+                name = node_perm_edge_name(c->parent, c->role);
             } else if (c->owner_kind && strcmp(c->owner_kind, "block-job") == 0) {
                 g_autofree char *key = g_strconcat("job:", c->owner_name, NULL);
                 parent = add_node(&g, key, X_DBG_BLOCK_GRAPH_NODE_TYPE_BLOCK_JOB, c->owner_name);
