@@ -37,6 +37,10 @@ struct BlockImageInfo;
 
 typedef struct BlockDriver {
     const char *name;
+    /* A format with a backing node (QEMU's supports_backing): its extents
+     * honour BLOCK_FLAG_ALLOCATION, so a HOLE there means "not allocated in
+     * this layer" -- left to the backing node, or absent without one. */
+    bool supports_backing;
 
     /* Creates an instance from the node's options (already validated for
      * unknown keys by the options helper), or NULL with *errp set.
