@@ -62,6 +62,10 @@ typedef union BlockDriverOpen {
 typedef struct BlockDriver {
     const char *name;
     BlockdevDriver type;   /* the BlockdevOptions branch: which `open` is set */
+    /* A format with a backing node (QEMU's supports_backing): its extents
+     * honour BLOCK_FLAG_ALLOCATION, so a HOLE there means "not allocated in
+     * this layer" -- left to the backing node, or absent without one. */
+    bool supports_backing;
 
     BlockDriverOpen open;
     /* Until every driver takes its options struct: an instance from the

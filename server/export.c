@@ -1,5 +1,6 @@
 /* Exports: named, shareable views of a node for the NBD server (see server/export.h). */
 #include "server/export.h"
+#include "block/allocation-depth.h"
 #include "bitmaps/dirty-bitmap.h"
 #include "block/user.h"
 
@@ -103,12 +104,20 @@ static int dirty_bitmap_status(Export *exp, const ExportMetaContext *ctx, uint64
     return 0;
 }
 
-/* qemu:allocation-depth: blockd nodes have no backing chain, so every byte
- * is allocated in the exported node itself (depth 1). */
+/* qemu:allocation-depth: the layer of the node's backing chain holding each
+ * byte (block/allocation-depth.h). */
 static int allocation_depth_status(Export *exp, const ExportMetaContext *ctx, uint64_t length,
                                    uint64_t offset, uint32_t flags, BlockExtents *out)
 {
-    return extents_add(out, offset, length, 1);
+    uint64_t end = offset + length;
+    for (uint64_t pos = offset; pos < end;) {
+        uint32_t n = (uint32_t)MIN(end - pos, EXPORT_SPLIT);
+        int r = io_end(exp, node_allocation_depth(io_begin(exp), n, pos, flags, out));
+        if (r < 0 || (flags & BLOCK_FLAG_REQ_ONE) || extents_count(out) >= BLOCK_EXTENTS_MAX)
+            return r;
+        pos += n;
+    }
+    return 0;
 }
 
 bool export_check_bitmap(DirtyBitmap *bm, const char *node_name, bool writable, GError **errp)

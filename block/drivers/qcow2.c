@@ -1534,6 +1534,7 @@ static void qcow2_image_info(void *o, BlockImageInfo *info)
 
 const BlockDriver block_driver_qcow2 = {
     .name = "qcow2",
+    .supports_backing = true,
     .open_json = qcow2_open,
     .close = qcow2_close,
     .get_size = qcow2_get_size,
