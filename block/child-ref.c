@@ -54,36 +54,3 @@ BlockNode *node_open_child(BlockNode *parent, const BlockdevRef *ref, const char
     *created = n != NULL;
     return n;
 }
-
-BlockNode *node_create_implicit(BlockNode *parent, JsonObject *nested, const char *suffix, bool read_only,
-                                GError **errp)
-{
-    QapiIn in = { .keyval = false };
-    JsonNode *json = json_node_init_object(json_node_alloc(), nested);
-    g_autoptr(BlockdevOptions) o = NULL;
-    bool ok = qapi_in_BlockdevOptions(&in, "", json, &o, errp);
-    json_node_unref(json);
-    return ok ? node_create_child(parent, o, suffix, read_only, errp) : NULL;
-}
-
-BlockNode *node_open_child_ref(BlockNode *parent, BlockOptions *opts, const char *key, const char *suffix,
-                               bool *created, GError **errp)
-{
-    *created = false;
-    JsonObject *nested = block_options_get_object(opts, key);
-    if (nested) {
-        /* QEMU's defaults: children inherit read-only, backing files are
-         * read-only (opened O_RDONLY) unless their options say otherwise. */
-        bool read_only = node_read_only(parent) || strcmp(key, "backing") == 0;
-        BlockNode *n = node_create_implicit(parent, nested, suffix, read_only, errp);
-        *created = n != NULL;
-        return n;
-    }
-    return node_find_ref(opts, key, true, errp);
-}
-
-BlockNode *node_find_ref(BlockOptions *opts, const char *key, bool required, GError **errp)
-{
-    const char *name = block_options_get_str(opts, key, required, errp);
-    return name ? node_find_reference(name, errp) : NULL;
-}

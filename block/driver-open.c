@@ -1,35 +1,12 @@
 /* Opening a driver instance from parsed options (see block/driver.h):
  * each driver gets its own member of BlockdevOptions' union. */
 #include "block/driver.h"
-#include "block/options.h"
 
 #include <gio/gio.h>
-
-/* Until every driver takes its struct: the options back as JSON. */
-static void *open_from_json(const BlockDriver *drv, BlockNode *self, const BlockdevOptions *o, bool read_only,
-                            GError **errp)
-{
-    JsonNode *json = qapi_out_BlockdevOptions(o);
-    BlockOptions *opts = block_options_new(json_node_get_object(json), "");
-    /* node_create took these. */
-    static const char *const base[] = { "driver", "node-name", "read-only", "discard" };
-    for (size_t i = 0; i < G_N_ELEMENTS(base); i++)
-        block_options_mark_used(opts, base[i]);
-    void *s = drv->open_json(self, opts, read_only, errp);
-    if (s && !block_options_check_all_used(opts, errp)) {
-        drv->close(s);
-        s = NULL;
-    }
-    block_options_free(opts);
-    json_node_unref(json);
-    return s;
-}
 
 void *block_driver_open(const BlockDriver *drv, BlockNode *self, const BlockdevOptions *o, bool read_only,
                         GError **errp)
 {
-    if (drv->open_json)
-        return open_from_json(drv, self, o, read_only, errp);
     g_assert(drv->type == o->driver);
     const BlockdevCacheOptions *cache = o->has_cache ? o->cache : NULL;
     bool takes_cache = false;

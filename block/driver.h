@@ -32,7 +32,6 @@
 #define BLOCK_SUPPORT_EMULATE 1
 #define BLOCK_SUPPORT_NATIVE  2
 
-typedef struct BlockOptions BlockOptions;
 typedef struct BlockNode BlockNode;
 struct BlockImageInfo;
 
@@ -68,9 +67,6 @@ typedef struct BlockDriver {
     bool supports_backing;
 
     BlockDriverOpen open;
-    /* Until every driver takes its options struct: an instance from the
-     * options as JSON (block/options.h), used when set. */
-    void *(*open_json)(BlockNode *self, BlockOptions *opts, bool read_only, GError **errp);
     void (*close)(void *opaque);
 
     /* Metadata, asked once at open time; the node caches the results.

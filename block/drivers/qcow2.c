@@ -1331,17 +1331,14 @@ static BlockNode *open_backing_from_header(Qcow2 *s, BlockNode *self, GError **e
                 "Could not open backing file '%s': unsupported backing format '%s'", s->backing_full, fmt);
         return NULL;
     }
-    g_autoptr(JsonObject) file = json_object_new();
-    json_object_set_string_member(file, "driver", "file");
-    json_object_set_string_member(file, "filename", s->backing_full);
-    g_autoptr(JsonObject) opts = NULL;
-    if (strcmp(fmt, "file") == 0) {
-        opts = json_object_ref(file);
-    } else {
-        opts = json_object_new();
-        json_object_set_string_member(opts, "driver", fmt);
-        json_object_set_object_member(opts, "file", json_object_ref(file));
-    }
+    BlockdevOptions file = { .driver = BLOCKDEV_DRIVER_FILE, .u.file.filename = s->backing_full };
+    BlockdevRef file_ref = { .type = QAPI_QTYPE_QDICT, .u.definition = &file };
+    BlockdevOptions format = { .driver = strcmp(fmt, "qcow2") == 0 ? BLOCKDEV_DRIVER_QCOW2 : BLOCKDEV_DRIVER_RAW };
+    if (format.driver == BLOCKDEV_DRIVER_QCOW2)
+        format.u.qcow2.file = &file_ref;
+    else
+        format.u.raw.file = &file_ref;
+    const BlockdevOptions *opts = strcmp(fmt, "file") == 0 ? &file : &format;
     OpeningImage me = { .outer = opening_images };
     struct stat st;
     const char *image = node_filename(s->file);
@@ -1361,7 +1358,7 @@ static BlockNode *open_backing_from_header(Qcow2 *s, BlockNode *self, GError **e
     }
     GError *err = NULL;
     opening_images = &me;
-    BlockNode *b = node_create_implicit(self, opts, "-backing", true, &err);
+    BlockNode *b = node_create_child(self, opts, "-backing", true, &err);
     opening_images = me.outer;
     if (!b) {
         g_set_error(errp, err->domain, err->code, "Could not open backing file: %s", err->message);
@@ -1370,7 +1367,7 @@ static BlockNode *open_backing_from_header(Qcow2 *s, BlockNode *self, GError **e
     return b;
 }
 
-static void *qcow2_open(BlockNode *self, BlockOptions *opts, bool read_only, GError **errp)
+static void *qcow2_open(BlockNode *self, const BlockdevOptionsQcow2 *opts, bool read_only, GError **errp)
 {
     bool file_created = false, backing_created = false;
     g_autofree uint8_t *h = NULL;
@@ -1378,10 +1375,10 @@ static void *qcow2_open(BlockNode *self, BlockOptions *opts, bool read_only, GEr
     g_mutex_init(&s->lock);
     s->read_only = read_only;
     uint64_t l2_cache = 0, cache = 0;
-    if (!block_options_get_size(opts, "l2-cache-size", false, &l2_cache, errp) ||
-        !block_options_get_size(opts, "cache-size", false, &cache, errp))
+    if ((opts->has_l2_cache_size && !block_option_size("l2-cache-size", opts->l2_cache_size, &l2_cache, errp)) ||
+        (opts->has_cache_size && !block_option_size("cache-size", opts->cache_size, &cache, errp)))
         goto fail;
-    s->file = node_open_child_ref(self, opts, "file", "-file", &file_created, errp);
+    s->file = node_open_child(self, opts->file, "-file", &file_created, errp);
     if (!s->file)
         goto fail;
     if (!read_only && node_read_only(s->file)) {
@@ -1443,18 +1440,17 @@ static void *qcow2_open(BlockNode *self, BlockOptions *opts, bool read_only, GEr
     s->reserve_chunk = MIN(MAX((uint64_t)(4u << 20) / s->cs, (uint64_t)8), (uint64_t)1024);
 
     /* Backing: absent = the one the image names; null (or "") = none; else a node. */
-    if (block_options_is_null(opts, "backing")) {
-        /* none */
-    } else if (block_options_has(opts, "backing")) {
-        JsonObject *nested = block_options_get_object(opts, "backing");
-        const char *ref = nested ? NULL : block_options_get_str(opts, "backing", false, errp);
-        if (!nested && !ref)
+    if (opts->has_backing && opts->backing->type == QAPI_QTYPE_QDICT) {
+        /* QEMU's default: backing files are opened read-only. */
+        s->backing = node_create_child(self, opts->backing->u.definition, "-backing", true, errp);
+        if (!s->backing)
             goto fail;
-        if (nested || *ref) {
-            s->backing = node_open_child_ref(self, opts, "backing", "-backing", &backing_created, errp);
-            if (!s->backing)
-                goto fail;
-        }
+        backing_created = true;
+    } else if (opts->has_backing && opts->backing->type == QAPI_QTYPE_QSTRING) {
+        if (*opts->backing->u.reference && !(s->backing = node_find_reference(opts->backing->u.reference, errp)))
+            goto fail;
+    } else if (opts->has_backing) {
+        /* null: none */
     } else if (s->backing_name) {
         s->backing = open_backing_from_header(s, self, errp);
         if (!s->backing)
@@ -1535,7 +1531,8 @@ static void qcow2_image_info(void *o, BlockImageInfo *info)
 const BlockDriver block_driver_qcow2 = {
     .name = "qcow2",
     .supports_backing = true,
-    .open_json = qcow2_open,
+    .type = BLOCKDEV_DRIVER_QCOW2,
+    .open.qcow2 = qcow2_open,
     .close = qcow2_close,
     .get_size = qcow2_get_size,
     .can_write = qcow2_can_write,
