@@ -108,6 +108,12 @@ typedef struct BlockDriver {
      * (backing file, cluster size).  Strings stay owned by the driver. */
     void (*image_info)(void *opaque, struct BlockImageInfo *info);
 
+    /* Optional: from now on use `new_child` wherever `old_child` was used
+     * (swap the pointer; the node layer has drained both, moved the edge
+     * and its permissions, and checked sizes).  Without it the node's
+     * children cannot be replaced (node_replace refuses). */
+    void (*replace_child)(void *opaque, BlockNode *old_child, BlockNode *new_child);
+
     /* Optional: a parent reports a debug event on its
      * way through this node's I/O path; only blkdebug reacts. */
     void (*debug_event)(void *opaque, BlkdebugEvent event);

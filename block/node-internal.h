@@ -36,6 +36,14 @@ struct BlockNode {
  * (the child's driver takes image locks); false with QEMU's error when
  * another process's locks forbid it.  node_add_child calls it. */
 bool node_perm_attach(BlockNode *parent, BlockNode *child, NodeChildRole role, GError **errp);
+/* Moves `parent`'s claims on `old_child` to `new_child` in one transaction;
+ * false, changing nothing, with QEMU's error if refused. */
+bool node_perm_move_edges(BlockNode *parent, BlockNode *old_child, BlockNode *new_child, GError **errp);
+/* Moves every parent edge of `old_node` to `new_node` (both drained by the
+ * caller), skipping parents that are new_node or below it; false, changing
+ * nothing, if a parent's driver cannot change its child or a permission is
+ * refused.  block/user.c's node_replace calls it. */
+bool node_replace_parent_edges(BlockNode *old_node, BlockNode *new_node, GError **errp);
 /* Drops every claim `parent` holds on its children (it is closing). */
 void node_perm_detach_all(BlockNode *parent);
 /* Recomputes what `node` claims on its children, after its read-only flag

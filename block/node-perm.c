@@ -314,6 +314,35 @@ bool node_perm_attach(BlockNode *parent, BlockNode *child, NodeChildRole role, G
     return ok;
 }
 
+bool node_perm_move_edges(BlockNode *parent, BlockNode *old_child, BlockNode *new_child, GError **errp)
+{
+    g_rec_mutex_lock(&perm_lock);
+    g_autoptr(GPtrArray) moved = g_ptr_array_new();
+    for (guint i = 0; i < parent->edges->len; i++) {
+        NodePermClaim *c = parent->edges->pdata[i];
+        if (c->node != old_child)
+            continue;
+        g_ptr_array_remove(old_child->claims, c);
+        g_ptr_array_add(new_child->claims, c);
+        c->node = new_child;
+        g_ptr_array_add(moved, c);
+    }
+    bool ok = update(parent, errp);
+    for (guint i = 0; i < moved->len; i++) {
+        NodePermClaim *c = moved->pdata[i];
+        if (ok)
+            continue;
+        g_ptr_array_remove(new_child->claims, c);
+        g_ptr_array_add(old_child->claims, c);
+        c->node = old_child;
+    }
+    /* Success: the old child lost claims; failure: nothing was applied. */
+    if (ok && moved->len)
+        update_loosening(old_child);
+    g_rec_mutex_unlock(&perm_lock);
+    return ok;
+}
+
 void node_perm_detach_all(BlockNode *parent)
 {
     g_rec_mutex_lock(&perm_lock);

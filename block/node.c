@@ -372,6 +372,73 @@ bool node_add_child(BlockNode *parent, BlockNode *child, NodeChildRole role, GEr
     return true;
 }
 
+/* True if `node` is `top` or one of its descendants (under graph_lock). */
+static bool reaches_locked(BlockNode *top, BlockNode *node)
+{
+    if (top == node)
+        return true;
+    for (guint i = 0; i < top->children->len; i++) {
+        if (reaches_locked(top->children->pdata[i], node))
+            return true;
+    }
+    return false;
+}
+
+bool node_replace_parent_edges(BlockNode *old_node, BlockNode *new_node, GError **errp)
+{
+    /* The parents to move, as QEMU's should_update_child picks them: not
+     * new_node itself nor anything below it (a snapshot overlay keeps the
+     * old node as its backing), which would make a cycle. */
+    g_autoptr(GPtrArray) parents = g_ptr_array_new_with_free_func((GDestroyNotify)node_unref);
+    g_mutex_lock(&graph_lock);
+    graph_init_locked();
+    for (guint i = 0; i < graph_order->len; i++) {
+        BlockNode *p = graph_order->pdata[i];
+        if (g_ptr_array_find(p->children, old_node, NULL) && !reaches_locked(new_node, p))
+            g_ptr_array_add(parents, node_ref(p));
+    }
+    g_mutex_unlock(&graph_lock);
+    for (guint i = 0; i < parents->len; i++) {
+        BlockNode *p = parents->pdata[i];
+        if (!p->drv->replace_child) {
+            g_set_error(errp, G_IO_ERROR, G_IO_ERROR_NOT_SUPPORTED,
+                        "Cannot replace node '%s': its parent '%s' (driver '%s') cannot change its child",
+                        old_node->name, p->name, p->drv->name);
+            return false;
+        }
+        if (!p->read_only && new_node->read_only) {
+            g_set_error(errp, G_IO_ERROR, G_IO_ERROR_PERMISSION_DENIED,
+                        "Cannot replace node '%s' by read-only node '%s' under writable node '%s'",
+                        old_node->name, new_node->name, p->name);
+            return false;
+        }
+    }
+    guint moved = 0;
+    for (; moved < parents->len; moved++) {
+        if (!node_perm_move_edges(parents->pdata[moved], old_node, new_node, errp))
+            break;
+    }
+    if (moved < parents->len) {
+        /* Put back the edges already moved; giving back is never refused. */
+        while (moved-- > 0)
+            node_perm_move_edges(parents->pdata[moved], new_node, old_node, NULL);
+        return false;
+    }
+    g_mutex_lock(&graph_lock);
+    for (guint i = 0; i < parents->len; i++) {
+        BlockNode *p = parents->pdata[i];
+        p->drv->replace_child(p->opaque, old_node, new_node);
+        for (guint k = 0; k < p->children->len; k++) {
+            if (p->children->pdata[k] == old_node) {
+                p->children->pdata[k] = node_ref(new_node);
+                node_unref(old_node);   /* not the last reference: the caller holds one */
+            }
+        }
+    }
+    g_mutex_unlock(&graph_lock);
+    return true;
+}
+
 bool node_add_implicit_child(BlockNode *parent, BlockNode *child, NodeChildRole role, GError **errp)
 {
     if (!node_add_child(parent, child, role, errp))

@@ -14,6 +14,7 @@
  * a drain waits wakes it under the user's lock. */
 #include "block/user.h"
 #include "block/node-perm.h"
+#include "block/node-internal.h"
 
 #include <errno.h>
 
@@ -250,12 +251,6 @@ bool node_replace(BlockNode *old_node, BlockNode *new_node, GError **errp)
                     node_name(old_node), node_name(new_node));
         return false;
     }
-    if (node_has_parent(old_node)) {
-        g_set_error(errp, G_IO_ERROR, G_IO_ERROR_NOT_SUPPORTED,
-                    "Cannot replace node '%s': it is the child of another node",
-                    node_name(old_node));
-        return false;
-    }
     node_drain_begin(old_node);
     node_drain_begin(new_node);
     g_autoptr(GPtrArray) dropped = g_ptr_array_new_with_free_func((GDestroyNotify)node_unref);
@@ -276,6 +271,13 @@ bool node_replace(BlockNode *old_node, BlockNode *new_node, GError **errp)
             return false;
         }
         g_ptr_array_add(new_claims, c);
+    }
+    /* Then the parent nodes' edges (their drivers swap their child). */
+    if (!node_replace_parent_edges(old_node, new_node, errp)) {
+        g_mutex_unlock(&users_lock);
+        node_drain_end(new_node);
+        node_drain_end(old_node);
+        return false;
     }
     guint k = 0;
     for (guint i = 0; i < users->len; i++) {

@@ -59,12 +59,15 @@ void node_drain_begin(BlockNode *node);
 /* Ends the most recent drain of `node` begun with node_drain_begin. */
 void node_drain_end(BlockNode *node);
 
-/* Moves every user of `old_node` to `new_node` (same size) atomically, with
- * both drained for the move: requests in flight finish on the old node, the
- * held ones and every later one go to the new node; each user's claim moves
- * with it (taken on the new node first).  Fails, changing nothing, if the
- * sizes differ, a claim is refused, or old_node has parent nodes (moving
- * parent edges needs their drivers' help, which they do not offer yet). */
+/* Moves every user and every parent edge of `old_node` to `new_node` (same
+ * size) atomically, with both drained for the move: requests in flight
+ * finish on the old node, the held ones and every later one go to the new
+ * node; each user's claim and each parent's edge moves with it (claimed on
+ * the new node first).  Parents that are new_node or below it keep their
+ * edge (a snapshot overlay keeps the old node as its backing).  Fails,
+ * changing nothing, if the sizes differ, a claim is refused, a parent's
+ * driver cannot change its child, or a writable parent would get a
+ * read-only child. */
 bool node_replace(BlockNode *old_node, BlockNode *new_node, GError **errp);
 /* Number of users attached to `node` (for messages and tests). */
 unsigned node_user_count(BlockNode *node);

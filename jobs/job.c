@@ -3,6 +3,7 @@
  * blockjob.c so that event sequences match qemu-storage-daemon's. */
 #define G_LOG_DOMAIN "blockd-jobs"
 #include "jobs/job.h"
+#include "jobs/rate-limit.h"
 
 #include <errno.h>
 #include <string.h>
@@ -35,8 +36,6 @@ static const bool verb_allowed[JOB_VERB__MAX][JOB_STATUS__MAX] = {
     [JOB_VERB_DISMISS] =               {0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 0},
 };
 
-#define SLICE_NS (100 * G_TIME_SPAN_MILLISECOND * 1000) /* QEMU's 100 ms slices */
-
 struct JobTxn {
     GList *jobs;     /* Job *, newest first (QEMU inserts at the head) */
     int refcount;
@@ -59,9 +58,7 @@ struct Job {
     uint64_t progress_current, progress_total; /* atomic */
     int64_t speed;
     /* Rate limiter (QEMU's RateLimit). */
-    uint64_t slice_quota;
-    int64_t slice_start, slice_end; /* monotonic ns */
-    uint64_t dispatched;
+    RateLimit rate;         /* speed limit (under the job lock) */
     BlockDeviceIoStatus io_status;
     GThread *thread;
     GCond cond;
@@ -568,10 +565,10 @@ bool job_dismiss(Job *job, GError **errp)
     return ok;
 }
 
-static void rate_limit_set_speed(Job *job, int64_t speed)
+static void job_set_speed_locked(Job *job, int64_t speed)
 {
     job->speed = speed;
-    job->slice_quota = speed ? MAX((uint64_t)((double)speed * SLICE_NS / 1e9), 1) : 0;
+    rate_limit_set_speed(&job->rate, (uint64_t)speed, g_get_monotonic_time() * 1000);
 }
 
 bool job_set_speed(Job *job, int64_t speed, GError **errp)
@@ -584,7 +581,7 @@ bool job_set_speed(Job *job, int64_t speed, GError **errp)
         ok = false;
     }
     if (ok) {
-        rate_limit_set_speed(job, speed);
+        job_set_speed_locked(job, speed);
         job_wake(job);
     }
     g_mutex_unlock(&job_mutex);
@@ -708,22 +705,21 @@ static void job_wait_until_locked(Job *job, int64_t deadline_ns)
 void job_rate_limit(Job *job, uint64_t bytes)
 {
     g_mutex_lock(&job_mutex);
-    if (job->slice_quota) {
+    if (job->rate.speed) {
         int64_t now = g_get_monotonic_time() * 1000;
-        if (job->slice_end < now) {
-            job->slice_start = now;
-            job->slice_end = now + SLICE_NS;
-            job->dispatched = 0;
-        }
-        job->dispatched += bytes;
-        if (job->dispatched >= job->slice_quota) {
-            double slices = (double)job->dispatched / (double)job->slice_quota;
-            double end = (double)job->slice_start + slices * SLICE_NS;
-            job->slice_end = end > (double)INT64_MAX / 2 ? INT64_MAX / 2 : (int64_t)end;
-            job_wait_until_locked(job, job->slice_end);
-        }
+        int64_t next = rate_limit_account(&job->rate, bytes, now);
+        if (next > now)
+            job_wait_until_locked(job, next);
     }
     g_mutex_unlock(&job_mutex);
+}
+
+uint64_t job_rate_chunk(Job *job, uint64_t unit)
+{
+    g_mutex_lock(&job_mutex);
+    uint64_t chunk = rate_limit_chunk(&job->rate, unit);
+    g_mutex_unlock(&job_mutex);
+    return chunk;
 }
 
 void job_sleep_ms(Job *job, unsigned ms)

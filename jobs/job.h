@@ -122,9 +122,13 @@ void job_transition_to_ready(Job *job);
 bool job_pause_point(Job *job);
 /* True if a pause was requested (drivers drain their in-flight work first). */
 bool job_pause_requested(Job *job);
-/* Sleeps as the rate limit demands before `bytes` more are copied; wakes
- * early on cancel, pause or a speed change. */
+/* Charges `bytes` just dispatched to the speed limit and sleeps until the
+ * next dispatch may start (jobs/rate-limit.h); wakes early on cancel,
+ * pause or a speed change. */
 void job_rate_limit(Job *job, uint64_t bytes);
+/* The most bytes to dispatch at once under the job's speed, in whole
+ * `unit`s (at least one); UINT64_MAX without a limit. */
+uint64_t job_rate_chunk(Job *job, uint64_t unit);
 /* Sleeps up to `ms` milliseconds unless cancelled/paused/kicked meanwhile. */
 void job_sleep_ms(Job *job, unsigned ms);
 /* Progress in bytes (any thread). */

@@ -334,6 +334,13 @@ static int blkdebug_extents(void *o, uint32_t count, uint64_t offset, uint32_t f
 
 static int blkdebug_grow(void *o, uint64_t size) { return node_grow(((BlkdebugState *)o)->child, size); }
 
+static void blkdebug_replace_child(void *o, BlockNode *old_child, BlockNode *new_child)
+{
+    BlkdebugState *s = o;
+    g_assert(s->child == old_child);
+    s->child = new_child;
+}
+
 const BlockDriver block_driver_blkdebug = {
     .name = "blkdebug",
     .type = BLOCKDEV_DRIVER_BLKDEBUG,
@@ -360,4 +367,5 @@ const BlockDriver block_driver_blkdebug = {
     .grow = blkdebug_grow,
     .debug_event = blkdebug_event,
     /* no read_fd: a zero-copy read would bypass the rules */
+    .replace_child = blkdebug_replace_child,
 };

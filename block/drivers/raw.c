@@ -178,6 +178,14 @@ static int raw_read_fd(void *o, uint32_t count, uint64_t offset, int *fd, uint64
     return node_read_fd(s->child, count, offset + s->offset, fd, fd_offset);
 }
 
+static void raw_replace_child(void *o, BlockNode *old_child, BlockNode *new_child)
+{
+    RawState *s = o;
+    g_assert(s->child == old_child);
+    s->child = new_child;
+    block_flush_gen_write(&s->flush_gen);  /* the next flush reaches the new child */
+}
+
 const BlockDriver block_driver_raw = {
     .name = "raw",
     .type = BLOCKDEV_DRIVER_RAW,
@@ -204,4 +212,5 @@ const BlockDriver block_driver_raw = {
     .cache = raw_cache,
     .read_fd = raw_read_fd,
     .image_info = raw_image_info,
+    .replace_child = raw_replace_child,
 };

@@ -1,7 +1,9 @@
 /* Users of nodes (block/user.c) over memory nodes: a drain holds the users
  * of the node and of the nodes above it, waits for their requests, nests;
  * a user made during a drain starts drained; node_replace moves users
- * between roots, refuses children and size changes, and under concurrent
+ * and parent edges (skipping the new node's own edge to the old one),
+ * refuses size changes, parents that cannot change their child and a
+ * read-only child under a writable parent, and under concurrent
  * requests never lets one run on a node while it is being replaced. */
 #include <string.h>
 #include <glib.h>
@@ -140,19 +142,32 @@ static void test_drain_waits_for_requests(void)
     g_assert_true(node_delete("w-m", NULL));
 }
 
+/* Reads one byte of `node` at `offset`. */
+static char byte_at(BlockNode *node, uint64_t offset)
+{
+    char c = 0;
+    g_assert_cmpint(node_pread(node, &c, 1, offset), ==, 0);
+    return c;
+}
+
 static void test_replace_refusals(void)
 {
     BlockNode *a = create("{\"driver\": \"memory\", \"node-name\": \"r-a\", \"size\": 1048576}");
     BlockNode *small = create("{\"driver\": \"memory\", \"node-name\": \"r-s\", \"size\": 65536}");
     BlockNode *r = create("{\"driver\": \"raw\", \"node-name\": \"r-r\", \"file\": \"r-a\"}");
     BlockNode *b = create("{\"driver\": \"memory\", \"node-name\": \"r-b\", \"size\": 1048576}");
+    BlockNode *ro = create("{\"driver\": \"memory\", \"node-name\": \"r-ro\", \"size\": 1048576, \"read-only\": true}");
+    create("{\"driver\": \"overlay\", \"node-name\": \"r-ov\", \"backing\": \"r-b\"}");
     BlockUser *u = block_user_new(r, "user", 0, BLOCK_PERM_ALL, NULL);
     GError *err = NULL;
     g_assert_false(node_replace(r, small, &err));
     g_assert_cmpstr(err->message, ==, "Cannot replace node 'r-r' by 'r-s': their sizes differ");
     g_clear_error(&err);
-    g_assert_false(node_replace(a, b, &err));
-    g_assert_cmpstr(err->message, ==, "Cannot replace node 'r-a': it is the child of another node");
+    g_assert_false(node_replace(a, ro, &err));
+    g_assert_cmpstr(err->message, ==, "Cannot replace node 'r-a' by read-only node 'r-ro' under writable node 'r-r'");
+    g_clear_error(&err);
+    g_assert_false(node_replace(b, a, &err));
+    g_assert_cmpstr(err->message, ==, "Cannot replace node 'r-b': its parent 'r-ov' (driver 'overlay') cannot change its child");
     g_clear_error(&err);
     g_assert_true(block_user_node(u) == r);
     g_assert_true(node_replace(r, b, &err));
@@ -161,10 +176,54 @@ static void test_replace_refusals(void)
     g_assert_cmpuint(node_user_count(r), ==, 0);
     g_assert_cmpuint(node_user_count(b), ==, 1);
     block_user_free(u);
+    g_assert_true(node_delete("r-ov", NULL));
     g_assert_true(node_delete("r-r", NULL));
     g_assert_true(node_delete("r-a", NULL));
     g_assert_true(node_delete("r-s", NULL));
     g_assert_true(node_delete("r-b", NULL));
+    g_assert_true(node_delete("r-ro", NULL));
+}
+
+/* A parent edge moves: raw over A reads B afterwards; A no longer has a
+ * parent.  Then, as a snapshot does, a new raw node over B replaces B: the
+ * top raw node's edge moves to it, its own edge to B stays (no cycle). */
+static void test_replace_parent_edges(void)
+{
+    BlockNode *a = create("{\"driver\": \"memory\", \"node-name\": \"p-a\", \"size\": 1048576}");
+    BlockNode *b = create("{\"driver\": \"memory\", \"node-name\": \"p-b\", \"size\": 1048576}");
+    BlockNode *top = create("{\"driver\": \"raw\", \"node-name\": \"p-top\", \"file\": \"p-a\"}");
+    char ca = 'a', cb = 'b';
+    g_assert_cmpint(node_pwrite(a, &ca, 1, 4096, 0), ==, 0);
+    g_assert_cmpint(node_pwrite(b, &cb, 1, 4096, 0), ==, 0);
+    BlockUser *u = block_user_new(top, "user", BLOCK_PERM_CONSISTENT_READ | BLOCK_PERM_WRITE, BLOCK_PERM_ALL, NULL);
+    g_assert_cmpint(byte_at(top, 4096), ==, 'a');
+    GError *err = NULL;
+    g_assert_true(node_replace(a, b, &err));
+    g_assert_no_error(err);
+    g_assert_cmpint(byte_at(top, 4096), ==, 'b');
+    g_assert_false(node_has_parent(a));
+    g_assert_true(node_has_parent(b));
+    g_assert_true(block_user_node(u) == top);   /* users above stay where they are */
+    char cw = 'w';
+    g_assert_cmpint(node_pwrite(top, &cw, 1, 8192, 0), ==, 0);
+    g_assert_cmpint(byte_at(b, 8192), ==, 'w');
+    g_assert_cmpint(byte_at(a, 8192), ==, 0);
+
+    BlockNode *mid = create("{\"driver\": \"raw\", \"node-name\": \"p-mid\", \"file\": \"p-b\"}");
+    g_assert_true(node_replace(b, mid, &err));
+    g_assert_no_error(err);
+    GPtrArray *above = node_ancestors(b);    /* b, mid, top */
+    g_assert_cmpuint(above->len, ==, 3);
+    g_ptr_array_unref(above);
+    above = node_ancestors(mid);              /* mid, top */
+    g_assert_cmpuint(above->len, ==, 2);
+    g_ptr_array_unref(above);
+    g_assert_cmpint(byte_at(top, 4096), ==, 'b');
+    block_user_free(u);
+    g_assert_true(node_delete("p-top", NULL));
+    g_assert_true(node_delete("p-mid", NULL));
+    g_assert_true(node_delete("p-a", NULL));
+    g_assert_true(node_delete("p-b", NULL));
 }
 
 /* Requests count themselves on the node they got; replace checks none is
@@ -231,13 +290,74 @@ static void test_replace_under_load(void)
     g_assert_true(node_delete("l-b", NULL));
 }
 
+/* Parent edges under load: readers through a raw node whose child flips
+ * between two memory nodes holding different bytes; every read sees one
+ * node's byte or the other's (never a torn or failed request), and after
+ * an even number of flips the raw node reads the first again. */
+static gpointer edge_reader(gpointer opaque)
+{
+    Worker *w = opaque;
+    while (!g_atomic_int_get(&stop_flag)) {
+        BlockNode *n = block_user_begin(w->user);
+        char buf[512];
+        g_assert_cmpint(node_pread(n, buf, sizeof buf, 0), ==, 0);
+        g_assert_true(buf[0] == 'a' || buf[0] == 'b');
+        g_assert_cmpint(buf[511], ==, buf[0]);
+        block_user_end(w->user, 0);
+        w->requests++;
+    }
+    return NULL;
+}
+
+static void test_replace_parent_edges_under_load(void)
+{
+    BlockNode *a = create("{\"driver\": \"memory\", \"node-name\": \"e-a\", \"size\": 1048576}");
+    BlockNode *b = create("{\"driver\": \"memory\", \"node-name\": \"e-b\", \"size\": 1048576}");
+    BlockNode *top = create("{\"driver\": \"raw\", \"node-name\": \"e-top\", \"file\": \"e-a\"}");
+    char fill[512];
+    memset(fill, 'a', sizeof fill);
+    g_assert_cmpint(node_pwrite(a, fill, sizeof fill, 0, 0), ==, 0);
+    memset(fill, 'b', sizeof fill);
+    g_assert_cmpint(node_pwrite(b, fill, sizeof fill, 0, 0), ==, 0);
+    g_atomic_int_set(&stop_flag, 0);
+    Worker w[3];
+    GThread *t[3];
+    for (int i = 0; i < 3; i++) {
+        w[i] = (Worker){ .user = block_user_new(top, "reader", BLOCK_PERM_CONSISTENT_READ, BLOCK_PERM_ALL, NULL) };
+        t[i] = g_thread_new("reader", edge_reader, &w[i]);
+    }
+    BlockNode *pair[2] = { a, b };
+    for (int k = 0; k < 200; k++) {
+        GError *err = NULL;
+        g_assert_true(node_replace(pair[k % 2], pair[!(k % 2)], &err));
+        g_assert_no_error(err);
+        g_usleep(200);
+    }
+    g_atomic_int_set(&stop_flag, 1);
+    unsigned total = 0;
+    for (int i = 0; i < 3; i++) {
+        g_thread_join(t[i]);
+        total += w[i].requests;
+        block_user_free(w[i].user);
+    }
+    g_assert_cmpuint(total, >, 0);
+    char c = 0;
+    g_assert_cmpint(node_pread(top, &c, 1, 0), ==, 0);
+    g_assert_cmpint(c, ==, 'a');
+    g_assert_true(node_delete("e-top", NULL));
+    g_assert_true(node_delete("e-a", NULL));
+    g_assert_true(node_delete("e-b", NULL));
+}
+
 int main(int argc, char **argv)
 {
     g_test_init(&argc, &argv, NULL);
     g_test_add_func("/user/drain-holds-users-above", test_drain_holds_users_above);
     g_test_add_func("/user/drain-waits-for-requests", test_drain_waits_for_requests);
     g_test_add_func("/user/replace-refusals", test_replace_refusals);
+    g_test_add_func("/user/replace-parent-edges", test_replace_parent_edges);
     g_test_add_func("/user/replace-under-load", test_replace_under_load);
+    g_test_add_func("/user/replace-parent-edges-under-load", test_replace_parent_edges_under_load);
     int r = g_test_run();
     node_graph_shutdown();
     return r;
