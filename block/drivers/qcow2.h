@@ -1,4 +1,5 @@
-/* The qcow2 format driver (block/drivers/qcow2.c) and image creation. */
+/* The qcow2 format driver (block/drivers/qcow2*.c; qcow2-internal.h is its
+ * private part) and image creation. */
 #pragma once
 
 #include <stdbool.h>
