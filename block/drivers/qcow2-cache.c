@@ -47,6 +47,11 @@ int qcow2_l2_load(Qcow2 *s, uint64_t off, L2Table **out)
     return 0;
 }
 
+bool qcow2_l2_cached(Qcow2 *s, uint64_t off)
+{
+    return g_hash_table_contains(s->l2, &off);
+}
+
 int qcow2_l2_new(Qcow2 *s, uint64_t off, L2Table **out)
 {
     L2Table *t = g_new0(L2Table, 1);

@@ -67,6 +67,11 @@ static int l2_for_write(Qcow2 *s, uint64_t l1i, L2Table **out)
     int r = qcow2_alloc_clusters(s, 1, &off);
     if (r < 0)
         return r;
+    /* Another L1 entry of a corrupt image may name this cluster, which its
+     * refcounts call free: a second table there would share its disk
+     * cluster and replace it in the cache while its key is in use. */
+    if (qcow2_l2_cached(s, off))
+        return -EIO;
     g_autofree void *zero = g_malloc0(s->cs);
     if ((r = qcow2_file_write(s, zero, s->cs, off)) < 0 ||
         (r = write_be64(s, off | OFLAG_COPIED, s->l1_offset + 8 * l1i)) < 0) {

@@ -184,6 +184,8 @@ int qcow2_discard_clusters(Qcow2 *s, uint64_t a, uint64_t b);
 
 /* The L2 table at `off`, read from the file unless cached. */
 int qcow2_l2_load(Qcow2 *s, uint64_t off, L2Table **out);
+/* Whether the cache holds a table at `off`. */
+bool qcow2_l2_cached(Qcow2 *s, uint64_t off);
 /* Caches a new, all-zero L2 table for the cluster at `off` (just allocated) and returns it. */
 int qcow2_l2_new(Qcow2 *s, uint64_t off, L2Table **out);
 

@@ -108,6 +108,15 @@ static int rc_modify(Qcow2 *s, uint64_t c0, uint64_t n, int delta, GHashTable *f
     return 0;
 }
 
+/* Whether clusters [c0, c1) overlap the header cluster, the L1 table or the
+ * refcount table. */
+static bool overlaps_tables(const Qcow2 *s, uint64_t c0, uint64_t c1)
+{
+    uint64_t l1 = s->l1_offset >> s->cluster_bits, l1_end = l1 + DIV_UP((uint64_t)s->l1_size * 8, s->cs);
+    uint64_t rt = s->rt_offset >> s->cluster_bits, rt_end = rt + s->rt_clusters;
+    return c0 == 0 || (c0 < l1_end && l1 < c1) || (c0 < rt_end && rt < c1);
+}
+
 /* The last cluster in [from, to) with a non-zero refcount, or UINT64_MAX. */
 static int last_in_use(Qcow2 *s, uint64_t from, uint64_t to, uint64_t *last)
 {
@@ -164,6 +173,9 @@ static int reserve(Qcow2 *s, uint64_t n)
     }
     if (T * s->cs > MAX_REFTABLE_BYTES)
         return -EFBIG;
+    /* Free clusters inside the image's own tables: corrupt refcounts. */
+    if (overlaps_tables(s, start, end))
+        return -EIO;
     s->end = start;
     int r = node_grow(s->file, end * s->cs);
     if (r < 0)
@@ -279,7 +291,8 @@ int qcow2_apply_pending_frees(Qcow2 *s)
     for (guint i = 0; i < s->pending_free->len && r == 0; i++) {
         FreeRange *f = &g_array_index(s->pending_free, FreeRange, i);
         uint64_t c0 = f->offset / s->cs, c1 = DIV_UP(f->offset + f->length, s->cs);
-        r = rc_modify(s, c0, c1 - c0, -1, NULL);
+        /* Reserved clusters were free: only a corrupt image references them. */
+        r = c0 < s->res_end && s->res_start < c1 ? -EIO : rc_modify(s, c0, c1 - c0, -1, NULL);
         for (uint64_t c = c0; r == 0 && c < c1 && s->file_can_trim; c++) {
             uint64_t v;
             if ((r = qcow2_refcount_of(s, c, &v)) == 0 && v == 0 && (c + 1) * s->cs <= node_size(s->file))
