@@ -11,8 +11,8 @@ int qcow2_get_entry(Qcow2 *s, uint64_t c, uint64_t *e)
 {
     uint64_t l1i = c / s->l2_entries;
     *e = 0;
-    if (l1i >= s->l1_size)
-        return 0;
+    /* Requests stay inside the disk, which parse_header checked the L1 table covers. */
+    g_assert(l1i < s->l1_size);
     uint64_t l2off = s->l1[l1i] & L1E_OFFSET_MASK;
     if (!l2off)
         return 0;
@@ -43,8 +43,7 @@ int64_t qcow2_lookup_entries(Qcow2 *s, uint64_t offset, uint32_t count, uint64_t
 /* The table for L1 index l1i, allocating an empty one if needed. */
 static int l2_for_write(Qcow2 *s, uint64_t l1i, L2Table **out)
 {
-    if (l1i >= s->l1_size)
-        return -EIO;
+    g_assert(l1i < s->l1_size); /* as in qcow2_get_entry */
     uint64_t l1e = s->l1[l1i];
     if (l1e & L1E_OFFSET_MASK) {
         if (!(l1e & OFLAG_COPIED)) {
@@ -72,6 +71,7 @@ static int l2_for_write(Qcow2 *s, uint64_t l1i, L2Table **out)
      * cluster and replace it in the cache while its key is in use. */
     if (qcow2_l2_cached(s, off))
         return -EIO;
+    g_assert(qcow2_clusters_allocated(s, off, 1)); /* what the L1 entry will point at */
     g_autofree void *zero = g_malloc0(s->cs);
     if ((r = qcow2_file_write(s, zero, s->cs, off)) < 0 ||
         (r = write_be64(s, off | OFLAG_COPIED, s->l1_offset + 8 * l1i)) < 0) {

@@ -209,6 +209,8 @@ void qcow2_free_later(Qcow2 *s, uint64_t off, uint64_t len);
 int qcow2_apply_pending_frees(Qcow2 *s);
 /* Returns the unused rest of the reservation (refcounts back to 0). */
 int qcow2_release_reservation(Qcow2 *s);
+/* For assertions: [off, off + n*cs) is whole clusters in the file, outside the header, L1 and refcount table, each with a refcount >= 1 (no I/O). */
+bool qcow2_clusters_allocated(Qcow2 *s, uint64_t off, uint64_t n);
 
 /* ---- the data path (qcow2-io.c): BlockDriver callbacks, taking s->lock themselves ---- */
 

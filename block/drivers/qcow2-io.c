@@ -173,6 +173,7 @@ static int write_step(Qcow2 *s, const void *buf, uint64_t count, uint64_t offset
         data = bounce;
     }
     /* Data first, then the L2 entries that make it visible. */
+    g_assert(qcow2_clusters_allocated(s, host, k));
     node_debug_event(s->file, BLKDBG_WRITE_AIO);
     if ((r = qcow2_file_write(s, data, k * cs, host)) < 0 ||
         (r = qcow2_set_entries(s, c0, k, host, OFLAG_COPIED)) < 0)

@@ -20,8 +20,14 @@ static uint64_t rc_get(const Qcow2 *s, const uint8_t *b, uint64_t i)
     }
 }
 
+static uint64_t rc_max(const Qcow2 *s)
+{
+    return s->refcount_order == 6 ? UINT64_MAX : (UINT64_C(1) << (1u << s->refcount_order)) - 1;
+}
+
 static void rc_set(const Qcow2 *s, uint8_t *b, uint64_t i, uint64_t v)
 {
+    g_assert(v <= rc_max(s)); /* rc_modify refuses to go past 0 or the maximum */
     switch (s->refcount_order) {
     case 0: case 1: case 2: {
         unsigned bits = 1u << s->refcount_order, per = 8 / bits, shift = (unsigned)(i % per) * bits;
@@ -34,11 +40,6 @@ static void rc_set(const Qcow2 *s, uint8_t *b, uint64_t i, uint64_t v)
     case 5: put_be32(b + 4 * i, (uint32_t)v); break;
     default: put_be64(b + 8 * i, v); break;
     }
-}
-
-static uint64_t rc_max(const Qcow2 *s)
-{
-    return s->refcount_order == 6 ? UINT64_MAX : (UINT64_C(1) << (1u << s->refcount_order)) - 1;
 }
 
 /* Byte range of entries [i, i+n) within a block. */
@@ -81,6 +82,7 @@ int qcow2_refcount_of(Qcow2 *s, uint64_t cluster, uint64_t *out)
  * others are written through. */
 static int rc_modify(Qcow2 *s, uint64_t c0, uint64_t n, int delta, GHashTable *fresh)
 {
+    g_assert(delta == 1 || delta == -1);
     while (n > 0) {
         uint64_t bi = c0 / s->rb_entries, i = c0 % s->rb_entries;
         uint64_t k = MIN(n, s->rb_entries - i);
@@ -182,6 +184,7 @@ static int reserve(Qcow2 *s, uint64_t n)
         return r == -ENOTSUP ? -ENOSPC : r; /* a fixed-size child is full */
 
     uint64_t new_entries = T ? T * s->cs / 8 : s->rt_entries;
+    g_assert(new_entries >= s->rt_entries && hi < new_entries); /* the table covers every block */
     uint64_t *rt = g_new0(uint64_t, new_entries);
     memcpy(rt, s->rt, s->rt_entries * 8);
     g_autoptr(GHashTable) fresh = g_hash_table_new_full(g_int64_hash, g_int64_equal, g_free, g_free);
@@ -193,6 +196,7 @@ static int reserve(Qcow2 *s, uint64_t n)
         gint64 key = (gint64)i;
         g_hash_table_insert(fresh, g_memdup2(&key, sizeof key), g_malloc0(s->cs));
     }
+    g_assert(j == missing && missing <= B); /* new blocks fill [start+n, start+n+missing) */
     /* Refcounts of the reservation, the new blocks and the new table. */
     if ((r = rc_modify(s, start, n, 1, fresh)) < 0 ||
         (r = rc_modify(s, start + n, missing, 1, fresh)) < 0 ||
@@ -248,6 +252,7 @@ fail:
 /* Returns the unused rest of the reservation (refcounts back to 0). */
 int qcow2_release_reservation(Qcow2 *s)
 {
+    g_assert(s->res_start <= s->res_end && s->res_end <= s->end);
     uint64_t n = s->res_end - s->res_start;
     if (n == 0)
         return 0;
@@ -272,6 +277,10 @@ int qcow2_alloc_clusters(Qcow2 *s, uint64_t n, uint64_t *off)
         if (r < 0)
             return r;
     }
+    /* The reservation never covers the header, L1 or refcount table: reserve()
+     * refuses a corrupt image's free clusters there. */
+    g_assert(n > 0 && s->res_start + n <= s->res_end && s->res_end <= s->end);
+    g_assert(!overlaps_tables(s, s->res_start, s->res_start + n));
     *off = s->res_start * s->cs;
     s->res_start += n;
     return 0;
@@ -303,4 +312,23 @@ int qcow2_apply_pending_frees(Qcow2 *s)
     if (r < 0)
         s->broken = true;
     return r;
+}
+
+bool qcow2_clusters_allocated(Qcow2 *s, uint64_t off, uint64_t n)
+{
+    uint64_t c0 = off >> s->cluster_bits, c1 = c0 + n, fsize = node_size(s->file);
+    if (n == 0 || (off & (s->cs - 1)) || n > fsize / s->cs || off > fsize - n * s->cs ||
+        overlaps_tables(s, c0, c1))
+        return false;
+    /* The blocks of reserved clusters stay cached (rblocks never evicts):
+     * no I/O here. */
+    for (uint64_t c = c0; c < c1;) {
+        gint64 key = (gint64)(c / s->rb_entries);
+        const uint8_t *b = g_hash_table_lookup(s->rblocks, &key);
+        uint64_t stop = MIN(c1, (c / s->rb_entries + 1) * s->rb_entries);
+        for (; c < stop; c++)
+            if (!b || rc_get(s, b, c % s->rb_entries) == 0)
+                return false;
+    }
+    return true;
 }
