@@ -9,7 +9,7 @@
 #include <unistd.h>
 #include <gio/gio.h>
 
-/* The format's values (qcow2.c has the same). */
+/* The format's values (qcow2-internal.h has the same). */
 #define QCOW2_MAGIC 0x514649fbu
 #define MAX_CLUSTER_BITS 21
 #define MAX_L1_BYTES (32u << 20)       /* QEMU's limits */

@@ -1,20 +1,23 @@
-/* The qcow2 format driver (block/drivers/qcow2.c) and image creation. */
+/* The qcow2 format driver (block/drivers/qcow2*.c; qcow2-internal.h is its
+ * private part) and image creation. */
 #pragma once
 
 #include <stdbool.h>
 #include <stdint.h>
 #include <glib.h>
 
+/* Sets a G_IO_ERROR error of `code` with a printf-style message (the qcow2 files' shared helper). */
+void qcow2_set_error(GError **errp, int code, const char *fmt, ...) G_GNUC_PRINTF(3, 4);
+
+/* The format of the image file `path` by its first bytes: "qcow2" for
+ * qcow2's magic, else "raw" (QEMU's probe for these two); NULL with *err
+ * set to the errno when it cannot be read. */
+const char *qcow2_probe_format(const char *path, int *err);
+
 /* Creates (or truncates) `path` as an empty qcow2 v3 image of `size` bytes
  * with 16-bit refcounts.  `backing_file` (may be NULL) is recorded as is,
  * with `backing_format` ("raw", "qcow2"; NULL records none) in a header
  * extension.  cluster_size 0 means 64 KiB; otherwise a power of two from
  * 512 bytes to 2 MiB.  Plain POSIX I/O; the result passes qemu-img check. */
-/* The format of the image file `path` by its first bytes: "qcow2" for
- * qcow2's magic, else "raw" (QEMU's probe for these two); NULL with *err
- * set to the errno when it cannot be read. */
-/* Sets a G_IO_ERROR error of `code` with a printf-style message (the qcow2 files' shared helper). */
-void qcow2_set_error(GError **errp, int code, const char *fmt, ...) G_GNUC_PRINTF(3, 4);
-const char *qcow2_probe_format(const char *path, int *err);
 bool qcow2_create_image(const char *path, uint64_t size, const char *backing_file,
                         const char *backing_format, uint32_t cluster_size, GError **errp);

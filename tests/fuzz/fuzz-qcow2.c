@@ -1,5 +1,5 @@
 /* Fuzz target "qcow2": the qcow2 header and metadata parser
- * (block/drivers/qcow2.c) through the real node layer and file driver.
+ * (block/drivers/qcow2*.c) through the real node layer and file driver.
  *
  * Input: an image file.  It is written to a file in a private directory
  * and opened as a qcow2 node over a file node, read-only: block status
