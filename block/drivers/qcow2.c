@@ -528,6 +528,19 @@ static void qcow2_image_info(void *o, BlockImageInfo *info)
     info->cluster_size = s->cs;
 }
 
+/* node_replace: the image file or the backing node changes under a drained
+ * parent.  The header's backing file name stays (QEMU's bdrv_replace_node
+ * does not rewrite it either; stream and commit rewrite it themselves). */
+static void qcow2_replace_child(void *o, BlockNode *old_child, BlockNode *new_child)
+{
+    Qcow2 *s = o;
+    g_assert(s->file == old_child || s->backing == old_child);
+    if (s->file == old_child)
+        s->file = new_child;
+    if (s->backing == old_child)
+        s->backing = new_child;
+}
+
 const BlockDriver block_driver_qcow2 = {
     .name = "qcow2",
     .supports_backing = true,
@@ -551,4 +564,5 @@ const BlockDriver block_driver_qcow2 = {
     .zero = qcow2_zero,
     .extents = qcow2_extents,
     .image_info = qcow2_image_info,
+    .replace_child = qcow2_replace_child,
 };
