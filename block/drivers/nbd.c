@@ -325,7 +325,12 @@ static int conn_submit(NbdConn *c, const NbdArgs *a)
         if (nbd_aio_is_dead(c->h) || nbd_aio_is_closed(c->h))
             r = -ENOTCONN;
     } else {
-        conn_wake(c);
+        /* libnbd sent the command from this thread if it could; the I/O
+         * thread, polling for the replies, need only be woken when some of
+         * it is left to send (a wake-up per request costs more than the
+         * request on a fast target). */
+        if (nbd_aio_get_direction(c->h) & LIBNBD_AIO_DIRECTION_WRITE)
+            conn_wake(c);
         g_mutex_lock(&req.lock);
         while (!req.done)
             g_cond_wait(&req.cond, &req.lock);
