@@ -88,15 +88,19 @@ typedef struct MirrorOp {
     RangeLockEntry *range; /* the region, locked */
 } MirrorOp;
 
-/* The range the current thread's write-blocking write holds, from the
- * before-write to the after-write hook (a hint: ranges of one owner with
- * the same bounds are interchangeable, and when it does not match, the
- * after-write hook looks the range up). */
-static __thread struct {
+/* The ranges the current thread's write-blocking writes locked in the
+ * before-write hook, for their after-write hook (a write of this thread
+ * could run inside another's hooks, so a few).  The ranges are anonymous
+ * (not the thread's): one may stay locked after the hook returned, until
+ * its write-through completes on another thread (block/io-defer.h), and a
+ * later write of the same thread to the region must wait for that. */
+#define WB_HELD_MAX 4
+typedef struct WbHeld {
     Mirror *m;
     RangeLockEntry *range;
     uint64_t offset, count;
-} wb_held;
+} WbHeld;
+static __thread WbHeld wb_held[WB_HELD_MAX];
 
 
 /* --- dirty granules and range locks (all under m->lock) --- */
@@ -158,14 +162,15 @@ static int mirror_before_write(BlockNode *node, uint64_t offset, uint64_t count,
     Mirror *m = opaque;
     if (m->copy_mode != MIRROR_WRITE_BLOCKING || kind == NODE_WRITE_TRIM)
         return 0;
-    RangeLockEntry *range = range_lock_acquire(m->ranges, offset, count, RANGE_LOCK_EXCLUSIVE, g_thread_self());
-    if (!wb_held.range) {
-        wb_held.m = m;
-        wb_held.range = range;
-        wb_held.offset = offset;
-        wb_held.count = count;
+    for (unsigned i = 0; i < WB_HELD_MAX; i++) {
+        if (!wb_held[i].range) {
+            RangeLockEntry *range = range_lock_acquire(m->ranges, offset, count, RANGE_LOCK_EXCLUSIVE, NULL);
+            wb_held[i] = (WbHeld){ m, range, offset, count };
+            return 0;
+        }
     }
-    return 0;
+    g_assert_not_reached(); /* writes nested deeper than any graph */
+    return -EIO;
 }
 
 /* The range this thread's write to [offset, offset+count) locked in the
@@ -174,30 +179,23 @@ static RangeLockEntry *held_range(Mirror *m, uint64_t offset, uint64_t count)
 {
     if (m->copy_mode != MIRROR_WRITE_BLOCKING)
         return NULL;
-    if (wb_held.range && wb_held.m == m && wb_held.offset == offset && wb_held.count == count) {
-        RangeLockEntry *range = wb_held.range;
-        wb_held.range = NULL;
-        return range;
+    /* The innermost write first. */
+    for (unsigned i = WB_HELD_MAX; i-- > 0;) {
+        WbHeld *h = &wb_held[i];
+        if (h->range && h->m == m && h->offset == offset && h->count == count) {
+            RangeLockEntry *range = h->range;
+            *h = (WbHeld){ 0 };
+            return range;
+        }
     }
-    return range_lock_find(m->ranges, offset, count, g_thread_self());
+    return NULL; /* the write ran only the after-write hook (added first) */
 }
 
-/* The data is on the source: copy it to the target now (write-blocking,
- * when the before-write hook locked the range) or mark it dirty. */
-static void mirror_after_write(BlockNode *node, const void *buf, uint64_t offset, uint64_t count,
-                               NodeWriteKind kind, int result, void *opaque)
+/* Ends a guest write's write-through (or, with range NULL, its
+ * tracking): the granules it covered whole are clean, or its region dirty
+ * if the write or the write-through failed; then its range is unlocked. */
+static void write_through_done(Mirror *m, RangeLockEntry *range, uint64_t offset, uint64_t count, int r)
 {
-    Mirror *m = opaque;
-    RangeLockEntry *range = held_range(m, offset, count);
-    int r = -1;
-    if (range && result == 0) {
-        BlockNode *target = block_user_begin(m->target_user);
-        if (kind == NODE_WRITE_DATA)
-            r = node_pwrite(target, buf, (uint32_t)count, offset, 0);
-        else if (kind == NODE_WRITE_ZERO)
-            r = node_zero(target, (uint32_t)count, offset, BLOCK_FLAG_MAY_TRIM);
-        block_user_end(m->target_user, 0);
-    }
     /* No wake-up for a mark: as QEMU, an idle READY job looks again every
      * 100 ms, so bursts of small writes are copied in batches.  A write
      * through that covers no granule whole leaves the bitmap alone. */
@@ -218,6 +216,47 @@ static void mirror_after_write(BlockNode *node, const void *buf, uint64_t offset
             g_mutex_unlock(&m->lock);
         }
     }
+}
+
+typedef struct WriteThrough {
+    Mirror *m;
+    RangeLockEntry *range;
+    uint64_t offset, count;
+} WriteThrough;
+
+/* The target write of a write-through finished (possibly on the target
+ * driver's thread, if the NBD server defers its reply: block/io-defer.h). */
+static void write_through_target_done(void *opaque, int r)
+{
+    WriteThrough *wt = opaque;
+    block_user_end(wt->m->target_user, 0);
+    write_through_done(wt->m, wt->range, wt->offset, wt->count, r);
+    g_free(wt);
+}
+
+/* The data is on the source: copy it to the target now (write-blocking,
+ * when the before-write hook locked the range) or mark it dirty. */
+static void mirror_after_write(BlockNode *node, const void *buf, uint64_t offset, uint64_t count,
+                               NodeWriteKind kind, int result, void *opaque)
+{
+    Mirror *m = opaque;
+    RangeLockEntry *range = held_range(m, offset, count);
+    if (!range || result != 0 || kind == NODE_WRITE_TRIM) {
+        write_through_done(m, range, offset, count, -1);
+        return;
+    }
+    BlockNode *target = block_user_begin(m->target_user);
+    if (kind == NODE_WRITE_ZERO) {
+        int r = node_zero(target, (uint32_t)count, offset, BLOCK_FLAG_MAY_TRIM);
+        block_user_end(m->target_user, 0);
+        write_through_done(m, range, offset, count, r);
+        return;
+    }
+    /* The range stays locked and the target's user busy until the write
+     * is done, which may be after this returns. */
+    WriteThrough *wt = g_new(WriteThrough, 1);
+    *wt = (WriteThrough){ m, range, offset, count };
+    node_pwrite_async(target, buf, (uint32_t)count, offset, 0, write_through_target_done, wt);
 }
 
 /* --- copies --- */
