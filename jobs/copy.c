@@ -325,13 +325,19 @@ static void run_range(CopyEngine *e, uint64_t first, uint64_t count, uint64_t *o
     *len = cluster_offset(e, count);
 }
 
+/* A range that kept clusters still to copy from being claimed. */
+typedef struct Busy {
+    bool found;
+    uint64_t offset, len;
+} Busy;
+
 /* Claims up to max clusters of the first run of `todo` bits in [from,
  * limit) that can be locked now: clears their bits and locks their range
  * exclusively for `owner` (NULL: a background chunk).  Parts of runs that
- * conflict with a range held or waited for are passed over; if one kept
- * it from claiming anything, *busy is set (when not NULL).  Locked. */
+ * conflict with a range held or waited for are passed over; the first such
+ * range goes to *busy (when not NULL).  Locked. */
 static RangeLockEntry *claim_locked(CopyEngine *e, uint64_t from, uint64_t limit, uint64_t max,
-                                    const void *owner, uint64_t *first, uint64_t *count, bool *busy)
+                                    const void *owner, uint64_t *first, uint64_t *count, Busy *busy)
 {
     while (from < limit) {
         int64_t f = hbitmap_next_set(e->todo, from, limit);
@@ -356,8 +362,8 @@ static RangeLockEntry *claim_locked(CopyEngine *e, uint64_t from, uint64_t limit
             *count = n;
             return r;
         }
-        if (busy)
-            *busy = true;
+        if (busy && !busy->found)
+            *busy = (Busy){ true, boff, blen };
         /* Go on after the conflicting range. */
         uint64_t next = (boff + blen + e->cfg.cluster_size - 1) >> e->cluster_bits;
         from = MAX(next, (uint64_t)f + 1);
@@ -473,7 +479,7 @@ int copy_engine_copy_before_write(CopyEngine *e, uint64_t offset, uint64_t len)
     g_mutex_lock(&e->lock);
     for (;;) {
         uint64_t f, n;
-        bool busy = false;
+        Busy busy = { 0 };
         RangeLockEntry *range = claim_locked(e, first, limit, chunk_clusters, self, &f, &n, &busy);
         if (range) {
             e->cbw_inflight++;
@@ -502,12 +508,19 @@ int copy_engine_copy_before_write(CopyEngine *e, uint64_t offset, uint64_t len)
         /* Nothing left to claim.  Clusters are claimed only under our
          * lock, so if no copy holds a range of ours now, every cluster of
          * the write is on the target. */
-        if (!busy && !range_lock_busy(e->ranges, off, bytes_all, RANGE_LOCK_SHARED, self))
+        if (!busy.found && !range_lock_busy(e->ranges, off, bytes_all, RANGE_LOCK_SHARED, self))
             break;
-        /* Wait for the copies in flight (and the waiters queued before
-         * us), then look again: a failed copy puts its clusters back. */
         g_mutex_unlock(&e->lock);
-        range_lock_wait(e->ranges, off, bytes_all, RANGE_LOCK_SHARED, self);
+        if (busy.found) {
+            /* Clusters to copy that another copy-before-write, queued
+             * before us, waits over: wait until it is done there. */
+            range_lock_wait(e->ranges, busy.offset, busy.len, RANGE_LOCK_EXCLUSIVE, self);
+        } else {
+            /* Wait for the copies in flight (and the waiters queued
+             * before us), then look again: a failed copy puts its
+             * clusters back. */
+            range_lock_wait(e->ranges, off, bytes_all, RANGE_LOCK_SHARED, self);
+        }
         g_mutex_lock(&e->lock);
     }
     g_mutex_unlock(&e->lock);
