@@ -9,7 +9,11 @@
  * While the backend answers quickly (page cache, RAM), small requests and
  * BLOCK_STATUS skip the hand-off: the receiving thread runs them itself,
  * several read-ahead ones as a batch with one send for their replies, and
- * spins briefly for the next request before sleeping (see rx_fill).
+ * spins briefly for the next request before sleeping (see rx_fill).  A
+ * batch with writes runs in a deferral scope (block/io-defer.h): writes
+ * that set off work finishing elsewhere (a write-blocking mirror's copy to
+ * an nbd target) leave it pending, and the batch is answered once it is
+ * done, by its thread after the next one took over receiving.
  *
  * READ always answers with one data chunk: asking base:allocation for holes
  * first can cost more than the read (SEEK_HOLE scans page by page on tmpfs),
