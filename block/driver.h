@@ -93,6 +93,12 @@ typedef struct BlockDriver {
     int (*zero)(void *opaque, uint32_t count, uint64_t offset, uint32_t flags);
     int (*extents)(void *opaque, uint32_t count, uint64_t offset, uint32_t flags, BlockExtents *extents);
     int (*cache)(void *opaque, uint32_t count, uint64_t offset, uint32_t flags);
+    /* Optional: starts a write like pwrite and returns 0 at once; done(
+     * done_opaque, result) is then called exactly once, on any thread
+     * (also before this returns), and must not block.  -errno (done not
+     * called) if it could not be started. */
+    int (*pwrite_async)(void *opaque, const void *buf, uint32_t count, uint64_t offset, uint32_t flags,
+                        void (*done)(void *done_opaque, int r), void *done_opaque);
 
     /* Optional zero-copy read: if the bytes [offset, offset+count) live in
      * a file descriptor, return 0 and set *fd and *fd_offset so the caller

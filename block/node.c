@@ -1,6 +1,7 @@
 /* The node graph and the node I/O entry points (see block/node.h). */
 #define G_LOG_DOMAIN "blockd-block"
 #include "block/node.h"
+#include "block/io-defer.h"
 #include "block/io-log.h"
 #include "block/node-internal.h"
 #include "block/user.h"
@@ -707,6 +708,48 @@ int node_pwrite(BlockNode *node, const void *buf, uint32_t count, uint64_t offse
 {
     io_log_enter();
     return io_log_leave(node->name, "write", offset, count, pwrite_unlogged(node, buf, count, offset, flags));
+}
+
+typedef struct AsyncWrite {
+    const char *node_name;
+    IoDefer *scope;
+    uint64_t offset;
+    uint32_t count;
+    void (*done)(void *opaque, int r);
+    void *opaque;
+} AsyncWrite;
+
+static void async_write_done(void *opaque, int r)
+{
+    AsyncWrite *w = opaque;
+    io_log_enter();
+    r = io_log_leave(w->node_name, "write", w->offset, w->count, r);
+    /* The node may go once done returned. */
+    w->done(w->opaque, r);
+    io_defer_done(w->scope);
+    g_free(w);
+}
+
+void node_pwrite_async(BlockNode *node, const void *buf, uint32_t count, uint64_t offset, uint32_t flags,
+                       void (*done)(void *opaque, int r), void *opaque)
+{
+    IoDefer *scope = io_defer_current();
+    uint32_t f = flags;
+    /* Hooks expect the data on the node when the after-write hooks run,
+     * and emulated FUA needs a flush after the write. */
+    if (scope && count && node->drv->pwrite_async && g_atomic_int_get(&node->nhooks) == 0 &&
+        !fua_needs_flush(node, &f)) {
+        assert_range(node, count, offset);
+        g_assert(!node->read_only);
+        AsyncWrite *w = g_new(AsyncWrite, 1);
+        *w = (AsyncWrite){ node->name, scope, offset, count, done, opaque };
+        io_defer_add(scope);
+        if (node->drv->pwrite_async(node->opaque, buf, count, offset, f, async_write_done, w) == 0)
+            return;
+        io_defer_done(scope);
+        g_free(w);
+    }
+    done(opaque, node_pwrite(node, buf, count, offset, flags));
 }
 
 int node_flush(BlockNode *node)

@@ -1,6 +1,17 @@
-/* The chunked copy engine (see jobs/copy.h). */
+/* The chunked copy engine (see jobs/copy.h).
+ *
+ * Which clusters are in flight is the range lock's business: a copy
+ * (background chunk or copy-before-write) clears its clusters' `todo` bits
+ * and locks their range exclusively in one step under the engine's lock
+ * (range_lock_try_acquire, which never waits), so a cluster is always
+ * either still to copy, in a locked range being copied, or on the target.
+ * Copy-before-write waits outside the engine's lock: for a copy in flight
+ * over its clusters by waiting on the range lock, then looks again (a
+ * failed copy puts its clusters back). */
 #include "jobs/copy.h"
+#include "jobs/worker-pool.h"
 #include "bitmaps/hbitmap.h"
+#include "block/range-lock.h"
 
 #include <errno.h>
 #include <string.h>
@@ -10,14 +21,14 @@ struct CopyEngine {
     unsigned cluster_bits;
     uint64_t nclusters;
     GMutex lock;
-    GCond cond;          /* a copy finished */
+    GCond cond;          /* a background chunk finished */
     HBitmap *todo;       /* clusters still to copy */
-    HBitmap *busy;       /* clusters being copied right now */
-    uint64_t busy_count; /* clusters in `busy` */
+    RangeLock *ranges;   /* the clusters being copied, by byte range */
     unsigned inflight;   /* background chunks in the pool */
+    unsigned cbw_inflight; /* copy-before-write copies running */
     int error;           /* first background error (-errno), 0 if none */
     bool error_is_read;
-    GThreadPool *pool;
+    WorkerGroup *workers;
     /* The background pass asks the source for its extents in large windows
      * (a per-chunk query can cost more than the copy: SEEK_DATA on tmpfs
      * scans the whole file).  Only the job thread touches it.  Stale
@@ -29,7 +40,9 @@ struct CopyEngine {
 #define STATUS_WINDOW (1ull << 30)
 
 typedef struct CopyTask {
+    CopyEngine *e;
     uint64_t first, count; /* clusters */
+    RangeLockEntry *range; /* their range, locked */
     GArray *extents;       /* BlockExtent covering the chunk, or NULL: ask the source */
 } CopyTask;
 
@@ -179,32 +192,32 @@ int copy_region(const CopyConfig *c, uint64_t offset, uint64_t len, GArray *know
     return r;
 }
 
-/* Marks a claimed run done (or back to do on failure) and wakes waiters.  Locked. */
-static void release_locked(CopyEngine *e, uint64_t first, uint64_t count, int r)
+/* Ends a claimed run: back to do on failure (before its range is
+ * unlocked, so a copy-before-write waiting for it finds it to do).  Locked. */
+static void release_locked(CopyEngine *e, uint64_t first, uint64_t count, RangeLockEntry *range, int r)
 {
-    hbitmap_reset(e->busy, first, count);
-    e->busy_count -= count;
     if (r < 0)
         hbitmap_set(e->todo, first, count);
-    g_cond_broadcast(&e->cond);
+    range_lock_release(e->ranges, range);
 }
 
-static void worker(gpointer data, gpointer user_data)
+static void worker(void *data)
 {
     CopyTask *t = data;
-    CopyEngine *e = user_data;
+    CopyEngine *e = t->e;
     bool is_read = false;
     uint64_t bytes = clusters_bytes(e, t->first, t->count);
     int r = copy_region(&e->cfg, cluster_offset(e, t->first), bytes, t->extents, &is_read);
     if (r == 0 && e->cfg.job)
         job_progress_add(e->cfg.job, bytes);
     g_mutex_lock(&e->lock);
-    release_locked(e, t->first, t->count, r);
+    release_locked(e, t->first, t->count, t->range, r);
     if (r < 0 && e->error == 0) {
         e->error = r;
         e->error_is_read = is_read;
     }
     e->inflight--;
+    g_cond_broadcast(&e->cond);
     g_mutex_unlock(&e->lock);
     if (t->extents)
         g_array_unref(t->extents);
@@ -248,10 +261,10 @@ CopyEngine *copy_engine_new(const CopyConfig *cfg)
     e->cfg.max_chunk &= ~(cfg->cluster_size - 1);
     e->nclusters = (node_size(cfg->source) + cfg->cluster_size - 1) >> e->cluster_bits;
     e->todo = hbitmap_new(e->nclusters);
-    e->busy = hbitmap_new(e->nclusters);
+    e->ranges = range_lock_new();
     g_mutex_init(&e->lock);
     g_cond_init(&e->cond);
-    e->pool = g_thread_pool_new(worker, e, (gint)e->cfg.max_workers, FALSE, NULL);
+    e->workers = worker_group_new(e->cfg.max_workers);
     return e;
 }
 
@@ -259,9 +272,9 @@ void copy_engine_free(CopyEngine *e)
 {
     if (!e)
         return;
-    g_thread_pool_free(e->pool, FALSE, TRUE);
+    worker_group_free(e->workers);
     hbitmap_free(e->todo);
-    hbitmap_free(e->busy);
+    range_lock_free(e->ranges);
     extents_free(e->status_cache);
     g_mutex_clear(&e->lock);
     g_cond_clear(&e->cond);
@@ -305,24 +318,57 @@ int64_t copy_engine_next_remaining(CopyEngine *e, uint64_t offset, uint64_t *len
     return (int64_t)cluster_offset(e, (uint64_t)first);
 }
 
-/* Claims up to max clusters of the run starting at the first `todo` bit in
- * [from, limit); first and count describe it.  Locked. */
-static bool claim_locked(CopyEngine *e, uint64_t from, uint64_t limit, uint64_t max,
-                         uint64_t *first, uint64_t *count)
+/* The byte range a run of clusters is locked by (whole clusters). */
+static void run_range(CopyEngine *e, uint64_t first, uint64_t count, uint64_t *offset, uint64_t *len)
 {
-    if (from >= limit)
-        return false;
-    int64_t f = hbitmap_next_set(e->todo, from, limit);
-    if (f < 0)
-        return false;
-    int64_t end = hbitmap_next_clear(e->todo, (uint64_t)f, MIN(limit, (uint64_t)f + max));
-    uint64_t n = (end < 0 ? MIN(limit, (uint64_t)f + max) : (uint64_t)end) - (uint64_t)f;
-    hbitmap_reset(e->todo, (uint64_t)f, n);
-    hbitmap_set(e->busy, (uint64_t)f, n);
-    e->busy_count += n;
-    *first = (uint64_t)f;
-    *count = n;
-    return true;
+    *offset = cluster_offset(e, first);
+    *len = cluster_offset(e, count);
+}
+
+/* A range that kept clusters still to copy from being claimed. */
+typedef struct Busy {
+    bool found;
+    uint64_t offset, len;
+} Busy;
+
+/* Claims up to max clusters of the first run of `todo` bits in [from,
+ * limit) that can be locked now: clears their bits and locks their range
+ * exclusively for `owner` (NULL: a background chunk).  Parts of runs that
+ * conflict with a range held or waited for are passed over; the first such
+ * range goes to *busy (when not NULL).  Locked. */
+static RangeLockEntry *claim_locked(CopyEngine *e, uint64_t from, uint64_t limit, uint64_t max,
+                                    const void *owner, uint64_t *first, uint64_t *count, Busy *busy)
+{
+    while (from < limit) {
+        int64_t f = hbitmap_next_set(e->todo, from, limit);
+        if (f < 0)
+            return NULL;
+        int64_t end = hbitmap_next_clear(e->todo, (uint64_t)f, MIN(limit, (uint64_t)f + max));
+        uint64_t n = (end < 0 ? MIN(limit, (uint64_t)f + max) : (uint64_t)end) - (uint64_t)f;
+        uint64_t off, len, boff = 0, blen = 0;
+        run_range(e, (uint64_t)f, n, &off, &len);
+        RangeLockEntry *r = range_lock_try_acquire(e->ranges, off, len, RANGE_LOCK_EXCLUSIVE, owner, &boff, &blen);
+        if (!r && boff > off) {
+            /* The part before the conflicting range is free. */
+            n = (boff - off) >> e->cluster_bits;
+            if (n > 0) {
+                run_range(e, (uint64_t)f, n, &off, &len);
+                r = range_lock_try_acquire(e->ranges, off, len, RANGE_LOCK_EXCLUSIVE, owner, NULL, NULL);
+            }
+        }
+        if (r) {
+            hbitmap_reset(e->todo, (uint64_t)f, n);
+            *first = (uint64_t)f;
+            *count = n;
+            return r;
+        }
+        if (busy && !busy->found)
+            *busy = (Busy){ true, boff, blen };
+        /* Go on after the conflicting range. */
+        uint64_t next = (boff + blen + e->cfg.cluster_size - 1) >> e->cluster_bits;
+        from = MAX(next, (uint64_t)f + 1);
+    }
+    return NULL;
 }
 
 /* Waits for the pool to drain; returns the recorded error (cleared).  Locked. */
@@ -386,18 +432,19 @@ int copy_engine_run(CopyEngine *e, Job *job, bool *is_read)
             continue;
         }
         uint64_t first, count;
-        bool got = claim_locked(e, cursor, e->nclusters, chunk_clusters, &first, &count);
-        if (!got && cursor > 0) {
+        RangeLockEntry *range = claim_locked(e, cursor, e->nclusters, chunk_clusters, NULL, &first, &count, NULL);
+        if (!range && cursor > 0) {
             cursor = 0; /* clusters put back by failed copies lie behind us */
-            got = claim_locked(e, 0, e->nclusters, chunk_clusters, &first, &count);
+            range = claim_locked(e, 0, e->nclusters, chunk_clusters, NULL, &first, &count, NULL);
         }
-        if (!got) {
-            if (e->inflight == 0 && e->busy_count == 0 && hbitmap_count(e->todo) == 0) {
+        if (!range) {
+            if (e->inflight == 0 && e->cbw_inflight == 0 && hbitmap_count(e->todo) == 0) {
                 int r = drain_locked(e, is_read);
                 g_mutex_unlock(&e->lock);
                 return r;
             }
-            /* Copies in flight (ours or copy-before-write) may still fail. */
+            /* Copies in flight (ours or copy-before-write) may still fail;
+             * clusters copy-before-write waits for are left to it. */
             gint64 deadline = g_get_monotonic_time() + 50 * G_TIME_SPAN_MILLISECOND;
             g_cond_wait_until(&e->cond, &e->lock, deadline);
             g_mutex_unlock(&e->lock);
@@ -407,10 +454,12 @@ int copy_engine_run(CopyEngine *e, Job *job, bool *is_read)
         e->inflight++;
         g_mutex_unlock(&e->lock);
         CopyTask *t = g_new(CopyTask, 1);
+        t->e = e;
         t->first = first;
         t->count = count;
+        t->range = range;
         t->extents = cached_extents(e, cluster_offset(e, first), clusters_bytes(e, first, count));
-        g_thread_pool_push(e->pool, t, NULL);
+        worker_group_submit(e->workers, worker, t);
         if (job)
             job_rate_limit(job, clusters_bytes(e, first, count));
     }
@@ -423,11 +472,17 @@ int copy_engine_copy_before_write(CopyEngine *e, uint64_t offset, uint64_t len)
     uint64_t first = offset >> e->cluster_bits;
     uint64_t limit = MIN(((offset + len - 1) >> e->cluster_bits) + 1, e->nclusters);
     uint64_t chunk_clusters = e->cfg.max_chunk >> e->cluster_bits;
+    uint64_t off, bytes_all;
+    run_range(e, first, limit - first, &off, &bytes_all);
+    const void *self = g_thread_self();
     int r = 0;
     g_mutex_lock(&e->lock);
     for (;;) {
         uint64_t f, n;
-        if (claim_locked(e, first, limit, chunk_clusters, &f, &n)) {
+        Busy busy = { 0 };
+        RangeLockEntry *range = claim_locked(e, first, limit, chunk_clusters, self, &f, &n, &busy);
+        if (range) {
+            e->cbw_inflight++;
             g_mutex_unlock(&e->lock);
             bool is_read;
             uint64_t bytes = clusters_bytes(e, f, n);
@@ -443,15 +498,30 @@ int copy_engine_copy_before_write(CopyEngine *e, uint64_t offset, uint64_t len)
             if (r == 0 && e->cfg.job)
                 job_progress_add(e->cfg.job, bytes);
             g_mutex_lock(&e->lock);
-            release_locked(e, f, n, r);
+            release_locked(e, f, n, range, r);
+            e->cbw_inflight--;
+            g_cond_broadcast(&e->cond);
             if (r < 0)
                 break;
             continue;
         }
-        /* Nothing left to claim: wait for copies of our range still in flight. */
-        if (hbitmap_next_set(e->busy, first, limit) < 0)
+        /* Nothing left to claim.  Clusters are claimed only under our
+         * lock, so if no copy holds a range of ours now, every cluster of
+         * the write is on the target. */
+        if (!busy.found && !range_lock_busy(e->ranges, off, bytes_all, RANGE_LOCK_SHARED, self))
             break;
-        g_cond_wait(&e->cond, &e->lock);
+        g_mutex_unlock(&e->lock);
+        if (busy.found) {
+            /* Clusters to copy that another copy-before-write, queued
+             * before us, waits over: wait until it is done there. */
+            range_lock_wait(e->ranges, busy.offset, busy.len, RANGE_LOCK_EXCLUSIVE, self);
+        } else {
+            /* Wait for the copies in flight (and the waiters queued
+             * before us), then look again: a failed copy puts its
+             * clusters back. */
+            range_lock_wait(e->ranges, off, bytes_all, RANGE_LOCK_SHARED, self);
+        }
+        g_mutex_lock(&e->lock);
     }
     g_mutex_unlock(&e->lock);
     return r;

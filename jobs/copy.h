@@ -2,11 +2,14 @@
  *
  * It keeps, one bit per cluster, which regions of the source still have to
  * reach the target.  A background pass (on the job's thread) claims runs
- * of such clusters and hands them to a pool of workers, several chunks in
- * flight; copy-before-write (on a guest writer's thread) claims the
- * clusters a write is about to change, copies them first and waits for any
- * the background pass has in flight.  A claimed cluster is copied exactly
- * once; a failed copy puts its clusters back.  Regions that are holes or
+ * of such clusters and hands them to the copy jobs' shared worker pool
+ * (jobs/worker-pool.h), several chunks in flight; copy-before-write (on a
+ * guest writer's thread) claims the clusters a write is about to change,
+ * copies them first and waits for any the background pass has in flight.
+ * A claimed cluster's range is locked in the engine's range lock
+ * (block/range-lock.h) until its copy ends, which is what copy-before-write
+ * waits for.  A claimed cluster is copied exactly once; a failed copy puts
+ * its clusters back.  Regions that are holes or
  * zero in the source are written as zeroes (or skipped when the target is
  * known to read as zeroes), never read byte by byte.
  *

@@ -10,15 +10,15 @@
  *   once its data is on the source.  A copy clears the bits of its region
  *   before it reads the source, so a copy that read old data is always
  *   followed by a mark and a later copy.
- * - Copies of the dirty loop hold a range lock over their region from the
- *   clear until the target write is done, so two copies of one region
- *   (the second after a re-dirtying write) never reach the target out of
- *   order.
- * - In write-blocking mode a guest write takes the range lock in a
- *   before-write hook and, in the after-write hook, writes the same data to
- *   the target before releasing it and before the write is acknowledged;
- *   the granules it covered whole are then clean, a failed target write
- *   marks the region dirty.
+ * - Copies of the dirty loop lock their region exclusively in the job's
+ *   range lock (block/range-lock.h) from the clear until the target write
+ *   is done, so two copies of one region (the second after a re-dirtying
+ *   write) never reach the target out of order.
+ * - In write-blocking mode a guest write locks its region exclusively in a
+ *   before-write hook (waiting for copies in flight there) and, in the
+ *   after-write hook, writes the same data to the target before releasing
+ *   it and before the write is acknowledged; the granules it covered whole
+ *   are then clean, a failed target write marks the region dirty.
  * - The initial marking only ever sets bits, so a guest write that raced
  *   with it costs at most one extra copy.
  * - The final sync (pivot, or soft cancel after READY) runs on the job's
@@ -29,8 +29,10 @@
  *   between. */
 #include "jobs/mirror.h"
 #include "jobs/copy.h"
+#include "jobs/worker-pool.h"
 #include "bitmaps/hbitmap.h"
 #include "block/node.h"
+#include "block/range-lock.h"
 #include "block/user.h"
 
 #include <errno.h>
@@ -40,11 +42,6 @@
 #define MIRROR_MAX_CHUNK (4u << 20)
 #define MIRROR_MAX_WORKERS 16u /* copies in flight at most (QEMU's MAX_IN_FLIGHT) */
 #define MIRROR_STATUS_WINDOW (1ull << 30) /* bytes of block status per query at start */
-
-typedef struct RangeLock {
-    uint64_t start, end;
-    GThread *owner; /* the guest writer's thread; NULL for the job's copies */
-} RangeLock;
 
 typedef struct Mirror {
     Job *job;
@@ -61,9 +58,12 @@ typedef struct Mirror {
     CopyConfig copy;     /* how one region is copied (zeroes always written) */
 
     GMutex lock;
-    GCond cond;        /* bits set, a copy finished, a range unlocked, a kick */
+    GCond cond;        /* bits set, a copy finished, a kick; a range unlocked while busy_wait */
     HBitmap *dirty;    /* granules to copy; under lock */
-    GArray *ranges;    /* RangeLock; under lock */
+    /* Copies in flight (anonymous) and write-blocking guest writes (their
+     * thread) hold their regions exclusively here. */
+    RangeLock *ranges;
+    gint busy_wait;    /* the dirty loop waits because a region was locked */
     unsigned inflight;
     uint64_t inflight_bytes;
     int error;         /* first copy error not yet handled (-errno) */
@@ -76,15 +76,31 @@ typedef struct Mirror {
     bool pivot;           /* run ended for job-complete: prepare pivots */
     bool drained;         /* the source is drained (from the final sync to prepare) */
 
-    GThreadPool *pool;
+    WorkerGroup *workers;
     NodeWriteHook *before_hook, *after_hook;
     BlockUser *target_user; /* the job writes the target through it (QEMU: the job's BlockBackend) */
     bool cleaned;
 } Mirror;
 
 typedef struct MirrorOp {
+    Mirror *m;
     uint64_t offset, len;
+    RangeLockEntry *range; /* the region, locked */
 } MirrorOp;
+
+/* The ranges the current thread's write-blocking writes locked in the
+ * before-write hook, for their after-write hook (a write of this thread
+ * could run inside another's hooks, so a few).  The ranges are anonymous
+ * (not the thread's): one may stay locked after the hook returned, until
+ * its write-through completes on another thread (block/io-defer.h), and a
+ * later write of the same thread to the region must wait for that. */
+#define WB_HELD_MAX 4
+typedef struct WbHeld {
+    Mirror *m;
+    RangeLockEntry *range;
+    uint64_t offset, count;
+} WbHeld;
+static __thread WbHeld wb_held[WB_HELD_MAX];
 
 
 /* --- dirty granules and range locks (all under m->lock) --- */
@@ -99,17 +115,31 @@ static void dirty_mark_locked(Mirror *m, uint64_t offset, uint64_t len)
         hbitmap_set(m->dirty, first, last - first + 1);
 }
 
+/* The granules wholly inside [offset, offset+len): [*first, *end). */
+static void covered_granules(Mirror *m, uint64_t offset, uint64_t len, uint64_t *first, uint64_t *end)
+{
+    uint64_t gran = 1ull << m->gran_bits;
+    uint64_t stop = offset + len;
+    *first = (offset + gran - 1) >> m->gran_bits;
+    /* The last granule may be short: it is covered if the write reaches the end. */
+    *end = stop >= node_size(m->source) ? m->ngranules : stop >> m->gran_bits;
+}
+
+static bool covers_granule(Mirror *m, uint64_t offset, uint64_t len)
+{
+    uint64_t first, end;
+    covered_granules(m, offset, len, &first, &end);
+    return first < end;
+}
+
 /* The granules wholly inside [offset, offset+len) are clean (the region
  * just reached the target under its range lock). */
 static void dirty_clear_covered_locked(Mirror *m, uint64_t offset, uint64_t len)
 {
-    uint64_t gran = 1ull << m->gran_bits;
-    uint64_t first = (offset + gran - 1) >> m->gran_bits;
-    uint64_t end = offset + len;
-    /* The last granule may be short: it is covered if the write reaches the end. */
-    uint64_t last_end = end >= node_size(m->source) ? m->ngranules : end >> m->gran_bits;
-    if (first < last_end)
-        hbitmap_reset(m->dirty, first, last_end - first);
+    uint64_t first, end;
+    covered_granules(m, offset, len, &first, &end);
+    if (first < end)
+        hbitmap_reset(m->dirty, first, end - first);
 }
 
 /* Bytes still to copy: dirty granules (clipped at the end) plus copies in flight. */
@@ -122,40 +152,6 @@ static uint64_t remaining_locked(Mirror *m)
     return bytes + m->inflight_bytes;
 }
 
-static bool overlaps_locked(Mirror *m, uint64_t start, uint64_t end)
-{
-    for (guint i = 0; i < m->ranges->len; i++) {
-        RangeLock *r = &g_array_index(m->ranges, RangeLock, i);
-        if (r->start < end && start < r->end)
-            return true;
-    }
-    return false;
-}
-
-static void range_add_locked(Mirror *m, uint64_t start, uint64_t end, GThread *owner)
-{
-    RangeLock r = { start, end, owner };
-    g_array_append_val(m->ranges, r);
-}
-
-static int range_find_locked(Mirror *m, uint64_t start, uint64_t end, GThread *owner)
-{
-    for (guint i = 0; i < m->ranges->len; i++) {
-        RangeLock *r = &g_array_index(m->ranges, RangeLock, i);
-        if (r->start == start && r->end == end && r->owner == owner)
-            return (int)i;
-    }
-    return -1;
-}
-
-static void range_remove_locked(Mirror *m, uint64_t start, uint64_t end, GThread *owner)
-{
-    int i = range_find_locked(m, start, end, owner);
-    if (i >= 0)
-        g_array_remove_index_fast(m->ranges, (guint)i);
-    g_cond_broadcast(&m->cond);
-}
-
 /* --- guest writes --- */
 
 /* write-blocking: waits until no copy of the region is in flight, and
@@ -166,12 +162,76 @@ static int mirror_before_write(BlockNode *node, uint64_t offset, uint64_t count,
     Mirror *m = opaque;
     if (m->copy_mode != MIRROR_COPY_MODE_WRITE_BLOCKING || kind == NODE_WRITE_TRIM)
         return 0;
-    g_mutex_lock(&m->lock);
-    while (overlaps_locked(m, offset, offset + count))
-        g_cond_wait(&m->cond, &m->lock);
-    range_add_locked(m, offset, offset + count, g_thread_self());
-    g_mutex_unlock(&m->lock);
-    return 0;
+    for (unsigned i = 0; i < WB_HELD_MAX; i++) {
+        if (!wb_held[i].range) {
+            RangeLockEntry *range = range_lock_acquire(m->ranges, offset, count, RANGE_LOCK_EXCLUSIVE, NULL);
+            wb_held[i] = (WbHeld){ m, range, offset, count };
+            return 0;
+        }
+    }
+    g_assert_not_reached(); /* writes nested deeper than any graph */
+    return -EIO;
+}
+
+/* The range this thread's write to [offset, offset+count) locked in the
+ * before-write hook, or NULL. */
+static RangeLockEntry *held_range(Mirror *m, uint64_t offset, uint64_t count)
+{
+    if (m->copy_mode != MIRROR_COPY_MODE_WRITE_BLOCKING)
+        return NULL;
+    /* The innermost write first. */
+    for (unsigned i = WB_HELD_MAX; i-- > 0;) {
+        WbHeld *h = &wb_held[i];
+        if (h->range && h->m == m && h->offset == offset && h->count == count) {
+            RangeLockEntry *range = h->range;
+            *h = (WbHeld){ 0 };
+            return range;
+        }
+    }
+    return NULL; /* the write ran only the after-write hook (added first) */
+}
+
+/* Ends a guest write's write-through (or, with range NULL, its
+ * tracking): the granules it covered whole are clean, or its region dirty
+ * if the write or the write-through failed; then its range is unlocked. */
+static void write_through_done(Mirror *m, RangeLockEntry *range, uint64_t offset, uint64_t count, int r)
+{
+    /* No wake-up for a mark: as QEMU, an idle READY job looks again every
+     * 100 ms, so bursts of small writes are copied in batches.  A write
+     * through that covers no granule whole leaves the bitmap alone. */
+    if (r != 0 || covers_granule(m, offset, count)) {
+        g_mutex_lock(&m->lock);
+        if (r != 0)
+            dirty_mark_locked(m, offset, count);
+        else
+            dirty_clear_covered_locked(m, offset, count);
+        g_mutex_unlock(&m->lock);
+    }
+    if (range) {
+        range_lock_release(m->ranges, range);
+        /* The dirty loop found a region locked and waits: let it look again. */
+        if (g_atomic_int_get(&m->busy_wait)) {
+            g_mutex_lock(&m->lock);
+            g_cond_broadcast(&m->cond);
+            g_mutex_unlock(&m->lock);
+        }
+    }
+}
+
+typedef struct WriteThrough {
+    Mirror *m;
+    RangeLockEntry *range;
+    uint64_t offset, count;
+} WriteThrough;
+
+/* The target write of a write-through finished (possibly on the target
+ * driver's thread, if the NBD server defers its reply: block/io-defer.h). */
+static void write_through_target_done(void *opaque, int r)
+{
+    WriteThrough *wt = opaque;
+    block_user_end(wt->m->target_user, 0);
+    write_through_done(wt->m, wt->range, wt->offset, wt->count, r);
+    g_free(wt);
 }
 
 /* The data is on the source: copy it to the target now (write-blocking,
@@ -180,29 +240,23 @@ static void mirror_after_write(BlockNode *node, const void *buf, uint64_t offset
                                NodeWriteKind kind, int result, void *opaque)
 {
     Mirror *m = opaque;
-    GThread *self = g_thread_self();
-    g_mutex_lock(&m->lock);
-    bool locked = range_find_locked(m, offset, offset + count, self) >= 0;
-    g_mutex_unlock(&m->lock);
-    int r = -1;
-    if (locked && result == 0) {
-        BlockNode *target = block_user_begin(m->target_user);
-        if (kind == NODE_WRITE_DATA)
-            r = node_pwrite(target, buf, (uint32_t)count, offset, 0);
-        else if (kind == NODE_WRITE_ZERO)
-            r = node_zero(target, (uint32_t)count, offset, BLOCK_FLAG_MAY_TRIM);
-        block_user_end(m->target_user, 0);
+    RangeLockEntry *range = held_range(m, offset, count);
+    if (!range || result != 0 || kind == NODE_WRITE_TRIM) {
+        write_through_done(m, range, offset, count, -1);
+        return;
     }
-    /* No wake-up for a mark: as QEMU, an idle READY job looks again every
-     * 100 ms, so bursts of small writes are copied in batches. */
-    g_mutex_lock(&m->lock);
-    if (r != 0)
-        dirty_mark_locked(m, offset, count);
-    else
-        dirty_clear_covered_locked(m, offset, count);
-    if (locked)
-        range_remove_locked(m, offset, offset + count, self);
-    g_mutex_unlock(&m->lock);
+    BlockNode *target = block_user_begin(m->target_user);
+    if (kind == NODE_WRITE_ZERO) {
+        int r = node_zero(target, (uint32_t)count, offset, BLOCK_FLAG_MAY_TRIM);
+        block_user_end(m->target_user, 0);
+        write_through_done(m, range, offset, count, r);
+        return;
+    }
+    /* The range stays locked and the target's user busy until the write
+     * is done, which may be after this returns. */
+    WriteThrough *wt = g_new(WriteThrough, 1);
+    *wt = (WriteThrough){ m, range, offset, count };
+    node_pwrite_async(target, buf, (uint32_t)count, offset, 0, write_through_target_done, wt);
 }
 
 /* --- copies --- */
@@ -212,7 +266,7 @@ typedef enum ClaimResult { CLAIM_NONE, CLAIM_BUSY, CLAIM_OK } ClaimResult;
 /* Claims the next dirty run at or after *cursor (wrapping once), up to
  * `max` bytes (at least one granule): clears its bits and locks its range.
  * BUSY: the run overlaps a locked range (a copy or a write-blocking write in
- * flight). */
+ * flight, or one waiting), which op's offset and len then give. */
 static ClaimResult claim_locked(Mirror *m, uint64_t *cursor, uint64_t max, MirrorOp *op)
 {
     int64_t f = hbitmap_next_set(m->dirty, *cursor, m->ngranules);
@@ -225,13 +279,13 @@ static ClaimResult claim_locked(Mirror *m, uint64_t *cursor, uint64_t max, Mirro
     uint64_t n = (e < 0 ? limit : (uint64_t)e) - (uint64_t)f;
     uint64_t start = (uint64_t)f << m->gran_bits;
     uint64_t end = MIN(((uint64_t)f + n) << m->gran_bits, node_size(m->source));
-    if (overlaps_locked(m, start, end)) {
-        *cursor = (uint64_t)f + n < m->ngranules ? (uint64_t)f + n : 0;
-        return CLAIM_BUSY;
-    }
-    hbitmap_reset(m->dirty, (uint64_t)f, n);
-    range_add_locked(m, start, end, NULL);
     *cursor = (uint64_t)f + n < m->ngranules ? (uint64_t)f + n : 0;
+    op->m = m;
+    op->range = range_lock_try_acquire(m->ranges, start, end - start, RANGE_LOCK_EXCLUSIVE, NULL,
+                                       &op->offset, &op->len);
+    if (!op->range)
+        return CLAIM_BUSY;
+    hbitmap_reset(m->dirty, (uint64_t)f, n);
     op->offset = start;
     op->len = end - start;
     return CLAIM_OK;
@@ -252,14 +306,15 @@ static void finish_op(Mirror *m, MirrorOp *op, int r, bool is_read)
             m->error_is_read = is_read;
         }
     }
-    range_remove_locked(m, op->offset, op->offset + op->len, NULL);
+    range_lock_release(m->ranges, op->range);
+    op->range = NULL;
     g_mutex_unlock(&m->lock);
 }
 
-static void mirror_worker(gpointer data, gpointer user_data)
+static void mirror_worker(void *data)
 {
     MirrorOp *op = data;
-    Mirror *m = user_data;
+    Mirror *m = op->m;
     bool is_read = false;
     int r = copy_region(&m->copy, op->offset, op->len, NULL, &is_read);
     finish_op(m, op, r, is_read);
@@ -375,14 +430,22 @@ static int mirror_dirty_loop(Mirror *m, Job *job)
          * high-latency target still keeps up with guest writes). */
         MirrorOp op;
         ClaimResult c = CLAIM_BUSY;
+        bool claimed = false;
         uint64_t room = m->buf_size > m->inflight_bytes ? m->buf_size - m->inflight_bytes : 0;
-        if (m->inflight == 0 || (m->inflight < MIRROR_MAX_WORKERS && room >= (1ull << m->gran_bits)))
+        if (m->inflight == 0 || (m->inflight < MIRROR_MAX_WORKERS && room >= (1ull << m->gran_bits))) {
+            /* Set before the claim: a write through that unlocks the
+             * region after the claim found it locked then wakes us. */
+            g_atomic_int_set(&m->busy_wait, 1);
             c = claim_locked(m, &cursor, m->inflight == 0 ? m->chunk : MIN(m->chunk, room), &op);
+            claimed = true;
+            if (c != CLAIM_BUSY)
+                g_atomic_int_set(&m->busy_wait, 0);
+        }
         if (c == CLAIM_OK) {
             m->inflight++;
             m->inflight_bytes += op.len;
             g_mutex_unlock(&m->lock);
-            g_thread_pool_push(m->pool, g_memdup2(&op, sizeof(op)), NULL);
+            worker_group_submit(m->workers, mirror_worker, g_memdup2(&op, sizeof(op)));
             job_rate_limit(job, op.len);
             continue;
         }
@@ -402,6 +465,8 @@ static int mirror_dirty_loop(Mirror *m, Job *job)
             continue;
         }
         wait_locked(m, 20);
+        if (claimed)
+            g_atomic_int_set(&m->busy_wait, 0);
         g_mutex_unlock(&m->lock);
     }
 }
@@ -415,7 +480,9 @@ static int mirror_final_sync(Mirror *m)
         g_mutex_lock(&m->lock);
         ClaimResult c = claim_locked(m, &cursor, m->chunk, &op);
         while (c == CLAIM_BUSY) { /* a write from outside the exports */
-            wait_locked(m, 10);
+            g_mutex_unlock(&m->lock);
+            range_lock_wait(m->ranges, op.offset, op.len, RANGE_LOCK_EXCLUSIVE, NULL);
+            g_mutex_lock(&m->lock);
             c = claim_locked(m, &cursor, m->chunk, &op);
         }
         g_mutex_unlock(&m->lock);
@@ -497,6 +564,9 @@ static void mirror_clean(Job *job)
     m->cleaned = true;
     mirror_undrain(m);
     node_remove_before_write_hook(m->source, m->before_hook);
+    /* Writes that locked their region in the removed hook unlock it in
+     * the after-write hook: wait for them before removing that. */
+    range_lock_wait(m->ranges, 0, node_size(m->source), RANGE_LOCK_EXCLUSIVE, NULL);
     node_remove_before_write_hook(m->source, m->after_hook);
     node_flush(m->target);
     node_unblock_ops(m->source);
@@ -507,10 +577,9 @@ static void mirror_clean(Job *job)
 static void mirror_free(Job *job)
 {
     Mirror *m = job_opaque(job);
-    if (m->pool)
-        g_thread_pool_free(m->pool, FALSE, TRUE);
+    worker_group_free(m->workers);
     hbitmap_free(m->dirty);
-    g_array_free(m->ranges, TRUE);
+    range_lock_free(m->ranges);
     g_mutex_clear(&m->lock);
     g_cond_clear(&m->cond);
     release_claims(m);
@@ -636,14 +705,14 @@ Job *mirror_job_create(const MirrorOptions *opts, GError **errp)
     m->buf_size = opts->buf_size ? (uint64_t)opts->buf_size : MIRROR_DEFAULT_BUF_SIZE;
     m->chunk = MAX(gran, MIN(MIRROR_MAX_CHUNK, m->buf_size) & ~(gran - 1));
     m->dirty = hbitmap_new(m->ngranules);
-    m->ranges = g_array_new(FALSE, FALSE, sizeof(RangeLock));
+    m->ranges = range_lock_new();
     g_mutex_init(&m->lock);
     g_cond_init(&m->cond);
     Job *job = job_create(opts->job_id, &mirror_driver, m, NULL, opts->auto_finalize,
                           opts->auto_dismiss, errp);
     if (!job) {
         hbitmap_free(m->dirty);
-        g_array_free(m->ranges, TRUE);
+        range_lock_free(m->ranges);
         g_mutex_clear(&m->lock);
         g_cond_clear(&m->cond);
         release_claims(m);
@@ -657,7 +726,7 @@ Job *mirror_job_create(const MirrorOptions *opts, GError **errp)
     node_block_ops(src, "block device is in use by block job: mirror", NULL); /* checked above */
     node_block_ops(tgt, "block device is in use by block job: mirror", NULL);
 
-    m->pool = g_thread_pool_new(mirror_worker, m, (gint)MIRROR_MAX_WORKERS, FALSE, NULL);
+    m->workers = worker_group_new(MIRROR_MAX_WORKERS);
     m->target_is_zero = opts->sync != MIRROR_SYNC_MODE_NONE && copy_node_reads_zero(tgt);
     /* Copies of the dirty loop always write zeroes: the target changes. */
     m->copy = (CopyConfig){ .source = src, .target = tgt, .target_user = m->target_user };

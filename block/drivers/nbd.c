@@ -320,7 +320,12 @@ static int conn_submit(NbdConn *c, const NbdArgs *a)
         if (nbd_aio_is_dead(c->h) || nbd_aio_is_closed(c->h))
             r = -ENOTCONN;
     } else {
-        conn_wake(c);
+        /* libnbd sent the command from this thread if it could; the I/O
+         * thread, polling for the replies, need only be woken when some of
+         * it is left to send (a wake-up per request costs more than the
+         * request on a fast target). */
+        if (nbd_aio_get_direction(c->h) & LIBNBD_AIO_DIRECTION_WRITE)
+            conn_wake(c);
         g_mutex_lock(&req.lock);
         while (!req.done)
             g_cond_wait(&req.cond, &req.lock);
@@ -511,6 +516,77 @@ static int nbd_pwrite_cb(void *opaque, const void *buf, uint32_t count, uint64_t
     return nbd_request(opaque, &a);
 }
 
+/* A write started by nbd_pwrite_async.  libnbd calls the free callback
+ * exactly once, after the completion callback if that ran (the reply
+ * came) and also when the command failed or the connection was closed;
+ * done is called from there, or by the submitter when that happened
+ * before nbd_aio_pwrite returned. */
+typedef struct NbdAsync {
+    void (*done)(void *opaque, int r);
+    void *opaque;
+    int error;     /* the reply's errno, or 0 */
+    bool replied;
+    gint state;    /* ASYNC_* */
+} NbdAsync;
+
+enum { ASYNC_SUBMITTING, ASYNC_SUBMITTED, ASYNC_RETIRED_EARLY };
+
+static int async_complete(void *opaque, int *error)
+{
+    NbdAsync *a = opaque;
+    a->error = *error;
+    a->replied = true;
+    return 1;
+}
+
+static int async_result(NbdAsync *a)
+{
+    return !a->replied ? -ENOTCONN : a->error ? -a->error : 0;
+}
+
+static void async_free(void *opaque)
+{
+    NbdAsync *a = opaque;
+    if (g_atomic_int_compare_and_exchange(&a->state, ASYNC_SUBMITTING, ASYNC_RETIRED_EARLY))
+        return; /* the submitter finishes it */
+    a->done(a->opaque, async_result(a));
+    g_free(a);
+}
+
+static int nbd_pwrite_async(void *opaque, const void *buf, uint32_t count, uint64_t offset, uint32_t flags,
+                            void (*done)(void *done_opaque, int r), void *done_opaque)
+{
+    NbdTarget *t = opaque;
+    g_rw_lock_reader_lock(&t->lock);
+    NbdConn *c = NULL;
+    if (t->nconns > 0) {
+        unsigned i = t->nconns > 1 ? (unsigned)g_atomic_int_add((gint *)&t->next, 1) % t->nconns : 0;
+        c = t->conns[i];
+    }
+    if (!c || !conn_alive(c)) {
+        /* The synchronous path reconnects. */
+        g_rw_lock_reader_unlock(&t->lock);
+        return -ENOTCONN;
+    }
+    NbdAsync *a = g_new0(NbdAsync, 1);
+    a->done = done;
+    a->opaque = done_opaque;
+    nbd_completion_callback cb = { .callback = async_complete, .user_data = a, .free = async_free };
+    int64_t cookie = nbd_aio_pwrite(c->h, buf, count, offset, cb, nbd_flags(flags));
+    if (cookie >= 0 && (nbd_aio_get_direction(c->h) & LIBNBD_AIO_DIRECTION_WRITE))
+        conn_wake(c);
+    g_rw_lock_reader_unlock(&t->lock);
+    if (g_atomic_int_compare_and_exchange(&a->state, ASYNC_SUBMITTING, ASYNC_SUBMITTED))
+        return 0; /* the free callback calls done */
+    /* Retired before nbd_aio_pwrite returned. */
+    int r = cookie < 0 ? -ENOTCONN : async_result(a);
+    g_free(a);
+    if (cookie < 0)
+        return r;
+    done(done_opaque, r);
+    return 0;
+}
+
 static int nbd_flush_cb(void *opaque, uint32_t flags)
 {
     NbdArgs a = { .op = OP_FLUSH };
@@ -553,6 +629,7 @@ const BlockDriver block_driver_nbd = {
     .is_rotational = nbd_is_rotational_cb,
     .pread = nbd_pread_cb,
     .pwrite = nbd_pwrite_cb,
+    .pwrite_async = nbd_pwrite_async,
     .flush = nbd_flush_cb,
     .trim = nbd_trim_cb,
     .zero = nbd_zero_cb,

@@ -12,17 +12,24 @@
 2. Guest write IOPS (one client, random 4 KiB writes, one at a time) with
    no mirror and while a READY mirror runs, in background and
    write-blocking copy mode.
+3. The same at queue depth 16 (fio's nbd engine, one connection; issue
+   18's measure: write-blocking should keep >= 50 % of the IOPS without a
+   job), BENCH_ROUNDS rounds of every mode in turn, medians of the
+   per-round ratios (the machine's load swings between rounds).
 BENCH_SIZE (bytes), BENCH_ROUNDS and BENCH_QUICK=1 shrink the run."""
 import contextlib
+import json
 import os
 import shutil
+import statistics
+import subprocess
 import sys
 import tempfile
 import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
-from bench_lib import QUICK, SIZE, ok, report, start_daemons, with_ceiling  # noqa: E402
+from bench_lib import QUICK, ROUNDS, SIZE, ok, report, start_daemons, with_ceiling  # noqa: E402
 from backup_lib import Nbdkit, check, wait_job_end, wait_status  # noqa: E402
 from mirror_lib import Writer  # noqa: E402
 
@@ -35,6 +42,16 @@ def iops(sock):
     w.start()
     time.sleep(WINDOW)
     return w.stop() / WINDOW
+
+
+def iops_qd16(sock):
+    """Random 4 KiB writes per second at queue depth 16 over WINDOW seconds (fio)."""
+    p = subprocess.run(['fio', '--name=bench', '--ioengine=nbd', '--uri=nbd+unix:///src?socket=' + sock,
+                        '--rw=randwrite', '--bs=4k', '--iodepth=16', '--size=%d' % SIZE,
+                        '--runtime=%g' % WINDOW, '--time_based', '--output-format=json'],
+                       capture_output=True, text=True)
+    check(p.returncode == 0, 'fio failed: %s' % p.stderr[-500:])
+    return json.loads(p.stdout[p.stdout.index('{'):])['jobs'][0]['write']['iops']
 
 
 @contextlib.contextmanager
@@ -62,6 +79,28 @@ def ready_trial(allocator):
     return trial
 
 
+def qd16_report(name, st):
+    """IOPS at QD16 with no job and under a READY mirror in each copy mode,
+    ROUNDS rounds with the modes in rotating order."""
+    modes = ('none', 'background', 'write-blocking')
+    res = {m: [] for m in modes}
+    iops_qd16(st['nbd'])  # warm-up
+    for rnd in range(ROUNDS):
+        for mode in modes[rnd % 3:] + modes[:rnd % 3]:
+            if mode == 'none':
+                res[mode].append(iops_qd16(st['nbd']))
+                continue
+            with mirror_to_ready(st['q'], 'q%d-%s' % (rnd, mode), mode, 'allocator=malloc'):
+                res[mode].append(iops_qd16(st['nbd']))
+    line = 'guest 4 KiB write IOPS at QD16, %s: no mirror %.0f' % (name, statistics.median(res['none']))
+    for mode in modes[1:]:
+        ratios = [x / y for x, y in zip(res[mode], res['none'])]
+        line += '; READY mirror, %s %.0f (%.0f %% of no mirror, per round: %s)' % (
+            mode, statistics.median(res[mode]), 100 * statistics.median(ratios),
+            ' '.join('%.0f' % (100 * r) for r in ratios))
+    print(line)
+
+
 def main():
     shm = tempfile.mkdtemp(prefix='bench-mirror.', dir='/dev/shm' if os.path.isdir('/dev/shm') else None)
     try:
@@ -84,6 +123,9 @@ def main():
                       % (name, idle, res['background'][1], res['write-blocking'][1],
                          res['background'][0], res['write-blocking'][0]))
                 check(res['write-blocking'][1] > 0, '%s: no guest write completed in write-blocking mode' % name)
+            if shutil.which('fio'):
+                for name, st in setups.items():
+                    qd16_report(name, st)
     finally:
         shutil.rmtree(shm, ignore_errors=True)
 

@@ -29,9 +29,17 @@ def blockd_cmd():
 
 
 def daemons():
-    """(name, command) of every daemon to measure: blockd first."""
+    """(name, command) of every daemon to measure: blockd first, then
+    BLOCKD_BEFORE as "blockd-before" if set (another build, measured in the
+    same alternating rounds: before/after figures of a change on a noisy
+    machine), then qemu-storage-daemon unless BENCH_NO_QSD=1."""
     out = [('blockd', blockd_cmd())]
-    if shutil.which('qemu-storage-daemon'):
+    before = os.environ.get('BLOCKD_BEFORE')
+    if before:
+        if not os.access(before, os.X_OK):
+            fail('BLOCKD_BEFORE=%s is not executable' % before)
+        out.append(('blockd-before', [before]))
+    if shutil.which('qemu-storage-daemon') and os.environ.get('BENCH_NO_QSD') != '1':
         out.append(('qemu-storage-daemon', ['qemu-storage-daemon']))
     return out
 
@@ -73,6 +81,8 @@ def report(title, mib, times, target=None):
             continue
         print('  %-20s median %7.2f s  %8.1f MiB/s   (runs: %s)'
               % (n, med[n], mib / med[n], ' '.join('%.2f' % x for x in v)))
+    if 'blockd-before' in med:
+        print('  blockd vs before     %7.2fx faster' % (med['blockd-before'] / med['blockd']))
     if 'qemu-storage-daemon' in med:
         ratio = med['qemu-storage-daemon'] / med['blockd']
         print('  speed-up             %7.2fx%s' % (ratio, ' (target >= %gx)' % target if target else ''))
