@@ -414,11 +414,15 @@ static GArray *cached_extents(CopyEngine *e, uint64_t offset, uint64_t len)
 
 int copy_engine_run(CopyEngine *e, Job *job, bool *is_read)
 {
-    uint64_t chunk_clusters = e->cfg.max_chunk >> e->cluster_bits;
+    uint64_t max_clusters = e->cfg.max_chunk >> e->cluster_bits;
     uint64_t cursor = 0;
     for (;;) {
-        /* Job state is read outside the engine lock (lock order: job, then engine). */
+        /* Job state is read outside the engine lock (lock order: job, then
+         * engine); under a speed limit no chunk is larger than the limit
+         * lets through smoothly (jobs/rate-limit.h). */
         bool stop = job && (job_is_cancelled(job) || job_pause_requested(job));
+        uint64_t rate_clusters = job ? job_rate_chunk(job, 1ull << e->cluster_bits) >> e->cluster_bits : UINT64_MAX;
+        uint64_t chunk_clusters = MAX(MIN(max_clusters, rate_clusters), 1);
         g_mutex_lock(&e->lock);
         if (stop || e->error) {
             int r = drain_locked(e, is_read);

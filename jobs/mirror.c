@@ -407,6 +407,9 @@ static int mirror_dirty_loop(Mirror *m, Job *job)
         bool soft_cancel = !cancelled && job_cancel_requested(job);
         bool pause = job_pause_requested(job);
         bool complete = g_atomic_int_get(&m->should_complete);
+        /* Under a speed limit no copy is larger than it lets through
+         * smoothly (jobs/rate-limit.h); read before m->lock (job lock first). */
+        uint64_t chunk = MIN(m->chunk, MAX(job_rate_chunk(job, 1ull << m->gran_bits), 1ull << m->gran_bits));
         g_mutex_lock(&m->lock);
         if (cancelled || soft_cancel || pause || m->error) {
             while (m->inflight > 0)
@@ -436,7 +439,7 @@ static int mirror_dirty_loop(Mirror *m, Job *job)
             /* Set before the claim: a write through that unlocks the
              * region after the claim found it locked then wakes us. */
             g_atomic_int_set(&m->busy_wait, 1);
-            c = claim_locked(m, &cursor, m->inflight == 0 ? m->chunk : MIN(m->chunk, room), &op);
+            c = claim_locked(m, &cursor, m->inflight == 0 ? chunk : MIN(chunk, room), &op);
             claimed = true;
             if (c != CLAIM_BUSY)
                 g_atomic_int_set(&m->busy_wait, 0);
