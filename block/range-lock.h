@@ -15,8 +15,11 @@
  * owner is any pointer (a thread, a job); a range with the NULL owner (say
  * a copy handed to a worker thread, which releases it) conflicts with
  * every other.  The same owner may lock ranges that overlap its own
- * (re-entrant: a guest write holding its range while it copies the same
- * region, a nested request of the same thread).
+ * (re-entrant: a nested request of a thread that holds the region).  A
+ * range that outlives the call that took it should be anonymous: a
+ * write-blocking mirror's guest write keeps its range until its copy to
+ * the target completes on another thread, and the next write of the same
+ * thread to that region must wait for it, not pass as re-entrant.
  *
  * Waiting is fair: an acquire waits for the conflicting ranges held and for
  * the conflicting acquires that started waiting before it, so a stream of

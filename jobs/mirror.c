@@ -15,18 +15,21 @@
  *   is done, so two copies of one region (the second after a re-dirtying
  *   write) never reach the target out of order.
  * - In write-blocking mode a guest write locks its region exclusively in a
- *   before-write hook (waiting for copies in flight there) and, in the
+ *   before-write hook (waiting for copies in flight there) and, from the
  *   after-write hook, writes the same data to the target before releasing
- *   it and before the write is acknowledged; the granules it covered whole
- *   are then clean, a failed target write marks the region dirty.
+ *   it and before the write is acknowledged (the NBD server may answer a
+ *   batch of writes once their write-throughs completed on the target
+ *   driver's thread: block/io-defer.h); the granules it covered whole are
+ *   then clean, a failed target write marks the region dirty.
  * - The initial marking only ever sets bits, so a guest write that raced
  *   with it costs at most one extra copy.
  * - The final sync (pivot, or soft cancel after READY) runs on the job's
  *   thread with the source drained (block/user.h: every export and other
- *   user above it is held), and the source stays drained until prepare has
- *   pivoted its users to the target (node_replace), as QEMU keeps it drained
- *   from the end of mirror_run to mirror_exit_common: nothing is written in
- *   between. */
+ *   user above it is held) and, waited for first, no write-through in
+ *   flight (one may complete after its guest request ended); the source
+ *   stays drained until prepare has pivoted its users to the target
+ *   (node_replace), as QEMU keeps it drained from the end of mirror_run to
+ *   mirror_exit_common: nothing is written in between. */
 #include "jobs/mirror.h"
 #include "jobs/copy.h"
 #include "jobs/worker-pool.h"
@@ -524,6 +527,11 @@ static int mirror_run(Job *job, GError **errp)
     m->pivot = g_atomic_int_get(&m->should_complete);
     node_drain_begin(m->source);
     m->drained = true;
+    /* The drain waited for the guests' requests, not for write-throughs
+     * they left to complete on the target's thread (block/io-defer.h):
+     * wait for those too, so one that failed has marked its region dirty
+     * before the final sync looks. */
+    range_lock_wait(m->ranges, 0, node_size(m->source), RANGE_LOCK_EXCLUSIVE, NULL);
     r = mirror_final_sync(m);
     update_progress(m);
     if (r < 0) {
