@@ -47,9 +47,8 @@ static int read_compressed(Qcow2 *s, uint64_t e, uint8_t *out)
     return 0;
 }
 
-int qcow2_pread(void *o, void *buf, uint32_t count, uint64_t offset, uint32_t flags)
+static int do_pread(Qcow2 *s, void *buf, uint32_t count, uint64_t offset)
 {
-    Qcow2 *s = o;
     uint64_t entries[LOOKUP_BATCH];
     g_autofree uint8_t *cbuf = NULL;
     while (count > 0) {
@@ -103,6 +102,15 @@ int qcow2_pread(void *o, void *buf, uint32_t count, uint64_t offset, uint32_t fl
         }
     }
     return 0;
+}
+
+int qcow2_pread(void *o, void *buf, uint32_t count, uint64_t offset, uint32_t flags)
+{
+    Qcow2 *s = o;
+    g_rw_lock_reader_lock(&s->io_lock);
+    int r = do_pread(s, buf, count, offset);
+    g_rw_lock_reader_unlock(&s->io_lock);
+    return r;
 }
 
 /* ---- writing ---- */
@@ -184,10 +192,9 @@ out:
     return r;
 }
 
-int qcow2_pwrite(void *o, const void *buf, uint32_t count, uint64_t offset, uint32_t flags)
+/* Writes under io_lock (held for reading by the caller). */
+static int do_pwrite(Qcow2 *s, const void *buf, uint32_t count, uint64_t offset)
 {
-    Qcow2 *s = o;
-    block_flush_gen_write(&s->flush_gen);
     while (count > 0) {
         uint64_t done = 0;
         int r = write_step(s, buf, count, offset, &done);
@@ -198,6 +205,16 @@ int qcow2_pwrite(void *o, const void *buf, uint32_t count, uint64_t offset, uint
         count -= (uint32_t)done;
     }
     return 0;
+}
+
+int qcow2_pwrite(void *o, const void *buf, uint32_t count, uint64_t offset, uint32_t flags)
+{
+    Qcow2 *s = o;
+    block_flush_gen_write(&s->flush_gen);
+    g_rw_lock_reader_lock(&s->io_lock);
+    int r = do_pwrite(s, buf, count, offset);
+    g_rw_lock_reader_unlock(&s->io_lock);
+    return r;
 }
 
 /* ---- zero, trim, flush ---- */
@@ -233,6 +250,7 @@ int qcow2_zero(void *o, uint32_t count, uint64_t offset, uint32_t flags)
     bool head_write = false, tail_write = false;
     int r = 0;
 
+    g_rw_lock_reader_lock(&s->io_lock);
     g_mutex_lock(&s->lock);
     if (s->broken) {
         r = -EIO;
@@ -260,9 +278,10 @@ int qcow2_zero(void *o, uint32_t count, uint64_t offset, uint32_t flags)
 out:
     g_mutex_unlock(&s->lock);
     if (r == 0 && head_write)
-        r = qcow2_pwrite(s, zero_cluster(s), (uint32_t)head_len, offset, 0);
+        r = do_pwrite(s, zero_cluster(s), (uint32_t)head_len, offset);
     if (r == 0 && tail_write)
-        r = qcow2_pwrite(s, zero_cluster(s), (uint32_t)tail_len, tail_off, 0);
+        r = do_pwrite(s, zero_cluster(s), (uint32_t)tail_len, tail_off);
+    g_rw_lock_reader_unlock(&s->io_lock);
     return r;
 }
 
@@ -275,12 +294,14 @@ int qcow2_trim(void *o, uint32_t count, uint64_t offset, uint32_t flags)
     if (s->version < 3 && s->backing)
         return 0; /* a hint; deallocating would expose the backing data */
     block_flush_gen_write(&s->flush_gen);
+    g_rw_lock_reader_lock(&s->io_lock);
     g_mutex_lock(&s->lock);
     if (s->broken)
         r = -EIO;
     else
         r = qcow2_discard_clusters(s, a, b);
     g_mutex_unlock(&s->lock);
+    g_rw_lock_reader_unlock(&s->io_lock);
     return r;
 }
 

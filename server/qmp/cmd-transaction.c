@@ -33,6 +33,7 @@ static const TransactionActionOps *const action_table[] = {
     &bitmap_merge_action,
     &blockdev_backup_action,
     &drive_backup_action,
+    &internal_snapshot_action,
 };
 
 static const TransactionActionOps *ops_for(TransactionActionKind kind)
