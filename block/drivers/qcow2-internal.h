@@ -131,6 +131,9 @@ typedef struct Qcow2 {
      * reads and in-place writes touch data outside s->lock, and a snapshot
      * changes which clusters may be written in place. */
     GRWLock io_lock;
+
+    /* Compressed writes (qcow2-compress.c): the host cluster being filled, bytes used. */
+    uint64_t comp_host, comp_used;
 } Qcow2;
 
 /* ---- byte order ---- */
