@@ -549,6 +549,14 @@ static void qcow2_replace_child(void *o, BlockNode *old_child, BlockNode *new_ch
         s->backing = new_child;
 }
 
+/* blockdev-snapshot: the overlay (opened without a backing node) gets one. */
+static void qcow2_set_backing(void *o, BlockNode *backing)
+{
+    Qcow2 *s = o;
+    g_assert(!s->backing || !backing);
+    s->backing = backing;
+}
+
 const BlockDriver block_driver_qcow2 = {
     .name = "qcow2",
     .supports_backing = true,
@@ -575,4 +583,5 @@ const BlockDriver block_driver_qcow2 = {
     .replace_child = qcow2_replace_child,
     .snapshot = &qcow2_snapshot_ops,
     .pwrite_compressed = qcow2_pwrite_compressed,
+    .set_backing = qcow2_set_backing,
 };

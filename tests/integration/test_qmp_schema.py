@@ -35,6 +35,8 @@ COMMANDS = {'qmp_capabilities', 'query-version', 'query-commands', 'query-qmp-sc
             'blockdev-mirror', 'drive-mirror',
             # the graph (issue 13)
             'x-debug-query-block-graph',
+            # external snapshots (issue 14)
+            'blockdev-snapshot', 'blockdev-snapshot-sync',
             # internal snapshots and the snapshot jobs (issue 15)
             'blockdev-snapshot-internal-sync', 'blockdev-snapshot-delete-internal-sync',
             'snapshot-save', 'snapshot-load', 'snapshot-delete'}
