@@ -626,6 +626,7 @@ static int qcow2_snapshot_create(void *o, const BlockSnapshot *info)
     int r = 0;
     Commit c;
     Qcow2Snapshot *list = NULL;
+    g_autofree uint8_t *raw = NULL;
     uint32_t nb = s->nb_snapshots + 1;
     char idbuf[24];
     const char *id = info->id;
@@ -648,7 +649,7 @@ static int qcow2_snapshot_create(void *o, const BlockSnapshot *info)
     if ((r = commit_begin(s, &c)) < 0)
         goto out;
     /* The snapshot's L1 table: the active one (flags are the active image's business). */
-    g_autofree uint8_t *raw = g_malloc0(MAX((uint64_t)s->l1_size * 8, (uint64_t)8));
+    raw = g_malloc0(MAX((uint64_t)s->l1_size * 8, (uint64_t)8));
     for (uint32_t i = 0; i < s->l1_size; i++)
         put_be64(raw + 8 * i, s->l1[i] & ~OFLAG_COPIED);
     uint64_t sn_l1;

@@ -183,7 +183,7 @@ bool qmp_blockdev_snapshot_delete_internal_sync(QmpSession *session,
                     name ? name : "null", args->device);
         return false;
     }
-    int r = node_read_only(node) ? -EACCES : node_snapshot_delete(node, id, name);
+    int r = node_read_only(node) ? -EPERM : node_snapshot_delete(node, id, name); /* QEMU: EPERM */
     if (r < 0) {
         g_set_error(errp, QMP_ERROR, QMP_ERROR_GENERIC, "Failed to remove snapshot from snapshot list: %s",
                     g_strerror(-r));

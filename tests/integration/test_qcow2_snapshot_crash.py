@@ -15,7 +15,16 @@ QMP.  After each kill:
 
 The same image goes on to the next round (blockd opens what the crash
 left).  Kill moments are spread over 20..600 ms after the client starts,
-with a fixed seed so a failure can be replayed (`SEED=n`)."""
+with a fixed seed so a failure can be replayed (`SEED=n`).
+
+Then at chosen points: a fixed script (a write over shared clusters, a
+snapshot, writes, a deletion, writes, snapshot-load, a write) runs once to
+count blockd's writes to the image file, then again for each of up to 40
+points spread over them, with kill-shim.c (LD_PRELOAD) killing blockd just
+before that write: inside data writes, copies of shared tables, and the
+commits of snapshot creation, deletion and revert.  Each time the image
+is checked as above and holds the state before or after the step that was
+cut (`POINT=n` runs one point)."""
 import os
 import random
 import shutil
@@ -186,5 +195,136 @@ def main():
         shutil.rmtree(tmp, ignore_errors=True)
 
 
+# --- kills at chosen writes ---
+
+def kill_points():
+    shim = os.environ.get('KILL_SHIM')
+    if not shim or not os.path.exists(shim):
+        print('kill points: KILL_SHIM not built; skipped')
+        return
+    tmp = tempfile.mkdtemp(prefix='blockd-qkill.')
+    try:
+        base = os.path.join(tmp, 'base.qcow2')
+        check(run('qemu-img', 'create', '-f', 'qcow2', base, str(SIZE)).returncode == 0, 'create')
+        data = bytearray(SIZE)
+        for i, pat in enumerate((0x31, 0x32)):
+            off = i * 5 * CS + 1000
+            run('qemu-io', '-c', 'write -P %d %d %d' % (pat, off, SIZE // 2), base)
+            data[off:off + SIZE // 2] = bytes([pat]) * (SIZE // 2)
+            check(run('qemu-img', 'snapshot', '-c', 'base%d' % i, base).returncode == 0, 'snapshot -c')
+        # The script, and the state (data, snapshot names) after each step.
+        writes = {0: [(100000, 5000, 0x41)], 2: [(3 * CS, CS, 0x42), (SIZE - 1000, 1000, 0x43)],
+                  4: [(7 * CS + 17, 3 * CS, 0x44), (40 * CS, 100, 0x45)], 6: [(2 * CS, 2 * CS, 0x46)]}
+        states = [(bytes(data), {'base0', 'base1'})]
+        for step in range(7):
+            d, names = bytearray(states[-1][0]), set(states[-1][1])
+            for off, ln, val in writes.get(step, []):
+                d[off:off + ln] = bytes([val]) * ln
+            if step == 1:
+                names.add('p1')
+                p1 = bytes(d)
+            elif step == 3:
+                names.discard('base0')
+            elif step == 5:
+                d = bytearray(p1)
+            states.append((bytes(d), names))
+
+        def script(dmn, done):
+            q = dmn.qmp()
+            q.cmd('nbd-server-start', {'addr': {'type': 'unix', 'data': {'path': dmn.path('nbd.sock')}}})
+            q.cmd('block-export-add', {'type': 'nbd', 'id': 'e', 'node-name': 'q', 'writable': True})
+            h = connect(dmn.path('nbd.sock'), 'q')
+            for step in range(7):
+                if step in writes:
+                    for off, ln, val in writes[step]:
+                        h.pwrite(bytes([val]) * ln, off)
+                    h.flush()
+                elif step == 1:
+                    check('return' in q.cmd('blockdev-snapshot-internal-sync', {'device': 'q', 'name': 'p1'}), 'p1')
+                elif step == 3:
+                    check('return' in q.cmd('blockdev-snapshot-delete-internal-sync',
+                                            {'device': 'q', 'name': 'base0'}), 'delete')
+                elif step == 5:
+                    h.shutdown()
+                    q.cmd('snapshot-load', {'job-id': 'l', 'tag': 'p1', 'vmstate': 'q', 'devices': ['q']})
+                    while True:
+                        jobs = q.cmd('query-jobs')['return']
+                        if jobs[0]['status'] == 'concluded':
+                            break
+                        time.sleep(0.02)
+                    check('error' not in jobs[0], 'load %r' % jobs)
+                    h = connect(dmn.path('nbd.sock'), 'q')
+                done.append(step)
+            h.shutdown()
+
+        def one(point):
+            img = os.path.join(tmp, 'img.qcow2')
+            shutil.copyfile(base, img)
+            env = {'LD_PRELOAD': shim, 'KILL_SHIM_FILE': img, 'KILL_SHIM_AT': str(point),
+                   'KILL_SHIM_COUNT': os.path.join(tmp, 'count'),
+                   'ASAN_OPTIONS': os.environ.get('ASAN_OPTIONS', '') + ':verify_asan_link_order=0'}
+            saved = {k: os.environ.get(k) for k in env}
+            os.environ.update(env)
+            try:
+                dmn = Daemon(blockd_cmd(), extra=['--blockdev', 'driver=file,node-name=f,filename=' + img,
+                                                  '--blockdev', 'driver=qcow2,node-name=q,file=f'])
+            finally:
+                for k, v in saved.items():
+                    if v is None:
+                        os.environ.pop(k, None)
+                    else:
+                        os.environ[k] = v
+            done = []
+            with dmn:
+                try:
+                    script(dmn, done)
+                except (OSError, EOFError, Exception):
+                    pass
+                if point == 0:
+                    check(dmn.stop() == 0, 'daemon exit status')
+                else:
+                    if len(done) == 7:
+                        # The script is through: the point lies in the close.
+                        dmn.proc.send_signal(signal.SIGTERM)
+                    dmn.proc.wait(20)
+                    check(dmn.proc.returncode == -signal.SIGKILL or (len(done) == 7 and dmn.proc.returncode == 0),
+                          'point %d: blockd not killed (%r)' % (point, dmn.proc.returncode))
+            return img, len(done)
+
+        img, n = one(0)
+        check(n == 7, 'the script ran %d steps' % n)
+        with open(os.path.join(tmp, 'count')) as f:
+            total = int(f.read())
+        check(read_image(img) == states[7][0] and set(tags(img)) == states[7][1], 'the script\'s result')
+        pts = sorted({1 + (k * (total - 1)) // 39 for k in range(40)})
+        if os.environ.get('POINT'):
+            pts = [int(os.environ['POINT'])]
+        for point in pts:
+            img, done = one(point)
+            r = run('qemu-img', 'check', img)
+            check(r.returncode in (0, 3) and 'ERROR' not in r.stdout + r.stderr,
+                  'point %d (step %d): qemu-img check %d:\n%s%s' % (point, done, r.returncode, r.stdout, r.stderr))
+            got, names = read_image(img), set(tags(img))
+            before, after = states[done], states[min(done + 1, 7)]
+            check(names in (before[1], after[1]), 'point %d (step %d): snapshots %r' % (point, done, names))
+            if done in writes:
+                later = writes[done]
+                check_flushed(got, before[0], later, point)
+            else:
+                check(got in (before[0], after[0]), 'point %d (step %d): image data' % (point, done))
+            if 'p1' in names:
+                check(read_image(img, 'p1') == states[2][0], 'point %d: snapshot p1 data' % point)
+            print('point %d/%d: killed in step %d, check %s' %
+                  (point, total, done, 'clean' if r.returncode == 0 else 'leaks'))
+        print('%d kill points over %d writes; PASS' % (len(pts), total))
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
 if __name__ == '__main__':
-    main()
+    # PHASE=random or PHASE=points runs one half; POINT=n one kill point.
+    phase = os.environ.get('PHASE', '')
+    if phase in ('', 'random') and not os.environ.get('POINT'):
+        main()
+    if phase in ('', 'points'):
+        kill_points()

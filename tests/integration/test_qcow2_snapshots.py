@@ -129,6 +129,9 @@ def qmp_script(cmd):
         img, raw, ro = d.path('a.qcow2'), d.path('r.raw'), d.path('ro.qcow2')
         new_image(img)
         new_image(ro)
+        run('qemu-img', 'snapshot', '-c', 'ro1', ro)
+        top = d.path('top.qcow2')
+        run('qemu-img', 'create', '-f', 'qcow2', '-b', img, '-F', 'qcow2', top)
         run('qemu-io', '-c', 'write -P 1 0 1M', '-c', 'write -P 2 2M 64k', img)
         run('qemu-img', 'create', '-f', 'raw', raw, '1M')
 
@@ -148,6 +151,7 @@ def qmp_script(cmd):
         c('blockdev-snapshot-internal-sync', {'device': 'nope', 'name': 's1'})
         c('blockdev-snapshot-internal-sync', {'device': 'r', 'name': 's1'})
         c('blockdev-snapshot-internal-sync', {'device': 'ro', 'name': 's1'})
+        c('blockdev-snapshot-delete-internal-sync', {'device': 'ro', 'name': 'ro1'})
         c('blockdev-snapshot-internal-sync', {'device': 'q', 'name': '2'})
         c('blockdev-snapshot-internal-sync', {'device': 'q', 'name': '1'})
         c('blockdev-snapshot-delete-internal-sync', {'device': 'q', 'name': 's1'})
@@ -160,6 +164,12 @@ def qmp_script(cmd):
         c('blockdev-snapshot-delete-internal-sync', {'device': 'nope', 'name': 's1'})
         c('transaction', {'actions': [{'type': 'blockdev-snapshot-internal-sync',
                                        'data': {'device': 'q', 'name': 't1'}}]})
+        # A node below another (the backing of an overlay) is not a root.
+        q.cmd('blockdev-add', {'driver': 'qcow2', 'node-name': 'top', 'backing': 'q',
+                               'file': {'driver': 'file', 'filename': top}})
+        c('blockdev-snapshot-internal-sync', {'device': 'q', 'name': 'under'})
+        c('blockdev-snapshot-delete-internal-sync', {'device': 'q', 'name': 't1'})
+        q.cmd('blockdev-del', {'node-name': 'top'})
         c('transaction', {'actions': [{'type': 'blockdev-snapshot-internal-sync',
                                        'data': {'device': 'q', 'name': 't2'}}, {'type': 'abort', 'data': {}}]})
         c('transaction', {'actions': [{'type': 'blockdev-snapshot-internal-sync',
