@@ -112,7 +112,6 @@ static int load(SnapshotJob *sj, GError **errp)
         return -ENOENT;
     }
     uint64_t vm_size = sn.vm_state_size;
-    g_autofree char *id = g_strdup(sn.id);
     block_snapshot_clear(&sn);
     /* blockd's own snapshots (and qemu-img's) hold no VM state; one that
      * does was saved by a VM, and only a VM can load it.  Checked before
