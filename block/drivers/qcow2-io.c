@@ -131,6 +131,15 @@ static int old_content(Qcow2 *s, uint64_t c, uint64_t e, uint8_t *out)
     }
 }
 
+/* Whether guest cluster c (entry e) holds data of its own or its backing
+ * node's, which a partial write into a new cluster copies along. */
+static bool holds_data(Qcow2 *s, uint64_t c, uint64_t e)
+{
+    ClusterType t = classify(s, e);
+    return t == CT_NORMAL || t == CT_COMPRESSED ||
+           (t == CT_UNALLOC && s->backing && c * s->cs < node_size(s->backing));
+}
+
 /* Writes a prefix of [offset, offset+count): an in-place run, or one run
  * of clusters that need new allocations.  *done says how much. */
 static int write_step(Qcow2 *s, const void *buf, uint64_t count, uint64_t offset, uint64_t *done)
@@ -167,23 +176,32 @@ static int write_step(Qcow2 *s, const void *buf, uint64_t count, uint64_t offset
     if ((r = qcow2_alloc_clusters(s, k, &host)) < 0)
         goto out;
     const void *data = buf;
+    bool keeps_old = false; /* the new clusters carry data the image already held */
     if (in || tail) {
         bounce = g_malloc(k * cs);
-        if (in && (r = old_content(s, c0, e0, bounce)) < 0)
-            goto out;
+        if (in) {
+            keeps_old = holds_data(s, c0, e0);
+            if ((r = old_content(s, c0, e0, bounce)) < 0)
+                goto out;
+        }
         if (tail && (k > 1 || !in)) {
             uint64_t el;
             if ((r = qcow2_get_entry(s, c0 + k - 1, &el)) < 0 ||
                 (r = old_content(s, c0 + k - 1, el, bounce + (k - 1) * cs)) < 0)
                 goto out;
+            keeps_old = keeps_old || holds_data(s, c0 + k - 1, el);
         }
         memcpy(bounce + in, buf, len);
         data = bounce;
     }
-    /* Data first, then the L2 entries that make it visible. */
+    /* Data first, then the L2 entries that make it visible.  A copy that
+     * carries data written (and perhaps flushed) before -- a cluster a
+     * snapshot shares, a compressed one, the backing file's -- is flushed
+     * before the entry points at it, so a power loss cannot leave the
+     * entry pointing at a cluster that never got that data. */
     g_assert(qcow2_clusters_allocated(s, host, k));
     node_debug_event(s->file, BLKDBG_WRITE_AIO);
-    if ((r = qcow2_file_write(s, data, k * cs, host)) < 0 ||
+    if ((r = qcow2_file_write(s, data, k * cs, host)) < 0 || (keeps_old && (r = node_flush(s->file)) < 0) ||
         (r = qcow2_set_entries(s, c0, k, host, OFLAG_COPIED)) < 0)
         goto out;
     *done = len;

@@ -69,6 +69,12 @@ bool qcow2_read_snapshots(Qcow2 *s, uint32_t nb, uint64_t offset, GError **errp)
         qcow2_set_error(errp, G_IO_ERROR_INVALID_DATA, "Snapshot table offset invalid");
         return false;
     }
+    /* As QEMU's qcow2_validate_table: the entries' fixed parts at least lie in the file. */
+    uint64_t fsize = node_size(s->file);
+    if (offset > fsize || (uint64_t)nb * SNAP_HDR > fsize - offset) {
+        qcow2_set_error(errp, G_IO_ERROR_INVALID_DATA, "Snapshot table too large");
+        return false;
+    }
     s->snapshots = g_new0(Qcow2Snapshot, nb);
     uint64_t off = offset;
     for (uint32_t i = 0; i < nb; i++) {
@@ -76,7 +82,7 @@ bool qcow2_read_snapshots(Qcow2 *s, uint32_t nb, uint64_t offset, GError **errp)
         s->nb_snapshots = i + 1; /* what qcow2_free_snapshots frees on failure */
         uint8_t h[SNAP_HDR], extra[SNAP_EXTRA] = { 0 };
         off = (off + 7) & ~UINT64_C(7);
-        if (off - offset > MAX_SNAPSHOTS_SIZE) {
+        if (off - offset > MAX_SNAPSHOTS_SIZE || off >= fsize) {
             qcow2_set_error(errp, G_IO_ERROR_INVALID_DATA, "Snapshot table is too big");
             goto fail;
         }

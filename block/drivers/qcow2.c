@@ -20,7 +20,10 @@
  * refcount of 0.  A freed cluster's refcount is dropped only after the next
  * flush made the L2 update that unreferenced it durable.  Data is written
  * before the L2 entry that makes it visible; new clusters lie past the old
- * end of the file and read as zeroes until written.
+ * end of the file and read as zeroes until written.  A new cluster that
+ * carries data the image held before (the rest of a cluster a snapshot
+ * shares, a compressed one, backing data) is flushed before its entry is
+ * written, and a copied L2 table before its L1 entry.
  *
  * Threads.  One mutex guards the metadata (L1, L2 cache, refcounts,
  * reservation).  Reads look up the mapping under it and read data outside
