@@ -34,6 +34,7 @@
 
 typedef struct BlockNode BlockNode;
 struct BlockImageInfo;
+struct BlockSnapshotOps;
 
 /* A driver's open callback, typed by its member of BlockdevOptions' union
  * (qapi/block-core.json), the member named like the driver.  The options
@@ -119,6 +120,14 @@ typedef struct BlockDriver {
      * and its permissions, and checked sizes).  Without it the node's
      * children cannot be replaced (node_replace refuses). */
     void (*replace_child)(void *opaque, BlockNode *old_child, BlockNode *new_child);
+
+    /* Optional: internal snapshots (block/snapshot.h). */
+    const struct BlockSnapshotOps *snapshot;
+
+    /* Optional: writes one whole cluster compressed at `offset` (aligned
+     * to the cluster size the driver reports as preferred block size, or
+     * the image's end); 0 or -errno.  Backups with compress=true. */
+    int (*pwrite_compressed)(void *opaque, const void *buf, uint32_t count, uint64_t offset);
 
     /* Optional (formats with a backing chain): `backing` becomes the
      * backing node of an image that has none now (opened with backing

@@ -546,10 +546,10 @@ static void test_errors(void)
     g_unlink(gone);
     expect_open_error(img, false, "Could not open backing file");
 
-    /* Internal snapshots: read-only is fine, read-write is refused. */
+    /* Internal snapshots: read-only and read-write opens; a write copies
+     * the shared cluster and table, the snapshot keeps its data. */
     g_assert_cmpint(run(NULL, "qemu-img create -q -f qcow2 %s 1M && qemu-io -c \"write -P 7 0 64k\" %s -f qcow2 "
                               ">/dev/null && qemu-img snapshot -c s1 %s", img, img, img), ==, 0);
-    expect_open_error(img, false, "internal snapshots");
     GError *err = NULL;
     BlockNode *n = open_qcow2_full(img, NULL, true, &err);
     g_assert_no_error(err);
@@ -558,6 +558,17 @@ static void test_errors(void)
     g_assert_cmpuint(buf[0], ==, 7);
     g_assert_true(node_read_only(n));
     close_node(n);
+    n = open_qcow2_full(img, NULL, false, &err);
+    g_assert_no_error(err);
+    memset(buf, 9, sizeof buf);
+    g_assert_cmpint(node_pwrite(n, buf, sizeof buf, 512, 0), ==, 0);
+    g_assert_cmpint(node_flush(n), ==, 0);
+    close_node(n);
+    g_assert_cmpint(run(NULL, "qemu-img check -q %s && ! qemu-io -r -f qcow2 -c \"read -P 7 0 512\" "
+                              "-c \"read -P 9 512 512\" -c \"read -P 7 1024 63k\" %s | grep -q 'verification failed' && "
+                              "qemu-img convert -l snapshot.name=s1 -O raw %s %s.raw && "
+                              "! qemu-io -r -f raw -c \"read -P 7 0 64k\" %s.raw | grep -q 'verification failed'",
+                              img, img, img, img, img), ==, 0);
 }
 
 /* Persistent bitmaps: opening read-write clears autoclear bit 0. */
