@@ -13,6 +13,7 @@
  *   qcow2-snapshot.c  internal snapshots: the snapshot table, create,
  *                     delete and revert as one atomic header update
  *   qcow2-compress.c  compressed cluster writes (deflate)
+ *   qcow2-backing-file.c  the backing file name and format in the header
  *
  * Every function here except the byte-order and entry helpers expects
  * s->lock held, unless it says otherwise. */
@@ -278,3 +279,8 @@ void qcow2_free_snapshots(Qcow2 *s);
 int qcow2_pwrite_compressed(void *o, const void *buf, uint32_t count, uint64_t offset);
 /* BlockDriver.snapshot (qcow2-snapshot.c). */
 extern const struct BlockSnapshotOps qcow2_snapshot_ops;
+
+/* ---- the backing file in the header (qcow2-backing-file.c; takes s->lock) ---- */
+
+/* BlockDriver.write_backing_file: rewrites the header's backing file name and format. */
+int qcow2_write_backing_file(void *o, const char *name, const char *fmt);
