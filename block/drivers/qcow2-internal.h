@@ -10,6 +10,8 @@
  *   qcow2-cache.c     the L2 table cache
  *   qcow2-refcount.c  refcounts, cluster allocation (the reservation) and
  *                     deferred freeing
+ *   qcow2-bitmap.c    persistent dirty bitmaps: the bitmaps extension, its
+ *                     directory and tables, blockd's crash-safe marks
  *
  * Every function here except the byte-order and entry helpers expects
  * s->lock held, unless it says otherwise. */
@@ -69,6 +71,8 @@ typedef struct FreeRange {
     uint64_t offset, length;
 } FreeRange;
 
+typedef struct Qcow2Bitmaps Qcow2Bitmaps; /* qcow2-bitmap.c */
+
 typedef struct Qcow2 {
     BlockNode *file, *backing;
     GMutex lock;
@@ -105,6 +109,8 @@ typedef struct Qcow2 {
     GArray *pending_free;        /* FreeRange, dropped after the next flush */
 
     char *backing_name, *backing_full, *backing_fmt;
+
+    Qcow2Bitmaps *bitmaps;       /* the bitmap directory (qcow2-bitmap.c) */
 } Qcow2;
 
 /* ---- byte order ---- */
@@ -226,3 +232,20 @@ int qcow2_trim(void *o, uint32_t count, uint64_t offset, uint32_t flags);
 int qcow2_flush(void *o, uint32_t flags);
 /* Block status: allocation in this layer, the backing node's below it. */
 int qcow2_extents(void *o, uint32_t count, uint64_t offset, uint32_t flags, BlockExtents *out);
+
+/* ---- persistent dirty bitmaps (qcow2-bitmap.c) ---- */
+
+/* Reads the bitmaps extension and directory of header cluster `h` (hlen
+ * bytes) after the tables are loaded; writing, marks every bitmap in use
+ * and clears the autoclear bits blockd does not maintain (taking s->lock).
+ * False with QEMU's error for a directory QEMU would refuse. */
+bool qcow2_bitmaps_open(Qcow2 *s, BlockNode *self, const uint8_t *h, uint64_t hlen, GError **errp);
+/* Frees what qcow2_bitmaps_open read (writes nothing). */
+void qcow2_bitmaps_free(Qcow2 *s);
+/* The BlockDriver.bitmaps_* callbacks (block/image-bitmaps.h), taking s->lock themselves. */
+bool qcow2_bitmaps_can_add(void *o, const char *name, uint32_t granularity, const char *const *names, guint n,
+                           GError **errp);
+bool qcow2_bitmaps_load(void *o, GPtrArray *out, GError **errp);
+bool qcow2_bitmaps_store(void *o, GPtrArray *entries, bool clean, GError **errp);
+int qcow2_bitmaps_write(void *o, uint64_t loc, uint64_t first_word, uint64_t nwords, const void *buf);
+int qcow2_bitmaps_sync(void *o);
