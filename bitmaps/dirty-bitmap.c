@@ -20,6 +20,7 @@ typedef struct NodeBitmaps {
     NodeWriteHook *hook;     /* before-write, installed while there is a bitmap */
     NodeWriteHook *done_hook; /* after-write, likewise */
     BitmapStore *store;      /* sidecar or image, for nodes with persistent bitmaps */
+    bool loaded;             /* the image's bitmaps were loaded (dirty_bitmap_load_persistent) */
 } NodeBitmaps;
 
 struct DirtyBitmap {
@@ -266,6 +267,10 @@ DirtyBitmap *dirty_bitmap_create(BlockNode *node, const char *name, uint32_t gra
     }
     bool in_image = persistent && node_bitmaps_supported(node);
     if (in_image) {
+        /* The image's own bitmaps first: a store writes the whole set. */
+        NodeBitmaps *known = node_bitmaps(node, false);
+        if (!known || !known->loaded)
+            dirty_bitmap_load_persistent(node);
         /* QEMU's order (qcow2_co_can_store_new_dirty_bitmap): the name is
          * free, then the image's limits. */
         if (dirty_bitmap_find(node, name)) {
@@ -618,7 +623,11 @@ void dirty_bitmap_load_persistent(BlockNode *node)
     bool ro = node_read_only(node);
     BitmapStore *st;
     if (node_bitmaps_supported(node)) {
-        /* Bitmaps in the image (qcow2). */
+        /* Bitmaps in the image (qcow2), loaded once. */
+        NodeBitmaps *nb = node_bitmaps(node, true);
+        if (nb->loaded)
+            return;
+        nb->loaded = true;
         g_autoptr(GError) err = NULL;
         st = bitmap_store_open_image(node, &loaded, &err);
         if (!st)

@@ -91,6 +91,8 @@ struct Qcow2Bitmaps {
     GPtrArray *dir;          /* BitmapEntry *, the directory the header points to */
     uint64_t dir_offset, dir_size;
     uint32_t blockd_cap;     /* room of blockd's extension (entries), 0 when absent */
+    bool warned_room;        /* said once that the header cluster is full */
+    bool loaded;             /* bitmaps_load ran: a store's entries are the whole set */
 };
 
 /* What a header switch writes. */
@@ -809,6 +811,7 @@ bool qcow2_bitmaps_load(void *o, GPtrArray *out, GError **errp)
     Qcow2 *s = o;
     g_mutex_lock(&s->lock);
     Qcow2Bitmaps *b = s->bitmaps;
+    b->loaded = true;
     g_autoptr(GHashTable) seen = g_hash_table_new_full(g_int64_hash, g_int64_equal, g_free, NULL);
     for (guint i = 0; i < b->dir->len; i++) {
         BitmapEntry *e = b->dir->pdata[i];
@@ -935,6 +938,12 @@ bool qcow2_bitmaps_store(void *o, GPtrArray *entries, bool clean, GError **errp)
         e->consistent = true;
         e->crash_safe = !clean && nsafe < cap_for(b, nsafe + 1, room);
         nsafe += e->crash_safe;
+        if (!clean && !e->crash_safe && !b->warned_room) {
+            g_message("warning: image '%s': no room left in the header cluster to list bitmap '%s' as "
+                      "crash-safe; it is stored as QEMU stores it (inconsistent after a crash)",
+                      node_filename(s->file) ? node_filename(s->file) : "", sb->name);
+            b->warned_room = true;
+        }
         e->flags = (clean ? 0 : BME_FLAG_IN_USE) | (sb->enabled ? BME_FLAG_AUTO : 0);
         g_ptr_array_add(dir, e);
         slot[i] = dir->len;
@@ -956,11 +965,22 @@ bool qcow2_bitmaps_store(void *o, GPtrArray *entries, bool clean, GError **errp)
             break;
         }
     }
-    /* Bitmaps that are gone. */
+    /* Bitmaps that are gone.  (Never loaded, they are not the caller's to
+     * drop: they stay, in use.) */
     for (guint i = 0; r == 0 && i < b->dir->len; i++) {
         BitmapEntry *old = b->dir->pdata[i];
-        if (!find_entry(dir, old->name))
+        if (find_entry(dir, old->name))
+            continue;
+        if (b->loaded) {
             frees_add_entry(s, &drop, old);
+        } else {
+            BitmapEntry *e = entry_copy(old);
+            e->flags |= BME_FLAG_IN_USE;
+            e->consistent = e->crash_safe = false;
+            g_free(e->table);
+            e->table = NULL;
+            g_ptr_array_add(dir, e);
+        }
     }
     if (r == 0 && (r = node_flush(s->file)) == 0)
         r = commit(s, dir, cap_for(b, nsafe, room), &drop);
