@@ -12,8 +12,9 @@
 2. QEMU -> blockd: bitmaps made by `qemu-img bitmap --add` and by
    qemu-storage-daemon (block-dirty-bitmap-add persistent), written through
    QSD's NBD export with qemu-io; blockd opens the image and shows and
-   serves the same bitmaps (states, granularity, count, map, hash); after
-   more writes in blockd, QSD reads them back.
+   serves the same bitmaps (states, granularity, count, map, hash); an
+   incremental blockdev-backup with one copies its writes and clears it;
+   after more writes in blockd, QSD reads the bitmaps back.
 3. Management on a qcow2 node: remove, clear, enable, disable, merge and a
    transaction, each reflected in the image (qemu-img info) at once;
    QEMU's default granularity (the cluster size within 4..64 KiB).
@@ -29,7 +30,7 @@ import tempfile
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from backup_lib import Daemon, blockd_cmd, check, connect, import_nbd, ok, qsd_cmd, skip  # noqa: E402
+from backup_lib import Daemon, blockd_cmd, check, connect, import_nbd, ok, qsd_cmd, skip, wait_job_end  # noqa: E402
 
 MiB = 1 << 20
 SIZE = 256 * MiB
@@ -274,6 +275,24 @@ def test_qemu_to_blockd(tmp):
         h.pwrite(b'\x09' * 4096, 200 * MiB)
         h.shutdown()
         unexport(q)
+        # An incremental backup with QEMU's bitmap: the dirty clusters go to
+        # the target, the bitmap is cleared in the image (a bitmap that
+        # loses its bits is stored in new clusters).
+        target = os.path.join(tmp, 'inc.raw')
+        with open(target, 'wb') as f:
+            f.truncate(SIZE)
+        ok(q.cmd('blockdev-add', {'driver': 'file', 'node-name': 'tgt', 'filename': target}), 'target')
+        ok(q.cmd('blockdev-backup', {'job-id': 'inc', 'device': 'q0', 'target': 'tgt', 'sync': 'incremental',
+                                     'bitmap': 'qb'}), 'blockdev-backup')
+        evs = wait_job_end(q, 'inc')
+        done = [e['data'] for e in evs if e['event'] == 'BLOCK_JOB_COMPLETED']
+        check(done and 'error' not in done[0], 'incremental backup: %r' % done)
+        check(bitmaps(q)['qb']['count'] == 0, 'qb after the backup: %r' % bitmaps(q)['qb'])
+        ok(q.cmd('blockdev-del', {'node-name': 'tgt'}), 'del target')
+        with open(target, 'rb') as f:
+            for off, n, byte in WRITES + [(200 * MiB, 4096, 9)]:
+                f.seek(off)
+                check(f.read(n) == bytes([byte]) * n, 'backup target at %d' % off)
         hashes = {n: sha(q, n) for n in ('qb', 'qp', 'qd')}
         after = bitmaps(q)
         quit(d, q)
@@ -284,6 +303,7 @@ def test_qemu_to_blockd(tmp):
         q = d.qmp()
         add_qcow2(q, img)
         b = bitmaps(q)
+        check(b['qb']['count'] == 0, 'QSD: qb after the backup %r' % b['qb'])
         for n in ('qb', 'qp', 'qd'):
             check(b[n]['count'] == after[n]['count'] and b[n]['recording'], 'QSD reads back %r' % b[n])
             check(sha(q, n) == hashes[n], 'QSD hash of %s after blockd differs' % n)
