@@ -122,14 +122,28 @@ def walk_time(cmd):
         return best
 
 
-def fio_iops(sock):
+def cpu_seconds(pid):
+    """User plus system CPU time of a process so far."""
+    with open('/proc/%d/stat' % pid) as f:
+        fields = f.read().rsplit(')', 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf('SC_CLK_TCK')
+
+
+def fio_iops(sock, pid=None):
+    """fio's write IOPS; with the daemon's `pid`, (IOPS, daemon CPU
+    microseconds per write), a measure other load on the machine disturbs
+    less than IOPS."""
+    cpu0 = cpu_seconds(pid) if pid else 0
     r = subprocess.run(['fio', '--name=w', '--ioengine=nbd',
                         '--uri=nbd+unix:///disk?socket=' + sock, '--rw=randwrite', '--bs=4k',
                         '--iodepth=16', '--time_based', '--runtime=%d' % FIO_SECONDS,
                         '--size=1g', '--output-format=json'],
                        capture_output=True, text=True, timeout=120)
     check(r.returncode == 0, 'fio failed: %s' % r.stderr[-500:])
-    return json.loads(r.stdout[r.stdout.index('{'):])['jobs'][0]['write']['iops']
+    write = json.loads(r.stdout[r.stdout.index('{'):])['jobs'][0]['write']
+    if not pid:
+        return write['iops']
+    return write['iops'], (cpu_seconds(pid) - cpu0) * 1e6 / max(write['total_ios'], 1)
 
 
 def tracking_cost(configs, kind):
@@ -162,7 +176,9 @@ def tracking_cost(configs, kind):
                 ok(q, 'nbd-server-start', {'addr': {'type': 'unix', 'data': {'path': sock}}})
                 ok(q, 'block-export-add', {'type': 'nbd', 'id': 'e', 'node-name': 'f0',
                                            'name': 'disk', 'writable': True})
-                samples.setdefault(label, []).append(fio_iops(sock))
+                iops, cpu = fio_iops(sock, d.proc.pid)
+                samples.setdefault(label, []).append(iops)
+                samples.setdefault(label + ' cpu', []).append(cpu)
                 d.stop()
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -177,6 +193,8 @@ def report(samples, base_label, targets):
         print('write IOPS with %-20s: %8.0f (cost %5.1f%% vs %8.0f without; target < %d%%); runs %s vs %s'
               % (label, med[label], 100 * (base - med[label]) / base, base, target,
                  ' '.join('%.0f' % x for x in samples[label]), ' '.join('%.0f' % x for x in samples[base_label])))
+        cb, cl = med[base_label + ' cpu'], med[label + ' cpu']
+        print('    daemon CPU per write: %.2f us vs %.2f us without (+%.1f%%)' % (cl, cb, 100 * (cl - cb) / cb))
 
 
 def memory_bytes(nbits):
