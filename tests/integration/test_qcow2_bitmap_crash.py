@@ -139,7 +139,7 @@ class Writers:
             t.join(30)
 
 
-def churn(q, halt, clears, rng, errors):
+def churn(q, halt, clears, rng, errors, rnd):
     """Bitmap changes on 'k', 'other' and temporary bitmaps until halted;
     a failure before the kill goes to `errors`."""
     n = 0
@@ -150,7 +150,7 @@ def churn(q, halt, clears, rng, errors):
                 ok(q.cmd('block-dirty-bitmap-disable', {'node': 'q0', 'name': 'other'}), 'disable')
                 ok(q.cmd('block-dirty-bitmap-enable', {'node': 'q0', 'name': 'other'}), 'enable')
             elif op == 'addrm':
-                name = 'tmp%d' % n
+                name = 'tmp%d.%d' % (rnd, n)
                 ok(q.cmd('block-dirty-bitmap-add', {'node': 'q0', 'name': name, 'persistent': True,
                                                     'granularity': rng.choice((4096, 65536))}), 'add')
                 halt.wait(rng.uniform(0, 0.02))
@@ -301,6 +301,11 @@ def run(tmp):
             for name in ('c', 'c64', 'k'):
                 check(name in b and 'inconsistent' not in b[name] and b[name]['recording'],
                       'round %d: bitmap %s after SIGKILL: %r' % (rnd, name, b.get(name)))
+            # A temporary bitmap whose add returned before the kill is stored.
+            for name in b:
+                if name.startswith('tmp'):
+                    check('inconsistent' not in b[name], 'round %d: %s %r' % (rnd, name, b[name]))
+                    ok(q.cmd('block-dirty-bitmap-remove', {'node': 'q0', 'name': name}), 'remove ' + name)
             c = dirty_extents(q, d, 'q0', 'c', SIZE)
             c64 = dirty_extents(q, d, 'q0', 'c64', SIZE)
             k = dirty_extents(q, d, 'q0', 'k', SIZE)
@@ -332,7 +337,7 @@ def run(tmp):
             t = None
             errors = []
             if rnd % 2:
-                t = threading.Thread(target=churn, args=(d.qmp(1), halt, clears, rng, errors), daemon=True)
+                t = threading.Thread(target=churn, args=(d.qmp(1), halt, clears, rng, errors, rnd), daemon=True)
                 t.start()
             time.sleep(rng.uniform(0.3, 1.5))
             halt.set()

@@ -2,7 +2,9 @@
 """Bitmap commands on qcow2 nodes that QEMU refuses, run against blockd and
 qemu-storage-daemon on identical images: every reply (error class and
 text, or success) must be the same.  Covered: a qcow2 v2 image, names too
-long, duplicates (persistent or not, either way round), a bitmap too big
+long, duplicates (persistent or not, either way round), default
+granularities (qcow2 clusters of 512 B, 4 KiB, 64 KiB, 2 MiB; file and raw
+nodes), a bitmap too big
 for the image ("Use larger granularity"), too many bitmaps (an image with
 65535 of them: qemu-storage-daemon needs minutes to load them, its
 bdrv_find_dirty_bitmap being linear, so by default only blockd's reply is
@@ -87,6 +89,8 @@ def make_images(tmp):
     qemu_img('create', '-q', '-f', 'qcow2', os.path.join(tmp, 'v3.qcow2'), '1G')
     qemu_img('create', '-q', '-f', 'qcow2', '-o', 'compat=0.10', os.path.join(tmp, 'v2.qcow2'), '1G')
     qemu_img('create', '-q', '-f', 'qcow2', os.path.join(tmp, 'big.qcow2'), '1P')
+    for cs in ('512', '4k', '2M'):
+        qemu_img('create', '-q', '-f', 'qcow2', '-o', 'cluster_size=' + cs, os.path.join(tmp, 'c%s.qcow2' % cs), '64M')
     ro = os.path.join(tmp, 'ro.qcow2')
     qemu_img('create', '-q', '-f', 'qcow2', ro, '1G')
     qemu_img('bitmap', '--add', ro, 'stored')
@@ -108,7 +112,8 @@ def script(cmd, tmp):
     with Daemon(cmd) as d:
         q = d.qmp()
         for n, f, ro in (('v3', 'v3.qcow2', False), ('v2', 'v2.qcow2', False), ('big', 'big.qcow2', False),
-                         ('ro', 'ro.qcow2', True), ('crashed', 'crashed.qcow2', False)):
+                         ('ro', 'ro.qcow2', True), ('crashed', 'crashed.qcow2', False),
+                         ('c512', 'c512.qcow2', False), ('c4k', 'c4k.qcow2', False), ('c2M', 'c2M.qcow2', False)):
             node(q, n, os.path.join(tmp, f), ro)
         ok(q.cmd('blockdev-add', {'driver': 'file', 'node-name': 'f0', 'filename': os.path.join(tmp, 'raw.img')}),
            'file')
@@ -139,6 +144,9 @@ def script(cmd, tmp):
         do('too big at 512 B', add, {'node': 'big', 'name': 'p', 'persistent': True, 'granularity': 512})
         do('big enough granularity', add, {'node': 'big', 'name': 'p', 'persistent': True, 'granularity': 1 << 31})
         do('raw node', add, {'node': 'r0', 'name': 'p', 'persistent': True})
+        # Default granularities: the cluster size within 4..64 KiB, 64 KiB without clusters.
+        for n in ('c512', 'c4k', 'c2M', 'v3', 'f0', 'r0'):
+            do('default granularity on ' + n, add, {'node': n, 'name': 'dflt', 'persistent': n.startswith('c')})
         for c in ('clear', 'remove', 'enable', 'disable'):
             do('no such bitmap: ' + c, 'block-dirty-bitmap-' + c, {'node': 'v3', 'name': 'zz'})
         # Bitmaps of a read-only image.
@@ -161,7 +169,7 @@ def script(cmd, tmp):
         do('transaction with a refused add', 'transaction', {'actions': [
             {'type': 'block-dirty-bitmap-add', 'data': {'node': 'v3', 'name': 't1', 'persistent': True}},
             {'type': 'block-dirty-bitmap-add', 'data': {'node': 'v2', 'name': 't2', 'persistent': True}}]})
-        for n in ('v3', 'v2', 'big', 'ro', 'crashed', 'r0'):
+        for n in ('v3', 'v2', 'big', 'ro', 'crashed', 'r0', 'f0', 'c512', 'c4k', 'c2M'):
             bms = [b for x in q.cmd('query-named-block-nodes')['return'] if x['node-name'] == n
                    for b in x.get('dirty-bitmaps', [])]
             out.append(('bitmaps of ' + n, bms))
