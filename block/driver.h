@@ -114,6 +114,13 @@ typedef struct BlockDriver {
      * children cannot be replaced (node_replace refuses). */
     void (*replace_child)(void *opaque, BlockNode *old_child, BlockNode *new_child);
 
+    /* Optional (formats with a backing chain): `backing` becomes the
+     * backing node of an image that has none now (opened with backing
+     * null), or with NULL the backing node is dropped again.  The node
+     * layer has added (or will remove) the edge; the image's header is not
+     * rewritten (QEMU's bdrv_set_backing_hd for blockdev-snapshot). */
+    void (*set_backing)(void *opaque, BlockNode *backing);
+
     /* Optional: a parent reports a debug event on its
      * way through this node's I/O path; only blkdebug reacts. */
     void (*debug_event)(void *opaque, BlkdebugEvent event);

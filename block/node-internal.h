@@ -44,6 +44,8 @@ bool node_perm_move_edges(BlockNode *parent, BlockNode *old_child, BlockNode *ne
  * nothing, if a parent's driver cannot change its child or a permission is
  * refused.  block/user.c's node_replace calls it. */
 bool node_replace_parent_edges(BlockNode *old_node, BlockNode *new_node, GError **errp);
+/* Drops the claims `parent` holds on `child` (the edge goes away). */
+void node_perm_detach(BlockNode *parent, BlockNode *child);
 /* Drops every claim `parent` holds on its children (it is closing). */
 void node_perm_detach_all(BlockNode *parent);
 /* Recomputes what `node` claims on its children, after its read-only flag

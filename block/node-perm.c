@@ -343,6 +343,21 @@ bool node_perm_move_edges(BlockNode *parent, BlockNode *old_child, BlockNode *ne
     return ok;
 }
 
+void node_perm_detach(BlockNode *parent, BlockNode *child)
+{
+    g_rec_mutex_lock(&perm_lock);
+    for (guint i = parent->edges->len; i-- > 0;) {
+        NodePermClaim *c = parent->edges->pdata[i];
+        if (c->node != child)
+            continue;
+        g_ptr_array_remove_index(parent->edges, i);
+        g_ptr_array_remove(child->claims, c);
+        claim_free(c);
+    }
+    update_loosening(child);
+    g_rec_mutex_unlock(&perm_lock);
+}
+
 void node_perm_detach_all(BlockNode *parent)
 {
     g_rec_mutex_lock(&perm_lock);

@@ -439,6 +439,24 @@ bool node_replace_parent_edges(BlockNode *old_node, BlockNode *new_node, GError 
     return true;
 }
 
+bool node_set_backing(BlockNode *node, BlockNode *backing, GError **errp)
+{
+    g_assert(node->drv->set_backing);
+    if (!node_add_child(node, backing, NODE_CHILD_COW, errp))
+        return false;
+    node->drv->set_backing(node->opaque, backing);
+    return true;
+}
+
+void node_drop_backing(BlockNode *node, BlockNode *backing)
+{
+    node->drv->set_backing(node->opaque, NULL);
+    node_perm_detach(node, backing);
+    g_mutex_lock(&graph_lock);
+    g_ptr_array_remove(node->children, backing);   /* drops the edge's reference */
+    g_mutex_unlock(&graph_lock);
+}
+
 bool node_add_implicit_child(BlockNode *parent, BlockNode *child, NodeChildRole role, GError **errp)
 {
     if (!node_add_child(parent, child, role, errp))

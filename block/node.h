@@ -57,6 +57,12 @@ unsigned node_users(BlockNode *node);
  * with QEMU's error, and nothing recorded, if image locks forbid it.
  * Drivers call it in open, before touching the child's data. */
 bool node_add_child(BlockNode *parent, BlockNode *child, NodeChildRole role, GError **errp);
+/* Makes `backing` the backing node of `node`, a format opened without one
+ * whose driver has set_backing (blockdev-snapshot): the edge with its
+ * claim, then the driver.  False, changing nothing, if the claim is refused. */
+bool node_set_backing(BlockNode *node, BlockNode *backing, GError **errp);
+/* Undoes node_set_backing (no request may be using the backing node through `node`). */
+void node_drop_backing(BlockNode *node, BlockNode *backing);
 /* Like node_add_child for a node the parent created itself (an implicit
  * file or backing node): when the parent closes, the child also leaves the
  * graph unless someone else still uses it. */

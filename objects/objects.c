@@ -8,7 +8,7 @@
 
 typedef struct UserObject {
     char *id;
-    ObjectKind type;
+    ObjectType type;
     int users;          /* acquisitions not yet released (under registry_lock) */
     void *impl;         /* TlsCreds *, AuthzSimple * or Secret * */
 } UserObject;
@@ -38,9 +38,9 @@ static UserObject *find_impl_locked(const void *impl)
 
 static void user_object_free(UserObject *o)
 {
-    if (o->type == OBJECT_KIND_AUTHZ_SIMPLE)
+    if (o->type == OBJECT_TYPE_AUTHZ_SIMPLE)
         authz_simple_free(o->impl);
-    else if (o->type == OBJECT_KIND_SECRET)
+    else if (o->type == OBJECT_TYPE_SECRET)
         secret_free(o->impl);
     else
         tls_creds_free(o->impl);
@@ -50,7 +50,7 @@ static void user_object_free(UserObject *o)
 
 /* Registers `impl` (made by the caller) as object `id` of kind `type`;
  * frees it if the id is taken. */
-static bool add(const char *id, ObjectKind type, void *impl, GError **errp)
+static bool add(const char *id, ObjectType type, void *impl, GError **errp)
 {
     UserObject *o = g_new0(UserObject, 1);
     o->id = g_strdup(id);
@@ -84,19 +84,19 @@ static bool id_free(const char *id, GError **errp)
     return !exists;
 }
 
-bool object_add_tls_creds(const char *id, ObjectKind kind, const TlsCredsConfig *cfg, GError **errp)
+bool object_add_tls_creds(const char *id, ObjectType kind, const TlsCredsConfig *cfg, GError **errp)
 {
-    g_assert(kind == OBJECT_KIND_TLS_CREDS_PSK || kind == OBJECT_KIND_TLS_CREDS_X509);
+    g_assert(kind == OBJECT_TYPE_TLS_CREDS_PSK || kind == OBJECT_TYPE_TLS_CREDS_X509);
     if (!id_free(id, errp))
         return false;
-    TlsCreds *creds = kind == OBJECT_KIND_TLS_CREDS_PSK ? tls_creds_new_psk(cfg, errp)
+    TlsCreds *creds = kind == OBJECT_TYPE_TLS_CREDS_PSK ? tls_creds_new_psk(cfg, errp)
                                                         : tls_creds_new_x509(cfg, errp);
     return creds && add(id, kind, creds, errp);
 }
 
 bool object_add_authz_simple(const char *id, const char *identity, GError **errp)
 {
-    return id_free(id, errp) && add(id, OBJECT_KIND_AUTHZ_SIMPLE, authz_simple_new(identity), errp);
+    return id_free(id, errp) && add(id, OBJECT_TYPE_AUTHZ_SIMPLE, authz_simple_new(identity), errp);
 }
 
 bool object_add_secret(const char *id, const char *data, const char *file, bool base64, GError **errp)
@@ -104,7 +104,7 @@ bool object_add_secret(const char *id, const char *data, const char *file, bool 
     if (!id_free(id, errp))
         return false;
     Secret *secret = secret_new(data, file, base64, errp);
-    return secret && add(id, OBJECT_KIND_SECRET, secret, errp);
+    return secret && add(id, OBJECT_TYPE_SECRET, secret, errp);
 }
 
 bool object_del(const char *id, GError **errp)
@@ -153,7 +153,7 @@ TlsCreds *object_acquire_tls_creds(const char *id, bool server, GError **errp)
     TlsCreds *creds = NULL;
     if (!o) {
         g_set_error(errp, G_IO_ERROR, G_IO_ERROR_FAILED, "No TLS credentials with id '%s'", id);
-    } else if (o->type != OBJECT_KIND_TLS_CREDS_X509 && o->type != OBJECT_KIND_TLS_CREDS_PSK) {
+    } else if (o->type != OBJECT_TYPE_TLS_CREDS_X509 && o->type != OBJECT_TYPE_TLS_CREDS_PSK) {
         g_set_error(errp, G_IO_ERROR, G_IO_ERROR_FAILED, "Object with id '%s' is not TLS credentials", id);
     } else if (tls_creds_is_server(o->impl) != server) {
         g_set_error(errp, G_IO_ERROR, G_IO_ERROR_FAILED, "Expecting TLS credentials with a %s endpoint",
@@ -173,7 +173,7 @@ AuthzSimple *object_acquire_authz(const char *id, GError **errp)
     AuthzSimple *authz = NULL;
     if (!o) {
         g_set_error(errp, G_IO_ERROR, G_IO_ERROR_FAILED, "Authorization object '%s' not found", id);
-    } else if (o->type != OBJECT_KIND_AUTHZ_SIMPLE) {
+    } else if (o->type != OBJECT_TYPE_AUTHZ_SIMPLE) {
         g_set_error(errp, G_IO_ERROR, G_IO_ERROR_FAILED, "Object '%s' is not a QAuthZ subclass", id);
     } else {
         o->users++;
@@ -190,7 +190,7 @@ char *object_secret_base64(const char *id, GError **errp)
     char *value = NULL;
     if (!o)
         g_set_error(errp, G_IO_ERROR, G_IO_ERROR_NOT_FOUND, "No secret with id '%s'", id);
-    else if (o->type != OBJECT_KIND_SECRET)
+    else if (o->type != OBJECT_TYPE_SECRET)
         g_set_error(errp, G_IO_ERROR, G_IO_ERROR_FAILED, "Object with id '%s' is not a secret", id);
     else
         value = secret_to_base64(o->impl);

@@ -10,20 +10,14 @@
 
 #include <stdbool.h>
 #include <glib.h>
+#include "qapi/qapi-types.h"
 #include "objects/authz-simple.h"
 #include "objects/secret.h"
 #include "objects/tls-creds.h"
 
-/* The object types blockd has (QEMU's qom-type names). */
-typedef enum ObjectKind {
-    OBJECT_KIND_AUTHZ_SIMPLE,
-    OBJECT_KIND_TLS_CREDS_PSK,
-    OBJECT_KIND_TLS_CREDS_X509,
-    OBJECT_KIND_SECRET,
-} ObjectKind;
-
-/* Adds tls-creds-x509 or tls-creds-psk object `id` (kind says which). */
-bool object_add_tls_creds(const char *id, ObjectKind kind, const TlsCredsConfig *cfg, GError **errp);
+/* Adds tls-creds-x509 or tls-creds-psk object `id` (kind says which: the
+ * generated ObjectType, QEMU's qom-type). */
+bool object_add_tls_creds(const char *id, ObjectType kind, const TlsCredsConfig *cfg, GError **errp);
 /* Adds authz-simple object `id` allowing `identity`. */
 bool object_add_authz_simple(const char *id, const char *identity, GError **errp);
 /* Adds secret object `id` (see secret_new for the arguments). */

@@ -539,6 +539,14 @@ static void qcow2_replace_child(void *o, BlockNode *old_child, BlockNode *new_ch
         s->backing = new_child;
 }
 
+/* blockdev-snapshot: the overlay (opened without a backing node) gets one. */
+static void qcow2_set_backing(void *o, BlockNode *backing)
+{
+    Qcow2 *s = o;
+    g_assert(!s->backing || !backing);
+    s->backing = backing;
+}
+
 const BlockDriver block_driver_qcow2 = {
     .name = "qcow2",
     .supports_backing = true,
@@ -563,6 +571,7 @@ const BlockDriver block_driver_qcow2 = {
     .extents = qcow2_extents,
     .image_info = qcow2_image_info,
     .replace_child = qcow2_replace_child,
+    .set_backing = qcow2_set_backing,
     .bitmaps_can_add = qcow2_bitmaps_can_add,
     .bitmaps_load = qcow2_bitmaps_load,
     .bitmaps_store = qcow2_bitmaps_store,

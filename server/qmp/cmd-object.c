@@ -30,14 +30,14 @@ static bool object_add_options(const ObjectOptions *o, GError **errp)
         TlsCredsConfig cfg = tls_config(p->has_dir, p->dir, p->has_endpoint, p->endpoint,
                                         p->has_verify_peer, p->verify_peer, p->has_priority, p->priority);
         cfg.sanity_check = !p->has_sanity_check || p->sanity_check;
-        return object_add_tls_creds(o->id, OBJECT_KIND_TLS_CREDS_X509, &cfg, errp);
+        return object_add_tls_creds(o->id, OBJECT_TYPE_TLS_CREDS_X509, &cfg, errp);
     }
     case OBJECT_TYPE_TLS_CREDS_PSK: {
         const TlsCredsPskProperties *p = &o->u.tls_creds_psk;
         TlsCredsConfig cfg = tls_config(p->has_dir, p->dir, p->has_endpoint, p->endpoint,
                                         p->has_verify_peer, p->verify_peer, p->has_priority, p->priority);
         cfg.username = p->has_username ? p->username : NULL;
-        return object_add_tls_creds(o->id, OBJECT_KIND_TLS_CREDS_PSK, &cfg, errp);
+        return object_add_tls_creds(o->id, OBJECT_TYPE_TLS_CREDS_PSK, &cfg, errp);
     }
     case OBJECT_TYPE_SECRET: {
         const SecretProperties *p = &o->u.secret;

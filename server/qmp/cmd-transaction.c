@@ -32,6 +32,8 @@ static const TransactionActionOps *const action_table[] = {
     &bitmap_disable_action,
     &bitmap_merge_action,
     &blockdev_backup_action,
+    &blockdev_snapshot_action,
+    &blockdev_snapshot_sync_action,
     &drive_backup_action,
 };
 

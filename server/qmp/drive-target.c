@@ -89,20 +89,35 @@ static BlockNode *create_node(JsonObject *opts, GError **errp)
     return node;
 }
 
-/* The format node `name` of `format` over the protocol options `proto`
- * (backed by the live `backing` node when given). */
-static BlockNode *open_format(const char *format, const char *name, JsonObject *proto, BlockNode *backing,
+/* The format node `name` of `format` over the protocol options `proto`;
+ * `backing` is blockdev-add's backing reference: a node name, "" for none,
+ * or NULL for the one the image names. */
+static BlockNode *open_format(const char *format, const char *name, JsonObject *proto, const char *backing,
                               GError **errp)
 {
     g_autoptr(JsonObject) opts = json_object_new();
     json_object_set_string_member(opts, "driver", format);
     json_object_set_string_member(opts, "node-name", name);
     json_object_set_object_member(opts, "file", json_object_ref(proto));
-    /* Over the source itself the image uses the live node, as QEMU does,
-     * not a second opening of its file. */
     if (backing)
-        json_object_set_string_member(opts, "backing", node_name(backing));
+        json_object_set_string_member(opts, "backing", backing);
     return create_node(opts, errp);
+}
+
+BlockNode *qmp_open_snapshot_overlay(const char *path, const char *format, bool existing, const char *name,
+                                     BlockNode *node, GError **errp)
+{
+    if (!existing && strcmp(format, "qcow2") != 0) {
+        g_set_error(errp, QMP_ERROR, QMP_ERROR_GENERIC, "Backing file not supported for file format '%s'", format);
+        return NULL;
+    }
+    if (!existing && !create_image(path, format, node_size(node), node, errp))
+        return NULL;
+    g_autoptr(JsonObject) proto = json_object_new();
+    json_object_set_string_member(proto, "driver", "file");
+    json_object_set_string_member(proto, "filename", path);
+    /* Opened without its backing file: the snapshot attaches the live node. */
+    return open_format(format, name, proto, "", errp);
 }
 
 BlockNode *qmp_open_drive_target(const char *command, const char *path, const char *format,
@@ -152,7 +167,9 @@ BlockNode *qmp_open_drive_target(const char *command, const char *path, const ch
         json_object_set_string_member(proto, "node-name", name);
         node = create_node(proto, &err);
     } else {
-        node = open_format(format, name, proto, under == source ? source : NULL, &err);
+        /* Over the source itself the image uses the live node, as QEMU
+         * does, not a second opening of its file. */
+        node = open_format(format, name, proto, under == source ? node_name(source) : NULL, &err);
     }
     if (!node && created_is_opened)
         g_prefix_error(&err, "Protocol driver 'nbd' does not support image creation, and opening the "

@@ -25,3 +25,10 @@ typedef enum DriveTargetBase {
 BlockNode *qmp_open_drive_target(const char *command, const char *path, const char *format,
                                  bool existing, const char *target_name, BlockNode *source,
                                  DriveTargetBase base, GError **errp);
+
+/* blockdev-snapshot-sync's overlay: creates (unless `existing`) the qcow2
+ * image `path` with `node`'s size, naming `node`'s image as its backing
+ * file, and opens it as node `name` (format `format`) without a backing
+ * node, for node_snapshot_append to give it the live one. */
+BlockNode *qmp_open_snapshot_overlay(const char *path, const char *format, bool existing, const char *name,
+                                     BlockNode *node, GError **errp);

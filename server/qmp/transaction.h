@@ -38,3 +38,6 @@ extern const TransactionActionOps bitmap_merge_action;
 /* The backup actions (server/qmp/cmd-job-backup.c). */
 extern const TransactionActionOps blockdev_backup_action;
 extern const TransactionActionOps drive_backup_action;
+/* The external snapshot actions (server/qmp/cmd-snapshot-external.c). */
+extern const TransactionActionOps blockdev_snapshot_action;
+extern const TransactionActionOps blockdev_snapshot_sync_action;

@@ -29,7 +29,9 @@ COMMANDS = {'qmp_capabilities', 'query-version', 'query-commands', 'query-qmp-sc
             # mirror (issue 6)
             'blockdev-mirror', 'drive-mirror',
             # the graph (issue 13)
-            'x-debug-query-block-graph'}
+            'x-debug-query-block-graph',
+            # external snapshots (issue 14)
+            'blockdev-snapshot', 'blockdev-snapshot-sync'}
 EVENTS = {'BLOCK_EXPORT_DELETED', 'SHUTDOWN',
           # block jobs (issue 5)
           'JOB_STATUS_CHANGE', 'BLOCK_JOB_COMPLETED', 'BLOCK_JOB_CANCELLED', 'BLOCK_JOB_ERROR',

@@ -31,5 +31,7 @@ int cmd_bitmap_merge(int argc, char **argv);
 int cmd_backup(int argc, char **argv);
 /* cmd-mirror.c: live copy and switch-over. */
 int cmd_mirror(int argc, char **argv);
+/* cmd-snapshot.c: a new qcow2 overlay on top of a node. */
+int cmd_snapshot(int argc, char **argv);
 /* cmd-restore.c: an image rebuilt from a full backup and its increments. */
 int cmd_restore(int argc, char **argv);

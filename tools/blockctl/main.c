@@ -52,6 +52,8 @@ static const Command commands[] = {
       cmd_restore },
     { "mirror", "mirror NODE --to URI|NODE [--speed BYTES/S] [--job ID] [--write-blocking] [--wait] [--complete]",
       "live-copy NODE until in sync (--wait), then switch its users (--complete)", cmd_mirror },
+    { "snapshot", "snapshot NODE FILE [--name NEWNODE] [--existing]",
+      "put a new qcow2 overlay FILE on top of NODE while its exports keep serving", cmd_snapshot },
     { "jobs", "jobs", "list block jobs", cmd_jobs },
     { "job", "job pause|resume|cancel|complete|finalize|dismiss ID", "control a job", cmd_job },
 };
