@@ -13,6 +13,8 @@
  *   qcow2-snapshot.c  internal snapshots: the snapshot table, create,
  *                     delete and revert as one atomic header update
  *   qcow2-compress.c  compressed cluster writes (deflate)
+ *   qcow2-bitmap.c    persistent dirty bitmaps: the bitmaps extension, its
+ *                     directory and tables, blockd's crash-safe marks
  *
  * Every function here except the byte-order and entry helpers expects
  * s->lock held, unless it says otherwise. */
@@ -85,6 +87,7 @@ typedef struct Qcow2Snapshot {
     uint32_t extra_size;         /* extra data as read (>= 24 once written here) */
     uint8_t *extra_unknown;      /* extra data past the known 24 bytes, kept as is */
 } Qcow2Snapshot;
+typedef struct Qcow2Bitmaps Qcow2Bitmaps; /* qcow2-bitmap.c */
 
 typedef struct Qcow2 {
     BlockNode *file, *backing;
@@ -134,6 +137,7 @@ typedef struct Qcow2 {
 
     /* Compressed writes (qcow2-compress.c): the host cluster being filled, bytes used. */
     uint64_t comp_host, comp_used;
+    Qcow2Bitmaps *bitmaps;       /* the bitmap directory (qcow2-bitmap.c) */
 } Qcow2;
 
 /* ---- byte order ---- */
@@ -278,3 +282,19 @@ void qcow2_free_snapshots(Qcow2 *s);
 int qcow2_pwrite_compressed(void *o, const void *buf, uint32_t count, uint64_t offset);
 /* BlockDriver.snapshot (qcow2-snapshot.c). */
 extern const struct BlockSnapshotOps qcow2_snapshot_ops;
+/* ---- persistent dirty bitmaps (qcow2-bitmap.c) ---- */
+
+/* Reads the bitmaps extension and directory of header cluster `h` (hlen
+ * bytes) after the tables are loaded; writing, marks every bitmap in use
+ * and clears the autoclear bits blockd does not maintain (taking s->lock).
+ * False with QEMU's error for a directory QEMU would refuse. */
+bool qcow2_bitmaps_open(Qcow2 *s, BlockNode *self, const uint8_t *h, uint64_t hlen, GError **errp);
+/* Frees what qcow2_bitmaps_open read (writes nothing). */
+void qcow2_bitmaps_free(Qcow2 *s);
+/* The BlockDriver.bitmaps_* callbacks (block/image-bitmaps.h), taking s->lock themselves. */
+bool qcow2_bitmaps_can_add(void *o, const char *name, uint32_t granularity, const char *const *names, guint n,
+                           GError **errp);
+bool qcow2_bitmaps_load(void *o, GPtrArray *out, GError **errp);
+bool qcow2_bitmaps_store(void *o, GPtrArray *entries, bool clean, GError **errp);
+int qcow2_bitmaps_write(void *o, uint64_t loc, uint64_t first_word, uint64_t nwords, const void *buf);
+int qcow2_bitmaps_sync(void *o);
