@@ -146,6 +146,17 @@ typedef struct BlockDriver {
      * way through this node's I/O path; only blkdebug reacts. */
     void (*debug_event)(void *opaque, BlkdebugEvent event);
 
+    /* Optional, all or none: dirty bitmaps stored in the image itself
+     * (qcow2's bitmaps extension); the node-level calls and their contract
+     * are in block/image-bitmaps.h (node_bitmaps_*).  `names` are the
+     * node's persistent bitmaps, entries and `out` hold StoredBitmap *. */
+    bool (*bitmaps_can_add)(void *opaque, const char *name, uint32_t granularity,
+                            const char *const *names, guint n, GError **errp);
+    bool (*bitmaps_load)(void *opaque, GPtrArray *out, GError **errp);
+    bool (*bitmaps_store)(void *opaque, GPtrArray *entries, bool clean, GError **errp);
+    int (*bitmaps_write)(void *opaque, uint64_t loc, uint64_t first_word, uint64_t nwords, const void *buf);
+    int (*bitmaps_sync)(void *opaque);
+
     /* Optional: what the node's claims add up to (block/node-perm.h) is
      * about to become (perm, shared).  check_perm makes sure that can be
      * had (the file driver takes and tests its image locks), false with

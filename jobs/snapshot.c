@@ -6,6 +6,7 @@
  * the job's thread.  auto-finalize on, auto-dismiss off, as QEMU's
  * JOB_MANUAL_DISMISS; progress is 0/1 then 1/1. */
 #include "jobs/snapshot.h"
+#include "bitmaps/dirty-bitmap.h"
 #include "block/node.h"
 #include "block/snapshot.h"
 
@@ -128,8 +129,17 @@ static int load(SnapshotJob *sj, GError **errp)
         BlockSnapshot s2;
         int r = -ENOENT;
         if (node_snapshot_find(n, NULL, sj->tag, &s2)) {
-            r = node_snapshot_revert(n, s2.id);
+            /* A revert changes data behind every bitmap's back, so QEMU's
+             * bdrv_snapshot_goto refuses a node that has any. */
+            g_autoptr(GPtrArray) bitmaps = dirty_bitmap_list(n);
+            bool busy = bitmaps->len > 0;
+            r = busy ? -EBUSY : node_snapshot_revert(n, s2.id);
             block_snapshot_clear(&s2);
+            if (busy) {
+                g_propagate_error(errp, fail("Could not load snapshot '%s' on '%s': Device has active dirty bitmaps",
+                                             sj->tag, node_name(n)));
+                return r;
+            }
         }
         if (r < 0) {
             g_propagate_error(errp, fail("Could not load snapshot '%s' on '%s': %s", sj->tag, node_name(n),

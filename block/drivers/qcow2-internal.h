@@ -13,6 +13,8 @@
  *   qcow2-snapshot.c  internal snapshots: the snapshot table, create,
  *                     delete and revert as one atomic header update
  *   qcow2-compress.c  compressed cluster writes (deflate)
+ *   qcow2-bitmap.c    persistent dirty bitmaps: the bitmaps extension, its
+ *                     directory and tables, blockd's crash-safe marks
  *   qcow2-backing-file.c  the backing file name and format in the header
  *
  * Every function here except the byte-order and entry helpers expects
@@ -86,6 +88,7 @@ typedef struct Qcow2Snapshot {
     uint32_t extra_size;         /* extra data as read (>= 24 once written here) */
     uint8_t *extra_unknown;      /* extra data past the known 24 bytes, kept as is */
 } Qcow2Snapshot;
+typedef struct Qcow2Bitmaps Qcow2Bitmaps; /* qcow2-bitmap.c */
 
 typedef struct Qcow2 {
     BlockNode *file, *backing;
@@ -133,9 +136,28 @@ typedef struct Qcow2 {
      * changes which clusters may be written in place. */
     GRWLock io_lock;
 
+    /* Allocating writes in flight (qcow2-io.c), QEMU's l2meta dependencies:
+     * guest cluster runs whose new clusters are being written outside
+     * s->lock and whose L2 entries are not set yet.  Under s->lock; a
+     * request that would change an entry in such a run waits on
+     * alloc_cond until it is done. */
+    GArray *allocs;              /* Qcow2Alloc */
+    GCond alloc_cond;
+
     /* Compressed writes (qcow2-compress.c): the host cluster being filled, bytes used. */
     uint64_t comp_host, comp_used;
+    Qcow2Bitmaps *bitmaps;       /* the bitmap directory (qcow2-bitmap.c) */
 } Qcow2;
+
+/* An allocating write in flight: guest clusters [c0, c0 + n). */
+typedef struct Qcow2Alloc {
+    uint64_t c0, n;
+} Qcow2Alloc;
+
+/* Waits (s->lock held, released while waiting) until no allocating write in
+ * flight overlaps guest clusters [c0, c0 + n); true if it had to wait, so
+ * the caller's view of those entries is stale. */
+bool qcow2_wait_allocs(Qcow2 *s, uint64_t c0, uint64_t n);
 
 /* ---- byte order ---- */
 
@@ -279,6 +301,22 @@ void qcow2_free_snapshots(Qcow2 *s);
 int qcow2_pwrite_compressed(void *o, const void *buf, uint32_t count, uint64_t offset);
 /* BlockDriver.snapshot (qcow2-snapshot.c). */
 extern const struct BlockSnapshotOps qcow2_snapshot_ops;
+/* ---- persistent dirty bitmaps (qcow2-bitmap.c) ---- */
+
+/* Reads the bitmaps extension and directory of header cluster `h` (hlen
+ * bytes) after the tables are loaded; writing, marks every bitmap in use
+ * and clears the autoclear bits blockd does not maintain (taking s->lock).
+ * False with QEMU's error for a directory QEMU would refuse. */
+bool qcow2_bitmaps_open(Qcow2 *s, BlockNode *self, const uint8_t *h, uint64_t hlen, GError **errp);
+/* Frees what qcow2_bitmaps_open read (writes nothing). */
+void qcow2_bitmaps_free(Qcow2 *s);
+/* The BlockDriver.bitmaps_* callbacks (block/image-bitmaps.h), taking s->lock themselves. */
+bool qcow2_bitmaps_can_add(void *o, const char *name, uint32_t granularity, const char *const *names, guint n,
+                           GError **errp);
+bool qcow2_bitmaps_load(void *o, GPtrArray *out, GError **errp);
+bool qcow2_bitmaps_store(void *o, GPtrArray *entries, bool clean, GError **errp);
+int qcow2_bitmaps_write(void *o, uint64_t loc, uint64_t first_word, uint64_t nwords, const void *buf);
+int qcow2_bitmaps_sync(void *o);
 
 /* ---- the backing file in the header (qcow2-backing-file.c; takes s->lock) ---- */
 

@@ -4,13 +4,14 @@
  * Supported: versions 2 and 3, cluster sizes 512 B .. 2 MiB, refcount
  * widths 1..64 bits, zero clusters (v3), compressed clusters (deflate; read,
  * and re-allocated on write), backing chains (qcow2 or raw), write-zeroes
- * and trim, block status.  Refused: encryption, external data files,
+ * and trim, block status, persistent dirty bitmaps (qcow2-bitmap.c).  Refused: encryption, external data files,
  * extended L2 entries, zstd compression, unknown incompatible features, the
  * dirty bit; the corrupt bit allows read-only opens.  Internal snapshots
  * (qcow2-snapshot.c): clusters they share are copied on write.
  *
  * Files.  This one opens and closes images; qcow2-internal.h lists the
- * others (data path, cluster mapping, L2 cache, refcounts) and what they share.
+ * others (data path, cluster mapping, L2 cache, refcounts, bitmaps) and
+ * what they share.
  *
  * Allocation.  New clusters always come from the end of the file; freed
  * clusters are not reused (their refcount drops to 0 and the file range is
@@ -104,7 +105,12 @@ static void qcow2_free(Qcow2 *s)
     g_free(s->backing_full);
     g_free(s->backing_fmt);
     qcow2_free_snapshots(s);
+    qcow2_bitmaps_free(s);
     g_rw_lock_clear(&s->io_lock);
+    g_assert(!s->allocs || s->allocs->len == 0);
+    if (s->allocs)
+        g_array_free(s->allocs, TRUE);
+    g_cond_clear(&s->alloc_cond);
     g_mutex_clear(&s->lock);
     g_free(s);
 }
@@ -261,7 +267,7 @@ static bool parse_header(Qcow2 *s, BlockNode *self, const uint8_t *h, uint64_t h
     }
     s->nb_snapshots = nb_snapshots; /* read by qcow2_read_snapshots at open */
     s->snapshots_offset = be64_at(h + 64);
-    (void)bitmaps; /* stale bitmaps are disowned by clearing autoclear bit 0 (see open) */
+    (void)bitmaps; /* read by qcow2_bitmaps_open */
 
     if (backing_off) {
         if (backing_len > MAX_BACKING_NAME || backing_off > s->cs || backing_off + backing_len > hlen) {
@@ -376,6 +382,8 @@ static void *qcow2_open(BlockNode *self, const BlockdevOptionsQcow2 *opts, bool 
     Qcow2 *s = g_new0(Qcow2, 1);
     g_mutex_init(&s->lock);
     g_rw_lock_init(&s->io_lock);
+    g_cond_init(&s->alloc_cond);
+    s->allocs = g_array_new(FALSE, FALSE, sizeof(Qcow2Alloc));
     s->read_only = read_only;
     uint64_t l2_cache = 0, cache = 0;
     if ((opts->has_l2_cache_size && !block_option_size("l2-cache-size", opts->l2_cache_size, &l2_cache, errp)) ||
@@ -476,15 +484,11 @@ static void *qcow2_open(BlockNode *self, const BlockdevOptionsQcow2 *opts, bool 
         !(backing_created ? node_add_implicit_child : node_add_child)(self, s->backing, NODE_CHILD_COW, errp))
         goto fail;
 
-    /* Writing: disown what we do not maintain (QEMU clears unknown
-     * autoclear bits; bit 0 = bitmaps, which then count as stale). */
-    if (!read_only && s->version >= 3 && s->autoclear) {
-        s->autoclear = 0;
-        if (write_be64(s, 0, 88) < 0 || node_flush(s->file) < 0) {
-            qcow2_set_error(errp, G_IO_ERROR_FAILED, "Could not update the qcow2 header of '%s'", node_name(self));
-            goto fail;
-        }
-    }
+    /* Persistent bitmaps: the directory is read; writing, every bitmap is
+     * marked in use and the autoclear bits blockd does not maintain are
+     * cleared (QEMU's rule for unknown ones). */
+    if (!qcow2_bitmaps_open(s, self, h, hlen, errp))
+        goto fail;
 
     return s;
 
@@ -588,5 +592,10 @@ const BlockDriver block_driver_qcow2 = {
     .snapshot = &qcow2_snapshot_ops,
     .pwrite_compressed = qcow2_pwrite_compressed,
     .set_backing = qcow2_set_backing,
+    .bitmaps_can_add = qcow2_bitmaps_can_add,
+    .bitmaps_load = qcow2_bitmaps_load,
+    .bitmaps_store = qcow2_bitmaps_store,
+    .bitmaps_write = qcow2_bitmaps_write,
+    .bitmaps_sync = qcow2_bitmaps_sync,
     .write_backing_file = qcow2_write_backing_file,
 };

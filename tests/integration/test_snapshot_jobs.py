@@ -238,8 +238,58 @@ def refuse_vm_state():
     print('a snapshot with QEMU VM state is refused')
 
 
+def bitmap_counts(q, node):
+    for n in q.cmd('query-named-block-nodes')['return']:
+        if n['node-name'] == node:
+            return sorted((b['name'], b['count'], b['recording']) for b in n.get('dirty-bitmaps', []))
+    fail('no node %s' % node)
+
+
+def bitmaps_after_load(kind):
+    """snapshot-load refuses a device with dirty bitmaps, enabled or not
+    (QEMU's bdrv_snapshot_goto: a revert would change data behind them),
+    after reverting the devices named before it; the bitmaps are kept."""
+    tmp = tempfile.mkdtemp(prefix='blockd-snapjobs.')
+    try:
+        paths = images(tmp)
+        d = Qemu(tmp, blockdev_args(paths)) if kind == 'qemu' else Daemon(blockd_cmd(), extra=blockdev_args(paths))
+        q = d.qmp()
+        _, _, info = run_job(q, 'snapshot-save', {'job-id': 's', 'tag': 't', 'vmstate': 'a', 'devices': ['a', 'b']})
+        check('error' not in info, '%s save: %r' % (kind, info))
+        for name, off in (('on', False), ('off', True)):
+            r = q.cmd('block-dirty-bitmap-add', {'node': 'a', 'name': name, 'disabled': off})
+            check(r == {'return': {}}, 'add %s: %r' % (name, r))
+        before = bitmap_counts(q, 'a')
+        sock = os.path.join(tmp, 'nbd.sock')
+        q.cmd('nbd-server-start', {'addr': {'type': 'unix', 'data': {'path': sock}}})
+        for n in ('a', 'b'):
+            q.cmd('block-export-add', {'type': 'nbd', 'id': n, 'node-name': n, 'writable': True})
+            h = connect(sock, n)
+            h.pwrite(b'\x33' * 8192, 65536)
+            h.flush()
+            h.shutdown()
+        _, seq, info = run_job(q, 'snapshot-load', {'job-id': 'l', 'tag': 't', 'vmstate': 'a',
+                                                    'devices': ['b', 'a']})
+        after = bitmap_counts(q, 'a')
+        data = {n: connect(sock, n).pread(SIZE, 0).count(b'\x33') for n in ('a', 'b')}
+        d.stop()
+        return before, after, seq, info['error'], data
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def bitmaps_compare():
+    theirs, ours = bitmaps_after_load('qemu'), bitmaps_after_load('blockd')
+    check(ours == theirs, 'snapshot-load with bitmaps: qemu %r, blockd %r' % (theirs, ours))
+    check(ours[3] == "Could not load snapshot 't' on 'a': Device has active dirty bitmaps", 'text %r' % (ours[3],))
+    check(ours[4] == {'a': 8192, 'b': 0}, 'b reverted, a untouched: %r' % (ours[4],))
+    check(ours[1] == [('off', 0, False), ('on', 65536, True)], 'bitmaps kept (one 64 KiB granule): %r' % (ours[1],))
+    print('snapshot-load refuses a device with dirty bitmaps as QEMU does: %s' % ours[3])
+
+
 if __name__ == '__main__':
     compare()
     restore()
     refuse_vm_state()
+    bitmaps_compare()
     print('PASS')
