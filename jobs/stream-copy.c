@@ -190,8 +190,8 @@ static int copy_locked(StreamCopier *c, uint64_t offset, uint64_t len, uint64_t 
     copying = c;
     /* Client writes that landed before the lock made parts of it top's own. */
     for (uint64_t pos = offset; r == 0 && pos < offset + len;) {
-        bool own;
-        uint64_t n;
+        bool own = true;
+        uint64_t n = 0;
         r = top_allocation(c, pos, offset + len - pos, &own, &n);
         if (r == 0 && !own) {
             /* Reading top reads the layer that holds the region. */
