@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The bash completion of blockctl (tools/blockctl.bash-completion): command
-# names, backup/mirror flags and job verbs are those of `blockctl --help`, and
+# names, backup/mirror/stream/pull flags and job verbs are those of `blockctl --help`, and
 # node names, export ids and QMP commands come from the running daemon.
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
@@ -40,6 +40,8 @@ flags_of() {
 }
 expect "$(flags_of backup)" blockctl -s "$QMP" backup n0 --
 expect "$(flags_of mirror)" blockctl -s "$QMP" mirror n0 --
+expect "$(flags_of stream)" blockctl -s "$QMP" stream n0 --
+expect "$(flags_of pull)" blockctl -s "$QMP" pull n0 --
 expect "$(flags_of restore)" blockctl restore full.img --
 bitmap_subs=$(grep -E '^  bitmap ' <<<"$help" | awk '{print $2}' | sort -u | xargs)
 expect "$bitmap_subs" blockctl bitmap ""
@@ -53,6 +55,8 @@ start_blockd --chardev "socket,id=m0,path=$QMP,server=on,wait=off" --monitor cha
     --export type=nbd,id=exp0,node-name=mem0
 expect "mem0 null1" blockctl -s "$QMP" backup ""
 expect "mem0 null1" blockctl -s "$QMP" mirror mem0 --to ""
+expect "mem0 null1" blockctl -s "$QMP" stream ""
+expect "mem0 null1" blockctl -s "$QMP" pull mem0 --base ""
 "$BLOCKCTL" -s "$QMP" bitmap add mem0 bm0 || fail "bitmap add"
 expect "mem0 null1" blockctl -s "$QMP" bitmap remove ""
 expect "bm0" blockctl -s "$QMP" bitmap remove mem0 ""
