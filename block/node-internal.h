@@ -25,12 +25,19 @@ struct BlockNode {
     GPtrArray *hooks;     /* NodeWriteHook * */
     gint nhooks;
     GPtrArray *close_notifiers; /* CloseNotifier * */
+    GPtrArray *resize_notifiers; /* CloseNotifier * (the same shape) */
     /* Permissions (node-perm.c, under its lock). */
     GPtrArray *claims;    /* NodePermClaim * held on this node by users and parents */
     GPtrArray *edges;     /* NodePermClaim * this node holds on its children */
     uint64_t perm, shared;         /* what the claims add up to, in force */
     uint64_t new_perm, new_shared; /* the same during an update */
 };
+
+/* A callback on a node event (close, resize). */
+typedef struct CloseNotifier {
+    void (*fn)(BlockNode *node, void *opaque);
+    void *opaque;
+} CloseNotifier;
 
 /* Gives `parent` a claim on its new child `child` in `role` and applies it
  * (the child's driver takes image locks); false with QEMU's error when

@@ -574,4 +574,7 @@ const BlockDriver block_driver_qcow2 = {
     .image_info = qcow2_image_info,
     .replace_child = qcow2_replace_child,
     .set_backing = qcow2_set_backing,
+    .truncate = qcow2_truncate,
+    .change_backing_file = qcow2_change_backing_file,
+    .create = qcow2_create_on_node,
 };

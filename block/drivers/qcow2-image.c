@@ -1,0 +1,281 @@
+/* qcow2: changes to the image as a whole -- block_resize (the L1 table and
+ * the header's size), change-backing-file (the header's backing file name
+ * and format extension) and blockdev-create on a node (the metadata that
+ * qcow2-create.c lays out, written through the file node). */
+#include "block/drivers/qcow2-internal.h"
+#include "block/child-ref.h"
+#include "block/node-perm.h"
+
+#include <errno.h>
+#include <inttypes.h>
+#include <string.h>
+#include <gio/gio.h>
+
+/* ---- block_resize ---- */
+
+/* Moves the L1 table to new clusters holding `l1_size` entries (QEMU's
+ * qcow2_grow_l1_table with an exact size): the new table is durable before
+ * the header points at it, and the old one is freed after the next flush. */
+static int grow_l1(Qcow2 *s, uint32_t l1_size)
+{
+    uint64_t bytes = (uint64_t)l1_size * 8, clusters = DIV_UP(bytes, s->cs), off;
+    int r = qcow2_alloc_clusters(s, clusters, &off);
+    if (r < 0)
+        return r;
+    g_autofree uint8_t *raw = g_malloc0(clusters * s->cs);
+    for (uint32_t i = 0; i < s->l1_size; i++)
+        put_be64(raw + 8 * i, s->l1[i]);
+    uint8_t hdr[12];
+    put_be32(hdr, l1_size);
+    put_be64(hdr + 4, off);
+    if ((r = qcow2_file_write(s, raw, clusters * s->cs, off)) < 0 || (r = node_flush(s->file)) < 0 ||
+        (r = qcow2_file_write(s, hdr, sizeof hdr, 36)) < 0 || (r = node_flush(s->file)) < 0) {
+        s->broken = true;
+        return r;
+    }
+    if (s->l1_offset)
+        qcow2_free_later(s, s->l1_offset, DIV_UP((uint64_t)s->l1_size * 8, s->cs) * s->cs);
+    s->l1 = g_renew(uint64_t, s->l1, l1_size);
+    memset(s->l1 + s->l1_size, 0, (l1_size - s->l1_size) * 8);
+    s->l1_size = l1_size;
+    s->l1_offset = off;
+    return 0;
+}
+
+/* Drops the guest clusters from `first` on (QEMU's full discard of the
+ * cropped part: unallocated, whatever the backing node holds) and the L2
+ * tables past the last one still needed, whose L1 entries become 0. */
+static int crop_clusters(Qcow2 *s, uint64_t first)
+{
+    uint64_t keep_tables = DIV_UP(first, s->l2_entries);
+    for (uint64_t l1i = first / s->l2_entries; l1i < s->l1_size; l1i++) {
+        if (!(s->l1[l1i] & L1E_OFFSET_MASK))
+            continue;
+        uint64_t c0 = MAX(first, l1i * s->l2_entries), c1 = (l1i + 1) * s->l2_entries;
+        int r = qcow2_set_entries(s, c0, c1 - c0, 0, 0);
+        if (r < 0)
+            return r;
+        if (l1i < keep_tables)
+            continue;
+        uint64_t table = s->l1[l1i] & L1E_OFFSET_MASK;
+        if ((r = write_be64(s, 0, s->l1_offset + 8 * l1i)) < 0) {
+            s->broken = true;
+            return r;
+        }
+        s->l1[l1i] = 0;
+        gint64 key = (gint64)table;
+        g_hash_table_remove(s->l2, &key);
+        qcow2_free_later(s, table, s->cs);
+    }
+    return 0;
+}
+
+bool qcow2_truncate(void *o, uint64_t size, GError **errp)
+{
+    Qcow2 *s = o;
+    /* QEMU's qcow2_co_truncate, in its order. */
+    if (size % 512) {
+        qcow2_set_error(errp, G_IO_ERROR_INVALID_ARGUMENT, "The new size must be a multiple of 512");
+        return false;
+    }
+    g_autoptr(GMutexLocker) locker = g_mutex_locker_new(&s->lock);
+    if (s->broken) {
+        qcow2_set_error(errp, G_IO_ERROR_FAILED, "The image's metadata could not be updated earlier");
+        return false;
+    }
+    uint64_t per_l1 = (uint64_t)s->l2_entries * s->cs;
+    uint64_t l1_size = DIV_UP(size, per_l1);
+    int r;
+    if (size < s->size) {
+        if ((r = crop_clusters(s, DIV_UP(size, s->cs))) < 0) {
+            qcow2_set_error(errp, g_io_error_from_errno(-r), "Failed to discard cropped clusters: %s", g_strerror(-r));
+            return false;
+        }
+    } else if (l1_size > s->l1_size) {
+        if (l1_size * 8 > MAX_L1_BYTES)
+            r = -EFBIG;
+        else
+            r = grow_l1(s, (uint32_t)l1_size);
+        if (r < 0) {
+            qcow2_set_error(errp, g_io_error_from_errno(-r), "Failed to grow the L1 table: %s", g_strerror(-r));
+            return false;
+        }
+    }
+    if ((r = write_be64(s, size, 24)) < 0 || (r = node_flush(s->file)) < 0 ||
+        (r = qcow2_apply_pending_frees(s)) < 0) {
+        s->broken = true;
+        qcow2_set_error(errp, g_io_error_from_errno(-r), "Failed to update the image size: %s", g_strerror(-r));
+        return false;
+    }
+    s->size = size;
+    return true;
+}
+
+/* ---- change-backing-file ---- */
+
+/* Cluster 0 rebuilt with another backing file name and format (QEMU's
+ * qcow2_update_header keeps the other extensions; so does this). */
+static uint8_t *header_with_backing(Qcow2 *s, const uint8_t *old, const char *name, const char *fmt, int *err)
+{
+    g_autofree uint8_t *h = g_malloc0(s->cs);
+    memcpy(h, old, s->header_length);
+    uint64_t pos = s->header_length;
+    size_t flen = fmt ? strlen(fmt) : 0;
+    if (flen) {
+        put_be32(h + pos, EXT_BACKING_FORMAT);
+        put_be32(h + pos + 4, (uint32_t)flen);
+        memcpy(h + pos + 8, fmt, flen);
+        pos += 8 + DIV_UP(flen, 8) * 8;
+    }
+    uint64_t old_backing = be64_at(old + 8);
+    uint64_t ext_end = old_backing ? MIN(old_backing, (uint64_t)s->cs) : s->cs;
+    for (uint64_t off = s->header_length; off + 8 <= ext_end;) {
+        uint32_t type = be32_at(old + off), len = be32_at(old + off + 4);
+        uint64_t step = 8 + DIV_UP((uint64_t)len, 8) * 8;
+        if (type == EXT_END || off + step > ext_end)
+            break;
+        if (type != EXT_BACKING_FORMAT) {
+            if (pos + step > s->cs) {
+                *err = ENOSPC;
+                return NULL;
+            }
+            memcpy(h + pos, old + off, step);
+            pos += step;
+        }
+        off += step;
+    }
+    pos += 8; /* the end marker: zeroes */
+    size_t nlen = name ? strlen(name) : 0;
+    if (pos + nlen > s->cs) {
+        *err = ENOSPC;
+        return NULL;
+    }
+    memcpy(h + pos, name, nlen);
+    put_be64(h + 8, nlen ? pos : 0);
+    put_be32(h + 16, (uint32_t)nlen);
+    return g_steal_pointer(&h);
+}
+
+bool qcow2_change_backing_file(void *o, const char *name, const char *fmt, GError **errp)
+{
+    Qcow2 *s = o;
+    int err = 0;
+    if (name && strlen(name) > MAX_BACKING_NAME)
+        err = EINVAL;
+    g_autoptr(GMutexLocker) locker = g_mutex_locker_new(&s->lock);
+    g_autofree uint8_t *old = err ? NULL : g_malloc(s->cs);
+    g_autofree uint8_t *h = NULL;
+    if (!err && file_read(s, old, s->cs, 0) < 0)
+        err = EIO;
+    if (!err && !(h = header_with_backing(s, old, name, fmt, &err)) && !err)
+        err = EIO;
+    int r = err ? -err : qcow2_file_write(s, h, s->cs, 0);
+    if (r == 0)
+        r = node_flush(s->file);
+    if (r < 0) {
+        qcow2_set_error(errp, g_io_error_from_errno(-r), "%s", g_strerror(-r));
+        return false;
+    }
+    g_free(s->backing_name);
+    g_free(s->backing_full);
+    g_free(s->backing_fmt);
+    s->backing_name = g_strdup(name);
+    s->backing_fmt = g_strdup(fmt);
+    s->backing_full = NULL;
+    const char *image = node_filename(s->file);
+    if (name && !g_path_is_absolute(name) && image) {
+        g_autofree char *dir = g_path_get_dirname(image);
+        s->backing_full = g_build_filename(dir, name, NULL);
+    }
+    return true;
+}
+
+/* ---- blockdev-create ---- */
+
+/* QEMU's qcow2_co_create checks after opening the file, in its order. */
+static bool create_params(const BlockdevCreateOptionsQcow2 *o, Qcow2CreateParams *p, GError **errp)
+{
+    const char *msg = NULL;
+    p->size = o->size;
+    p->version = o->has_version && o->version == BLOCKDEV_QCOW2_VERSION_V2 ? 2 : 3;
+    p->cluster_size = o->has_cluster_size ? o->cluster_size : 65536;
+    bool prealloc = o->has_preallocation && o->preallocation != PREALLOC_MODE_OFF;
+    p->lazy_refcounts = o->has_lazy_refcounts && o->lazy_refcounts;
+    int64_t bits = o->has_refcount_bits ? o->refcount_bits : 16;
+    if (o->size % 512)
+        msg = "Image size must be a multiple of 512 bytes";
+    else if (o->has_cluster_size && (o->cluster_size < 512 || o->cluster_size > (1u << MAX_CLUSTER_BITS) ||
+                                     (o->cluster_size & (o->cluster_size - 1))))
+        msg = "Cluster size must be a power of two between 512 and 2048k";
+    else if (o->has_backing_file && prealloc)
+        msg = "Backing file and preallocation can only be used at the same time if extended_l2 is on";
+    else if (o->has_backing_fmt && !o->has_backing_file)
+        msg = "Backing format cannot be used without backing file";
+    else if (p->version < 3 && p->lazy_refcounts)
+        msg = "Lazy refcounts only supported with compatibility level 1.1 and above (use version=v3 or greater)";
+    else if (bits < 1 || bits > 64 || (bits & (bits - 1)))
+        msg = "Refcount width must be a power of two and may not exceed 64 bits";
+    else if (p->version < 3 && bits != 16)
+        msg = "Different refcount widths than 16 bits require compatibility level 1.1 or above "
+              "(use version=v3 or greater)";
+    /* blockd's own limit: QEMU also preallocates; blockd's qcow2 driver does not. */
+    else if (prealloc)
+        msg = "Preallocation is not supported by blockd's qcow2 driver (use preallocation=off)";
+    if (msg) {
+        qcow2_set_error(errp, G_IO_ERROR_INVALID_ARGUMENT, "%s", msg);
+        return false;
+    }
+    p->refcount_bits = (uint32_t)bits;
+    p->backing_file = o->has_backing_file ? o->backing_file : NULL;
+    p->backing_format = o->has_backing_fmt ? BlockdevDriver_str[o->backing_fmt] : NULL;
+    return true;
+}
+
+/* Writes the new image's metadata from offset 0 of `file`, growing it as needed. */
+static bool write_metadata(BlockNode *file, const uint8_t *meta, size_t len, GError **errp)
+{
+    int r = node_grow(file, len);
+    for (size_t done = 0; r == 0 && done < len;) {
+        uint32_t n = (uint32_t)MIN(len - done, (size_t)1 << 30);
+        r = node_pwrite(file, meta + done, n, done, 0);
+        done += n;
+    }
+    if (r == 0)
+        r = node_flush(file);
+    if (r == -ENOTSUP)
+        r = -ENOSPC;
+    if (r < 0)
+        qcow2_set_error(errp, g_io_error_from_errno(-r), "Could not write qcow2 header: %s", g_strerror(-r));
+    return r == 0;
+}
+
+bool qcow2_create_on_node(const BlockdevCreateOptions *options, GError **errp)
+{
+    const BlockdevCreateOptionsQcow2 *o = &options->u.qcow2;
+    BlockNode *file = NULL;
+    bool created = false;
+    if (o->file->type == QAPI_QTYPE_QSTRING) {
+        file = node_find_reference(o->file->u.reference, errp);
+    } else {
+        file = node_create_anonymous(o->file->u.definition, "create", errp);
+        created = file != NULL;
+    }
+    if (!file)
+        return false;
+    node_ref(file);
+    Qcow2CreateParams p = { 0 };
+    NodePermClaim *claim = NULL;
+    size_t len = 0;
+    g_autofree uint8_t *meta = NULL;
+    /* QEMU writes through a BlockBackend with write and resize, sharing all. */
+    bool ok = create_params(o, &p, errp) &&
+              (claim = node_perm_claim(file, BLOCK_PERM_WRITE | BLOCK_PERM_RESIZE, BLOCK_PERM_ALL, errp)) &&
+              (meta = qcow2_create_metadata(&p, &len, errp)) && write_metadata(file, meta, len, errp);
+    node_perm_release(claim);
+    const char *name = node_name(file);
+    g_autofree char *created_name = created ? g_strdup(name) : NULL;
+    node_unref(file);
+    if (created_name)
+        node_delete(created_name, NULL);
+    return ok;
+}
