@@ -162,7 +162,8 @@ uint8_t *qcow2_create_metadata(const Qcow2CreateParams *p, size_t *len_out, GErr
         put_be64(meta + rt_off + 8 * i, rb_off + i * cs);
     for (uint64_t c = 0; c < total; c++)
         refcount_one(meta + rb_off + (c / rbe) * cs, c % rbe, rbits);
-    *len_out = total * cs;
+    /* Up to the L1 table's last entry, as QEMU writes it (the rest reads as zeroes). */
+    *len_out = l1_size ? l1_off + l1_size * 8 : total * cs;
     return meta;
 }
 

@@ -74,7 +74,17 @@ static void *raw_open_over(BlockNode *self, BlockNode *child, bool created, cons
 }
 
 static void raw_close(void *opaque) { g_free(opaque); }
-static int64_t raw_get_size(void *opaque) { return (int64_t)((RawState *)opaque)->size; }
+/* Without a size option the file's current length counts (QEMU's
+ * raw_getlength), so a resized file resizes the raw node above it. */
+static int64_t raw_get_size(void *opaque)
+{
+    RawState *s = opaque;
+    if (!s->fixed_size && s->child) {
+        uint64_t child = node_size(s->child);
+        s->size = child > s->offset ? child - s->offset : 0;
+    }
+    return (int64_t)s->size;
+}
 
 static const NodeCaps *child_caps(void *opaque) { return node_caps(((RawState *)opaque)->child); }
 static int raw_can_write(void *o) { return !node_read_only(((RawState *)o)->child); }
