@@ -48,6 +48,13 @@ bool file_truncate_fd(int fd, uint64_t size, PreallocMode prealloc, GError **err
     case PREALLOC_MODE_OFF:
         if (ftruncate(fd, (off_t)size) < 0)
             return fail_errno(errp, errno, "Could not resize file");
+        /* QEMU allocates the first block of a file it makes non-empty (its
+         * allocate_first_block: file systems then report the right
+         * alignment); a failure there is not an error. */
+        if (current == 0 && size > 0) {
+            char zero[4096] = { 0 };
+            (void)!pwrite(fd, zero, MIN(size, sizeof zero), 0);
+        }
         return true;
     case PREALLOC_MODE_FALLOC: {
         int err = size > current ? posix_fallocate(fd, (off_t)current, (off_t)(size - current)) : 0;

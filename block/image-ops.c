@@ -9,24 +9,22 @@
 
 #include <gio/gio.h>
 
-/* The node's size changed: its resize notifiers run, and parents that pass
- * it through whole (raw without a window, QEMU's filters, whose length
- * QEMU asks the child for) take the new size too. */
-static void node_resized(BlockNode *node, uint64_t size, int depth)
+/* Parents that pass the node through whole (raw without a window, whose
+ * length QEMU asks the child for) take its new size too.  Their resize
+ * notifiers do not run: QEMU resizes the dirty bitmaps of the truncated
+ * node only, a raw node's keep covering its old size. */
+static void parents_follow(BlockNode *node, int depth)
 {
-    __atomic_store_n(&node->size, size, __ATOMIC_RELEASE);
-    for (guint i = 0; i < node->resize_notifiers->len; i++) {
-        CloseNotifier *n = node->resize_notifiers->pdata[i];
-        n->fn(node, n->opaque);
-    }
     g_autoptr(GPtrArray) claims = node_perm_claims_of(node);
     for (guint i = 0; i < claims->len && depth < 64; i++) {
         const NodeClaimInfo *c = claims->pdata[i];
         if (!c->parent || c->role != NODE_CHILD_FILTERED || !c->parent->drv->get_size)
             continue;
         int64_t psize = c->parent->drv->get_size(c->parent->opaque);
-        if (psize >= 0 && (uint64_t)psize != node_size(c->parent))
-            node_resized(c->parent, (uint64_t)psize, depth + 1);
+        if (psize >= 0 && (uint64_t)psize != node_size(c->parent)) {
+            __atomic_store_n(&c->parent->size, (uint64_t)psize, __ATOMIC_RELEASE);
+            parents_follow(c->parent, depth + 1);
+        }
     }
 }
 
@@ -49,8 +47,14 @@ bool node_truncate(BlockNode *node, uint64_t size, GError **errp)
      * (QEMU's qmp_block_resize drains the node the same way). */
     node_drain_begin(node);
     bool ok = node->drv->truncate(node->opaque, size, errp);
-    if (ok)
-        node_resized(node, size, 0);
+    if (ok) {
+        __atomic_store_n(&node->size, size, __ATOMIC_RELEASE);
+        for (guint i = 0; i < node->resize_notifiers->len; i++) {
+            CloseNotifier *n = node->resize_notifiers->pdata[i];
+            n->fn(node, n->opaque);
+        }
+        parents_follow(node, 0);
+    }
     node_drain_end(node);
     return ok;
 }

@@ -1,0 +1,185 @@
+#!/usr/bin/python3
+"""block_resize on file, raw, qcow2 (and memory, blockd's own) nodes.
+
+1. The same script against qemu-storage-daemon and blockd: lookups by
+   node-name (device names no node in either), the refusals (negative
+   size, read-only image, a size qcow2 cannot take, backing nodes and the
+   nodes of running jobs "in use", a node an NBD export or a raw window
+   uses: QEMU's permission conflict text), growing and shrinking qcow2 and
+   raw images, a raw node following its resized file, query-block;
+   x-debug-block-dirty-bitmap-sha256 of bitmaps on the resized nodes after
+   each step (QEMU resizes them: bits past a smaller end are dropped, a
+   larger end adds clean ones); the export size nbdinfo sees after the
+   export is added again; data read back over NBD after shrinking and
+   growing; qemu-img info and check of the images.
+2. blockd's memory driver: grown and shrunk under a bitmap; data inside
+   the kept part survives, the regrown part reads as zeroes.
+"""
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from image_lib import Daemon, blockd_cmd, check, differential  # noqa: E402
+
+MiB = 1 << 20
+
+
+def sha(node, name):
+    return ('x-debug-block-dirty-bitmap-sha256', {'node': node, 'name': name})
+
+
+def nbd_size(names):
+    return ('sh', '; '.join("nbdinfo --size 'nbd+unix:///%s?socket=$T/nbd.sock'" % n for n in names))
+
+
+def steps():
+    s = [
+        ('sh', 'qemu-img create -q -f qcow2 $T/base.qcow2 1M; '
+               'qemu-img create -q -f qcow2 -b $T/base.qcow2 -F qcow2 $T/top.qcow2; '
+               'qemu-img create -q -f qcow2 $T/q.qcow2 1M; qemu-img create -q -f raw $T/r.img 1M; '
+               'qemu-img create -q -f qcow2 $T/lone.qcow2 1M; qemu-img create -q -f raw $T/w.img 4M; '
+               'qemu-img create -q -f raw $T/t.img 1M'),
+        ('query-block', {}),
+        ('blockdev-add', {'driver': 'qcow2', 'node-name': 'base',
+                          'file': {'driver': 'file', 'filename': '$T/base.qcow2'}}),
+        ('blockdev-add', {'driver': 'qcow2', 'node-name': 'top', 'backing': 'base',
+                          'file': {'driver': 'file', 'filename': '$T/top.qcow2', 'node-name': 'topf'}}),
+        ('blockdev-add', {'driver': 'qcow2', 'node-name': 'q', 'file': {'driver': 'file', 'filename': '$T/q.qcow2'}}),
+        ('blockdev-add', {'driver': 'raw', 'node-name': 'r',
+                          'file': {'driver': 'file', 'filename': '$T/r.img', 'node-name': 'rf'}}),
+        ('blockdev-add', {'driver': 'qcow2', 'node-name': 'lone', 'read-only': True,
+                          'file': {'driver': 'file', 'filename': '$T/lone.qcow2'}}),
+        ('blockdev-add', {'driver': 'raw', 'node-name': 'win', 'offset': 4096, 'size': MiB,
+                          'file': {'driver': 'file', 'filename': '$T/w.img', 'node-name': 'wf'}}),
+        ('blockdev-add', {'driver': 'raw', 'node-name': 't',
+                          'file': {'driver': 'file', 'filename': '$T/t.img'}}),
+        ('query-block', {}),
+        ('block-dirty-bitmap-add', {'node': 'q', 'name': 'b1', 'granularity': 65536}),
+        ('block-dirty-bitmap-add', {'node': 'r', 'name': 'b2', 'granularity': 512}),
+        ('block-dirty-bitmap-add', {'node': 'rf', 'name': 'b3', 'granularity': 4096}),
+        ('nbd-server-start', {'addr': {'type': 'unix', 'data': {'path': '$T/nbd.sock'}}}),
+        ('block-export-add', {'type': 'nbd', 'id': 'e1', 'node-name': 'q', 'writable': True}),
+        ('block-export-add', {'type': 'nbd', 'id': 'e2', 'node-name': 'r', 'writable': True}),
+        nbd_size(['q', 'r']),
+        ('sh', "qemu-io -f raw -c 'write -P 1 0 1M' 'nbd+unix:///q?socket=$T/nbd.sock' >/dev/null; "
+               "qemu-io -f raw -c 'write -P 1 1000 1047000' 'nbd+unix:///r?socket=$T/nbd.sock' >/dev/null"),
+        sha('q', 'b1'), sha('r', 'b2'), sha('rf', 'b3'),
+        # refusals
+        ('block_resize', {'size': 2 * MiB}),
+        ('block_resize', {'device': 'q', 'size': 2 * MiB}),
+        ('block_resize', {'node-name': 'nosuch', 'size': 2 * MiB}),
+        ('block_resize', {'device': 'x', 'node-name': 'nosuch', 'size': 2 * MiB}),
+        ('block_resize', {'node-name': 'q', 'size': -1}),
+        ('block_resize', {'node-name': 'q', 'size': 'big'}),
+        ('block_resize', {'node-name': 'q'}),
+        ('block_resize', {'node-name': 'q', 'size': 4 * MiB}),      # exported: permission conflict
+        ('block_resize', {'node-name': 'r', 'size': 4 * MiB}),
+        ('block_resize', {'node-name': 'rf', 'size': 4 * MiB}),     # under an exported raw node
+        ('block_resize', {'node-name': 'lone', 'size': 4 * MiB}),   # read-only
+        ('block_resize', {'node-name': 'base', 'size': 4 * MiB}),   # a backing node
+        ('block_resize', {'device': 'top', 'node-name': 'base', 'size': 4 * MiB}),
+        ('block_resize', {'node-name': 'top', 'size': 4 * MiB + 1}),  # qcow2: multiple of 512
+        ('block_resize', {'node-name': 'win', 'size': 2 * MiB}),    # fixed-size raw window
+        ('block_resize', {'node-name': 'wf', 'size': 2 * MiB}),     # under the window
+        # a mirror job's source and target
+        ('blockdev-mirror', {'job-id': 'm', 'device': 't', 'target': 'top', 'sync': 'full',
+                             'auto-dismiss': False}),
+        ('block_resize', {'node-name': 't', 'size': 2 * MiB}),
+        ('block_resize', {'node-name': 'top', 'size': 2 * MiB}),
+        ('job-cancel', {'id': 'm'}),
+        ('wait-job', 'm'),
+        ('job-dismiss', {'id': 'm'}),
+        # growing and shrinking
+        ('block-export-del', {'id': 'e1'}),
+        ('block-export-del', {'id': 'e2'}),
+        ('block_resize', {'node-name': 'top', 'size': 4 * MiB}),
+        ('block_resize', {'node-name': 'top', 'size': MiB}),
+        ('block_resize', {'node-name': 'q', 'size': 4 * MiB}),
+        ('block_resize', {'node-name': 'r', 'size': 3 * MiB}),
+        sha('q', 'b1'), sha('r', 'b2'), sha('rf', 'b3'),
+        ('block_resize', {'node-name': 'q', 'size': 512 * 1024}),
+        ('block_resize', {'node-name': 'r', 'size': 512 * 1024 + 512}),
+        sha('q', 'b1'), sha('r', 'b2'), sha('rf', 'b3'),
+        ('block_resize', {'node-name': 'q', 'size': 2 * MiB}),
+        ('block_resize', {'node-name': 'rf', 'size': 2 * MiB}),    # the raw node above follows
+        sha('q', 'b1'), sha('r', 'b2'), sha('rf', 'b3'),
+        ('block-export-add', {'type': 'nbd', 'id': 'e1', 'node-name': 'q', 'writable': True}),
+        ('block-export-add', {'type': 'nbd', 'id': 'e2', 'node-name': 'r', 'writable': True}),
+        nbd_size(['q', 'r']),
+        ('sh', "qemu-io -f raw -c 'read -P 1 0 512k' -c 'read -P 0 512k 1536k' "
+               "'nbd+unix:///q?socket=$T/nbd.sock' | grep -c '^read'; "
+               "qemu-io -f raw -c 'read -P 1 1000 523288' -c 'read -P 0 524800 1572352' "
+               "'nbd+unix:///r?socket=$T/nbd.sock' | grep -c '^read'"),
+        ('block-export-del', {'id': 'e1'}),
+        ('block-export-del', {'id': 'e2'}),
+        ('query-block', {}),
+        ('blockdev-del', {'node-name': 'q'}),
+        ('blockdev-del', {'node-name': 'top'}),
+        ('sh', 'qemu-img check $T/q.qcow2 | head -1; qemu-img info $T/q.qcow2 | grep virtual; '
+               'qemu-img check $T/top.qcow2 | head -1; qemu-img info $T/top.qcow2 | grep virtual; '
+               'stat -c "%n %s" $T/r.img $T/w.img'),
+    ]
+    return s
+
+
+def test_differential():
+    st = steps()
+    ours, refusals = differential(st)
+    reads = [r for s, r in ours if s[0] == 'sh' and 'read -P' in s[1]][0]
+    check(reads.split() == ['2', '2'], 'data after resizes: %r' % reads)
+    sizes = [r.split() for s, r in ours if s[0] == 'sh' and s[1].startswith('nbdinfo')]
+    check(sizes == [[str(MiB), str(MiB)], [str(2 * MiB), str(2 * MiB)]], 'NBD sizes: %r' % sizes)
+    check(refusals >= 15, 'only %d refusals compared' % refusals)
+    print('differential: %d steps, %d refusals with the same class and text; NBD sizes %s; bitmaps '
+          'identical after each resize' % (len(st), refusals, sizes))
+
+
+def test_memory():
+    with Daemon(blockd_cmd()) as d:
+        q = d.qmp()
+
+        def ok(name, args):
+            r = q.cmd(name, args)
+            check('return' in r, '%s: %r' % (name, r))
+            return r['return']
+        sock = d.path('nbd.sock')
+        ok('blockdev-add', {'driver': 'memory', 'node-name': 'm', 'size': 300 * MiB})
+        ok('block-dirty-bitmap-add', {'node': 'm', 'name': 'b'})
+        ok('nbd-server-start', {'addr': {'type': 'unix', 'data': {'path': sock}}})
+        from lib import import_nbd
+        nbd = import_nbd()
+
+        def connect():
+            ok('block-export-add', {'type': 'nbd', 'id': 'e', 'node-name': 'm', 'writable': True})
+            h = nbd.NBD()
+            h.connect_uri('nbd+unix:///m?socket=' + sock)
+            return h
+
+        def disconnect(h):
+            h.shutdown()
+            ok('block-export-del', {'id': 'e'})
+        h = connect()
+        h.pwrite(b'\x07' * MiB, 0)
+        h.pwrite(b'\x08' * MiB, 280 * MiB)
+        disconnect(h)
+        ok('block_resize', {'node-name': 'm', 'size': 512 * 1024 + 4096})
+        bm = [b for n in ok('query-named-block-nodes', {}) if n['node-name'] == 'm' for b in n['dirty-bitmaps']]
+        # 9 granules stay dirty; the count stops at the node's end
+        check(bm[0]['count'] == 512 * 1024 + 4096, 'bitmap after shrinking: %r' % bm)
+        ok('block_resize', {'node-name': 'm', 'size': 290 * MiB})
+        h = connect()
+        check(h.get_size() == 290 * MiB, 'size after growing: %d' % h.get_size())
+        check(h.pread(512 * 1024 + 4096, 0) == b'\x07' * (512 * 1024 + 4096), 'kept data lost')
+        check(h.pread(MiB - 516 * 1024, 516 * 1024) == bytes(MiB - 516 * 1024), 'cut data came back')
+        check(h.pread(MiB, 280 * MiB) == bytes(MiB), 'data past the cut came back')
+        disconnect(h)
+        bm = [b for n in ok('query-named-block-nodes', {}) if n['node-name'] == 'm' for b in n['dirty-bitmaps']]
+        check(bm[0]['count'] == 9 * 65536, 'bitmap after growing: %r' % bm)
+        q.close()
+        d.stop()
+    print('memory: shrunk and regrown under a bitmap; kept data intact, the rest zeroes')
+
+
+if __name__ == '__main__':
+    test_differential()
+    test_memory()
