@@ -124,7 +124,8 @@ typedef struct BlockDriver {
     /* Optional (change-backing-file, and stream and commit when they
      * rewrite a chain): records `backing_file` (NULL: none) and its format
      * (NULL: none) as the image's backing file in its own metadata; the
-     * backing node in use does not change.  False with *errp set. */
+     * backing node in use does not change.  Also called on read-only
+     * nodes (QEMU reopens them read-write for it).  False with *errp set. */
     bool (*change_backing_file)(void *opaque, const char *backing_file, const char *backing_format,
                                 GError **errp);
 

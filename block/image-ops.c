@@ -74,10 +74,7 @@ bool node_change_backing_file(BlockNode *node, const char *backing_file, const c
         g_set_error(errp, G_IO_ERROR, G_IO_ERROR_NOT_SUPPORTED, "Operation not supported");
         return false;
     }
-    if (node->read_only) {
-        g_set_error(errp, G_IO_ERROR, G_IO_ERROR_READ_ONLY, "Node '%s' is read only", node->name);
-        return false;
-    }
+    /* A read-only image is the driver's business (QEMU reopens it read-write). */
     return node->drv->change_backing_file(node->opaque, backing_file, backing_format, errp);
 }
 

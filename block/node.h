@@ -172,8 +172,9 @@ bool node_truncate(BlockNode *node, uint64_t size, GError **errp);
  * bitmaps follow it), on the resizing thread with the node drained. */
 void node_add_resize_notifier(BlockNode *node, void (*fn)(BlockNode *node, void *opaque), void *opaque);
 /* Rewrites the backing file name (and format) recorded in the node's image
- * through its driver's change_backing_file; false with *errp set if the
- * node is read-only or its driver has no backing file to record. */
+ * through its driver's change_backing_file (also for a read-only node: the
+ * driver writes its header as QEMU's reopen for it would); false with
+ * *errp set if the driver cannot. */
 bool node_change_backing_file(BlockNode *node, const char *backing_file, const char *backing_format,
                               GError **errp);
 /* blockdev-create: makes the image `options` describe with the driver it

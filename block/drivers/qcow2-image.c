@@ -7,7 +7,9 @@
 #include "block/node-perm.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <inttypes.h>
+#include <unistd.h>
 #include <string.h>
 #include <gio/gio.h>
 
@@ -156,6 +158,25 @@ static uint8_t *header_with_backing(Qcow2 *s, const uint8_t *old, const char *na
     return g_steal_pointer(&h);
 }
 
+/* QEMU reopens a read-only image read-write for the change; blockd's nodes
+ * are not reopened, so the header goes through a writable descriptor of
+ * the image file of its own (a file node's image only). */
+static int write_header_readonly(Qcow2 *s, const uint8_t *h)
+{
+    const char *path = node_filename(s->file);
+    if (!path || strcmp(node_driver_name(s->file), "file") != 0)
+        return -EROFS;
+    int fd = open(path, O_WRONLY | O_CLOEXEC);
+    if (fd < 0)
+        return -errno;
+    ssize_t n = pwrite(fd, h, s->cs, 0);
+    int r = n == (ssize_t)s->cs ? 0 : n < 0 ? -errno : -EIO;
+    if (r == 0 && fdatasync(fd) < 0)
+        r = -errno;
+    close(fd);
+    return r;
+}
+
 bool qcow2_change_backing_file(void *o, const char *name, const char *fmt, GError **errp)
 {
     Qcow2 *s = o;
@@ -169,8 +190,8 @@ bool qcow2_change_backing_file(void *o, const char *name, const char *fmt, GErro
         err = EIO;
     if (!err && !(h = header_with_backing(s, old, name, fmt, &err)) && !err)
         err = EIO;
-    int r = err ? -err : qcow2_file_write(s, h, s->cs, 0);
-    if (r == 0)
+    int r = err ? -err : s->read_only ? write_header_readonly(s, h) : qcow2_file_write(s, h, s->cs, 0);
+    if (r == 0 && !s->read_only)
         r = node_flush(s->file);
     if (r < 0) {
         qcow2_set_error(errp, g_io_error_from_errno(-r), "%s", g_strerror(-r));

@@ -79,7 +79,9 @@ bool qmp_change_backing_file(QmpSession *session, q_obj_change_backing_file_arg 
     BlockNode *top = node_find(args->device);
     if (!top)
         return generic(errp, "Cannot find device='%s' nor node-name='%s'", args->device, args->device);
-    if (node_has_parent(top))
+    /* QEMU's bdrv_is_root_node: no parent but BlockBackends (exports); a
+     * job's use makes a node a non-root as a parent node's does. */
+    if (node_has_parent(top) || !node_check_ops(top, NULL))
         return generic(errp, "Need a root block node");
     BlockNode *image = node_find(args->image_node_name);
     if (!image)
