@@ -31,7 +31,9 @@ COMMANDS = {'qmp_capabilities', 'query-version', 'query-commands', 'query-qmp-sc
             # the graph (issue 13)
             'x-debug-query-block-graph',
             # external snapshots (issue 14)
-            'blockdev-snapshot', 'blockdev-snapshot-sync'}
+            'blockdev-snapshot', 'blockdev-snapshot-sync',
+            # images (issue 14)
+            'blockdev-create', 'block_resize', 'change-backing-file', 'query-block'}
 EVENTS = {'BLOCK_EXPORT_DELETED', 'SHUTDOWN',
           # block jobs (issue 5)
           'JOB_STATUS_CHANGE', 'BLOCK_JOB_COMPLETED', 'BLOCK_JOB_CANCELLED', 'BLOCK_JOB_ERROR',
