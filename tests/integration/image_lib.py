@@ -33,22 +33,33 @@ def job_statuses(q, job_id):
             if e['event'] == 'JOB_STATUS_CHANGE' and e['data']['id'] == job_id]
 
 
-def run_script(cmd, tmp, steps):
-    """The results of `steps` against the daemon `cmd`, with `tmp` shown as $T."""
+def run_script(cmd, tmp, steps, names=None):
+    """The results of `steps` against the daemon `cmd`, with `tmp` shown as
+    $T; `names` maps more placeholders to this daemon's values (names of
+    images both create in one Ceph cluster), shown as the placeholders."""
     out = []
+    names = dict(names or {}, **{'$T': tmp})
+
+    def subst(text):
+        for k, v in names.items():
+            text = text.replace(k, v)
+        return text
 
     def norm(x):
-        return json.loads(json.dumps(x).replace(tmp, '$T'))
+        text = json.dumps(x) if not isinstance(x, str) else x
+        for k, v in names.items():
+            text = text.replace(v, k)
+        return json.loads(text) if not isinstance(x, str) else text
     with Daemon(cmd) as d:
         q = d.qmp()
         for step in steps:
             if step[0] == 'sh':
-                r = subprocess.run(step[1].replace('$T', tmp), shell=True, capture_output=True, text=True)
-                out.append((step, (r.stdout + r.stderr).replace(tmp, '$T')))
+                r = subprocess.run(subst(step[1]), shell=True, capture_output=True, text=True)
+                out.append((step, norm(r.stdout + r.stderr)))
             elif step[0] == 'wait-job':
                 out.append((step, job_statuses(q, step[1])))
             else:
-                args = json.loads(json.dumps(step[1]).replace('$T', tmp))
+                args = json.loads(subst(json.dumps(step[1])))
                 r = q.cmd(step[0], args)
                 out.append((step, norm(r['return'] if 'return' in r else
                                        {'class': r['error']['class'], 'desc': r['error']['desc']})))
@@ -57,14 +68,14 @@ def run_script(cmd, tmp, steps):
     return out
 
 
-def differential(steps, skip_compare=()):
+def differential(steps, skip_compare=(), names_qsd=None, names_ours=None):
     """Runs `steps` against both daemons; fails listing every step whose
     result differs (steps named in skip_compare are not compared).
     Returns blockd's results and the number of refusals compared."""
     import tempfile
     with tempfile.TemporaryDirectory() as t1, tempfile.TemporaryDirectory() as t2:
-        qsd = run_script(qsd_cmd(), t1, steps)
-        ours = run_script(blockd_cmd(), t2, steps)
+        qsd = run_script(qsd_cmd(), t1, steps, names_qsd)
+        ours = run_script(blockd_cmd(), t2, steps, names_ours)
     bad = refusals = 0
     for (step, want), (_, got) in zip(qsd, ours):
         if step[0] in skip_compare or (step[0] == 'wait-job' and len(step) > 2 and not step[2]):
