@@ -548,9 +548,11 @@ size_t dirty_bitmap_memory(DirtyBitmap *bm) { return hbitmap_memory(bm->bits); }
 char *dirty_bitmap_sha256(DirtyBitmap *bm)
 {
     size_t len = hbitmap_serialized_size(bm->bits);
-    g_autofree uint8_t *buf = g_malloc(len ? len : 1);
+    /* QEMU's bitmaps have at least one word, also for an empty node (one
+     * resized to 0): its hash is that of 8 zero bytes. */
+    g_autofree uint8_t *buf = g_malloc0(MAX(len, (size_t)8));
     hbitmap_serialize(bm->bits, buf);
-    return g_compute_checksum_for_data(G_CHECKSUM_SHA256, buf, len);
+    return g_compute_checksum_for_data(G_CHECKSUM_SHA256, buf, MAX(len, (size_t)8));
 }
 
 uint64_t dirty_bitmap_count(DirtyBitmap *bm)
