@@ -1,4 +1,5 @@
-/* The dirty-bitmap sidecar file (see bitmaps/bitmap-store.h, docs/bitmaps.md). */
+/* Dirty-bitmap persistence: the sidecar file, or an image that stores
+ * bitmaps itself (see bitmaps/bitmap-store.h, docs/bitmaps.md). */
 #define G_LOG_DOMAIN "blockd-bitmaps"
 #include "bitmaps/bitmap-store.h"
 
@@ -28,7 +29,8 @@ typedef struct PendingRun {
 } PendingRun;
 
 struct BitmapStore {
-    char *path;
+    BlockNode *node;        /* an image store: the node whose image holds the bitmaps */
+    char *path;             /* a sidecar: its path */
     int fd;                 /* -1 until the file exists */
     GMutex lock;
     GCond cond;
@@ -97,13 +99,19 @@ BitmapStore *bitmap_store_new(const char *path)
     return store_alloc(path, -1);
 }
 
-void stored_bitmap_free(StoredBitmap *sb)
+BitmapStore *bitmap_store_new_image(BlockNode *node)
 {
-    if (!sb)
-        return;
-    g_free(sb->name);
-    hbitmap_free(sb->bits);
-    g_free(sb);
+    BitmapStore *st = store_alloc(NULL, -1);
+    st->node = node;
+    return st;
+}
+
+BitmapStore *bitmap_store_open_image(BlockNode *node, GPtrArray **loaded, GError **errp)
+{
+    *loaded = g_ptr_array_new_with_free_func((GDestroyNotify)stored_bitmap_free);
+    if (!node_bitmaps_load(node, *loaded, errp))
+        return NULL;
+    return bitmap_store_new_image(node);
 }
 
 static void warn(const char *path, const char *fmt, ...) G_GNUC_PRINTF(2, 3);
@@ -265,6 +273,19 @@ uint64_t bitmap_store_enqueue(BitmapStore *st, uint64_t data_offset, HBitmap *bi
  * marks what was written durable.  Called without the lock held. */
 static int write_runs(BitmapStore *st, GArray *runs)
 {
+    if (st->node) {
+        GArray *buf = g_array_new(FALSE, FALSE, sizeof(uint8_t));
+        int r = 0;
+        for (guint i = 0; i < runs->len && r == 0; i++) {
+            PendingRun *run = &g_array_index(runs, PendingRun, i);
+            uint64_t n = run->last_word - run->first_word + 1;
+            g_array_set_size(buf, (guint)(n * 8));
+            hbitmap_serialize_words(run->bits, run->first_word, n, (uint8_t *)buf->data);
+            r = node_bitmaps_write(st->node, run->data_offset, run->first_word, n, buf->data);
+        }
+        g_array_free(buf, TRUE);
+        return r < 0 ? r : node_bitmaps_sync(st->node);
+    }
     if (st->fd < 0)
         return -EIO;
     GArray *written = g_array_new(FALSE, FALSE, sizeof(uint8_t));
@@ -401,6 +422,16 @@ static bool store_mark_durable(BitmapStore *st)
 
 bool bitmap_store_rewrite(BitmapStore *st, GPtrArray *entries, bool clean, GError **errp)
 {
+    if (st->node) {
+        if (!node_bitmaps_store(st->node, entries, clean, errp))
+            return false;
+        for (guint i = 0; i < entries->len; i++) {
+            StoredBitmap *sb = entries->pdata[i];
+            if (sb->durable && sb->bits && !sb->inconsistent)
+                hbitmap_merge(sb->durable, sb->bits);
+        }
+        return store_mark_durable(st);
+    }
     if (entries->len == 0) {
         if (st->fd >= 0)
             close(st->fd);

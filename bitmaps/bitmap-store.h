@@ -1,32 +1,24 @@
-/* On-disk persistence of dirty bitmaps in a sidecar file next to a raw image
- * (format: docs/bitmaps.md, "Persistence").
+/* On-disk persistence of dirty bitmaps: a sidecar file next to a raw
+ * image (format: docs/bitmaps.md, "Persistence"), or the image itself when
+ * its driver stores bitmaps (qcow2, through block/image-bitmaps.h).
  *
  * Crash safety: before a data write to a not-yet-durable granule is issued,
  * the writer enqueues the bitmap words it changed and waits; one of the
- * waiters writes every queued word and calls fdatasync once for all of them
- * (group commit), then marks those granules durable.  Metadata changes
- * (add, remove, clear, merge, enable, disable) rewrite the whole file
- * atomically (temporary file, fsync, rename). */
+ * waiters writes every queued word in place and makes them durable at once
+ * (fdatasync of the sidecar, a flush of the image's file; group commit),
+ * then marks those granules durable.  Metadata changes (add, remove, clear,
+ * merge, enable, disable) store the whole set atomically (the sidecar: a
+ * temporary file, fsync, rename; an image: new clusters and one header
+ * switch). */
 #pragma once
 
 #include <stdbool.h>
 #include <stdint.h>
 #include <glib.h>
 #include "bitmaps/hbitmap.h"
+#include "block/image-bitmaps.h"
 
 typedef struct BitmapStore BitmapStore;
-
-/* One bitmap as stored: what a load returns and what a rewrite takes. */
-typedef struct StoredBitmap {
-    char *name;
-    uint32_t granularity;
-    uint64_t node_size;
-    bool enabled;
-    bool inconsistent;   /* content untrusted; `bits` is NULL */
-    HBitmap *bits;       /* load: owned by the caller afterwards; rewrite: borrowed */
-    HBitmap *durable;    /* rewrite only (may be NULL): set to bits once written */
-    uint64_t data_offset; /* filled in by a rewrite: where the words live */
-} StoredBitmap;
 
 /* The sidecar path for an image file: IMAGE.bitmaps (new string). */
 char *bitmap_store_path_for(const char *image);
@@ -37,8 +29,12 @@ BitmapStore *bitmap_store_open(const char *path, bool read_only, uint64_t node_s
                                GPtrArray **loaded);
 /* A store for a new sidecar at `path` (created by the first rewrite). */
 BitmapStore *bitmap_store_new(const char *path);
-/* Frees a StoredBitmap returned by bitmap_store_open (and its bits). */
-void stored_bitmap_free(StoredBitmap *sb);
+/* A store in the image of `node` (node_bitmaps_supported): *loaded gets
+ * the bitmaps stored there (StoredBitmap *, bits owned by the caller).
+ * NULL, with the reason in *errp, if they cannot be read. */
+BitmapStore *bitmap_store_open_image(BlockNode *node, GPtrArray **loaded, GError **errp);
+/* A store in the image of `node` that holds no bitmaps yet. */
+BitmapStore *bitmap_store_new_image(BlockNode *node);
 
 /* Queues words [first_word, last_word] of `bits` (stored at data_offset) for
  * the next durable write; returns a ticket for bitmap_store_wait. */
@@ -56,7 +52,8 @@ void bitmap_store_forget(BitmapStore *st, HBitmap *bits);
 void bitmap_store_resume(BitmapStore *st);
 /* Rewrites the whole file with `entries` (StoredBitmap *); `clean` records
  * checksums for a clean close.  Call between quiesce and resume.  An empty
- * list deletes the file. */
+ * list deletes the file.  An image store stores `entries` in the image
+ * (`clean`: the exact, not-in-use form of a clean close). */
 bool bitmap_store_rewrite(BitmapStore *st, GPtrArray *entries, bool clean, GError **errp);
 /* Frees the store (does not write). */
 void bitmap_store_free(BitmapStore *st);

@@ -19,7 +19,8 @@ typedef struct NodeBitmaps {
     GPtrArray *bitmaps;      /* DirtyBitmap *, creation order */
     NodeWriteHook *hook;     /* before-write, installed while there is a bitmap */
     NodeWriteHook *done_hook; /* after-write, likewise */
-    BitmapStore *store;      /* sidecar, for nodes with persistent bitmaps */
+    BitmapStore *store;      /* sidecar or image, for nodes with persistent bitmaps */
+    bool loaded;             /* the image's bitmaps were loaded (dirty_bitmap_load_persistent) */
 } NodeBitmaps;
 
 struct DirtyBitmap {
@@ -29,8 +30,9 @@ struct DirtyBitmap {
     uint64_t size;
     HBitmap *bits;
     HBitmap *durable;        /* persistent: granules already on stable storage */
-    uint64_t data_offset;    /* persistent: where the words live in the sidecar */
+    uint64_t data_offset;    /* persistent: where the words live (0: not updated in place) */
     bool enabled, persistent, inconsistent, readonly;
+    bool reset;              /* persistent: bits were cleared (or it is new) since the last store */
     gint busy;
 };
 
@@ -51,7 +53,8 @@ static void dirty_bitmap_free(DirtyBitmap *bm)
  * data offsets the writers use change only while they are excluded. */
 static bool store_all_locked(NodeBitmaps *nb, bool clean, GError **errp)
 {
-    if (!nb->store)
+    /* A read-only image's bitmaps are read-only: nothing to store. */
+    if (!nb->store || node_read_only(nb->node))
         return true;
     g_autoptr(GPtrArray) entries = g_ptr_array_new_with_free_func(g_free);
     for (guint i = 0; i < nb->bitmaps->len; i++) {
@@ -64,6 +67,7 @@ static bool store_all_locked(NodeBitmaps *nb, bool clean, GError **errp)
         sb->node_size = bm->size;
         sb->enabled = bm->enabled;
         sb->inconsistent = bm->inconsistent;
+        sb->reset = bm->reset;
         sb->bits = bm->bits;
         sb->durable = bm->durable;
         g_ptr_array_add(entries, sb);
@@ -73,8 +77,10 @@ static bool store_all_locked(NodeBitmaps *nb, bool clean, GError **errp)
     guint k = 0;
     for (guint i = 0; i < nb->bitmaps->len; i++) {
         DirtyBitmap *bm = nb->bitmaps->pdata[i];
-        if (bm->persistent)
+        if (bm->persistent) {
             bm->data_offset = ((StoredBitmap *)entries->pdata[k++])->data_offset;
+            bm->reset = false;
+        }
     }
     return true;
 }
@@ -120,7 +126,7 @@ static uint64_t mark_locked(NodeBitmaps *nb, uint64_t offset, uint64_t count)
             continue;
         uint64_t end = MIN(offset + count, bm->size);
         uint64_t first = offset / bm->granularity, last = (end - 1) / bm->granularity;
-        if (bm->durable && nb->store) {
+        if (bm->durable && nb->store && bm->data_offset) {
             if (hbitmap_all_set(bm->durable, first, last - first + 1))
                 continue;
             hbitmap_set(bm->bits, first, last - first + 1);
@@ -272,7 +278,12 @@ static DirtyBitmap *bitmap_new(NodeBitmaps *nb, const char *name, uint32_t granu
 
 uint32_t dirty_bitmap_default_granularity(BlockNode *node)
 {
-    return 65536; /* no node reports a cluster size yet */
+    /* QEMU's bdrv_get_default_bitmap_granularity: the cluster size, within
+     * 4 KiB .. 64 KiB; 64 KiB for nodes without clusters. */
+    BlockImageInfo info;
+    if (node_image_info(node, &info) && info.cluster_size)
+        return MIN(MAX(info.cluster_size, 4096u), 65536u);
+    return 65536;
 }
 
 DirtyBitmap *dirty_bitmap_find(BlockNode *node, const char *name)
@@ -296,7 +307,33 @@ DirtyBitmap *dirty_bitmap_create(BlockNode *node, const char *name, uint32_t gra
                     "Granularity must be power of 2 and at least 512");
         return NULL;
     }
-    if (persistent) {
+    bool in_image = persistent && node_bitmaps_supported(node);
+    if (in_image) {
+        /* The image's own bitmaps first: a store writes the whole set. */
+        NodeBitmaps *known = node_bitmaps(node, false);
+        if (!known || !known->loaded)
+            dirty_bitmap_load_persistent(node);
+        /* QEMU's order (qcow2_co_can_store_new_dirty_bitmap): the name is
+         * free, then the image's limits. */
+        if (dirty_bitmap_find(node, name)) {
+            g_set_error(errp, G_IO_ERROR, G_IO_ERROR_EXISTS, "Bitmap already exists: %s", name);
+            return NULL;
+        }
+        NodeBitmaps *nb = node_bitmaps(node, false);
+        g_autoptr(GPtrArray) names = g_ptr_array_new();
+        for (guint i = 0; nb && i < nb->bitmaps->len; i++) {
+            DirtyBitmap *other = nb->bitmaps->pdata[i];
+            if (other->persistent)
+                g_ptr_array_add(names, other->name);
+        }
+        GError *why = NULL;
+        if (!node_bitmaps_can_add(node, name, granularity, (const char *const *)names->pdata, names->len, &why)) {
+            g_set_error(errp, why->domain, why->code, "Can't make bitmap '%s' persistent in '%s': %s",
+                        name, node_name(node), why->message);
+            g_error_free(why);
+            return NULL;
+        }
+    } else if (persistent) {
         /* Raw images keep persistent bitmaps in a sidecar, so only nodes
          * that are an image file can store them. */
         if (!node_filename(node) || node_read_only(node)) {
@@ -329,12 +366,17 @@ DirtyBitmap *dirty_bitmap_create(BlockNode *node, const char *name, uint32_t gra
     }
     bm->enabled = !disabled;
     bm->persistent = persistent;
+    bm->reset = true; /* nothing of it is stored yet */
     if (persistent)
         bm->durable = hbitmap_new(hbitmap_size(bm->bits));
     change_begin(nb);
     if (persistent && !nb->store) {
-        g_autofree char *path = bitmap_store_path_for(node_filename(node));
-        nb->store = bitmap_store_new(path);
+        if (in_image) {
+            nb->store = bitmap_store_new_image(node);
+        } else {
+            g_autofree char *path = bitmap_store_path_for(node_filename(node));
+            nb->store = bitmap_store_new(path);
+        }
         bitmap_store_quiesce(nb->store); /* change_end resumes it */
     }
     g_ptr_array_add(nb->bitmaps, bm);
@@ -429,6 +471,7 @@ void dirty_bitmap_clear(DirtyBitmap *bm, HBitmap **backup)
     hbitmap_reset_all(bm->bits);
     if (bm->durable)
         hbitmap_reset_all(bm->durable);
+    bm->reset = true;
     change_end(nb, bm->persistent, false, NULL);
 }
 
@@ -442,6 +485,7 @@ void dirty_bitmap_restore(DirtyBitmap *bm, HBitmap *saved, bool keep_new_writes)
         /* Writes skip granules marked durable: they must be re-marked. */
         if (bm->durable)
             hbitmap_reset_all(bm->durable);
+        bm->reset = true;
     }
     hbitmap_merge(bm->bits, saved);
     hbitmap_free(saved);
@@ -457,6 +501,7 @@ void dirty_bitmap_replace(DirtyBitmap *bm, HBitmap *(*make)(void *opaque), void 
     hbitmap_reset_all(bm->bits);
     if (bm->durable)
         hbitmap_reset_all(bm->durable); /* writes must mark what is no longer stored */
+    bm->reset = true;
     hbitmap_merge(bm->bits, bits);
     hbitmap_free(bits);
     change_end(nb, bm->persistent, false, NULL);
@@ -618,13 +663,30 @@ int64_t dirty_bitmap_next_clean(DirtyBitmap *bm, uint64_t offset, uint64_t end)
 
 void dirty_bitmap_load_persistent(BlockNode *node)
 {
-    const char *image = node_filename(node);
-    if (!image)
-        return;
-    g_autofree char *path = bitmap_store_path_for(image);
     GPtrArray *loaded = NULL;
     bool ro = node_read_only(node);
-    BitmapStore *st = bitmap_store_open(path, ro, node_size(node), &loaded);
+    BitmapStore *st;
+    if (node_bitmaps_supported(node)) {
+        /* Bitmaps in the image (qcow2), loaded once. */
+        NodeBitmaps *nb = node_bitmaps(node, true);
+        if (nb->loaded)
+            return;
+        nb->loaded = true;
+        g_autoptr(GError) err = NULL;
+        st = bitmap_store_open_image(node, &loaded, &err);
+        if (!st)
+            g_message("cannot load the dirty bitmaps of node '%s': %s", node_name(node), err->message);
+        if (st && loaded->len == 0) {
+            bitmap_store_free(st); /* one is made for the first persistent bitmap */
+            st = NULL;
+        }
+    } else {
+        const char *image = node_filename(node);
+        if (!image)
+            return;
+        g_autofree char *path = bitmap_store_path_for(image);
+        st = bitmap_store_open(path, ro, node_size(node), &loaded);
+    }
     if (!st) {
         g_ptr_array_free(loaded, TRUE);
         return;

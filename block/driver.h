@@ -34,6 +34,7 @@
 
 typedef struct BlockNode BlockNode;
 struct BlockImageInfo;
+struct BlockSnapshotOps;
 
 /* A driver's open callback, typed by its member of BlockdevOptions' union
  * (qapi/block-core.json), the member named like the driver.  The options
@@ -139,6 +140,14 @@ typedef struct BlockDriver {
      * children cannot be replaced (node_replace refuses). */
     void (*replace_child)(void *opaque, BlockNode *old_child, BlockNode *new_child);
 
+    /* Optional: internal snapshots (block/snapshot.h). */
+    const struct BlockSnapshotOps *snapshot;
+
+    /* Optional: writes one whole cluster compressed at `offset` (aligned
+     * to the cluster size the driver reports as preferred block size, or
+     * the image's end); 0 or -errno.  Backups with compress=true. */
+    int (*pwrite_compressed)(void *opaque, const void *buf, uint32_t count, uint64_t offset);
+
     /* Optional (formats with a backing chain): `backing` becomes the
      * backing node of an image that has none now (opened with backing
      * null), or with NULL the backing node is dropped again.  The node
@@ -149,6 +158,17 @@ typedef struct BlockDriver {
     /* Optional: a parent reports a debug event on its
      * way through this node's I/O path; only blkdebug reacts. */
     void (*debug_event)(void *opaque, BlkdebugEvent event);
+
+    /* Optional, all or none: dirty bitmaps stored in the image itself
+     * (qcow2's bitmaps extension); the node-level calls and their contract
+     * are in block/image-bitmaps.h (node_bitmaps_*).  `names` are the
+     * node's persistent bitmaps, entries and `out` hold StoredBitmap *. */
+    bool (*bitmaps_can_add)(void *opaque, const char *name, uint32_t granularity,
+                            const char *const *names, guint n, GError **errp);
+    bool (*bitmaps_load)(void *opaque, GPtrArray *out, GError **errp);
+    bool (*bitmaps_store)(void *opaque, GPtrArray *entries, bool clean, GError **errp);
+    int (*bitmaps_write)(void *opaque, uint64_t loc, uint64_t first_word, uint64_t nwords, const void *buf);
+    int (*bitmaps_sync)(void *opaque);
 
     /* Optional: what the node's claims add up to (block/node-perm.h) is
      * about to become (perm, shared).  check_perm makes sure that can be

@@ -750,6 +750,30 @@ void node_pwrite_async(BlockNode *node, const void *buf, uint32_t count, uint64_
     done(opaque, node_pwrite(node, buf, count, offset, flags));
 }
 
+bool node_can_write_compressed(BlockNode *node)
+{
+    return node->drv->pwrite_compressed != NULL;
+}
+
+/* A compressed write runs the write hooks like node_pwrite (no FUA). */
+static int pwrite_compressed_unlogged(BlockNode *node, const void *buf, uint32_t count, uint64_t offset)
+{
+    assert_range(node, count, offset);
+    g_assert(!node->read_only);
+    if (!node->drv->pwrite_compressed)
+        return -ENOTSUP;
+    int r = run_before_write_hooks(node, offset, count, NODE_WRITE_DATA);
+    if (r == 0)
+        r = count ? node->drv->pwrite_compressed(node->opaque, buf, count, offset) : 0;
+    return run_after_write_hooks(node, buf, offset, count, NODE_WRITE_DATA, r);
+}
+
+int node_pwrite_compressed(BlockNode *node, const void *buf, uint32_t count, uint64_t offset)
+{
+    io_log_enter();
+    return io_log_leave(node->name, "write", offset, count, pwrite_compressed_unlogged(node, buf, count, offset));
+}
+
 int node_flush(BlockNode *node)
 {
     io_log_enter();

@@ -145,6 +145,12 @@ int node_pwrite(BlockNode *node, const void *buf, uint32_t count, uint64_t offse
 void node_pwrite_async(BlockNode *node, const void *buf, uint32_t count, uint64_t offset, uint32_t flags,
                        void (*done)(void *opaque, int r), void *opaque);
 /* Makes every completed write durable. */
+/* Whether the node's driver writes compressed clusters (qcow2). */
+bool node_can_write_compressed(BlockNode *node);
+/* Writes whole clusters compressed (offset and count aligned to the
+ * driver's preferred block size, or ending at the node's end); -ENOTSUP
+ * without support.  Runs the write hooks like node_pwrite. */
+int node_pwrite_compressed(BlockNode *node, const void *buf, uint32_t count, uint64_t offset);
 int node_flush(BlockNode *node);
 /* Discards (a hint); FUA allowed. */
 int node_trim(BlockNode *node, uint32_t count, uint64_t offset, uint32_t flags);

@@ -267,6 +267,9 @@ static bool backup_validate(BackupOptions *o, BlockNode **src, BlockNode **tgt,
     }
     if (*src == *tgt)
         return fail(errp, "Source and target cannot be the same");
+    /* QEMU names the target's BlockBackend, which a node has none of. */
+    if (o->compress && !node_can_write_compressed(*tgt))
+        return fail(errp, "Compression is not supported for this drive %s", "");
     if (!node_check_ops(*tgt, errp))
         return false;
     if (node_read_only(*tgt))
@@ -332,7 +335,10 @@ Job *backup_job_create(const BackupOptions *opts, GError **errp)
     CopyConfig cfg = {
         .source = src,
         .target = tgt,
-        .cluster_size = BACKUP_CLUSTER_SIZE,
+        /* Compressed writes take whole clusters of the target (QEMU's
+         * backup cluster size is the larger of 64 KiB and the target's). */
+        .cluster_size = o.compress ? MAX(BACKUP_CLUSTER_SIZE, node_caps(tgt)->block_preferred) : BACKUP_CLUSTER_SIZE,
+        .compress = o.compress,
         .max_workers = o.max_workers ? o.max_workers : BACKUP_DEFAULT_WORKERS,
         .max_chunk = o.max_chunk ? o.max_chunk : BACKUP_DEFAULT_CHUNK,
         .skip_unallocated = o.sync == MIRROR_SYNC_MODE_TOP,

@@ -27,6 +27,7 @@ typedef struct BackupOptions {
     unsigned max_workers;      /* 0: default */
     uint64_t max_chunk;        /* 0: default */
     bool delete_target_at_end; /* drive-backup: the target node is the job's own */
+    bool compress;             /* compressed clusters on the target (qcow2) */
     JobTxn *txn;               /* grouped transaction, or NULL */
 } BackupOptions;
 

@@ -103,6 +103,8 @@ static int copy_data(const CopyConfig *c, uint64_t offset, uint64_t len, void *b
     *is_read = false;
     if (buffer_is_zero(buf, len))
         return write_zeroes(c, offset, len);
+    if (c->compress)
+        return target_end(c, node_pwrite_compressed(target_begin(c), buf, (uint32_t)len, offset));
     return target_end(c, node_pwrite(target_begin(c), buf, (uint32_t)len, offset, 0));
 }
 
@@ -147,7 +149,7 @@ int copy_region(const CopyConfig *c, uint64_t offset, uint64_t len, GArray *know
 {
     g_autofree void *buf = g_malloc(len);
     *is_read = false;
-    if (!node_caps(c->source)->can_extents)
+    if (!node_caps(c->source)->can_extents || c->compress)
         return copy_data(c, offset, len, buf, is_read);
     g_autoptr(GArray) ext = known ? g_array_ref(known) : g_array_new(FALSE, FALSE, sizeof(BlockExtent));
     if (!known) {

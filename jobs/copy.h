@@ -35,6 +35,8 @@ typedef struct CopyConfig {
     uint64_t max_chunk;      /* bytes per chunk (multiple of cluster_size) */
     bool skip_unallocated;   /* sync=top: holes of the source are not copied */
     bool target_is_zero;     /* zero regions need not be written */
+    bool compress;           /* data goes to the target compressed (node_pwrite_compressed):
+                              * regions are whole clusters of the target, copied as one data run */
     Job *job;                /* progress is reported to it (may be NULL) */
 } CopyConfig;
 

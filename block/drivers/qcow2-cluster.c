@@ -40,6 +40,44 @@ int64_t qcow2_lookup_entries(Qcow2 *s, uint64_t offset, uint32_t count, uint64_t
     return r < 0 ? r : (int64_t)n;
 }
 
+/* Copy-on-write of the L2 table for L1 index l1i that a snapshot shares
+ * (refcount > 1): the copy is written and flushed before the L1 entry
+ * points at it, and the old table loses the active image's reference
+ * after the next flush, so a crash at any point leaks at most the copy
+ * or one reference.  The entries are copied as they are: the data
+ * clusters' refcounts count images, not tables, and do not change. */
+static int l2_copy_on_write(Qcow2 *s, uint64_t l1i, L2Table **out)
+{
+    uint64_t old_off = s->l1[l1i] & L1E_OFFSET_MASK, off;
+    L2Table *old;
+    int r = qcow2_l2_load(s, old_off, &old);
+    if (r < 0)
+        return r;
+    g_autofree uint64_t *e = g_memdup2(old->e, (gsize)s->l2_entries * 8);
+    if ((r = qcow2_alloc_clusters(s, 1, &off)) < 0)
+        return r;
+    if (qcow2_l2_cached(s, off))
+        return -EIO; /* corrupt refcounts called a table's cluster free (see below) */
+    g_assert(qcow2_clusters_allocated(s, off, 1));
+    g_autofree uint8_t *raw = g_malloc(s->cs);
+    for (uint32_t i = 0; i < s->l2_entries; i++)
+        put_be64(raw + 8 * i, e[i]);
+    node_debug_event(s->file, BLKDBG_L2_ALLOC_COW_READ);
+    if ((r = qcow2_file_write(s, raw, s->cs, off)) < 0 || (r = node_flush(s->file)) < 0 ||
+        (r = write_be64(s, off | OFLAG_COPIED, s->l1_offset + 8 * l1i)) < 0) {
+        s->broken = true;
+        return r;
+    }
+    s->l1[l1i] = off | OFLAG_COPIED;
+    qcow2_free_later(s, old_off, s->cs);
+    L2Table *t;
+    if ((r = qcow2_l2_new(s, off, &t)) < 0)
+        return r;
+    memcpy(t->e, e, (gsize)s->l2_entries * 8);
+    *out = t;
+    return 0;
+}
+
 /* The table for L1 index l1i, allocating an empty one if needed. */
 static int l2_for_write(Qcow2 *s, uint64_t l1i, L2Table **out)
 {
@@ -47,14 +85,16 @@ static int l2_for_write(Qcow2 *s, uint64_t l1i, L2Table **out)
     uint64_t l1e = s->l1[l1i];
     if (l1e & L1E_OFFSET_MASK) {
         if (!(l1e & OFLAG_COPIED)) {
-            /* Only snapshots share tables (refused at open); a missing flag
-             * on a table referenced once is just repaired. */
+            /* A table shared with a snapshot is copied first; a missing
+             * flag on a table referenced once is just repaired. */
             uint64_t rc;
             int r = qcow2_refcount_of(s, (l1e & L1E_OFFSET_MASK) >> s->cluster_bits, &rc);
             if (r < 0)
                 return r;
-            if (rc != 1)
+            if (rc == 0)
                 return -EIO;
+            if (rc > 1)
+                return l2_copy_on_write(s, l1i, out);
             l1e |= OFLAG_COPIED;
             if ((r = write_be64(s, l1e, s->l1_offset + 8 * l1i)) < 0)
                 return r;

@@ -85,6 +85,11 @@ bool qcow2_truncate(void *o, uint64_t size, GError **errp)
         qcow2_set_error(errp, G_IO_ERROR_FAILED, "The image's metadata could not be updated earlier");
         return false;
     }
+    /* v2 snapshots do not record their size (QEMU's reason). */
+    if (s->nb_snapshots && s->version < 3) {
+        qcow2_set_error(errp, G_IO_ERROR_NOT_SUPPORTED, "Can't resize a v2 image which has snapshots");
+        return false;
+    }
     uint64_t per_l1 = (uint64_t)s->l2_entries * s->cs;
     uint64_t l1_size = DIV_UP(size, per_l1);
     int r;

@@ -10,6 +10,11 @@
  *   qcow2-cache.c     the L2 table cache
  *   qcow2-refcount.c  refcounts, cluster allocation (the reservation) and
  *                     deferred freeing
+ *   qcow2-snapshot.c  internal snapshots: the snapshot table, create,
+ *                     delete and revert as one atomic header update
+ *   qcow2-compress.c  compressed cluster writes (deflate)
+ *   qcow2-bitmap.c    persistent dirty bitmaps: the bitmaps extension, its
+ *                     directory and tables, blockd's crash-safe marks
  *   qcow2-image.c     resize, backing file name rewrite, creation on a node
  *
  * Every function here except the byte-order and entry helpers expects
@@ -70,6 +75,21 @@ typedef struct FreeRange {
     uint64_t offset, length;
 } FreeRange;
 
+/* One entry of the snapshot table (QEMU's QCowSnapshot). */
+typedef struct Qcow2Snapshot {
+    uint64_t l1_offset;
+    uint32_t l1_size;
+    char *id, *name;
+    uint32_t date_sec, date_nsec;
+    uint64_t vm_clock_nsec;
+    uint64_t vm_state_size;
+    uint64_t disk_size;
+    uint64_t icount;             /* UINT64_MAX: none (-1 on disk) */
+    uint32_t extra_size;         /* extra data as read (>= 24 once written here) */
+    uint8_t *extra_unknown;      /* extra data past the known 24 bytes, kept as is */
+} Qcow2Snapshot;
+typedef struct Qcow2Bitmaps Qcow2Bitmaps; /* qcow2-bitmap.c */
+
 typedef struct Qcow2 {
     BlockNode *file, *backing;
     GMutex lock;
@@ -106,7 +126,38 @@ typedef struct Qcow2 {
     GArray *pending_free;        /* FreeRange, dropped after the next flush */
 
     char *backing_name, *backing_full, *backing_fmt;
+
+    /* Internal snapshots (qcow2-snapshot.c). */
+    uint32_t nb_snapshots;
+    Qcow2Snapshot *snapshots;
+    uint64_t snapshots_offset, snapshots_size;
+    /* Guest I/O holds it for reading, snapshot operations for writing:
+     * reads and in-place writes touch data outside s->lock, and a snapshot
+     * changes which clusters may be written in place. */
+    GRWLock io_lock;
+
+    /* Allocating writes in flight (qcow2-io.c), QEMU's l2meta dependencies:
+     * guest cluster runs whose new clusters are being written outside
+     * s->lock and whose L2 entries are not set yet.  Under s->lock; a
+     * request that would change an entry in such a run waits on
+     * alloc_cond until it is done. */
+    GArray *allocs;              /* Qcow2Alloc */
+    GCond alloc_cond;
+
+    /* Compressed writes (qcow2-compress.c): the host cluster being filled, bytes used. */
+    uint64_t comp_host, comp_used;
+    Qcow2Bitmaps *bitmaps;       /* the bitmap directory (qcow2-bitmap.c) */
 } Qcow2;
+
+/* An allocating write in flight: guest clusters [c0, c0 + n). */
+typedef struct Qcow2Alloc {
+    uint64_t c0, n;
+} Qcow2Alloc;
+
+/* Waits (s->lock held, released while waiting) until no allocating write in
+ * flight overlaps guest clusters [c0, c0 + n); true if it had to wait, so
+ * the caller's view of those entries is stale. */
+bool qcow2_wait_allocs(Qcow2 *s, uint64_t c0, uint64_t n);
 
 /* ---- byte order ---- */
 
@@ -160,7 +211,8 @@ static inline void compressed_range(const Qcow2 *s, uint64_t e, uint64_t *off, u
     *len = sectors * 512 - (*off & 511);
 }
 
-/* Whether a cluster (entry e of type t) can be overwritten where it is. */
+/* Whether a cluster (entry e of type t) can be overwritten where it is:
+ * OFLAG_COPIED says its refcount is 1 (no snapshot shares it). */
 static inline bool in_place(uint64_t e, ClusterType t)
 {
     return t == CT_NORMAL && (e & OFLAG_COPIED);
@@ -210,6 +262,16 @@ void qcow2_free_later(Qcow2 *s, uint64_t off, uint64_t len);
 int qcow2_apply_pending_frees(Qcow2 *s);
 /* Returns the unused rest of the reservation (refcounts back to 0). */
 int qcow2_release_reservation(Qcow2 *s);
+/* Refcount of every cluster of [c0, c0+n) plus delta (-1 or +1), written through. */
+int qcow2_refcount_add(Qcow2 *s, uint64_t c0, uint64_t n, int delta);
+/* Loads every refcount block (cached from then on); -errno. */
+int qcow2_refcount_load_all(Qcow2 *s);
+/* The cached refcount block `bi` in on-disk format, or NULL (none allocated / not loaded). */
+uint8_t *qcow2_refblock_cached(Qcow2 *s, uint64_t bi);
+/* Refcount entry i of an on-disk refcount block, and setting it (v <= the maximum). */
+uint64_t qcow2_rc_get(const Qcow2 *s, const uint8_t *b, uint64_t i);
+void qcow2_rc_set(const Qcow2 *s, uint8_t *b, uint64_t i, uint64_t v);
+uint64_t qcow2_rc_max(const Qcow2 *s);
 /* For assertions: [off, off + n*cs) is whole clusters in the file, outside the header, L1 and refcount table, each with a refcount >= 1 (no I/O). */
 bool qcow2_clusters_allocated(Qcow2 *s, uint64_t off, uint64_t n);
 
@@ -236,3 +298,31 @@ int qcow2_trim(void *o, uint32_t count, uint64_t offset, uint32_t flags);
 int qcow2_flush(void *o, uint32_t flags);
 /* Block status: allocation in this layer, the backing node's below it. */
 int qcow2_extents(void *o, uint32_t count, uint64_t offset, uint32_t flags, BlockExtents *out);
+
+/* ---- internal snapshots (qcow2-snapshot.c) ---- */
+
+/* Reads the snapshot table the header names (at open). */
+bool qcow2_read_snapshots(Qcow2 *s, uint32_t nb, uint64_t offset, GError **errp);
+/* Frees the in-memory snapshot list. */
+void qcow2_free_snapshots(Qcow2 *s);
+/* BlockDriver.pwrite_compressed (qcow2-compress.c): whole clusters, raw
+ * deflate; a cluster that does not shrink is written normally. */
+int qcow2_pwrite_compressed(void *o, const void *buf, uint32_t count, uint64_t offset);
+/* BlockDriver.snapshot (qcow2-snapshot.c). */
+extern const struct BlockSnapshotOps qcow2_snapshot_ops;
+/* ---- persistent dirty bitmaps (qcow2-bitmap.c) ---- */
+
+/* Reads the bitmaps extension and directory of header cluster `h` (hlen
+ * bytes) after the tables are loaded; writing, marks every bitmap in use
+ * and clears the autoclear bits blockd does not maintain (taking s->lock).
+ * False with QEMU's error for a directory QEMU would refuse. */
+bool qcow2_bitmaps_open(Qcow2 *s, BlockNode *self, const uint8_t *h, uint64_t hlen, GError **errp);
+/* Frees what qcow2_bitmaps_open read (writes nothing). */
+void qcow2_bitmaps_free(Qcow2 *s);
+/* The BlockDriver.bitmaps_* callbacks (block/image-bitmaps.h), taking s->lock themselves. */
+bool qcow2_bitmaps_can_add(void *o, const char *name, uint32_t granularity, const char *const *names, guint n,
+                           GError **errp);
+bool qcow2_bitmaps_load(void *o, GPtrArray *out, GError **errp);
+bool qcow2_bitmaps_store(void *o, GPtrArray *entries, bool clean, GError **errp);
+int qcow2_bitmaps_write(void *o, uint64_t loc, uint64_t first_word, uint64_t nwords, const void *buf);
+int qcow2_bitmaps_sync(void *o);

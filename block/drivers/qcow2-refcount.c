@@ -332,3 +332,33 @@ bool qcow2_clusters_allocated(Qcow2 *s, uint64_t off, uint64_t n)
     }
     return true;
 }
+
+/* ---- for qcow2-snapshot.c ---- */
+
+uint64_t qcow2_rc_get(const Qcow2 *s, const uint8_t *b, uint64_t i) { return rc_get(s, b, i); }
+void qcow2_rc_set(const Qcow2 *s, uint8_t *b, uint64_t i, uint64_t v) { rc_set(s, b, i, v); }
+uint64_t qcow2_rc_max(const Qcow2 *s) { return rc_max(s); }
+
+int qcow2_refcount_add(Qcow2 *s, uint64_t c0, uint64_t n, int delta)
+{
+    int r = rc_modify(s, c0, n, delta, NULL);
+    if (r < 0)
+        s->broken = true;
+    return r;
+}
+
+int qcow2_refcount_load_all(Qcow2 *s)
+{
+    for (uint64_t bi = 0; bi < s->rt_entries; bi++) {
+        int r;
+        if (!rblock(s, bi, &r) && r < 0)
+            return r;
+    }
+    return 0;
+}
+
+uint8_t *qcow2_refblock_cached(Qcow2 *s, uint64_t bi)
+{
+    gint64 key = (gint64)bi;
+    return g_hash_table_lookup(s->rblocks, &key);
+}

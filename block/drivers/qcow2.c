@@ -4,12 +4,14 @@
  * Supported: versions 2 and 3, cluster sizes 512 B .. 2 MiB, refcount
  * widths 1..64 bits, zero clusters (v3), compressed clusters (deflate; read,
  * and re-allocated on write), backing chains (qcow2 or raw), write-zeroes
- * and trim, block status.  Refused: encryption, external data files,
+ * and trim, block status, persistent dirty bitmaps (qcow2-bitmap.c).  Refused: encryption, external data files,
  * extended L2 entries, zstd compression, unknown incompatible features, the
- * dirty bit; the corrupt bit and internal snapshots allow read-only opens.
+ * dirty bit; the corrupt bit allows read-only opens.  Internal snapshots
+ * (qcow2-snapshot.c): clusters they share are copied on write.
  *
  * Files.  This one opens and closes images; qcow2-internal.h lists the
- * others (data path, cluster mapping, L2 cache, refcounts) and what they share.
+ * others (data path, cluster mapping, L2 cache, refcounts, bitmaps) and
+ * what they share.
  *
  * Allocation.  New clusters always come from the end of the file; freed
  * clusters are not reused (their refcount drops to 0 and the file range is
@@ -19,7 +21,10 @@
  * refcount of 0.  A freed cluster's refcount is dropped only after the next
  * flush made the L2 update that unreferenced it durable.  Data is written
  * before the L2 entry that makes it visible; new clusters lie past the old
- * end of the file and read as zeroes until written.
+ * end of the file and read as zeroes until written.  A new cluster that
+ * carries data the image held before (the rest of a cluster a snapshot
+ * shares, a compressed one, backing data) is flushed before its entry is
+ * written, and a copied L2 table before its L1 entry.
  *
  * Threads.  One mutex guards the metadata (L1, L2 cache, refcounts,
  * reservation).  Reads look up the mapping under it and read data outside
@@ -99,6 +104,13 @@ static void qcow2_free(Qcow2 *s)
     g_free(s->backing_name);
     g_free(s->backing_full);
     g_free(s->backing_fmt);
+    qcow2_free_snapshots(s);
+    qcow2_bitmaps_free(s);
+    g_rw_lock_clear(&s->io_lock);
+    g_assert(!s->allocs || s->allocs->len == 0);
+    if (s->allocs)
+        g_array_free(s->allocs, TRUE);
+    g_cond_clear(&s->alloc_cond);
     g_mutex_clear(&s->lock);
     g_free(s);
 }
@@ -253,13 +265,9 @@ static bool parse_header(Qcow2 *s, BlockNode *self, const uint8_t *h, uint64_t h
                 me);
         return false;
     }
-    if (nb_snapshots && !s->read_only) {
-        qcow2_set_error(errp, G_IO_ERROR_NOT_SUPPORTED,
-                "Image '%s' has internal snapshots; writing to it is not supported (open it with read-only=on)",
-                me);
-        return false;
-    }
-    (void)bitmaps; /* stale bitmaps are disowned by clearing autoclear bit 0 (see open) */
+    s->nb_snapshots = nb_snapshots; /* read by qcow2_read_snapshots at open */
+    s->snapshots_offset = be64_at(h + 64);
+    (void)bitmaps; /* read by qcow2_bitmaps_open */
 
     if (backing_off) {
         if (backing_len > MAX_BACKING_NAME || backing_off > s->cs || backing_off + backing_len > hlen) {
@@ -373,6 +381,9 @@ static void *qcow2_open(BlockNode *self, const BlockdevOptionsQcow2 *opts, bool 
     g_autofree uint8_t *h = NULL;
     Qcow2 *s = g_new0(Qcow2, 1);
     g_mutex_init(&s->lock);
+    g_rw_lock_init(&s->io_lock);
+    g_cond_init(&s->alloc_cond);
+    s->allocs = g_array_new(FALSE, FALSE, sizeof(Qcow2Alloc));
     s->read_only = read_only;
     uint64_t l2_cache = 0, cache = 0;
     if ((opts->has_l2_cache_size && !block_option_size("l2-cache-size", opts->l2_cache_size, &l2_cache, errp)) ||
@@ -430,6 +441,14 @@ static void *qcow2_open(BlockNode *self, const BlockdevOptionsQcow2 *opts, bool 
         for (uint64_t i = 0; i < s->rt_entries; i++)
             s->rt[i] = be64_at(raw + 8 * i);
     }
+    {
+        uint32_t nb = s->nb_snapshots;
+        s->nb_snapshots = 0;
+        if (!qcow2_read_snapshots(s, nb, s->snapshots_offset, errp)) {
+            g_prefix_error(errp, "Could not read snapshots: ");
+            goto fail;
+        }
+    }
     s->rblocks = g_hash_table_new_full(g_int64_hash, g_int64_equal, g_free, g_free);
     s->l2 = g_hash_table_new_full(g_int64_hash, g_int64_equal, NULL, l2_table_free);
     if (!l2_cache)
@@ -465,15 +484,11 @@ static void *qcow2_open(BlockNode *self, const BlockdevOptionsQcow2 *opts, bool 
         !(backing_created ? node_add_implicit_child : node_add_child)(self, s->backing, NODE_CHILD_COW, errp))
         goto fail;
 
-    /* Writing: disown what we do not maintain (QEMU clears unknown
-     * autoclear bits; bit 0 = bitmaps, which then count as stale). */
-    if (!read_only && s->version >= 3 && s->autoclear) {
-        s->autoclear = 0;
-        if (write_be64(s, 0, 88) < 0 || node_flush(s->file) < 0) {
-            qcow2_set_error(errp, G_IO_ERROR_FAILED, "Could not update the qcow2 header of '%s'", node_name(self));
-            goto fail;
-        }
-    }
+    /* Persistent bitmaps: the directory is read; writing, every bitmap is
+     * marked in use and the autoclear bits blockd does not maintain are
+     * cleared (QEMU's rule for unknown ones). */
+    if (!qcow2_bitmaps_open(s, self, h, hlen, errp))
+        goto fail;
 
     return s;
 
@@ -573,7 +588,14 @@ const BlockDriver block_driver_qcow2 = {
     .extents = qcow2_extents,
     .image_info = qcow2_image_info,
     .replace_child = qcow2_replace_child,
+    .snapshot = &qcow2_snapshot_ops,
+    .pwrite_compressed = qcow2_pwrite_compressed,
     .set_backing = qcow2_set_backing,
+    .bitmaps_can_add = qcow2_bitmaps_can_add,
+    .bitmaps_load = qcow2_bitmaps_load,
+    .bitmaps_store = qcow2_bitmaps_store,
+    .bitmaps_write = qcow2_bitmaps_write,
+    .bitmaps_sync = qcow2_bitmaps_sync,
     .truncate = qcow2_truncate,
     .change_backing_file = qcow2_change_backing_file,
     .create = qcow2_create_on_node,

@@ -1,6 +1,7 @@
 /* QMP block-node commands: blockdev-add, blockdev-del, query-named-block-nodes.
  * Thin: the arguments arrive validated and typed; the node graph does the work. */
 #include "server/qmp/commands.h"
+#include "block/snapshot.h"
 #include "block/node.h"
 #include "bitmaps/dirty-bitmap.h"
 #include "qapi/qapi-commands.h"
@@ -137,6 +138,19 @@ static ImageInfo *image_info(BlockNode *node, bool chain, int depth)
         ii->has_backing_filename_format = true;
         ii->backing_filename_format = g_strdup(img.backing_format);
     }
+    /* Internal snapshots, in table order (as QEMU: absent when none). */
+    GArray *snaps = node_snapshot_list(node);
+    if (snaps && snaps->len) {
+        SnapshotInfoList **tail = &ii->snapshots;
+        for (guint i = 0; i < snaps->len; i++) {
+            *tail = g_new0(SnapshotInfoList, 1);
+            (*tail)->value = qmp_snapshot_info(&g_array_index(snaps, BlockSnapshot, i));
+            tail = &(*tail)->next;
+        }
+        ii->has_snapshots = true;
+    }
+    if (snaps)
+        block_snapshot_list_free(snaps);
     if (chain && img.backing && depth < 1000) {
         ii->has_backing_image = true;
         ii->backing_image = image_info(img.backing, true, depth + 1);

@@ -28,15 +28,11 @@
         (o)->auto_dismiss = !(a)->has_auto_dismiss || (a)->auto_dismiss;                 \
     } while (0)
 
-/* x-perf and compress, with QEMU's messages. */
+/* x-perf (and compress, which backup_job_create checks against the target), with QEMU's messages. */
 static bool backup_perf(bool compress, bool has_perf, BackupPerf *perf, const char *target,
                         BackupOptions *o, GError **errp)
 {
-    if (compress) {
-        g_set_error(errp, QMP_ERROR, QMP_ERROR_GENERIC,
-                    "Compression is not supported for this drive %s", target);
-        return false;
-    }
+    o->compress = compress;
     if (!has_perf)
         return true;
     if (perf->has_max_workers && (perf->max_workers < 1 || perf->max_workers > 1024)) {

@@ -35,6 +35,7 @@ static const TransactionActionOps *const action_table[] = {
     &blockdev_snapshot_action,
     &blockdev_snapshot_sync_action,
     &drive_backup_action,
+    &internal_snapshot_action,
 };
 
 static const TransactionActionOps *ops_for(TransactionActionKind kind)

@@ -20,3 +20,8 @@ bool qmp_cli_blockdev(JsonObject *opts, GError **errp);
 bool qmp_cli_export(JsonObject *opts, GError **errp);
 /* --nbd-server: addr (flat SocketAddress) and max-connections; adds a listener. */
 bool qmp_cli_nbd_server(JsonObject *opts, GError **errp);
+
+/* Internal snapshots (server/qmp/cmd-snapshot.c): QEMU's SnapshotInfo of
+ * a snapshot, for query-named-block-nodes too. */
+struct BlockSnapshot;
+SnapshotInfo *qmp_snapshot_info(const struct BlockSnapshot *sn);

@@ -41,3 +41,5 @@ extern const TransactionActionOps drive_backup_action;
 /* The external snapshot actions (server/qmp/cmd-snapshot-external.c). */
 extern const TransactionActionOps blockdev_snapshot_action;
 extern const TransactionActionOps blockdev_snapshot_sync_action;
+/* The internal snapshot action (server/qmp/cmd-snapshot.c). */
+extern const TransactionActionOps internal_snapshot_action;

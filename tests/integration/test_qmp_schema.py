@@ -1,15 +1,20 @@
 #!/usr/bin/python3
 """query-qmp-schema: blockd lists every command it implements (and
 query-commands agrees), and each command and event has the argument names,
-optionality and types that qemu-storage-daemon 7.2 declares for it.
+optionality and types that qemu-storage-daemon 7.2 declares for it (QEMU
+6.0's snapshot jobs: that qemu-system-x86_64 declares, when installed).
 blockd may accept fewer members than QEMU, never other ones; its own
 'memory' driver and the SHUTDOWN event (from QEMU's system emulator) are
 the only additions."""
 import os
+import shutil
+import subprocess
 import sys
+import tempfile
+import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), 'qmp'))
-from qmp_lib import Daemon, blockd_cmd, qsd_cmd, check, fail
+from qmp_lib import Daemon, Qmp, blockd_cmd, qsd_cmd, check, fail
 
 COMMANDS = {'qmp_capabilities', 'query-version', 'query-commands', 'query-qmp-schema', 'quit',
             'blockdev-add', 'blockdev-del', 'query-named-block-nodes', 'nbd-server-start',
@@ -32,8 +37,14 @@ COMMANDS = {'qmp_capabilities', 'query-version', 'query-commands', 'query-qmp-sc
             'x-debug-query-block-graph',
             # external snapshots (issue 14)
             'blockdev-snapshot', 'blockdev-snapshot-sync',
+            # internal snapshots and the snapshot jobs (issue 15)
+            'blockdev-snapshot-internal-sync', 'blockdev-snapshot-delete-internal-sync',
+            'snapshot-save', 'snapshot-load', 'snapshot-delete',
             # images (issue 14)
             'blockdev-create', 'block_resize', 'change-backing-file', 'query-block'}
+# Commands of QEMU's system emulator, not of qemu-storage-daemon: checked
+# against qemu-system-x86_64's schema when it is installed.
+SYSTEM_COMMANDS = {'snapshot-save', 'snapshot-load', 'snapshot-delete'}
 EVENTS = {'BLOCK_EXPORT_DELETED', 'SHUTDOWN',
           # block jobs (issue 5)
           'JOB_STATUS_CHANGE', 'BLOCK_JOB_COMPLETED', 'BLOCK_JOB_CANCELLED', 'BLOCK_JOB_ERROR',
@@ -52,6 +63,31 @@ def fetch(cmd):
         q.close()
         d.stop()
     return {e['name']: e for e in schema}, commands
+
+
+def fetch_system():
+    """qemu-system-x86_64's schema, or None when it is not installed."""
+    exe = shutil.which('qemu-system-x86_64')
+    if not exe:
+        return None
+    tmp = tempfile.mkdtemp(prefix='blockd-schema.')
+    sock = os.path.join(tmp, 'qmp.sock')
+    proc = subprocess.Popen([exe, '-machine', 'none', '-nodefaults', '-display', 'none',
+                             '-qmp', 'unix:%s,server=on,wait=off' % sock],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.time() + 20
+        while not os.path.exists(sock):
+            check(proc.poll() is None and time.time() < deadline, 'qemu-system-x86_64 did not start')
+            time.sleep(0.05)
+        q = Qmp(sock)
+        schema = q.cmd('query-qmp-schema')['return']
+        q.close()
+        return {e['name']: e for e in schema}
+    finally:
+        proc.terminate()
+        proc.wait()
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def compare(ours, theirs, a, b, where, seen):
@@ -106,7 +142,13 @@ def main():
     check(ours['0'] == {'name': '0', 'meta-type': 'object', 'members': []}, 'empty object is not "0"')
     check(ours['nbd-server-add'].get('features') == ['deprecated'], 'nbd-server-add is not deprecated')
     seen = set()
+    system = fetch_system()
+    for name in sorted(SYSTEM_COMMANDS):
+        if system is not None:
+            compare(ours, system, ours[name]['arg-type'], system[name]['arg-type'], name, set())
     for name in sorted(listed | events):
+        if name in SYSTEM_COMMANDS:
+            continue
         if name not in theirs:
             check(name == 'SHUTDOWN', '%s is not in QEMU\'s schema' % name)
             continue
