@@ -12,7 +12,10 @@
    larger end adds clean ones); the export size nbdinfo sees after the
    export is added again; data read back over NBD after shrinking and
    growing; qemu-img info and check of the images.
-2. blockd's memory driver: grown and shrunk under a bitmap; data inside
+2. The same for qcow2 images with a persistent bitmap (stored with the
+   new size, read back after reopening) and internal snapshots (a v2
+   image refuses; a v3 image shrinks and grows, the snapshot's data kept).
+3. blockd's memory driver: grown and shrunk under a bitmap; data inside
    the kept part survives, the regrown part reads as zeroes.
 """
 import os
@@ -128,6 +131,34 @@ def steps():
     return s
 
 
+def qcow2_state_steps():
+    """A persistent bitmap in the qcow2 image, internal snapshots (v2 and v3)."""
+    return [
+        ('sh', "qemu-img create -q -f qcow2 $T/p.qcow2 4M; qemu-img create -q -f qcow2 -o compat=0.10 $T/v2.qcow2 4M; qemu-img snapshot -c s1 $T/v2.qcow2; qemu-img create -q -f qcow2 $T/s.qcow2 4M; qemu-io -f qcow2 -c 'write -P 3 0 4M' $T/s.qcow2 >/dev/null; qemu-img snapshot -c s1 $T/s.qcow2"),
+        ('blockdev-add', {'driver': 'qcow2', 'node-name': 'p', 'file': {'driver': 'file', 'filename': '$T/p.qcow2'}}),
+        ('block-dirty-bitmap-add', {'node': 'p', 'name': 'pb', 'persistent': True, 'granularity': 65536}),
+        ('nbd-server-start', {'addr': {'type': 'unix', 'data': {'path': '$T/nbd.sock'}}}),
+        ('block-export-add', {'type': 'nbd', 'id': 'e1', 'node-name': 'p', 'writable': True}),
+        ('sh', "qemu-io -f raw -c 'write -P 1 0 4M' 'nbd+unix:///p?socket=$T/nbd.sock' >/dev/null"),
+        ('block-export-del', {'id': 'e1'}),
+        ('block_resize', {'node-name': 'p', 'size': 8388608}),
+        ('x-debug-block-dirty-bitmap-sha256', {'node': 'p', 'name': 'pb'}),
+        ('block_resize', {'node-name': 'p', 'size': 1048576}),
+        ('x-debug-block-dirty-bitmap-sha256', {'node': 'p', 'name': 'pb'}),
+        ('blockdev-del', {'node-name': 'p'}),
+        ('sh', "qemu-img info $T/p.qcow2 | grep -E 'virtual|name|granularity'; qemu-img check $T/p.qcow2 | head -1"),
+        ('blockdev-add', {'driver': 'qcow2', 'node-name': 'p', 'file': {'driver': 'file', 'filename': '$T/p.qcow2'}}),
+        ('x-debug-block-dirty-bitmap-sha256', {'node': 'p', 'name': 'pb'}),
+        ('blockdev-add', {'driver': 'qcow2', 'node-name': 'v2', 'file': {'driver': 'file', 'filename': '$T/v2.qcow2'}}),
+        ('block_resize', {'node-name': 'v2', 'size': 8388608}),
+        ('blockdev-add', {'driver': 'qcow2', 'node-name': 's', 'file': {'driver': 'file', 'filename': '$T/s.qcow2'}}),
+        ('block_resize', {'node-name': 's', 'size': 1048576}),
+        ('block_resize', {'node-name': 's', 'size': 8388608}),
+        ('blockdev-del', {'node-name': 's'}),
+        ('sh', "qemu-img check $T/s.qcow2 | head -1; qemu-img info $T/s.qcow2 | grep virtual; qemu-io -f qcow2 -r -c 'read -P 3 0 1M' -c 'read -P 0 1M 7M' $T/s.qcow2 | grep -c '^read'; qemu-img snapshot -l $T/s.qcow2 | tail -1 | awk '{print $2, $3}'; qemu-img convert -l snapshot.name=s1 -O raw $T/s.qcow2 $T/s1.raw; qemu-io -f raw -r -c 'read -P 3 0 4M' $T/s1.raw | grep -c '^read'"),
+    ]
+
+
 def test_differential():
     st = steps()
     ours, refusals = differential(st)
@@ -138,6 +169,14 @@ def test_differential():
     check(refusals >= 15, 'only %d refusals compared' % refusals)
     print('differential: %d steps, %d refusals with the same class and text; NBD sizes %s; bitmaps '
           'identical after each resize' % (len(st), refusals, sizes))
+    st = qcow2_state_steps()
+    ours, refusals = differential(st)
+    snap = [r for s, r in ours if s[0] == 'sh' and 'snapshot -l' in s[1]][0]
+    check(snap.split()[:3] == ['No', 'errors', 'were'] and snap.split()[-1] == '1',
+          'image with a snapshot after shrinking and growing: %r' % snap)
+    stored = [r for s, r in ours if s[0] == 'sh' and 'granularity' in s[1]][0]
+    check('virtual size: 1 MiB' in stored and 'name: pb' in stored, 'persistent bitmap after resizes: %r' % stored)
+    print('qcow2 with a persistent bitmap and internal snapshots: %d steps as with qemu-storage-daemon' % len(st))
 
 
 def test_memory():
