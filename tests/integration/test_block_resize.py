@@ -17,6 +17,8 @@
    image refuses; a v3 image shrinks and grows, the snapshot's data kept).
 3. blockd's memory driver: grown and shrunk under a bitmap; data inside
    the kept part survives, the regrown part reads as zeroes.
+4. A persistent bitmap in a raw file's sidecar follows the resizes and
+   reads back the same after a restart.
 """
 import os
 import sys
@@ -225,6 +227,47 @@ def test_memory():
     print('memory: shrunk and regrown under a bitmap; kept data intact, the rest zeroes')
 
 
+def test_sidecar():
+    """A persistent bitmap in a raw file's sidecar: resized with its node, stored, read back after a restart."""
+    import tempfile
+    with tempfile.TemporaryDirectory() as tmp:
+        img = os.path.join(tmp, 'r.img')
+        with open(img, 'wb') as f:
+            f.truncate(4 * MiB)
+        seen = []
+        for restart in (False, True):
+            with Daemon(blockd_cmd()) as d:
+                q = d.qmp()
+
+                def ok(name, args):
+                    r = q.cmd(name, args)
+                    check('return' in r, '%s: %r' % (name, r))
+                    return r['return']
+                ok('blockdev-add', {'driver': 'file', 'node-name': 'r', 'filename': img})
+                if not restart:
+                    ok('block-dirty-bitmap-add', {'node': 'r', 'name': 'pb', 'persistent': True})
+                    ok('nbd-server-start', {'addr': {'type': 'unix', 'data': {'path': d.path('nbd.sock')}}})
+                    ok('block-export-add', {'type': 'nbd', 'id': 'e', 'node-name': 'r', 'writable': True})
+                    from lib import import_nbd
+                    h = import_nbd().NBD()
+                    h.connect_uri('nbd+unix:///r?socket=' + d.path('nbd.sock'))
+                    h.pwrite(b'\1' * 65536, 0)
+                    h.pwrite(b'\2' * MiB, 3 * MiB)
+                    h.shutdown()
+                    ok('block-export-del', {'id': 'e'})
+                    ok('block_resize', {'node-name': 'r', 'size': 8 * MiB})
+                    ok('block_resize', {'node-name': 'r', 'size': 3 * MiB + 65536})
+                bm = [b for n in ok('query-named-block-nodes', {}) if n['node-name'] == 'r'
+                      for b in n['dirty-bitmaps']]
+                seen.append((bm[0]['count'], ok('x-debug-block-dirty-bitmap-sha256', {'node': 'r', 'name': 'pb'})))
+                q.close()
+                check(d.stop() == 0, 'blockd exit status')
+        check(seen[0][0] == 2 * 65536 and seen[0] == seen[1], 'sidecar bitmap across a restart: %r' % seen)
+        check(os.path.getsize(img) == 3 * MiB + 65536, 'file size %d' % os.path.getsize(img))
+    print('sidecar bitmap: resized with its node, the same bits after a restart')
+
+
 if __name__ == '__main__':
     test_differential()
     test_memory()
+    test_sidecar()
