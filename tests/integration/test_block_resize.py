@@ -1,7 +1,8 @@
 #!/usr/bin/python3
 """block_resize on file, raw, qcow2 (and memory, blockd's own) nodes.
 
-1. The same script against qemu-storage-daemon and blockd: lookups by
+1. The same script against qemu-storage-daemon and blockd (also for nbd
+   client and blkdebug nodes): lookups by
    node-name (device names no node in either), the refusals (negative
    size, read-only image, a size qcow2 cannot take, backing nodes and the
    nodes of running jobs "in use", a node an NBD export or a raw window
@@ -21,7 +22,9 @@
    reads back the same after a restart.
 """
 import os
+import subprocess
 import sys
+import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from image_lib import Daemon, blockd_cmd, check, differential  # noqa: E402
@@ -161,6 +164,45 @@ def qcow2_state_steps():
     ]
 
 
+def other_driver_steps():
+    """An nbd client node ($K: an nbdkit memory export of 4 MiB) and blkdebug."""
+    return [
+        ('sh', 'qemu-img create -q -f raw $T/d.img 1M'),
+        ('blockdev-add', {'driver': 'nbd', 'node-name': 'n', 'server': {'type': 'unix', 'path': '$K'}}),
+        ('block_resize', {'node-name': 'n', 'size': 8 * MiB}),    # cannot grow
+        ('block_resize', {'node-name': 'n', 'size': 2 * MiB}),
+        ('block_resize', {'node-name': 'n', 'size': 4 * MiB}),    # back up to the export's size
+        ('blockdev-add', {'driver': 'blkdebug', 'node-name': 'bd',
+                          'image': {'driver': 'file', 'filename': '$T/d.img', 'node-name': 'df'}}),
+        ('block_resize', {'node-name': 'bd', 'size': 2 * MiB}),   # passed to the image
+        ('sh', 'stat -c %s $T/d.img'),
+        ('blockdev-del', {'node-name': 'n'}),
+        ('blockdev-del', {'node-name': 'bd'}),
+    ]
+
+
+def test_other_drivers():
+    import shutil
+    import tempfile
+    if not shutil.which('nbdkit'):
+        print('nbd client node: nbdkit is not installed, left out')
+        return
+    with tempfile.TemporaryDirectory() as tmp:
+        sock = os.path.join(tmp, 'k.sock')
+        k = subprocess.Popen(['nbdkit', '-f', '-U', sock, 'memory', '4M'])
+        try:
+            while not os.path.exists(sock):
+                check(k.poll() is None, 'nbdkit exited')
+                time.sleep(0.02)
+            st = other_driver_steps()
+            ours, refusals = differential(st, names_qsd={'$K': sock}, names_ours={'$K': sock})
+        finally:
+            k.terminate()
+            k.wait()
+    check(refusals == 1, 'refusals: %d' % refusals)
+    print('nbd and blkdebug nodes: %d steps as with qemu-storage-daemon' % len(st))
+
+
 def test_differential():
     st = steps()
     ours, refusals = differential(st)
@@ -269,5 +311,6 @@ def test_sidecar():
 
 if __name__ == '__main__':
     test_differential()
+    test_other_drivers()
     test_memory()
     test_sidecar()
