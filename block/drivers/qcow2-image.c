@@ -72,6 +72,39 @@ static int crop_clusters(Qcow2 *s, uint64_t first)
     return 0;
 }
 
+/* Growing over a backing node that is larger than the old end would let
+ * its data show through in the new area: QEMU (bdrv_co_truncate's
+ * BDRV_REQ_ZERO_WRITE) zeroes the area instead, whole clusters by their
+ * zero flag (a v2 image has none and refuses) and the unaligned head by
+ * writing zeroes.  Called with s->lock held; drops it for the head's write. */
+static bool zero_new_area(Qcow2 *s, uint64_t old, uint64_t size, GError **errp)
+{
+    if (!s->backing || node_size(s->backing) <= old)
+        return true;
+    if (s->version < 3) {
+        qcow2_set_error(errp, G_IO_ERROR_NOT_SUPPORTED, "Failed to zero out new clusters: %s", g_strerror(ENOTSUP));
+        return false;
+    }
+    uint64_t zero_start = DIV_UP(old, s->cs) * s->cs;
+    int r = size > zero_start ? qcow2_zero_clusters(s, zero_start / s->cs, DIV_UP(size, s->cs), false) : 0;
+    if (r < 0) {
+        qcow2_set_error(errp, g_io_error_from_errno(-r), "Failed to zero out new clusters: %s", g_strerror(-r));
+        return false;
+    }
+    if (zero_start > old) {
+        uint64_t len = MIN(zero_start, size) - old;
+        g_autofree void *zeroes = g_malloc0(len);
+        g_mutex_unlock(&s->lock);
+        r = qcow2_pwrite(s, zeroes, (uint32_t)len, old, 0);
+        g_mutex_lock(&s->lock);
+        if (r < 0) {
+            qcow2_set_error(errp, g_io_error_from_errno(-r), "Failed to zero out the new area: %s", g_strerror(-r));
+            return false;
+        }
+    }
+    return true;
+}
+
 bool qcow2_truncate(void *o, uint64_t size, GError **errp)
 {
     Qcow2 *s = o;
@@ -80,42 +113,45 @@ bool qcow2_truncate(void *o, uint64_t size, GError **errp)
         qcow2_set_error(errp, G_IO_ERROR_INVALID_ARGUMENT, "The new size must be a multiple of 512");
         return false;
     }
-    g_autoptr(GMutexLocker) locker = g_mutex_locker_new(&s->lock);
+    g_mutex_lock(&s->lock);
+    bool ok = false;
+    int r;
     if (s->broken) {
         qcow2_set_error(errp, G_IO_ERROR_FAILED, "The image's metadata could not be updated earlier");
-        return false;
+        goto out;
     }
     /* v2 snapshots do not record their size (QEMU's reason). */
     if (s->nb_snapshots && s->version < 3) {
         qcow2_set_error(errp, G_IO_ERROR_NOT_SUPPORTED, "Can't resize a v2 image which has snapshots");
-        return false;
+        goto out;
     }
     uint64_t per_l1 = (uint64_t)s->l2_entries * s->cs;
-    uint64_t l1_size = DIV_UP(size, per_l1);
-    int r;
-    if (size < s->size) {
+    uint64_t l1_size = DIV_UP(size, per_l1), old = s->size;
+    if (size < old) {
         if ((r = crop_clusters(s, DIV_UP(size, s->cs))) < 0) {
             qcow2_set_error(errp, g_io_error_from_errno(-r), "Failed to discard cropped clusters: %s", g_strerror(-r));
-            return false;
+            goto out;
         }
     } else if (l1_size > s->l1_size) {
-        if (l1_size * 8 > MAX_L1_BYTES)
-            r = -EFBIG;
-        else
-            r = grow_l1(s, (uint32_t)l1_size);
+        r = l1_size * 8 > MAX_L1_BYTES ? -EFBIG : grow_l1(s, (uint32_t)l1_size);
         if (r < 0) {
             qcow2_set_error(errp, g_io_error_from_errno(-r), "Failed to grow the L1 table: %s", g_strerror(-r));
-            return false;
+            goto out;
         }
     }
+    if (size > old && !zero_new_area(s, old, size, errp))
+        goto out;
     if ((r = write_be64(s, size, 24)) < 0 || (r = node_flush(s->file)) < 0 ||
         (r = qcow2_apply_pending_frees(s)) < 0) {
         s->broken = true;
         qcow2_set_error(errp, g_io_error_from_errno(-r), "Failed to update the image size: %s", g_strerror(-r));
-        return false;
+        goto out;
     }
     s->size = size;
-    return true;
+    ok = true;
+out:
+    g_mutex_unlock(&s->lock);
+    return ok;
 }
 
 /* ---- change-backing-file ---- */

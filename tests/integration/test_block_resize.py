@@ -14,8 +14,10 @@
    export is added again; data read back over NBD after shrinking and
    growing; qemu-img info and check of the images.
 2. The same for qcow2 images with a persistent bitmap (stored with the
-   new size, read back after reopening) and internal snapshots (a v2
-   image refuses; a v3 image shrinks and grows, the snapshot's data kept).
+   new size, read back after reopening), internal snapshots (a v2 image
+   refuses; a v3 image shrinks and grows, the snapshot's data kept) and
+   a backing file larger than the image (the grown area reads as zeroes,
+   not as the backing file's data; a v2 image refuses).
 3. blockd's memory driver: grown and shrunk under a bitmap; data inside
    the kept part survives, the regrown part reads as zeroes.
 4. A persistent bitmap in a raw file's sidecar follows the resizes and
@@ -164,6 +166,24 @@ def qcow2_state_steps():
     ]
 
 
+def backing_steps():
+    """Growing over a larger backing node: the new area reads as zeroes, not as the backing data."""
+    return [
+        ('sh', "qemu-img create -q -f qcow2 $T/base.qcow2 8M; qemu-io -f qcow2 -c 'write -P 7 0 8M' $T/base.qcow2 >/dev/null; qemu-img create -q -f qcow2 -b $T/base.qcow2 -F qcow2 $T/top.qcow2 1000000; qemu-img create -q -f qcow2 -o compat=0.10 -b $T/base.qcow2 -F qcow2 $T/v2.qcow2 1M; qemu-img create -q -f qcow2 -b $T/base.qcow2 -F qcow2 $T/big.qcow2 9M"),
+        ('blockdev-add', {'driver': 'qcow2', 'node-name': 'top', 'file': {'driver': 'file', 'filename': '$T/top.qcow2'}}),
+        ('block_resize', {'node-name': 'top', 'size': 6291456}),
+        ('blockdev-add', {'driver': 'qcow2', 'node-name': 'v2', 'file': {'driver': 'file', 'filename': '$T/v2.qcow2'}}),
+        ('block_resize', {'node-name': 'v2', 'size': 6291456}),
+        ('blockdev-add', {'driver': 'qcow2', 'node-name': 'big', 'file': {'driver': 'file', 'filename': '$T/big.qcow2'}}),
+        ('block_resize', {'node-name': 'big', 'size': 10485760}),
+        ('blockdev-del', {'node-name': 'top'}),
+        ('blockdev-del', {'node-name': 'v2'}),
+        ('blockdev-del', {'node-name': 'big'}),
+        ('sh', "qemu-img check $T/top.qcow2 | head -1; qemu-img info $T/top.qcow2 | grep virtual; qemu-io -f qcow2 -r -c 'read -P 7 0 999936' -c 'read -P 0 999936 5291520' $T/top.qcow2 | grep -c '^read'; qemu-img map --output=json $T/top.qcow2 | head -5"),
+        ('sh', "qemu-io -f qcow2 -r -c 'read -P 7 0 9M' -c 'read -P 0 9M 1M' $T/big.qcow2 | grep -c '^read'; qemu-img check $T/big.qcow2 | head -1"),
+    ]
+
+
 def other_driver_steps():
     """An nbd client node ($K: an nbdkit memory export of 4 MiB) and blkdebug."""
     return [
@@ -221,6 +241,11 @@ def test_differential():
     stored = [r for s, r in ours if s[0] == 'sh' and 'granularity' in s[1]][0]
     check('virtual size: 1 MiB' in stored and 'name: pb' in stored, 'persistent bitmap after resizes: %r' % stored)
     print('qcow2 with a persistent bitmap and internal snapshots: %d steps as with qemu-storage-daemon' % len(st))
+    st = backing_steps()
+    ours, refusals = differential(st)
+    reads = [[x for x in r.splitlines() if x.isdigit()][0] for s, r in ours if s[0] == 'sh' and 'read -P' in s[1]]
+    check(reads == ['2', '2'], 'the grown area over a backing file: %r' % reads)
+    print('qcow2 grown over a larger backing file: zeroes there, %d steps as with qemu-storage-daemon' % len(st))
 
 
 def test_memory():
