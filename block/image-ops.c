@@ -48,9 +48,11 @@ bool node_truncate(BlockNode *node, uint64_t size, GError **errp)
     node_drain_begin(node);
     bool ok = node->drv->truncate(node->opaque, size, errp);
     if (ok) {
+        /* The driver's own idea of its size is what node_size() reports. */
+        g_assert(!node->drv->get_size || node->drv->get_size(node->opaque) == (int64_t)size);
         __atomic_store_n(&node->size, size, __ATOMIC_RELEASE);
         for (guint i = 0; i < node->resize_notifiers->len; i++) {
-            CloseNotifier *n = node->resize_notifiers->pdata[i];
+            NodeNotifier *n = node->resize_notifiers->pdata[i];
             n->fn(node, n->opaque);
         }
         parents_follow(node, 0);
@@ -61,7 +63,7 @@ bool node_truncate(BlockNode *node, uint64_t size, GError **errp)
 
 void node_add_resize_notifier(BlockNode *node, void (*fn)(BlockNode *node, void *opaque), void *opaque)
 {
-    CloseNotifier *n = g_new0(CloseNotifier, 1);
+    NodeNotifier *n = g_new0(NodeNotifier, 1);
     n->fn = fn;
     n->opaque = opaque;
     g_ptr_array_add(node->resize_notifiers, n);

@@ -24,8 +24,8 @@ struct BlockNode {
     GRWLock hooks_lock;
     GPtrArray *hooks;     /* NodeWriteHook * */
     gint nhooks;
-    GPtrArray *close_notifiers; /* CloseNotifier * */
-    GPtrArray *resize_notifiers; /* CloseNotifier * (the same shape) */
+    GPtrArray *close_notifiers; /* NodeNotifier * */
+    GPtrArray *resize_notifiers; /* NodeNotifier * */
     /* Permissions (node-perm.c, under its lock). */
     GPtrArray *claims;    /* NodePermClaim * held on this node by users and parents */
     GPtrArray *edges;     /* NodePermClaim * this node holds on its children */
@@ -34,10 +34,10 @@ struct BlockNode {
 };
 
 /* A callback on a node event (close, resize). */
-typedef struct CloseNotifier {
+typedef struct NodeNotifier {
     void (*fn)(BlockNode *node, void *opaque);
     void *opaque;
-} CloseNotifier;
+} NodeNotifier;
 
 /* Gives `parent` a claim on its new child `child` in `role` and applies it
  * (the child's driver takes image locks); false with QEMU's error when

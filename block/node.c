@@ -334,7 +334,7 @@ void node_unref(BlockNode *node)
     if (!node || !g_atomic_int_dec_and_test(&node->refcount))
         return;
     for (guint i = 0; i < node->close_notifiers->len; i++) {
-        CloseNotifier *n = node->close_notifiers->pdata[i];
+        NodeNotifier *n = node->close_notifiers->pdata[i];
         n->fn(node, n->opaque);
     }
     if (node->opaque && node->drv->close)
@@ -511,7 +511,7 @@ void node_remove_before_write_hook(BlockNode *node, NodeWriteHook *hook)
 
 void node_add_close_notifier(BlockNode *node, void (*fn)(BlockNode *node, void *opaque), void *opaque)
 {
-    CloseNotifier *n = g_new0(CloseNotifier, 1);
+    NodeNotifier *n = g_new0(NodeNotifier, 1);
     n->fn = fn;
     n->opaque = opaque;
     g_ptr_array_add(node->close_notifiers, n);

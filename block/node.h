@@ -171,8 +171,9 @@ void node_debug_event(BlockNode *node, BlkdebugEvent event);
 int node_grow(BlockNode *node, uint64_t size);
 /* block_resize: makes the node exactly `size` bytes long (its I/O drained
  * meanwhile); QEMU's errors for read-only nodes and drivers that cannot.
- * The caller holds a claim with the resize permission (node-perm.h).
- * Resize notifiers run before the drain ends. */
+ * The caller holds a claim with the resize permission (node-perm.h), or
+ * is a parent driver whose edge passes it down (raw, blkdebug).  Resize
+ * notifiers run before the drain ends. */
 bool node_truncate(BlockNode *node, uint64_t size, GError **errp);
 /* Calls fn after every change of the node's size by node_truncate (dirty
  * bitmaps follow it), on the resizing thread with the node drained. */
