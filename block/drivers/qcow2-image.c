@@ -293,6 +293,16 @@ static bool create_params(const BlockdevCreateOptionsQcow2 *o, Qcow2CreateParams
     return true;
 }
 
+/* QEMU's permission check for a writer on a read-only node. */
+static bool writable(BlockNode *file, GError **errp)
+{
+    if (node_read_only(file)) {
+        qcow2_set_error(errp, G_IO_ERROR_READ_ONLY, "Block node is read-only");
+        return false;
+    }
+    return true;
+}
+
 /* Writes the new image's metadata from offset 0 of `file`, growing it as needed. */
 static bool write_metadata(BlockNode *file, const uint8_t *meta, size_t len, GError **errp)
 {
@@ -330,7 +340,7 @@ bool qcow2_create_on_node(const BlockdevCreateOptions *options, GError **errp)
     size_t len = 0;
     g_autofree uint8_t *meta = NULL;
     /* QEMU writes through a BlockBackend with write and resize, sharing all. */
-    bool ok = create_params(o, &p, errp) &&
+    bool ok = create_params(o, &p, errp) && writable(file, errp) &&
               (claim = node_perm_claim(file, BLOCK_PERM_WRITE | BLOCK_PERM_RESIZE, BLOCK_PERM_ALL, errp)) &&
               (meta = qcow2_create_metadata(&p, &len, errp)) && write_metadata(file, meta, len, errp);
     node_perm_release(claim);

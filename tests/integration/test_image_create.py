@@ -121,6 +121,24 @@ def qcow2_steps():
             ('wait-job', name),
             ('sh', 'qemu-img info -U $T/%s; qemu-img check -U $T/%s' % (name, name)),
         ]
+    # the file: read-only, missing, an inline definition whose name is taken or new (a temporary node)
+    steps += [
+        ('sh', 'qemu-img create -q -f raw $T/ro.img 0'),
+        ('blockdev-add', {'driver': 'file', 'node-name': 'ro', 'filename': '$T/ro.img', 'read-only': True}),
+        ('blockdev-create', {'job-id': 'x1', 'options': {'driver': 'qcow2', 'file': 'ro', 'size': MiB}}),
+        ('wait-job', 'x1'),
+        ('blockdev-create', {'job-id': 'x2', 'options': {'driver': 'qcow2', 'size': MiB, 'file': {
+            'driver': 'file', 'filename': '$T/nonexist.img'}}}),
+        ('wait-job', 'x2'),
+        ('blockdev-create', {'job-id': 'x3', 'options': {'driver': 'qcow2', 'size': MiB, 'file': {
+            'driver': 'file', 'filename': '$T/ro.img', 'node-name': 'ro'}}}),
+        ('wait-job', 'x3'),
+        ('blockdev-del', {'node-name': 'ro'}),
+        ('blockdev-create', {'job-id': 'x4', 'options': {'driver': 'qcow2', 'size': MiB, 'file': {
+            'driver': 'file', 'filename': '$T/ro.img', 'node-name': 'tmpnode'}}}),
+        ('wait-job', 'x4'),
+        ('sh', 'qemu-img check $T/ro.img'),
+    ]
     steps += [('query-jobs', {}), ('query-named-block-nodes', {'flat': True})]
     return steps
 
@@ -132,14 +150,14 @@ def test_differential():
     check(['created', 'running', 'waiting', 'pending', 'concluded'] in jobs, 'no successful job: %r' % jobs)
     check(['created', 'running', 'aborting', 'concluded'] in jobs, 'no failed job: %r' % jobs)
     checks = [r for s, r in ours if s[0] == 'sh' and 'qemu-img check' in s[1]]
-    check(len(checks) == 5 and all('No errors were found on the image.' in c for c in checks),
+    check(len(checks) == 6 and all('No errors were found on the image.' in c for c in checks),
           'qemu-img check: %r' % checks)
     # Only the created nodes' own: no temporary node of an inline file stays.
     nodes = [n['node-name'] for s, r in ours if s[0] == 'query-named-block-nodes' for n in r]
     check(nodes == ['qf'], 'nodes left: %r' % nodes)
     last_jobs = [r for s, r in ours if s[0] == 'query-jobs'][-1]
     failed = [j['error'] for j in last_jobs if 'error' in j]
-    check(refusals >= 8 and len(failed) >= 15, 'only %d + %d refusals compared' % (refusals, len(failed)))
+    check(refusals >= 8 and len(failed) >= 18, 'only %d + %d refusals compared' % (refusals, len(failed)))
     print('differential: %d steps, %d command refusals and %d failed jobs with the same texts, every image '
           'identical to qemu-storage-daemon' % (len(steps), refusals, len(failed)))
 
