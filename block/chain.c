@@ -264,7 +264,7 @@ bool chain_relink(BlockNode *above, BlockNode *new_backing, const char *backing_
     BlockNode *old = chain_backing(above);
     if (old == new_backing)
         return true;
-    if (!above->drv->set_backing || !above->drv->write_backing_file)
+    if (!above->drv->set_backing || !above->drv->change_backing_file)
         return fail(errp, "Node '%s' cannot change its backing file", node_name(above));
     const char *name = NULL, *fmt = NULL;
     BlockImageInfo info = { 0 };
@@ -281,7 +281,7 @@ bool chain_relink(BlockNode *above, BlockNode *new_backing, const char *backing_
     g_autoptr(GPtrArray) fallen = falling_out(above, new_backing);
     node_drain_begin(above);
     bool ok = node_set_backing(above, new_backing, errp);
-    if (ok && !node_write_backing_file(above, name, fmt, errp)) {
+    if (ok && !node_change_backing_file(above, name, fmt, errp)) {
         /* Back to the old link, which asks for nothing new. */
         if (!node_set_backing(above, old, NULL))
             g_error("restoring the backing node of '%s'", node_name(above));

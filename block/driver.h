@@ -111,6 +111,25 @@ typedef struct BlockDriver {
      * accepts I/O up to the new size. */
     int (*grow)(void *opaque, uint64_t size);
 
+    /* Optional (block_resize): makes the node exactly `size` bytes long,
+     * growing or shrinking it; the node layer has checked that the node is
+     * writable, holds the resize permission and has drained its I/O.
+     * False with QEMU's error text. */
+    bool (*truncate)(void *opaque, uint64_t size, GError **errp);
+
+    /* Optional (blockdev-create): makes a new image as the driver's branch
+     * of `options` says (options->driver is this driver's type), on the
+     * calling job's thread.  False with QEMU's error text. */
+    bool (*create)(const BlockdevCreateOptions *options, GError **errp);
+
+    /* Optional (change-backing-file, and stream and commit when they
+     * rewrite a chain): records `backing_file` (NULL: none) and its format
+     * (NULL: none) as the image's backing file in its own metadata; the
+     * backing node in use does not change.  Also called on read-only
+     * nodes (QEMU reopens them read-write for it).  False with *errp set. */
+    bool (*change_backing_file)(void *opaque, const char *backing_file, const char *backing_format,
+                                GError **errp);
+
     /* Optional: what query-named-block-nodes shows of an image format
      * (backing file, cluster size).  Strings stay owned by the driver. */
     void (*image_info)(void *opaque, struct BlockImageInfo *info);
@@ -133,14 +152,9 @@ typedef struct BlockDriver {
      * backing node in place of the one the image has now (none when opened
      * with backing null; NULL drops it).  The node layer has added (or will
      * remove) the edges and drained the node; the image's header is not
-     * rewritten (QEMU's bdrv_set_backing_hd; write_backing_file does that). */
+     * rewritten (QEMU's bdrv_set_backing_hd; change_backing_file does that). */
     void (*set_backing)(void *opaque, BlockNode *backing);
 
-    /* Optional (formats with a backing chain): records `name` (NULL: no
-     * backing file) and `format` (NULL: none) in the image, durably, and in
-     * what image_info reports (QEMU's bdrv_change_backing_file: the qcow2
-     * header).  0 or -errno (-ENOSPC when the name does not fit). */
-    int (*write_backing_file)(void *opaque, const char *name, const char *format);
 
     /* Optional: a parent reports a debug event on its
      * way through this node's I/O path; only blkdebug reacts. */

@@ -61,14 +61,10 @@ bool node_add_child(BlockNode *parent, BlockNode *child, NodeChildRole role, GEr
  * driver has set_backing, in place of the one it has (blockdev-snapshot,
  * block/chain.c's relink): the new edge with its claim, then the driver,
  * then the old edge and its claim go (the old node stays in the graph).
- * The image is not rewritten (node_write_backing_file).  The caller
+ * The image is not rewritten (node_change_backing_file).  The caller
  * drains `node` when it had a backing node.  False, changing nothing, if
  * the claim is refused. */
 bool node_set_backing(BlockNode *node, BlockNode *backing, GError **errp);
-/* Records `name` (NULL: none) and `format` as the backing file in node's
- * image (the qcow2 header; QEMU's bdrv_change_backing_file); false with
- * the reason if the driver cannot or the write failed. */
-bool node_write_backing_file(BlockNode *node, const char *name, const char *format, GError **errp);
 /* Undoes node_set_backing (no request may be using the backing node through `node`). */
 void node_drop_backing(BlockNode *node, BlockNode *backing);
 /* Like node_add_child for a node the parent created itself (an implicit
@@ -177,5 +173,26 @@ void node_debug_event(BlockNode *node, BlkdebugEvent event);
 /* Grows a writable node to at least `size` bytes (formats appending to their
  * file); 0 if it already is that large, -ENOTSUP if the driver cannot. */
 int node_grow(BlockNode *node, uint64_t size);
+/* block_resize: makes the node exactly `size` bytes long (its I/O drained
+ * meanwhile); QEMU's errors for read-only nodes and drivers that cannot.
+ * The caller holds a claim with the resize permission (node-perm.h), or
+ * is a parent driver whose edge passes it down (raw, blkdebug).  Resize
+ * notifiers run before the drain ends. */
+bool node_truncate(BlockNode *node, uint64_t size, GError **errp);
+/* Calls fn after every change of the node's size by node_truncate (dirty
+ * bitmaps follow it), on the resizing thread with the node drained. */
+void node_add_resize_notifier(BlockNode *node, void (*fn)(BlockNode *node, void *opaque), void *opaque);
+/* Rewrites the backing file name (and format) recorded in the node's image
+ * through its driver's change_backing_file (also for a read-only node: the
+ * driver writes its header as QEMU's reopen for it would); false with
+ * *errp set if the driver cannot. */
+bool node_change_backing_file(BlockNode *node, const char *backing_file, const char *backing_format,
+                              GError **errp);
+/* blockdev-create: makes the image `options` describe with the driver it
+ * names (on the calling thread: a job's).  False with QEMU's error. */
+bool block_image_create(const BlockdevCreateOptions *options, GError **errp);
+/* Whether blockdev-create can make images of this driver; false with QEMU's
+ * "Driver does not support blockdev-create" otherwise. */
+bool block_image_create_supported(BlockdevDriver driver, GError **errp);
 /* Fills `info` with the driver's image details; false (info zeroed) if it has none. */
 bool node_image_info(BlockNode *node, BlockImageInfo *info);
