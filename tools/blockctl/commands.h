@@ -31,6 +31,8 @@ int cmd_bitmap_merge(int argc, char **argv);
 int cmd_backup(int argc, char **argv);
 /* cmd-mirror.c: live copy and switch-over. */
 int cmd_mirror(int argc, char **argv);
+/* cmd-commit.c: merge a backing chain down (block-commit). */
+int cmd_commit(int argc, char **argv);
 /* cmd-snapshot.c: a new qcow2 overlay on top of a node. */
 int cmd_snapshot(int argc, char **argv);
 /* cmd-restore.c: an image rebuilt from a full backup and its increments. */

@@ -52,6 +52,11 @@ static const Command commands[] = {
       cmd_restore },
     { "mirror", "mirror NODE --to URI|NODE [--speed BYTES/S] [--job ID] [--write-blocking] [--wait] [--complete]",
       "live-copy NODE until in sync (--wait), then switch its users (--complete)", cmd_mirror },
+    { "commit",
+      "commit NODE [--top NODE] [--base NODE] [--backing-file NAME] [--speed BYTES/S] [--job ID] [--wait] "
+      "[--no-complete]",
+      "merge NODE's chain from --top (default NODE) down into --base (default the bottom); with --wait a "
+      "commit of NODE itself then switches NODE's users to the base", cmd_commit },
     { "snapshot", "snapshot NODE FILE [--name NEWNODE] [--existing]",
       "put a new qcow2 overlay FILE on top of NODE while its exports keep serving", cmd_snapshot },
     { "jobs", "jobs", "list block jobs", cmd_jobs },

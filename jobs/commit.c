@@ -1,0 +1,263 @@
+/* The commit job (see jobs/commit.h).  The intermediate commit is QEMU's
+ * block/commit.c: one pass over the image, copying each run that some
+ * layer from top down to above base holds (block/chain.h's
+ * chain_is_allocated_above) from top into base, read through top so that
+ * the upper layers win.  Nothing writes those layers meanwhile: clients
+ * write to the overlay above top, and base, written only by the job,
+ * changes nothing they read (every region the job writes is covered by a
+ * layer above base).  At the end base is flushed and only then does the
+ * overlay's header name it (chain_relink), so a crash in between leaves a
+ * valid chain with the same content.  The active commit is the mirror job
+ * (jobs/mirror.c with active_commit). */
+#include "jobs/commit.h"
+#include "jobs/mirror.h"
+#include "block/chain.h"
+#include "block/node.h"
+#include "block/user.h"
+
+#include <errno.h>
+#include <gio/gio.h>
+
+#define COMMIT_BUFFER_SIZE (512 * 1024) /* QEMU's: bytes per copy */
+#define COMMIT_RATE_UNIT (64 * 1024)    /* the smallest copy under a speed limit */
+#define COMMIT_BLOCKER "block device is in use by block job: commit"
+
+typedef struct Commit {
+    Job *job;
+    BlockNode *root, *top, *base, *above; /* references */
+    GPtrArray *blocked;          /* op-blocked for the job's life: root, top .. base */
+    NodePermClaim *top_claim;    /* the job reads top (and through it the layers) */
+    BlockUser *base_user;        /* the job writes base through it */
+    char *backing_file;          /* NULL: base's file name */
+    BlockdevOnError on_error;
+    bool cleaned;
+} Commit;
+
+static int commit_run(Job *job, GError **errp)
+{
+    Commit *c = job_opaque(job);
+    uint64_t len = node_size(c->top);
+    g_autofree uint8_t *buf = g_malloc(COMMIT_BUFFER_SIZE);
+    job_progress_set_total(job, len);
+    uint64_t n = 0;
+    for (uint64_t offset = 0; offset < len; offset += n) {
+        n = 0;
+        if (!job_pause_point(job))
+            return -ECANCELED;
+        uint64_t want = MIN(len - offset, MIN(COMMIT_BUFFER_SIZE, job_rate_chunk(job, COMMIT_RATE_UNIT)));
+        bool is_read = true;
+        int r = chain_is_allocated_above(c->top, c->base, offset, want, &n);
+        bool copy = r > 0;
+        if (copy) {
+            r = node_pread(c->top, buf, (uint32_t)n, offset);
+            if (r == 0) {
+                BlockNode *base = block_user_begin(c->base_user);
+                r = block_user_end(c->base_user, node_pwrite(base, buf, (uint32_t)n, offset, 0));
+                is_read = r == 0;
+            }
+        }
+        if (r < 0) {
+            /* As QEMU: report fails the job; ignore and stop retry the
+             * same region (stop after the resume). */
+            BlockErrorAction a = job_handle_error(job, c->on_error, is_read, -r);
+            if (a == BLOCK_ERROR_ACTION_REPORT) {
+                g_set_error(errp, G_IO_ERROR, G_IO_ERROR_FAILED, "%s", g_strerror(-r));
+                return r;
+            }
+            if (a == BLOCK_ERROR_ACTION_IGNORE)
+                job_sleep_ms(job, 10); /* without spinning */
+            n = 0;
+            continue;
+        }
+        job_progress_add(job, n);
+        if (copy)
+            job_rate_limit(job, n);
+    }
+    return 0;
+}
+
+/* Success: base durable first, then the overlay above top names it and
+ * the committed layers leave the chain (QEMU's commit_prepare). */
+static int commit_prepare(Job *job)
+{
+    Commit *c = job_opaque(job);
+    g_autoptr(GError) err = NULL;
+    int r = node_flush(c->base);
+    if (r < 0) {
+        g_warning("commit '%s': flushing '%s': %s", job_id(job), node_name(c->base), g_strerror(-r));
+        return r;
+    }
+    /* The job's own hold on the nodes ends before the graph changes. */
+    for (guint i = 0; i < c->blocked->len; i++)
+        node_unblock_ops(c->blocked->pdata[i]);
+    g_ptr_array_set_size(c->blocked, 0);
+    if (!chain_relink(c->above, c->base, c->backing_file, &err)) {
+        g_warning("commit '%s': %s", job_id(job), err->message);
+        return -EIO;
+    }
+    return 0;
+}
+
+static void commit_clean(Job *job)
+{
+    Commit *c = job_opaque(job);
+    if (c->cleaned)
+        return;
+    c->cleaned = true;
+    for (guint i = 0; i < c->blocked->len; i++)
+        node_unblock_ops(c->blocked->pdata[i]);
+    g_ptr_array_set_size(c->blocked, 0);
+    node_job_filter(c->root, false);
+    node_perm_release(g_steal_pointer(&c->top_claim));
+    block_user_free(g_steal_pointer(&c->base_user));
+}
+
+static void commit_free_state(Commit *c)
+{
+    node_perm_release(c->top_claim);
+    block_user_free(c->base_user);
+    g_ptr_array_unref(c->blocked);
+    node_unref(c->root);
+    node_unref(c->top);
+    node_unref(c->base);
+    node_unref(c->above);
+    g_free(c->backing_file);
+    g_free(c);
+}
+
+static void commit_free(Job *job)
+{
+    commit_free_state(job_opaque(job));
+}
+
+static const JobDriver commit_driver = {
+    .type = JOB_TYPE_COMMIT,
+    .is_block_job = true,
+    .run = commit_run,
+    .prepare = commit_prepare,
+    .clean = commit_clean,
+    .free = commit_free,
+};
+
+static bool fail(GError **errp, const char *fmt, ...) G_GNUC_PRINTF(2, 3);
+static bool fail(GError **errp, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    g_autofree char *msg = g_strdup_vprintf(fmt, ap);
+    va_end(ap);
+    g_set_error_literal(errp, G_IO_ERROR, G_IO_ERROR_FAILED, msg);
+    return false;
+}
+
+/* What blockd cannot do that QEMU does: QEMU reopens a read-only base (and
+ * overlay) read-write for the job; blockd wants them opened writable. */
+static bool check_writable(BlockNode *node, GError **errp)
+{
+    return !node_read_only(node) ||
+           fail(errp, "Node '%s' is read-only (blockd does not reopen it read-write: "
+                      "add it with blockdev-add and read-only false)", node_name(node));
+}
+
+/* The nodes between top and base, top down (each borrowed). */
+static GPtrArray *intermediate_nodes(BlockNode *top, BlockNode *base)
+{
+    GPtrArray *a = g_ptr_array_new();
+    for (BlockNode *n = chain_backing(top); n && n != base; n = chain_backing(n))
+        g_ptr_array_add(a, n);
+    return a;
+}
+
+static Job *active_commit_create(const CommitOptions *o, const ChainCommitRange *r, GError **errp)
+{
+    g_autoptr(GPtrArray) intermediate = intermediate_nodes(r->top, r->base);
+    MirrorOptions m = {
+        .job_id = o->job_id,
+        .device = node_name(r->top),
+        .target = node_name(r->base),
+        .sync = MIRROR_SYNC_MODE_TOP,
+        .speed = o->speed,
+        .on_source_error = o->on_error,
+        .on_target_error = o->on_error,
+        .copy_mode = MIRROR_COPY_MODE_BACKGROUND,
+        .auto_finalize = o->auto_finalize,
+        .auto_dismiss = o->auto_dismiss,
+        .active_commit = true,
+        .intermediate = intermediate,
+    };
+    return mirror_job_create(&m, errp);
+}
+
+/* QEMU's commit_start: the job reads top, writes base, and holds every
+ * node from the root down to base against other jobs and blockdev-del. */
+static Job *intermediate_commit_create(const CommitOptions *o, const ChainCommitRange *r, GError **errp)
+{
+    BlockNode *above = chain_overlay(r->root, r->top);
+    g_assert(above); /* top is below the root */
+    if (!node_check_ops(above, errp) || !check_writable(r->base, errp) || !check_writable(above, errp))
+        return NULL;
+    if (o->speed < 0) {
+        fail(errp, "Parameter 'speed' expects a non-negative value");
+        return NULL;
+    }
+    g_autofree char *job_desc = g_strdup_printf("commit job '%s'", o->job_id ? o->job_id : "");
+    NodePermOwner top_owner = { "block-job", o->job_id, "top", job_desc, .filter = true };
+    NodePermClaim *tc = node_perm_claim_as(r->top, BLOCK_PERM_CONSISTENT_READ, BLOCK_PERM_ALL, &top_owner, errp);
+    if (!tc)
+        return NULL;
+    /* QEMU's commit job writes base letting others only read it (the
+     * chain above does) and write what does not change. */
+    g_autofree char *desc = g_strdup_printf("block job '%s'", o->job_id ? o->job_id : "");
+    BlockUser *bu = block_user_new(r->base, desc, BLOCK_PERM_WRITE | BLOCK_PERM_CONSISTENT_READ,
+                                   BLOCK_PERM_CONSISTENT_READ | BLOCK_PERM_WRITE_UNCHANGED, errp);
+    if (!bu) {
+        node_perm_release(tc);
+        return NULL;
+    }
+    block_user_describe(bu, "block-job", o->job_id ? o->job_id : "", "base");
+    Commit *c = g_new0(Commit, 1);
+    c->root = node_ref(r->root);
+    c->top = node_ref(r->top);
+    c->base = node_ref(r->base);
+    c->above = node_ref(above);
+    c->top_claim = tc;
+    c->base_user = bu;
+    c->blocked = g_ptr_array_new();
+    c->backing_file = g_strdup(o->backing_file);
+    c->on_error = o->on_error;
+    Job *job = job_create(o->job_id, &commit_driver, c, NULL, o->auto_finalize, o->auto_dismiss, errp);
+    if (!job) {
+        commit_free_state(c);
+        return NULL;
+    }
+    c->job = job;
+    job_set_speed(job, o->speed, NULL); /* checked above */
+    /* As QEMU's block_job_add_bdrv: the root ("main node"), every node
+     * that leaves the chain and the base; the caller checked that none is
+     * blocked.  The root is no longer a root for other jobs. */
+    node_block_ops(c->root, COMMIT_BLOCKER, NULL);
+    g_ptr_array_add(c->blocked, c->root);
+    for (BlockNode *n = c->top;; n = chain_backing(n)) {
+        node_block_ops(n, COMMIT_BLOCKER, NULL);
+        g_ptr_array_add(c->blocked, n);
+        if (n == c->base)
+            break;
+    }
+    node_job_filter(c->root, true);
+    return job;
+}
+
+Job *commit_job_create(const CommitOptions *opts, GError **errp)
+{
+    ChainCommitRange r;
+    if (!chain_resolve_commit(opts->device, opts->top, opts->top_node, opts->base, opts->base_node, &r, errp))
+        return NULL;
+    if (r.top == r.root) {
+        if (opts->backing_file) {
+            fail(errp, "'backing-file' specified, but 'top' is the active layer");
+            return NULL;
+        }
+        return active_commit_create(opts, &r, errp);
+    }
+    return intermediate_commit_create(opts, &r, errp);
+}
