@@ -13,3 +13,8 @@
  * of `node`; with BLOCK_FLAG_REQ_ONE in `flags`, at least one extent and
  * possibly no more.  0 or -errno (a layer's block status failed). */
 int node_allocation_depth(BlockNode *node, uint32_t count, uint64_t offset, uint32_t flags, BlockExtents *out);
+/* Like node_allocation_depth, counting only the layers above `base` (a node
+ * of node's chain, not node itself; NULL: all): what only base or the
+ * layers below it hold is absent (0).  block/chain.h's is-allocated-above. */
+int node_allocation_depth_above(BlockNode *node, BlockNode *base, uint32_t count, uint64_t offset, uint32_t flags,
+                                BlockExtents *out);

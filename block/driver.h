@@ -130,11 +130,17 @@ typedef struct BlockDriver {
     int (*pwrite_compressed)(void *opaque, const void *buf, uint32_t count, uint64_t offset);
 
     /* Optional (formats with a backing chain): `backing` becomes the
-     * backing node of an image that has none now (opened with backing
-     * null), or with NULL the backing node is dropped again.  The node
-     * layer has added (or will remove) the edge; the image's header is not
-     * rewritten (QEMU's bdrv_set_backing_hd for blockdev-snapshot). */
+     * backing node in place of the one the image has now (none when opened
+     * with backing null; NULL drops it).  The node layer has added (or will
+     * remove) the edges and drained the node; the image's header is not
+     * rewritten (QEMU's bdrv_set_backing_hd; write_backing_file does that). */
     void (*set_backing)(void *opaque, BlockNode *backing);
+
+    /* Optional (formats with a backing chain): records `name` (NULL: no
+     * backing file) and `format` (NULL: none) in the image, durably, and in
+     * what image_info reports (QEMU's bdrv_change_backing_file: the qcow2
+     * header).  0 or -errno (-ENOSPC when the name does not fit). */
+    int (*write_backing_file)(void *opaque, const char *name, const char *format);
 
     /* Optional: a parent reports a debug event on its
      * way through this node's I/O path; only blkdebug reacts. */

@@ -55,3 +55,11 @@ void node_perm_refresh(BlockNode *node);
 void node_perm_init(BlockNode *node);
 /* Frees the node's permission records (it holds and bears no claims). */
 void node_perm_clear(BlockNode *node);
+/* True if `parent` opened `child` itself (node_add_implicit_child). */
+bool node_is_implicit_child(BlockNode *parent, BlockNode *child);
+/* Makes `to` the node that opened `child` instead of `from` (a chain's
+ * relink keeps a node whose opener leaves), if `from` had opened it. */
+void node_adopt_implicit_child(BlockNode *from, BlockNode *to, BlockNode *child);
+/* If `parent` opened `child` itself, forgets that and removes child from
+ * the graph unless it is still in use; true if it was removed. */
+bool node_release_implicit_child(BlockNode *parent, BlockNode *child);

@@ -442,10 +442,22 @@ bool node_replace_parent_edges(BlockNode *old_node, BlockNode *new_node, GError 
 
 bool node_set_backing(BlockNode *node, BlockNode *backing, GError **errp)
 {
-    g_assert(node->drv->set_backing);
-    if (!node_add_child(node, backing, NODE_CHILD_COW, errp))
+    g_assert(node->drv->set_backing && node->drv->image_info);
+    BlockImageInfo info = { 0 };
+    node->drv->image_info(node->opaque, &info);
+    BlockNode *old = info.backing;
+    if (old == backing)
+        return true;
+    /* The new edge first: its claim may be refused, and then nothing changed. */
+    if (backing && !node_add_child(node, backing, NODE_CHILD_COW, errp))
         return false;
     node->drv->set_backing(node->opaque, backing);
+    if (old) {
+        node_perm_detach(node, old);
+        g_mutex_lock(&graph_lock);
+        g_ptr_array_remove(node->children, old);   /* drops the edge's reference */
+        g_mutex_unlock(&graph_lock);
+    }
     return true;
 }
 
@@ -456,6 +468,46 @@ void node_drop_backing(BlockNode *node, BlockNode *backing)
     g_mutex_lock(&graph_lock);
     g_ptr_array_remove(node->children, backing);   /* drops the edge's reference */
     g_mutex_unlock(&graph_lock);
+}
+
+bool node_write_backing_file(BlockNode *node, const char *name, const char *format, GError **errp)
+{
+    int r = node->drv->write_backing_file ? node->drv->write_backing_file(node->opaque, name, format) : -ENOTSUP;
+    if (r < 0)
+        g_set_error(errp, G_IO_ERROR, g_io_error_from_errno(-r), "Could not change the backing file of '%s': %s",
+                    node->name, g_strerror(-r));
+    return r == 0;
+}
+
+static gboolean name_equal(gconstpointer a, gconstpointer b) { return strcmp(a, b) == 0; }
+
+bool node_is_implicit_child(BlockNode *parent, BlockNode *child)
+{
+    g_mutex_lock(&graph_lock);
+    bool found = g_ptr_array_find_with_equal_func(parent->implicit, child->name, name_equal, NULL);
+    g_mutex_unlock(&graph_lock);
+    return found;
+}
+
+void node_adopt_implicit_child(BlockNode *from, BlockNode *to, BlockNode *child)
+{
+    guint i;
+    g_mutex_lock(&graph_lock);
+    if (g_ptr_array_find_with_equal_func(from->implicit, child->name, name_equal, &i)) {
+        g_ptr_array_add(to->implicit, g_ptr_array_steal_index(from->implicit, i));
+    }
+    g_mutex_unlock(&graph_lock);
+}
+
+bool node_release_implicit_child(BlockNode *parent, BlockNode *child)
+{
+    guint i;
+    g_mutex_lock(&graph_lock);
+    bool found = g_ptr_array_find_with_equal_func(parent->implicit, child->name, name_equal, &i);
+    if (found)
+        g_ptr_array_remove_index(parent->implicit, i);
+    g_mutex_unlock(&graph_lock);
+    return found && node_delete(child->name, NULL);
 }
 
 bool node_add_implicit_child(BlockNode *parent, BlockNode *child, NodeChildRole role, GError **errp)

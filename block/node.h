@@ -57,10 +57,18 @@ unsigned node_users(BlockNode *node);
  * with QEMU's error, and nothing recorded, if image locks forbid it.
  * Drivers call it in open, before touching the child's data. */
 bool node_add_child(BlockNode *parent, BlockNode *child, NodeChildRole role, GError **errp);
-/* Makes `backing` the backing node of `node`, a format opened without one
- * whose driver has set_backing (blockdev-snapshot): the edge with its
- * claim, then the driver.  False, changing nothing, if the claim is refused. */
+/* Makes `backing` (NULL: none) the backing node of `node`, a format whose
+ * driver has set_backing, in place of the one it has (blockdev-snapshot,
+ * block/chain.c's relink): the new edge with its claim, then the driver,
+ * then the old edge and its claim go (the old node stays in the graph).
+ * The image is not rewritten (node_write_backing_file).  The caller
+ * drains `node` when it had a backing node.  False, changing nothing, if
+ * the claim is refused. */
 bool node_set_backing(BlockNode *node, BlockNode *backing, GError **errp);
+/* Records `name` (NULL: none) and `format` as the backing file in node's
+ * image (the qcow2 header; QEMU's bdrv_change_backing_file); false with
+ * the reason if the driver cannot or the write failed. */
+bool node_write_backing_file(BlockNode *node, const char *name, const char *format, GError **errp);
 /* Undoes node_set_backing (no request may be using the backing node through `node`). */
 void node_drop_backing(BlockNode *node, BlockNode *backing);
 /* Like node_add_child for a node the parent created itself (an implicit

@@ -15,6 +15,7 @@
  *   qcow2-compress.c  compressed cluster writes (deflate)
  *   qcow2-bitmap.c    persistent dirty bitmaps: the bitmaps extension, its
  *                     directory and tables, blockd's crash-safe marks
+ *   qcow2-backing-file.c  the backing file name and format in the header
  *
  * Every function here except the byte-order and entry helpers expects
  * s->lock held, unless it says otherwise. */
@@ -298,3 +299,8 @@ bool qcow2_bitmaps_load(void *o, GPtrArray *out, GError **errp);
 bool qcow2_bitmaps_store(void *o, GPtrArray *entries, bool clean, GError **errp);
 int qcow2_bitmaps_write(void *o, uint64_t loc, uint64_t first_word, uint64_t nwords, const void *buf);
 int qcow2_bitmaps_sync(void *o);
+
+/* ---- the backing file in the header (qcow2-backing-file.c; takes s->lock) ---- */
+
+/* BlockDriver.write_backing_file: rewrites the header's backing file name and format. */
+int qcow2_write_backing_file(void *o, const char *name, const char *fmt);

@@ -550,11 +550,12 @@ static void qcow2_replace_child(void *o, BlockNode *old_child, BlockNode *new_ch
         s->backing = new_child;
 }
 
-/* blockdev-snapshot: the overlay (opened without a backing node) gets one. */
+/* blockdev-snapshot (an overlay opened without a backing node gets one),
+ * stream and commit (a layer below is taken out): under a drain, so no
+ * request is on its way through the old backing node. */
 static void qcow2_set_backing(void *o, BlockNode *backing)
 {
     Qcow2 *s = o;
-    g_assert(!s->backing || !backing);
     s->backing = backing;
 }
 
@@ -590,4 +591,5 @@ const BlockDriver block_driver_qcow2 = {
     .bitmaps_store = qcow2_bitmaps_store,
     .bitmaps_write = qcow2_bitmaps_write,
     .bitmaps_sync = qcow2_bitmaps_sync,
+    .write_backing_file = qcow2_write_backing_file,
 };
