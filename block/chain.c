@@ -169,10 +169,10 @@ bool chain_resolve_commit(const char *device, const char *top, const char *top_n
         g_set_error(errp, QMP_ERROR, QMP_ERROR_DEVICE_NOT_FOUND, "Device '%s' not found", device);
         return false;
     }
-    if (node_has_parent(root))
+    /* A node a job works on has that job as a parent in QEMU (a mirror's
+     * or commit's filter, the job's own edge), so it is no root then. */
+    if (node_has_parent(root) || !node_check_ops(root, NULL))
         return fail(errp, "Need a root block node");
-    if (!node_check_ops(root, errp))
-        return false;
     BlockNode *top_bs = root;
     if (top_node && top)
         return fail(errp, "'top-node' and 'top' are mutually exclusive");
