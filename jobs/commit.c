@@ -26,8 +26,9 @@ typedef struct Commit {
     Job *job;
     BlockNode *root, *top, *base, *above; /* references */
     GPtrArray *blocked;          /* op-blocked for the job's life: root, top .. base */
-    NodePermClaim *top_claim;    /* the job reads top (and through it the layers) */
-    BlockUser *base_user;        /* the job writes base through it */
+    /* The job reads top (and through it the layers) and writes base
+     * through users of its own (QEMU: the job's BlockBackends). */
+    BlockUser *top_user, *base_user;
     char *backing_file;          /* NULL: base's file name */
     BlockdevOnError on_error;
     bool cleaned;
@@ -49,7 +50,8 @@ static int commit_run(Job *job, GError **errp)
         int r = chain_is_allocated_above(c->top, c->base, offset, want, &n);
         bool copy = r > 0;
         if (copy) {
-            r = node_pread(c->top, buf, (uint32_t)n, offset);
+            BlockNode *top = block_user_begin(c->top_user);
+            r = block_user_end(c->top_user, node_pread(top, buf, (uint32_t)n, offset));
             if (r == 0) {
                 BlockNode *base = block_user_begin(c->base_user);
                 r = block_user_end(c->base_user, node_pwrite(base, buf, (uint32_t)n, offset, 0));
@@ -107,14 +109,13 @@ static void commit_clean(Job *job)
     for (guint i = 0; i < c->blocked->len; i++)
         node_unblock_ops(c->blocked->pdata[i]);
     g_ptr_array_set_size(c->blocked, 0);
-    node_job_filter(c->root, false);
-    node_perm_release(g_steal_pointer(&c->top_claim));
+    block_user_free(g_steal_pointer(&c->top_user));
     block_user_free(g_steal_pointer(&c->base_user));
 }
 
 static void commit_free_state(Commit *c)
 {
-    node_perm_release(c->top_claim);
+    block_user_free(c->top_user);
     block_user_free(c->base_user);
     g_ptr_array_unref(c->blocked);
     node_unref(c->root);
@@ -151,12 +152,14 @@ static bool fail(GError **errp, const char *fmt, ...)
 }
 
 /* What blockd cannot do that QEMU does: QEMU reopens a read-only base (and
- * overlay) read-write for the job; blockd wants them opened writable. */
+ * overlay) read-write for the job; blockd wants them opened writable (the
+ * hint, after the newline, reaches the command line only). */
 static bool check_writable(BlockNode *node, GError **errp)
 {
     return !node_read_only(node) ||
-           fail(errp, "Node '%s' is read-only (blockd does not reopen it read-write: "
-                      "add it with blockdev-add and read-only false)", node_name(node));
+           fail(errp, "Node '%s' is read-only\nblockd does not reopen an image read-write for a commit: "
+                      "open it with blockdev-add (read-only false) and name it as the chain's backing node",
+                node_name(node));
 }
 
 /* The nodes between top and base, top down (each borrowed). */
@@ -200,27 +203,27 @@ static Job *intermediate_commit_create(const CommitOptions *o, const ChainCommit
         fail(errp, "Parameter 'speed' expects a non-negative value");
         return NULL;
     }
-    g_autofree char *job_desc = g_strdup_printf("commit job '%s'", o->job_id ? o->job_id : "");
-    NodePermOwner top_owner = { "block-job", o->job_id, "top", job_desc, .filter = true };
-    NodePermClaim *tc = node_perm_claim_as(r->top, BLOCK_PERM_CONSISTENT_READ, BLOCK_PERM_ALL, &top_owner, errp);
-    if (!tc)
+    const char *id = o->job_id ? o->job_id : "";
+    g_autofree char *desc = g_strdup_printf("block job '%s'", id);
+    BlockUser *tu = block_user_new(r->top, desc, BLOCK_PERM_CONSISTENT_READ, BLOCK_PERM_ALL, errp);
+    if (!tu)
         return NULL;
+    block_user_describe(tu, "block-job", id, "top");
     /* QEMU's commit job writes base letting others only read it (the
      * chain above does) and write what does not change. */
-    g_autofree char *desc = g_strdup_printf("block job '%s'", o->job_id ? o->job_id : "");
     BlockUser *bu = block_user_new(r->base, desc, BLOCK_PERM_WRITE | BLOCK_PERM_CONSISTENT_READ,
                                    BLOCK_PERM_CONSISTENT_READ | BLOCK_PERM_WRITE_UNCHANGED, errp);
     if (!bu) {
-        node_perm_release(tc);
+        block_user_free(tu);
         return NULL;
     }
-    block_user_describe(bu, "block-job", o->job_id ? o->job_id : "", "base");
+    block_user_describe(bu, "block-job", id, "base");
     Commit *c = g_new0(Commit, 1);
     c->root = node_ref(r->root);
     c->top = node_ref(r->top);
     c->base = node_ref(r->base);
     c->above = node_ref(above);
-    c->top_claim = tc;
+    c->top_user = tu;
     c->base_user = bu;
     c->blocked = g_ptr_array_new();
     c->backing_file = g_strdup(o->backing_file);
@@ -234,7 +237,7 @@ static Job *intermediate_commit_create(const CommitOptions *o, const ChainCommit
     job_set_speed(job, o->speed, NULL); /* checked above */
     /* As QEMU's block_job_add_bdrv: the root ("main node"), every node
      * that leaves the chain and the base; the caller checked that none is
-     * blocked.  The root is no longer a root for other jobs. */
+     * blocked.  So the root is no longer a root for other jobs either. */
     node_block_ops(c->root, COMMIT_BLOCKER, NULL);
     g_ptr_array_add(c->blocked, c->root);
     for (BlockNode *n = c->top;; n = chain_backing(n)) {
@@ -243,7 +246,6 @@ static Job *intermediate_commit_create(const CommitOptions *o, const ChainCommit
         if (n == c->base)
             break;
     }
-    node_job_filter(c->root, true);
     return job;
 }
 
@@ -257,6 +259,8 @@ Job *commit_job_create(const CommitOptions *opts, GError **errp)
             fail(errp, "'backing-file' specified, but 'top' is the active layer");
             return NULL;
         }
+        if (!check_writable(r.base, errp))
+            return NULL;
         return active_commit_create(opts, &r, errp);
     }
     return intermediate_commit_create(opts, &r, errp);
