@@ -1,0 +1,149 @@
+#!/usr/bin/python3
+"""block-commit against qemu-storage-daemon: refusals and intermediate commit.
+
+1. Refusals: the same block-commit arguments to both daemons get the same
+   answer (class and text), in QEMU's order of checks; while a commit runs,
+   a second one and blockdev-del of each node it holds are refused alike,
+   and that commit (no backing-file: base's file name is recorded) ends the
+   same way.
+2. Intermediate commit of mid into base (backing-file 'base.qcow2') on
+   base <- mid <- top while an NBD client writes to top and verifies: the
+   export reads the merge plus every acknowledged write, base holds the
+   merge of base and mid, top's image names base.qcow2
+   (`qemu-img info --backing-chain` agrees with query-named-block-nodes),
+   qemu-img check is clean, and events, final chain and node list equal
+   qemu-storage-daemon's.
+"""
+import json
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from chain_lib import (MiB, ChainWriter, first_difference, backing_chain, check, check_clean, compare, export,  # noqa: E402
+                       make_chain, merge, node_names, normalise, ok, open_chain_named, qmp_chain,
+                       read_image, reply, run_both, wait_job_end, wait_until)
+
+SIZE = 64 * MiB
+
+
+def strip(tmp, value):
+    """value with the private directory's path replaced, so both daemons'
+    results compare; QEMU's json: file names (an image whose backing node is
+    named by node name rather than opened from the header) become the
+    image's file name, which is what blockd reports."""
+    if isinstance(value, str):
+        if value.startswith('json:'):
+            value = json.loads(value[5:])['file']['filename']
+        return value.replace(tmp, '<tmp>')
+    if isinstance(value, (list, tuple)):
+        return type(value)(strip(tmp, v) for v in value)
+    return value
+
+
+def format_nodes(q):
+    """The named nodes but the file nodes that blockd names '<node>-file'
+    where qemu-storage-daemon gives them hidden '#block' names."""
+    return [n for n in node_names(q) if not n.endswith('-file')]
+
+
+def close_all(q, exports=('e-top',)):
+    """Removes the exports and the chain's nodes (top down): the daemon closes the images."""
+    for e in exports:
+        ok(q.cmd('block-export-del', {'id': e}), 'block-export-del')
+        wait_until(q, lambda ev: ev['event'] == 'BLOCK_EXPORT_DELETED')
+    for node in ('top', 'mid', 'base'):
+        if node in node_names(q):
+            ok(q.cmd('blockdev-del', {'node-name': node}), 'blockdev-del ' + node)
+
+
+def refusals(q, d, tmp):
+    c = make_chain(tmp, SIZE)
+    open_chain_named(q, c)
+    raw = os.path.join(tmp, 'raw.img')
+    open(raw, 'wb').truncate(SIZE)
+    ok(q.cmd('blockdev-add', {'driver': 'raw', 'node-name': 'raw',
+                              'file': {'driver': 'file', 'filename': raw}}), 'blockdev-add raw')
+    x = {'job-id': 'x', 'device': 'top'}
+    args = [
+        {'device': 'nosuch'},
+        {'job-id': 'x', 'device': 'mid'},
+        {'device': 'top', 'top-node': 'mid'},
+        {'job-id': 'bad id', 'device': 'top', 'top-node': 'mid'},
+        dict(x, top='a', **{'top-node': 'b'}),
+        dict(x, base='a', **{'base-node': 'b'}),
+        dict(x, **{'top-node': 'nosuch'}),
+        dict(x, **{'base-node': 'nosuch'}),
+        dict(x, **{'top-node': 'raw'}),
+        dict(x, **{'top-node': 'mid', 'base-node': 'top'}),
+        dict(x, top='nosuch.qcow2'),
+        dict(x, base='nosuch.qcow2'),
+        dict(x, **{'top-node': 'mid', 'base-node': 'mid'}),
+        dict(x, **{'top-node': 'base'}),
+        {'job-id': 'x', 'device': 'raw'},
+        dict(x, **{'backing-file': 'base.qcow2'}),
+        dict(x, **{'top-node': 'top', 'base-node': 'base', 'backing-file': 'base.qcow2'}),
+        dict(x, **{'top-node': 'mid', 'speed': -1}),
+        dict(x, **{'on-error': 'bogus'}),
+    ]
+    answers = [reply(q.cmd('block-commit', a)) for a in args]
+    # A commit that holds the chain (speed 1: one chunk, then it waits).
+    answers.append(reply(q.cmd('block-commit', {'job-id': 'j', 'device': 'top', 'top-node': 'mid',
+                                                'base-node': 'base', 'speed': 1})))
+    answers.append(reply(q.cmd('block-commit', {'job-id': 'k', 'device': 'top', 'top-node': 'mid'})))
+    answers.append(reply(q.cmd('block-commit', {'job-id': 'j', 'device': 'raw'})))
+    for node in ('top', 'mid', 'base'):
+        answers.append(reply(q.cmd('blockdev-del', {'node-name': node})))
+    answers.append(reply(q.cmd('block-job-complete', {'device': 'j'})))
+    answers.append(reply(q.cmd('block-job-set-speed', {'device': 'j', 'speed': 0})))
+    events = [e for e in wait_job_end(q, 'j') if e['data'].get('id', e['data'].get('device')) == 'j']
+    chain = strip(tmp, qmp_chain(q, 'top'))
+    check(chain == [i[:3] for i in strip(tmp, backing_chain(c.top))],
+          'query-named-block-nodes %r and qemu-img info %r disagree' % (chain, backing_chain(c.top)))
+    return answers, normalise(events), chain, format_nodes(q)
+
+
+def intermediate(q, d, tmp):
+    c = make_chain(tmp, SIZE)
+    open_chain_named(q, c)
+    export(q, d, 'top')
+    w = ChainWriter(d, 'top', c.expected, rate=300)
+    w.start()
+    ok(q.cmd('block-commit', {'job-id': 'c1', 'device': 'top', 'top-node': 'mid', 'base-node': 'base',
+                              'backing-file': 'base.qcow2'}), 'block-commit')
+    events = wait_job_end(q, 'c1')
+    w.stop()
+    w.verify('the export of top after the commit')
+    chain = strip(tmp, qmp_chain(q, 'top'))
+    want = [('<tmp>/top.qcow2', 'qcow2', 'base.qcow2'), ('<tmp>/base.qcow2', 'qcow2', None)]
+    check(chain == want, 'query-named-block-nodes: chain %r, wants %r' % (chain, want))
+    nodes = format_nodes(q)
+    # qemu-img reads the images once the daemon closed them (QEMU keeps
+    # qcow2 metadata in its cache until then).
+    close_all(q)
+    got, want = read_image(c.base), bytes(merge(c, 'base', 'mid'))
+    check(got == want, 'base does not hold the merge of base and mid: first difference at %s (%s)'
+          % (first_difference(got, want), d.proc.args[0]))
+    info = strip(tmp, backing_chain(c.top))
+    check([i[:3] for i in info] == [('<tmp>/top.qcow2', 'qcow2', 'base.qcow2'),
+                                    ('<tmp>/base.qcow2', 'qcow2', None)] and info[0][3] == 'qcow2',
+          'qemu-img info --backing-chain: %r' % info)
+    check(read_image(c.top) == bytes(w.image), 'top.qcow2 does not read what the export read')
+    for path in (c.top, c.base, c.mid):
+        check_clean(path)
+    return normalise(events), chain, nodes
+
+
+def main():
+    want, got = run_both(refusals)
+    compare('refusals', want[0], got[0])
+    compare('events of the held commit', want[1], got[1])
+    compare('chain after the held commit', want[2], got[2])
+    compare('nodes after the held commit', want[3], got[3])
+    want, got = run_both(intermediate)
+    compare('events of the intermediate commit', want[0], got[0])
+    compare('chain after the intermediate commit', want[1], got[1])
+    compare('nodes after the intermediate commit', want[2], got[2])
+
+
+if __name__ == '__main__':
+    main()
