@@ -1,0 +1,121 @@
+#!/usr/bin/python3
+"""Active commit (block-commit of the active layer) against qemu-storage-daemon.
+
+1. Complete: on base <- mid <- top with an NBD client writing to top's
+   export and verifying, the commit becomes READY (type commit, len = what
+   top and mid hold), job-complete moves the export to base while the
+   client keeps writing: no write fails or is lost (the export reads the
+   client's model), base.qcow2 reads the same once closed, qemu-img check
+   is clean, top's and mid's images are untouched.
+2. Cancel after READY: block-job-cancel ends the job without the switch
+   (BLOCK_JOB_COMPLETED, no error); a second commit cancelled with
+   job-cancel after READY ends with BLOCK_JOB_CANCELLED; either way the
+   export stays on top, the chain is as it was (query-named-block-nodes and
+   qemu-img info) and top reads the client's model.
+Events, exports and chains equal qemu-storage-daemon's.
+"""
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from chain_lib import (MiB, ChainWriter, backing_chain, check, check_clean, compare, export,  # noqa: E402
+                       make_chain, normalise, ok, open_chain_named, qmp_chain, read_image, run_both,
+                       wait_job_end, wait_until)
+from test_commit import close_all, format_nodes, strip  # noqa: E402
+
+SIZE = 64 * MiB
+
+
+def ready(q, job):
+    """Events up to BLOCK_JOB_READY of `job`, and its len."""
+    events = wait_until(q, lambda ev: ev['event'] == 'BLOCK_JOB_READY' and ev['data']['device'] == job)
+    return events, events[-1]['data']['len']
+
+
+def writes_go_on(w, n=20):
+    """Returns once the client finished n more writes (it keeps writing while a job changes state)."""
+    target = w.count + n
+    while w.count < target and w.is_alive():
+        w.join(0.05)
+    check(w.is_alive() or w.error is None, 'the writer stopped: %r' % (w.error,))
+
+
+def exports(q):
+    return sorted((e['id'], e['node-name']) for e in q.cmd('query-block-exports')['return'])
+
+
+def complete(q, d, tmp):
+    c = make_chain(tmp, SIZE)
+    open_chain_named(q, c)
+    export(q, d, 'top')
+    before = strip(tmp, qmp_chain(q, 'top'))
+    w = ChainWriter(d, 'top', c.expected, rate=300)
+    w.start()
+    ok(q.cmd('block-commit', {'job-id': 'ac', 'device': 'top', 'base-node': 'base'}), 'block-commit')
+    events, length = ready(q, 'ac')
+    # The first pass copies what top and mid hold, not the whole disk.
+    check(0 < length < SIZE // 2, 'READY with len %d: the first pass was not limited to top and mid' % length)
+    writes_go_on(w)
+    ok(q.cmd('job-complete', {'id': 'ac'}), 'job-complete')
+    events += wait_job_end(q, 'ac')
+    writes_go_on(w)
+    w.stop()
+    w.verify('the export after the active commit')
+    where = exports(q)
+    check(where == [('e-top', 'base')], 'exports after the active commit: %r' % where)
+    chains = (strip(tmp, qmp_chain(q, 'base')), strip(tmp, qmp_chain(q, 'top')))
+    check(chains[1] == before, 'top\'s chain changed: %r, was %r' % (chains[1], before))
+    nodes = format_nodes(q)
+    close_all(q)
+    check(read_image(c.base) == bytes(w.image), 'base.qcow2 does not read what the export read')
+    check(strip(tmp, backing_chain(c.top))[:2] == [('<tmp>/top.qcow2', 'qcow2', 'mid.qcow2', 'qcow2'),
+                                                  ('<tmp>/mid.qcow2', 'qcow2', 'base.qcow2', 'qcow2')],
+          'qemu-img info of top: %r' % backing_chain(c.top))
+    for path in (c.top, c.mid, c.base):
+        check_clean(path)
+    return normalise(events), where, chains, nodes
+
+
+def cancel(q, d, tmp):
+    c = make_chain(tmp, SIZE)
+    open_chain_named(q, c)
+    export(q, d, 'top')
+    before = strip(tmp, qmp_chain(q, 'top'))
+    w = ChainWriter(d, 'top', c.expected, rate=300)
+    w.start()
+    events = []
+    for job, verb, args in (('soft', 'block-job-cancel', {'device': 'soft'}),
+                            ('hard', 'job-cancel', {'id': 'hard'})):
+        ok(q.cmd('block-commit', {'job-id': job, 'device': 'top'}), 'block-commit ' + job)
+        events += ready(q, job)[0]
+        writes_go_on(w)
+        ok(q.cmd(verb, args), verb)
+        events += wait_job_end(q, job)
+        writes_go_on(w)
+    w.stop()
+    w.verify('the export after the cancelled commits')
+    where = exports(q)
+    check(where == [('e-top', 'top')], 'exports after the cancelled commits: %r' % where)
+    chain = strip(tmp, qmp_chain(q, 'top'))
+    check(chain == before, 'the chain changed: %r, was %r' % (chain, before))
+    nodes = format_nodes(q)
+    close_all(q)
+    check(read_image(c.top) == bytes(w.image), 'top.qcow2 does not read what the export read')
+    check([i[:3] for i in strip(tmp, backing_chain(c.top))] == before,
+          'qemu-img info --backing-chain %r, query-named-block-nodes said %r' % (backing_chain(c.top), before))
+    for path in (c.top, c.mid, c.base):
+        check_clean(path)
+    return normalise(events), where, chain, nodes
+
+
+def main():
+    want, got = run_both(complete)
+    for i, what in enumerate(('events', 'exports', 'chains', 'nodes')):
+        compare(what + ' after the completed commit', want[i], got[i])
+    want, got = run_both(cancel)
+    for i, what in enumerate(('events', 'exports', 'chain', 'nodes')):
+        compare(what + ' after the cancelled commits', want[i], got[i])
+
+
+if __name__ == '__main__':
+    main()
