@@ -33,7 +33,7 @@ def strip(tmp, value):
     image's file name, which is what blockd reports."""
     if isinstance(value, str):
         if value.startswith('json:'):
-            value = json.loads(value[5:])['file']['filename']
+            value = json.loads(value[5:]).get('file', {}).get('filename', value)
         return value.replace(tmp, '<tmp>')
     if isinstance(value, (list, tuple)):
         return type(value)(strip(tmp, v) for v in value)
