@@ -100,8 +100,8 @@ int cmd_commit(int argc, char **argv)
     double secs = (double)(g_get_monotonic_time() - start) / 1e6;
     g_autofree char *line = active
         ? g_strdup_printf("commit %s completed in %.2f s: %s's users now use the base", id, secs, node)
-        : g_strdup_printf("commit %s completed in %.2f s: %s's layers down to the base are merged", id, secs,
-                          top);
+        : g_strdup_printf("commit %s completed in %.2f s: the layers from %s down are merged into the base", id,
+                          secs, top);
     output_fitted(stdout, line);
     job_outcome_clear(&out);
     return 0;
