@@ -32,7 +32,7 @@ COMMANDS = {'qmp_capabilities', 'query-version', 'query-commands', 'query-qmp-sc
             'block-job-pause', 'block-job-resume', 'block-job-cancel', 'block-job-set-speed',
             'block-job-complete', 'block-job-dismiss', 'block-job-finalize',
             # mirror (issue 6)
-            'blockdev-mirror', 'drive-mirror',
+            'blockdev-mirror', 'drive-mirror', 'block-commit',
             # the graph (issue 13)
             'x-debug-query-block-graph',
             # external snapshots (issue 14)
