@@ -97,6 +97,23 @@ static JsonObject *block_job_event_data(Job *job)
     return d;
 }
 
+void job_emit_block_completed(JobType type, const char *id, uint64_t len, uint64_t offset, int64_t speed,
+                              const char *error)
+{
+    JsonObject *d = json_object_new();
+    json_object_set_string_member(d, "type", JobType_str[type]);
+    json_object_set_string_member(d, "device", id);
+    json_object_set_int_member(d, "len", (gint64)len);
+    json_object_set_int_member(d, "offset", (gint64)offset);
+    json_object_set_int_member(d, "speed", speed);
+    if (error)
+        json_object_set_string_member(d, "error", error);
+    /* Under the job lock, as every job event, so it is ordered with theirs. */
+    g_mutex_lock(&job_mutex);
+    emit("BLOCK_JOB_COMPLETED", d);
+    g_mutex_unlock(&job_mutex);
+}
+
 static void job_state_transition(Job *job, JobStatus to)
 {
     JobStatus from = job->status;

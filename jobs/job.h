@@ -139,6 +139,10 @@ void job_progress_add_total(Job *job, uint64_t more);
  * BLOCK_JOB_ERROR; for `stop` pauses the job (a user pause) and sets
  * io-status.  The caller retries after job_pause_point for stop/ignore. */
 BlockErrorAction job_handle_error(Job *job, BlockdevOnError policy, bool is_read, int errnum);
+/* Emits BLOCK_JOB_COMPLETED with QEMU's payload for work done without a
+ * Job (a pull in increments ends the way a stream job does). */
+void job_emit_block_completed(JobType type, const char *id, uint64_t len, uint64_t offset, int64_t speed,
+                              const char *error);
 /* Wakes a job waiting in job_sleep_ms/job_rate_limit (any thread). */
 void job_kick(Job *job);
 

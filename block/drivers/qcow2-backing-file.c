@@ -53,7 +53,8 @@ static int rebuild(const Qcow2 *s, const uint8_t *h, uint8_t *out, const char *n
     size_t nlen = name ? strlen(name) : 0;
     if (nlen > MAX_BACKING_NAME || off + nlen > s->cs)
         return -ENOSPC;
-    memcpy(out + off, name, nlen);
+    if (nlen)
+        memcpy(out + off, name, nlen);
     put_be64(out + 8, name ? off : 0);
     put_be32(out + 16, (uint32_t)nlen);
     return 0;
