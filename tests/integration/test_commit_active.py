@@ -7,7 +7,8 @@
    client keeps writing: no write fails or is lost (the export reads the
    client's model), base.qcow2 reads the same once closed, qemu-img check
    is clean, top's and mid's images are untouched.
-2. Cancel after READY: block-job-cancel ends the job without the switch
+2. Cancel after READY (a second commit and blockdev-del of mid and base
+   refused alike meanwhile): block-job-cancel ends the job without the switch
    (BLOCK_JOB_COMPLETED, no error); a second commit cancelled with
    job-cancel after READY ends with BLOCK_JOB_CANCELLED; either way the
    export stays on top, the chain is as it was (query-named-block-nodes and
@@ -19,7 +20,7 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from chain_lib import (MiB, ChainWriter, backing_chain, check, check_clean, compare, export,  # noqa: E402
-                       make_chain, normalise, ok, open_chain_named, qmp_chain, read_image, run_both,
+                       make_chain, normalise, ok, open_chain_named, qmp_chain, read_image, reply, run_both,
                        wait_job_end, wait_until)
 from test_commit import close_all, format_nodes, strip  # noqa: E402
 
@@ -83,11 +84,15 @@ def cancel(q, d, tmp):
     before = strip(tmp, qmp_chain(q, 'top'))
     w = ChainWriter(d, 'top', c.expected, rate=300)
     w.start()
-    events = []
+    events, answers = [], []
     for job, verb, args in (('soft', 'block-job-cancel', {'device': 'soft'}),
                             ('hard', 'job-cancel', {'id': 'hard'})):
         ok(q.cmd('block-commit', {'job-id': job, 'device': 'top'}), 'block-commit ' + job)
         events += ready(q, job)[0]
+        # What the running commit holds.
+        answers.append(reply(q.cmd('block-commit', {'job-id': 'k', 'device': 'top', 'top-node': 'mid'})))
+        for node in ('mid', 'base'):
+            answers.append(reply(q.cmd('blockdev-del', {'node-name': node})))
         writes_go_on(w)
         ok(q.cmd(verb, args), verb)
         events += wait_job_end(q, job)
@@ -105,7 +110,7 @@ def cancel(q, d, tmp):
           'qemu-img info --backing-chain %r, query-named-block-nodes said %r' % (backing_chain(c.top), before))
     for path in (c.top, c.mid, c.base):
         check_clean(path)
-    return normalise(events), where, chain, nodes
+    return normalise(events), where, chain, nodes, answers
 
 
 def main():
@@ -113,7 +118,7 @@ def main():
     for i, what in enumerate(('events', 'exports', 'chains', 'nodes')):
         compare(what + ' after the completed commit', want[i], got[i])
     want, got = run_both(cancel)
-    for i, what in enumerate(('events', 'exports', 'chain', 'nodes')):
+    for i, what in enumerate(('events', 'exports', 'chain', 'nodes', 'answers')):
         compare(what + ' after the cancelled commits', want[i], got[i])
 
 
