@@ -199,6 +199,13 @@ static Job *intermediate_commit_create(const CommitOptions *o, const ChainCommit
     g_assert(above); /* top is below the root */
     if (!node_check_ops(above, errp) || !check_writable(r->base, errp) || !check_writable(above, errp))
         return NULL;
+    /* QEMU grows a smaller base first; blockd does not resize images. */
+    if (node_size(r->base) < node_size(r->top)) {
+        fail(errp, "Base '%s' (%" G_GUINT64_FORMAT " bytes) is smaller than top '%s' (%" G_GUINT64_FORMAT
+             " bytes)", node_name(r->base), (guint64)node_size(r->base), node_name(r->top),
+             (guint64)node_size(r->top));
+        return NULL;
+    }
     if (o->speed < 0) {
         fail(errp, "Parameter 'speed' expects a non-negative value");
         return NULL;

@@ -5,7 +5,8 @@
    answer (class and text), in QEMU's order of checks; while a commit runs,
    a second one and blockdev-del of each node it holds are refused alike,
    and that commit (no backing-file: base's file name is recorded) ends the
-   same way.
+   same way.  (blockd only: a base smaller than top is refused, as blockd
+   does not grow images where QEMU does.)
 2. Intermediate commit of mid into base (backing-file 'base.qcow2') on
    base <- mid <- top while an NBD client writes to top and verifies: the
    export reads the merge plus every acknowledged write, base holds the
@@ -21,7 +22,7 @@ import sys
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from chain_lib import (MiB, ChainWriter, first_difference, backing_chain, check, check_clean, compare, export,  # noqa: E402
                        make_chain, merge, node_names, normalise, ok, open_chain_named, qmp_chain,
-                       read_image, reply, run_both, wait_job_end, wait_until)
+                       read_image, reply, run, run_both, wait_job_end, wait_until)
 
 SIZE = 64 * MiB
 
@@ -133,12 +134,35 @@ def intermediate(q, d, tmp):
     return normalise(events), chain, nodes
 
 
+def smaller_base():
+    """blockd only (QEMU grows the base): a base smaller than top is refused, and the daemon stays up."""
+    def script(q, d, tmp):
+        base, mid = os.path.join(tmp, 'small.qcow2'), os.path.join(tmp, 'big.qcow2')
+        run('qemu-img', 'create', '-q', '-f', 'qcow2', base, str(SIZE // 2))
+        run('qemu-img', 'create', '-q', '-f', 'qcow2', '-b', base, '-F', 'qcow2', mid, str(SIZE))
+        for name, path, extra in (('small', base, {}), ('big', mid, {'backing': 'small'})):
+            ok(q.cmd('blockdev-add', dict({'driver': 'qcow2', 'node-name': name,
+                                           'file': {'driver': 'file', 'filename': path}}, **extra)), 'add')
+        r = q.cmd('block-commit', {'job-id': 'j', 'device': 'big'})
+        check(reply(r) == ('GenericError', "Source and target image have different sizes"), 'active: %r' % r)
+        over = os.path.join(tmp, 'over.qcow2')
+        run('qemu-img', 'create', '-q', '-f', 'qcow2', '-b', mid, '-F', 'qcow2', over)
+        ok(q.cmd('blockdev-add', {'driver': 'qcow2', 'node-name': 'over', 'backing': 'big',
+                                  'file': {'driver': 'file', 'filename': over}}), 'add over')
+        r = q.cmd('block-commit', {'job-id': 'j', 'device': 'over', 'top-node': 'big'})
+        check(reply(r) == ('GenericError', "Base 'small' (%d bytes) is smaller than top 'big' (%d bytes)"
+                           % (SIZE // 2, SIZE)), 'intermediate: %r' % r)
+        check(q.cmd('query-block-jobs')['return'] == [], 'a job was left')
+    run_both(script, need_qsd=False)
+
+
 def main():
     want, got = run_both(refusals)
     compare('refusals', want[0], got[0])
     compare('events of the held commit', want[1], got[1])
     compare('chain after the held commit', want[2], got[2])
     compare('nodes after the held commit', want[3], got[3])
+    smaller_base()
     want, got = run_both(intermediate)
     compare('events of the intermediate commit', want[0], got[0])
     compare('chain after the intermediate commit', want[1], got[1])
