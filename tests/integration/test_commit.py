@@ -77,6 +77,10 @@ def refusals(q, d, tmp):
         dict(x, **{'top-node': 'raw'}),
         dict(x, **{'top-node': 'mid', 'base-node': 'top'}),
         dict(x, top='nosuch.qcow2'),
+        dict(x, top='mid.qcow2', **{'speed': -1}),
+        dict(x, top=os.path.join(tmp, 'mid.qcow2'), **{'speed': -1}),
+        dict(x, base='base.qcow2', **{'speed': -1}),
+        dict(x, base=os.path.join(tmp, 'base.qcow2'), **{'top-node': 'mid', 'speed': -1}),
         dict(x, base='nosuch.qcow2'),
         dict(x, **{'top-node': 'mid', 'base-node': 'mid'}),
         dict(x, **{'top-node': 'base'}),
@@ -86,7 +90,7 @@ def refusals(q, d, tmp):
         dict(x, **{'top-node': 'mid', 'speed': -1}),
         dict(x, **{'on-error': 'bogus'}),
     ]
-    answers = [reply(q.cmd('block-commit', a)) for a in args]
+    answers = [strip(tmp, reply(q.cmd('block-commit', a))) for a in args]
     # A commit that holds the chain (speed 1: one chunk, then it waits).
     answers.append(reply(q.cmd('block-commit', {'job-id': 'j', 'device': 'top', 'top-node': 'mid',
                                                 'base-node': 'base', 'speed': 1})))
