@@ -124,8 +124,14 @@ void stream_copier_detach(StreamCopier *c)
     if (c->detached)
         return;
     c->detached = true;
+    g_assert(c->before && c->after);
+    /* Writes that took a range keep it until their after-write hook:
+     * let those in flight finish before that hook goes. */
     node_remove_before_write_hook(c->top, c->before);
+    node_drain_begin(c->top);
+    node_drain_end(c->top);
     node_remove_before_write_hook(c->top, c->after);
+    g_assert(range_lock_held_count(c->ranges) == 0);
     node_unblock_ops(c->top);
     for (guint i = 0; i < c->layers->len; i++)
         node_unblock_ops(c->layers->pdata[i]);

@@ -24,7 +24,6 @@ static int stream_run(Job *job, GError **errp)
     if (chain_backing(top) == stream_copier_base(s->copier))
         return 0;
     uint64_t len = node_size(top);
-    job_progress_set_total(job, len);
     int error = 0;
     for (uint64_t offset = 0; offset < len;) {
         if (!job_pause_point(job) || job_is_cancelled(job))
@@ -94,7 +93,7 @@ Job *stream_job_create(const StreamOptions *o, GError **errp)
     if (!chain_resolve_stream(o->device, o->base, o->base_node, o->bottom, o->backing_file, &range, errp))
         return NULL;
     if (o->filter_node_name && node_find(o->filter_node_name)) {
-        g_set_error(errp, G_IO_ERROR, G_IO_ERROR_EXISTS, "Duplicate nodes with node-name='%s'", o->filter_node_name);
+        g_set_error(errp, G_IO_ERROR, G_IO_ERROR_EXISTS, "Could not create node: Duplicate nodes with node-name='%s'", o->filter_node_name);
         return NULL;
     }
     if (o->speed < 0) {
@@ -119,5 +118,8 @@ Job *stream_job_create(const StreamOptions *o, GError **errp)
         return NULL;
     }
     job_set_speed(job, o->speed, NULL);   /* validated above */
+    /* Known before the job runs (QEMU's coroutine gets that far at once). */
+    if (chain_backing(range.top) != range.base)
+        job_progress_set_total(job, node_size(range.top));
     return job;
 }

@@ -30,6 +30,7 @@ qmp_chain() reads the same from query-named-block-nodes.
 
 import json
 import os
+import re
 import subprocess
 import sys
 import tempfile
@@ -154,7 +155,12 @@ def open_chain(q, c, node='top', **extra):
 
 
 def open_chain_named(q, c):
-    """The three images as named nodes 'base' <- 'mid' <- 'top' (blockdev-add each)."""
+    """The three images as named nodes 'base' <- 'mid' <- 'top' (blockdev-add
+    each), and 'other', a qcow2 image outside the chain."""
+    run('qemu-img', 'create', '-q', '-f', 'qcow2', os.path.join(c.tmp, 'other.qcow2'), str(c.size))
+    ok(q.cmd('blockdev-add', {'driver': 'qcow2', 'node-name': 'other',
+                              'file': {'driver': 'file', 'filename': os.path.join(c.tmp, 'other.qcow2')}}),
+       'blockdev-add other')
     ok(q.cmd('blockdev-add', {'driver': 'qcow2', 'node-name': 'base',
                               'file': {'driver': 'file', 'filename': c.base}}), 'blockdev-add base')
     for name, below in (('mid', 'base'), ('top', 'mid')):
@@ -290,7 +296,11 @@ def run_both(script, need_qsd=True):
             continue
         with tempfile.TemporaryDirectory(prefix='chain-%s.' % who) as tmp, Daemon(cmd) as d:
             q = d.qmp()
-            results.append(script(q, d, tmp))
+            try:
+                results.append(script(q, d, tmp))
+            except BaseException:
+                print('--- %s stderr ---\n%s' % (who, d.stderr_text()[-3000:]), file=sys.stderr)
+                raise
             q.close()
             status = d.stop()
             check(status == 0, '%s exited with status %d: %s' % (who, status, d.stderr_text()[-2000:]))
@@ -373,7 +383,16 @@ def qmp_chain(q, node):
     return out
 
 
+def image_name(filename):
+    """The base name of the image file a node's filename names: QEMU shows
+    json:{...} for a node opened with options beside its file; the file
+    name inside is the image's."""
+    m = re.findall(r'([^/"]+\.(?:qcow2|img|raw))', filename or '')
+    return m[-1] if m else filename
+
+
 def node_names(q):
-    """The names of every node, sorted, implicit ones ('#block...') left out."""
+    """The names of every node, sorted, implicit ones left out: QEMU's
+    '#block...' and blockd's '<parent>-file' / '<parent>-backing'."""
     return sorted(n['node-name'] for n in q.cmd('query-named-block-nodes')['return']
-                  if not n['node-name'].startswith('#'))
+                  if not n['node-name'].startswith('#') and not n['node-name'].endswith(('-file', '-backing')))
