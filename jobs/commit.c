@@ -29,10 +29,41 @@ typedef struct Commit {
     /* The job reads top (and through it the layers) and writes base
      * through users of its own (QEMU: the job's BlockBackends). */
     BlockUser *top_user, *base_user;
+    /* A write to a layer that leaves the chain (top down to above base)
+     * would be lost: the hooks on them refuse writes while the job runs. */
+    GPtrArray *layers;           /* BlockNode * (references) */
+    GPtrArray *layer_hooks;      /* NodeWriteHook *, one per layer */
     char *backing_file;          /* NULL: base's file name */
     BlockdevOnError on_error;
     bool cleaned;
 } Commit;
+
+/* QEMU lets a client write to a layer an intermediate commit is about to
+ * drop, and drops the write with it; blockd refuses such writes instead,
+ * so nothing acknowledged is lost. */
+static int refuse_layer_write(BlockNode *node, uint64_t offset, uint64_t count, NodeWriteKind kind, void *opaque)
+{
+    return -EPERM;
+}
+
+/* Names a writer of `node` (a parent node or a user claiming write), or NULL. */
+static char *writer_of(BlockNode *node)
+{
+    g_autoptr(GPtrArray) claims = node_perm_claims_of(node);
+    for (guint i = 0; i < claims->len; i++) {
+        NodeClaimInfo *c = claims->pdata[i];
+        if (c->perm & BLOCK_PERM_WRITE)
+            return c->parent ? g_strdup_printf("node '%s'", node_name(c->parent)) : g_strdup("a user (an export?)");
+    }
+    return NULL;
+}
+
+static void remove_layer_hooks(Commit *c)
+{
+    for (guint i = 0; i < c->layer_hooks->len; i++)
+        node_remove_before_write_hook(c->layers->pdata[i], c->layer_hooks->pdata[i]);
+    g_ptr_array_set_size(c->layer_hooks, 0);
+}
 
 static int commit_run(Job *job, GError **errp)
 {
@@ -89,6 +120,7 @@ static int commit_prepare(Job *job)
         g_warning("commit '%s': flushing '%s': %s", job_id(job), node_name(c->base), g_strerror(-r));
         return r;
     }
+    remove_layer_hooks(c);
     /* The job's own hold on the nodes ends before the graph changes. */
     for (guint i = 0; i < c->blocked->len; i++)
         node_unblock_ops(c->blocked->pdata[i]);
@@ -109,6 +141,7 @@ static void commit_clean(Job *job)
     for (guint i = 0; i < c->blocked->len; i++)
         node_unblock_ops(c->blocked->pdata[i]);
     g_ptr_array_set_size(c->blocked, 0);
+    remove_layer_hooks(c);
     block_user_free(g_steal_pointer(&c->top_user));
     block_user_free(g_steal_pointer(&c->base_user));
 }
@@ -118,6 +151,8 @@ static void commit_free_state(Commit *c)
     block_user_free(c->top_user);
     block_user_free(c->base_user);
     g_ptr_array_unref(c->blocked);
+    g_ptr_array_unref(c->layer_hooks);
+    g_ptr_array_unref(c->layers);
     node_unref(c->root);
     node_unref(c->top);
     node_unref(c->base);
@@ -210,6 +245,14 @@ static Job *intermediate_commit_create(const CommitOptions *o, const ChainCommit
         fail(errp, "Parameter 'speed' expects a non-negative value");
         return NULL;
     }
+    for (BlockNode *n = r->top; n != r->base; n = chain_backing(n)) {
+        g_autofree char *writer = writer_of(n);
+        if (writer) {
+            fail(errp, "Node '%s' is written by %s: an intermediate commit would lose those writes",
+                 node_name(n), writer);
+            return NULL;
+        }
+    }
     const char *id = o->job_id ? o->job_id : "";
     g_autofree char *desc = g_strdup_printf("block job '%s'", id);
     BlockUser *tu = block_user_new(r->top, desc, BLOCK_PERM_CONSISTENT_READ, BLOCK_PERM_ALL, errp);
@@ -233,6 +276,8 @@ static Job *intermediate_commit_create(const CommitOptions *o, const ChainCommit
     c->top_user = tu;
     c->base_user = bu;
     c->blocked = g_ptr_array_new();
+    c->layers = g_ptr_array_new_with_free_func((GDestroyNotify)node_unref);
+    c->layer_hooks = g_ptr_array_new();
     c->backing_file = g_strdup(o->backing_file);
     c->on_error = o->on_error;
     Job *job = job_create(o->job_id, &commit_driver, c, NULL, o->auto_finalize, o->auto_dismiss, errp);
@@ -252,6 +297,9 @@ static Job *intermediate_commit_create(const CommitOptions *o, const ChainCommit
         g_ptr_array_add(c->blocked, n);
         if (n == c->base)
             break;
+        g_ptr_array_add(c->layers, node_ref(n));
+        g_ptr_array_add(c->layer_hooks,
+                        node_add_before_write_hook(n, NODE_HOOK_ORDER_JOB, refuse_layer_write, c));
     }
     return job;
 }

@@ -6,7 +6,8 @@
    a second one and blockdev-del of each node it holds are refused alike,
    and that commit (no backing-file: base's file name is recorded) ends the
    same way.  (blockd only: a base smaller than top is refused, as blockd
-   does not grow images where QEMU does.)
+   does not grow images where QEMU does; a layer that leaves the chain
+   may not be written while the commit runs, where QEMU drops the writes.)
 2. Intermediate commit of mid into base (backing-file 'base.qcow2') on
    base <- mid <- top while an NBD client writes to top and verifies: the
    export reads the merge plus every acknowledged write, base holds the
@@ -15,12 +16,14 @@
    qemu-img check is clean, and events, final chain and node list equal
    qemu-storage-daemon's.
 """
+import errno
 import json
 import os
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from chain_lib import (MiB, ChainWriter, first_difference, backing_chain, check, check_clean, compare, export,  # noqa: E402
+from lib import errno_of, import_nbd  # noqa: E402
+from chain_lib import (MiB, ChainWriter, connect, fail, first_difference, backing_chain, check, check_clean, compare, export,  # noqa: E402
                        make_chain, merge, node_names, normalise, ok, open_chain_named, qmp_chain,
                        read_image, reply, run, run_both, wait_job_end, wait_until)
 
@@ -160,6 +163,39 @@ def smaller_base():
     run_both(script, need_qsd=False)
 
 
+def layer_writers():
+    """blockd only (QEMU lets a client write to a layer that an
+    intermediate commit drops, and loses the write): a commit of a layer
+    that is written is refused, and a write to it while the commit runs
+    fails (EPERM), so nothing acknowledged is lost; reads go on."""
+    def script(q, d, tmp):
+        nbd = import_nbd()
+        c = make_chain(tmp, SIZE)
+        open_chain_named(q, c)
+        export(q, d, 'mid')
+        r = q.cmd('block-commit', {'job-id': 'j', 'device': 'top', 'top-node': 'mid'})
+        check(reply(r) == ('GenericError', "Node 'mid' is written by a user (an export?): an intermediate "
+                           "commit would lose those writes"), 'commit of a written layer: %r' % r)
+        ok(q.cmd('block-export-del', {'id': 'e-mid'}), 'block-export-del')
+        wait_until(q, lambda ev: ev['event'] == 'BLOCK_EXPORT_DELETED')
+        ok(q.cmd('block-commit', {'job-id': 'j', 'device': 'top', 'top-node': 'mid', 'speed': 1}), 'commit')
+        export(q, d, 'mid')
+        h = connect(d.path('nbd.sock'), 'mid')
+        try:
+            h.pwrite(b'\x42' * 4096, 0)
+            fail('a write to mid during its commit was accepted')
+        except nbd.Error as e:
+            check(errno_of(e) == errno.EPERM, 'write to mid: %r' % e)
+        want = bytes(merge(c, 'base', 'mid'))
+        check(h.pread(1 << 20, 0) == want[:1 << 20], 'mid reads differently during its commit')
+        h.shutdown()
+        ok(q.cmd('block-job-set-speed', {'device': 'j', 'speed': 0}), 'set-speed')
+        evs = wait_job_end(q, 'j')
+        check(not [e for e in evs if e['event'] == 'BLOCK_JOB_COMPLETED' and 'error' in e['data']],
+              'the commit failed: %r' % evs)
+    run_both(script, need_qsd=False)
+
+
 def main():
     want, got = run_both(refusals)
     compare('refusals', want[0], got[0])
@@ -167,6 +203,7 @@ def main():
     compare('chain after the held commit', want[2], got[2])
     compare('nodes after the held commit', want[3], got[3])
     smaller_base()
+    layer_writers()
     want, got = run_both(intermediate)
     compare('events of the intermediate commit', want[0], got[0])
     compare('chain after the intermediate commit', want[1], got[1])
