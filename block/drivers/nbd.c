@@ -42,6 +42,7 @@ typedef struct NbdConn {
 
 typedef struct NbdTarget {
     char *path, *host, *port, *export;
+    char *uri;                  /* QEMU's file name for the node (nbd_refresh_filename) */
     TlsCreds *tls;              /* acquired tls-creds object, or NULL */
     char *tls_hostname;
     uint64_t reconnect_delay;   /* seconds */
@@ -430,6 +431,24 @@ static bool parse_server(NbdTarget *t, const SocketAddress *server, GError **err
     }
 }
 
+/* QEMU's file name for an nbd node: what a stream records as the backing
+ * file of an image whose base it is, and what QMP shows. */
+static char *target_uri(const NbdTarget *t)
+{
+    if (t->host && !strchr(t->host, ':'))
+        return t->export ? g_strdup_printf("nbd://%s:%s/%s", t->host, t->port, t->export)
+                         : g_strdup_printf("nbd://%s:%s", t->host, t->port);
+    if (t->path)
+        return t->export ? g_strdup_printf("nbd+unix:///%s?socket=%s", t->export, t->path)
+                         : g_strdup_printf("nbd+unix://?socket=%s", t->path);
+    return g_strdup("nbd://");
+}
+
+static void nbd_image_info(void *o, BlockImageInfo *info)
+{
+    info->filename = ((NbdTarget *)o)->uri;
+}
+
 static void nbd_target_free(NbdTarget *t)
 {
     for (unsigned i = 0; i < t->nconns; i++)
@@ -439,6 +458,7 @@ static void nbd_target_free(NbdTarget *t)
     g_free(t->host);
     g_free(t->port);
     g_free(t->export);
+    g_free(t->uri);
     g_free(t->tls_hostname);
     object_release_tls_creds(t->tls);
     g_free(t);
@@ -452,6 +472,7 @@ static void *nbd_open(BlockNode *self, const BlockdevOptionsNbd *opts, bool read
     if (!parse_server(t, opts->server, errp))
         goto fail;
     t->export = g_strdup(opts->has_export ? opts->export : NULL);
+    t->uri = target_uri(t);
     if (!parse_tls(t, opts, errp))
         goto fail;
     t->reconnect_delay = opts->has_reconnect_delay ? opts->reconnect_delay : 0;
@@ -634,4 +655,5 @@ const BlockDriver block_driver_nbd = {
     .trim = nbd_trim_cb,
     .zero = nbd_zero_cb,
     .extents = nbd_extents_cb,
+    .image_info = nbd_image_info,
 };

@@ -20,7 +20,8 @@ static const char *filename_of(const char *node_name)
 }
 
 /* The file name QEMU would show for a new node: the image path for file
- * nodes, the child's for raw, "DRIVER://" for the ones without a file. */
+ * nodes, the child's for raw, "DRIVER://" for the ones without a file
+ * (nbd: "" here, the driver reports QEMU's URI). */
 static char *describe_filename(const BlockdevOptions *o)
 {
     switch (o->driver) {
@@ -43,6 +44,8 @@ static char *describe_filename(const BlockdevOptions *o)
                                                                       : describe_filename(b->image->u.definition);
         return g_strdup_printf("blkdebug:%s:%s", b->has_config ? b->config : "", image);
     }
+    case BLOCKDEV_DRIVER_NBD:
+        return g_strdup(""); /* the driver's image_info knows QEMU's URI */
     default:
         return g_strdup_printf("%s://", BlockdevDriver_str[o->driver]);
     }

@@ -13,7 +13,7 @@ run() {
     esac
 }
 run run-bench.sh
-for extra in bench-bitmaps.py bench-backup.py bench-mirror.py bench-tls.sh bench-rbd.py; do
+for extra in bench-bitmaps.py bench-backup.py bench-mirror.py bench-chain.py bench-tls.sh bench-rbd.py; do
     [ -f "$here/$extra" ] && run "$extra"
 done
 exit $status

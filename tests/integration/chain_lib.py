@@ -204,12 +204,16 @@ class FailingNode:
             q.cmd('blockdev-add', f.blockdev('base'))   # an 'nbd' node
             f.fail(True) ... f.fail(False)"""
 
-    def __init__(self, size, errno_name='EIO', writes=None):
+    def __init__(self, size, errno_name='EIO', writes=None, reads_only=False):
+        """reads_only: only reads fail (error-pread-rate); block status
+        still answers.  QEMU 7.2's stream, ignoring a block-status failure,
+        retries the same offset for ever."""
         self.size, self.errno_name = size, errno_name
         self.writes = layer_writes(size, 'base') if writes is None else list(writes)
         self.dir = tempfile.mkdtemp(prefix='blockd-failing.')
         self.flag = os.path.join(self.dir, 'fail')
-        self.kit = Nbdkit('memory', str(size), 'error=' + errno_name, 'error-rate=100%',
+        rate = 'error-pread-rate=100%' if reads_only else 'error-rate=100%'
+        self.kit = Nbdkit('memory', str(size), 'error=' + errno_name, rate,
                           'error-file=' + self.flag, filters=['error'])
 
     @property
@@ -387,6 +391,8 @@ def image_name(filename):
     """The base name of the image file a node's filename names: QEMU shows
     json:{...} for a node opened with options beside its file; the file
     name inside is the image's."""
+    if (filename or '').startswith('nbd'):
+        return re.sub(r'socket=.*/', 'socket=', filename)   # nbdkit's directory differs per run
     m = re.findall(r'([^/"]+\.(?:qcow2|img|raw))', filename or '')
     return m[-1] if m else filename
 

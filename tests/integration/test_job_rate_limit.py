@@ -1,7 +1,8 @@
 #!/usr/bin/python3
-"""The speed limit of backup and mirror, measured from outside.
+"""The speed limit of backup, mirror and stream, measured from outside.
 
-Each job copies 32 MiB of random data at speed 2 MiB/s while query-block-jobs
+Each job copies 32 MiB of random data at speed 2 MiB/s (a stream pulls it
+from a base image into an empty overlay) while query-block-jobs
 is polled every 10 ms.  Over every 100 ms window the progress must stay
 within the speed (2 MiB/s allows 204.8 KiB per 100 ms; the margin allows
 twice that plus one 64 KiB cluster: polling and completion times blur the
@@ -11,6 +12,7 @@ reports an offset below its length.  (qemu-storage-daemon lets a whole
 1 MiB backup chunk, or 16 MiB of mirror buffer, through at once, so this
 test is blockd's alone.)"""
 import os
+import subprocess
 import sys
 import tempfile
 import time
@@ -58,13 +60,25 @@ def run(kind, tmp):
         f.write(os.urandom(SIZE))
     with open(dst, 'wb') as f:
         f.truncate(SIZE)
+    if kind == 'stream':
+        # An empty overlay over the random data: every byte is copied, so
+        # the progress is the data copied.
+        subprocess.run(['qemu-img', 'convert', '-q', '-O', 'qcow2', src, src + '.qcow2'], check=True)
+        subprocess.run(['qemu-img', 'create', '-q', '-f', 'qcow2', '-b', src + '.qcow2', '-F', 'qcow2',
+                        dst + '.qcow2'], check=True)
     with Daemon(blockd_cmd()) as d:
         q = d.qmp()
-        for node, path in (('s', src), ('t', dst)):
-            r = q.cmd('blockdev-add', {'driver': 'file', 'node-name': node, 'filename': path})
+        if kind == 'stream':
+            r = q.cmd('blockdev-add', {'driver': 'qcow2', 'node-name': 's',
+                                       'file': {'driver': 'file', 'filename': dst + '.qcow2'}})
             check('return' in r, repr(r))
-        args = {'job-id': 'j', 'device': 's', 'target': 't', 'sync': 'full', 'speed': SPEED}
-        r = q.cmd('blockdev-backup' if kind == 'backup' else 'blockdev-mirror', args)
+            r = q.cmd('block-stream', {'job-id': 'j', 'device': 's', 'speed': SPEED})
+        else:
+            for node, path in (('s', src), ('t', dst)):
+                r = q.cmd('blockdev-add', {'driver': 'file', 'node-name': node, 'filename': path})
+                check('return' in r, repr(r))
+            args = {'job-id': 'j', 'device': 's', 'target': 't', 'sync': 'full', 'speed': SPEED}
+            r = q.cmd('blockdev-backup' if kind == 'backup' else 'blockdev-mirror', args)
         check('return' in r, repr(r))
         first = sample(q, 2.0)
         limit = 2 * SPEED // 10 + CLUSTER
@@ -97,6 +111,7 @@ def main():
     with tempfile.TemporaryDirectory() as tmp:
         run('backup', tmp)
         run('mirror', tmp)
+        run('stream', tmp)
     print('PASS')
 
 

@@ -7,6 +7,7 @@ blockd may accept fewer members than QEMU, never other ones; its own
 'memory' driver and the SHUTDOWN event (from QEMU's system emulator) are
 the only additions."""
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -39,7 +40,13 @@ COMMANDS = {'qmp_capabilities', 'query-version', 'query-commands', 'query-qmp-sc
             'blockdev-snapshot', 'blockdev-snapshot-sync',
             # internal snapshots and the snapshot jobs (issue 15)
             'blockdev-snapshot-internal-sync', 'blockdev-snapshot-delete-internal-sync',
-            'snapshot-save', 'snapshot-load', 'snapshot-delete'}
+            'snapshot-save', 'snapshot-load', 'snapshot-delete',
+            # backing chains (issue 14)
+            'block-stream'} | {
+            # blockd's downstream extensions (named by QEMU's rule: __RFQDN_name)
+            '__io.blockd_block-stream-increment'}
+# QEMU's rule for downstream extensions (scripts/qapi/expr.py's valid_name).
+DOWNSTREAM_NAME = re.compile(r'^__[a-zA-Z0-9.-]+_[a-zA-Z][a-zA-Z0-9_-]*$')
 # Commands of QEMU's system emulator, not of qemu-storage-daemon: checked
 # against qemu-system-x86_64's schema when it is installed.
 SYSTEM_COMMANDS = {'snapshot-save', 'snapshot-load', 'snapshot-delete'}
@@ -129,6 +136,10 @@ def compare(ours, theirs, a, b, where, seen):
             compare(ours, theirs, v['type'], qv[v['case']], '%s(%s)' % (where, v['case']), seen)
 
 
+def x_type(schema, name, key):
+    return schema[name].get(key, '')
+
+
 def main():
     ours, our_commands = fetch(blockd_cmd())
     theirs, _ = fetch(qsd_cmd())
@@ -146,6 +157,13 @@ def main():
             compare(ours, system, ours[name]['arg-type'], system[name]['arg-type'], name, set())
     for name in sorted(listed | events):
         if name in SYSTEM_COMMANDS:
+            continue
+        if name.startswith('__'):
+            check(DOWNSTREAM_NAME.match(name), '%s does not follow QEMU\'s downstream naming rule' % name)
+            for key in ('arg-type', 'ret-type'):
+                for m in ours.get(x_type(ours, name, key), {}).get('members', []):
+                    check(DOWNSTREAM_NAME.match(m['type']) or not m['type'].startswith('__'),
+                          '%s: member type %s' % (name, m['type']))
             continue
         if name not in theirs:
             check(name == 'SHUTDOWN', '%s is not in QEMU\'s schema' % name)

@@ -33,6 +33,9 @@ int cmd_backup(int argc, char **argv);
 int cmd_mirror(int argc, char **argv);
 /* cmd-commit.c: merge a backing chain down (block-commit). */
 int cmd_commit(int argc, char **argv);
+/* cmd-stream.c: pull a chain's layers into a node, as a job or in increments. */
+int cmd_stream(int argc, char **argv);
+int cmd_pull(int argc, char **argv);
 /* cmd-snapshot.c: a new qcow2 overlay on top of a node. */
 int cmd_snapshot(int argc, char **argv);
 /* cmd-restore.c: an image rebuilt from a full backup and its increments. */

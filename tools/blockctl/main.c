@@ -57,6 +57,10 @@ static const Command commands[] = {
       "[--no-complete]",
       "merge NODE's chain from --top (default NODE) down into --base (default the bottom); with --wait a "
       "commit of NODE itself then switches NODE's users to the base", cmd_commit },
+    { "stream", "stream NODE [--base NODE] [--backing-file NAME] [--speed BYTES/S] [--job ID] [--wait]",
+      "copy into NODE what it reads from its backing chain above --base, then drop those layers", cmd_stream },
+    { "pull", "pull NODE [--base NODE] [--backing-file NAME] [--cursor OFFSET] [--length BYTES] [--all]",
+      "one increment of a stream from --cursor (prints the next cursor); --all: every increment", cmd_pull },
     { "snapshot", "snapshot NODE FILE [--name NEWNODE] [--existing]",
       "put a new qcow2 overlay FILE on top of NODE while its exports keep serving", cmd_snapshot },
     { "jobs", "jobs", "list block jobs", cmd_jobs },

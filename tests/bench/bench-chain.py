@@ -1,0 +1,133 @@
+#!/usr/bin/python3
+"""Backing-chain jobs benchmark (issue 14), called by `make bench`.
+
+    BLOCKD=build-release/blockd tests/bench/bench-chain.py
+
+A qcow2 chain base <- mid <- top in /dev/shm: base full of data, mid
+holding a quarter of the disk (whole MiB here and there), top an eighth.
+Each row times one job on a fresh copy of the image it changes, blockd and
+qemu-storage-daemon side by side in alternating rounds after a warm-up
+round, with the same copy by `qemu-img convert` (reading the chain,
+writing a new qcow2 image) as the ceiling; medians and their ratios.
+
+  stream: block-stream of top, the whole chain (top ends alone).
+
+BENCH_SIZE (bytes), BENCH_ROUNDS and BENCH_QUICK=1 (256 MiB) shrink the
+run.  The machine the numbers come from is shared and noisy: compare the
+ratios of one run, not absolute figures across runs."""
+import contextlib
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, HERE)
+from bench_lib import SIZE, alternate, daemons, ok, report  # noqa: E402
+from backup_lib import Daemon, check, wait_job_end  # noqa: E402
+
+MiB = 1 << 20
+CEILING = 'qemu-img convert (ceiling)'
+
+
+def run(*args):
+    subprocess.run(args, check=True, stdout=subprocess.DEVNULL)
+
+
+def make_chain(shm):
+    """The template chain: base.qcow2, mid.qcow2, top.qcow2 (top is copied per trial)."""
+    paths = {n: os.path.join(shm, n + '.qcow2') for n in ('base', 'mid', 'top')}
+    raw = os.path.join(shm, 'base.raw')
+    with open(raw, 'wb') as f:
+        block = os.urandom(MiB)
+        for _ in range(SIZE // MiB):
+            f.write(block)
+    run('qemu-img', 'convert', '-q', '-f', 'raw', '-O', 'qcow2', raw, paths['base'])
+    os.unlink(raw)
+    run('qemu-img', 'create', '-q', '-f', 'qcow2', '-b', 'base.qcow2', '-F', 'qcow2', paths['mid'], str(SIZE))
+    run('qemu-img', 'create', '-q', '-f', 'qcow2', '-b', 'mid.qcow2', '-F', 'qcow2', paths['top'], str(SIZE))
+    # mid: 1 MiB of every 4; top: 1 MiB of every 8 (one qemu-io run per image).
+    for name, every, pattern in (('mid', 4, 0x22), ('top', 8, 0x33)):
+        cmds = []
+        for off in range(MiB, SIZE, every * MiB):
+            cmds += ['-c', 'write -P 0x%x %d %d' % (pattern, off, MiB)]
+        for i in range(0, len(cmds), 1000):
+            run('qemu-io', '-f', 'qcow2', *cmds[i:i + 1000], paths[name])
+    return paths
+
+
+def fresh_top(paths, name):
+    """A copy of the template top (with the same backing file name) for one trial."""
+    path = os.path.join(os.path.dirname(paths['top']), 'top-%s.qcow2' % name)
+    shutil.copyfile(paths['top'], path)
+    return path
+
+
+def stream_trial(paths):
+    def trial(name, st, rnd):
+        top = fresh_top(paths, 'stream')
+        try:
+            if name == CEILING:
+                out = top + '.convert'
+                t0 = time.monotonic()
+                run('qemu-img', 'convert', '-f', 'qcow2', '-O', 'qcow2', top, out)
+                took = time.monotonic() - t0
+                os.unlink(out)
+                return took
+            q = st['q']
+            ok(q.cmd('blockdev-add', {'driver': 'qcow2', 'node-name': 'top',
+                                      'file': {'driver': 'file', 'filename': top}}), 'top')
+            job = 'stream-%d' % rnd
+            t0 = time.monotonic()
+            ok(q.cmd('block-stream', {'job-id': job, 'device': 'top'}), 'block-stream')
+            evs = wait_job_end(q, job, timeout=1200)
+            took = time.monotonic() - t0
+            done = [e for e in evs if e['event'] == 'BLOCK_JOB_COMPLETED']
+            check(done and 'error' not in done[0]['data'], '%s: stream failed: %r' % (name, done))
+            ok(q.cmd('blockdev-del', {'node-name': 'top'}), 'del top')
+            if rnd == 0:   # the warm-up round checks the result, untimed
+                info = subprocess.run(['qemu-img', 'info', '-U', top], capture_output=True, text=True).stdout
+                check('backing file' not in info, '%s: top still has a backing file' % name)
+                run('qemu-img', 'compare', '-q', '-U', top, paths['top'])
+            return took
+        finally:
+            os.unlink(top)
+    return trial
+
+
+# One row per job: (title, trial factory).  block-commit rows go here, in
+# the same form (a trial that starts the job on fresh copies of the images
+# it changes and returns the seconds to its end, CEILING the same copy by
+# qemu-img).
+ROWS = [
+    ('block-stream of the whole chain into top (%d MiB)', stream_trial),
+]
+
+
+def main():
+    shm = tempfile.mkdtemp(prefix='bench-chain.', dir='/dev/shm' if os.path.isdir('/dev/shm') else None)
+    try:
+        paths = make_chain(shm)
+        mib = SIZE / MiB
+        with contextlib.ExitStack() as stack:
+            setups = {}
+            for name, cmd in daemons():
+                d = stack.enter_context(Daemon(cmd))
+                q = d.qmp()
+                stack.callback(q.close)
+                setups[name] = {'q': q}
+            setups[CEILING] = None
+            for title, factory in ROWS:
+                times = alternate(setups, factory(paths))
+                med = report(title % mib + ':', mib, {n: v for n, v in times.items() if n != CEILING})
+                ceil = statistics.median(times[CEILING])
+                print('  %-20s median %7.2f s  %8.1f MiB/s   (blockd at %.0f %% of its speed)'
+                      % ('qemu-img convert', ceil, mib / ceil, 100 * ceil / med['blockd']))
+    finally:
+        shutil.rmtree(shm, ignore_errors=True)
+
+
+main()
