@@ -58,6 +58,21 @@ static char *writer_of(BlockNode *node)
     return NULL;
 }
 
+/* No layer from `from` down to above `base` (its own users aside) may have
+ * a writer: its writes would leave the chain with it. */
+static bool check_no_writers(BlockNode *from, BlockNode *base, GError **errp)
+{
+    for (BlockNode *n = from; n != base; n = chain_backing(n)) {
+        g_autofree char *writer = writer_of(n);
+        if (writer) {
+            g_set_error(errp, G_IO_ERROR, G_IO_ERROR_BUSY,
+                        "Node '%s' is written by %s: a commit would lose those writes", node_name(n), writer);
+            return false;
+        }
+    }
+    return true;
+}
+
 static void remove_layer_hooks(Commit *c)
 {
     for (guint i = 0; i < c->layer_hooks->len; i++)
@@ -245,14 +260,8 @@ static Job *intermediate_commit_create(const CommitOptions *o, const ChainCommit
         fail(errp, "Parameter 'speed' expects a non-negative value");
         return NULL;
     }
-    for (BlockNode *n = r->top; n != r->base; n = chain_backing(n)) {
-        g_autofree char *writer = writer_of(n);
-        if (writer) {
-            fail(errp, "Node '%s' is written by %s: an intermediate commit would lose those writes",
-                 node_name(n), writer);
-            return NULL;
-        }
-    }
+    if (!check_no_writers(r->top, r->base, errp))
+        return NULL;
     const char *id = o->job_id ? o->job_id : "";
     g_autofree char *desc = g_strdup_printf("block job '%s'", id);
     BlockUser *tu = block_user_new(r->top, desc, BLOCK_PERM_CONSISTENT_READ, BLOCK_PERM_ALL, errp);
@@ -314,7 +323,10 @@ Job *commit_job_create(const CommitOptions *opts, GError **errp)
             fail(errp, "'backing-file' specified, but 'top' is the active layer");
             return NULL;
         }
-        if (!check_writable(r.base, errp))
+        /* The active layer is mirrored; the layers below it must not
+         * change (QEMU lets them and loses the writes). */
+        if (!check_writable(r.base, errp) || (chain_backing(r.top) != r.base &&
+                                               !check_no_writers(chain_backing(r.top), r.base, errp)))
             return NULL;
         return active_commit_create(opts, &r, errp);
     }

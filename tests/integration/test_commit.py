@@ -174,8 +174,11 @@ def layer_writers():
         open_chain_named(q, c)
         export(q, d, 'mid')
         r = q.cmd('block-commit', {'job-id': 'j', 'device': 'top', 'top-node': 'mid'})
-        check(reply(r) == ('GenericError', "Node 'mid' is written by a user (an export?): an intermediate "
-                           "commit would lose those writes"), 'commit of a written layer: %r' % r)
+        check(reply(r) == ('GenericError', "Node 'mid' is written by a user (an export?): a commit would "
+                           "lose those writes"), 'commit of a written layer: %r' % r)
+        r = q.cmd('block-commit', {'job-id': 'j', 'device': 'top'})
+        check(reply(r) == ('GenericError', "Node 'mid' is written by a user (an export?): a commit would "
+                           "lose those writes"), 'active commit over a written layer: %r' % r)
         ok(q.cmd('block-export-del', {'id': 'e-mid'}), 'block-export-del')
         wait_until(q, lambda ev: ev['event'] == 'BLOCK_EXPORT_DELETED')
         ok(q.cmd('block-commit', {'job-id': 'j', 'device': 'top', 'top-node': 'mid', 'speed': 1}), 'commit')
