@@ -33,7 +33,7 @@ COMMANDS = {'qmp_capabilities', 'query-version', 'query-commands', 'query-qmp-sc
             'block-job-pause', 'block-job-resume', 'block-job-cancel', 'block-job-set-speed',
             'block-job-complete', 'block-job-dismiss', 'block-job-finalize',
             # mirror (issue 6)
-            'blockdev-mirror', 'drive-mirror', 'block-commit',
+            'blockdev-mirror', 'drive-mirror',
             # the graph (issue 13)
             'x-debug-query-block-graph',
             # external snapshots (issue 14)
@@ -42,7 +42,7 @@ COMMANDS = {'qmp_capabilities', 'query-version', 'query-commands', 'query-qmp-sc
             'blockdev-snapshot-internal-sync', 'blockdev-snapshot-delete-internal-sync',
             'snapshot-save', 'snapshot-load', 'snapshot-delete',
             # backing chains (issue 14)
-            'block-stream'} | {
+            'block-stream', 'block-commit'} | {
             # blockd's downstream extensions (named by QEMU's rule: __RFQDN_name)
             '__io.blockd_block-stream-increment'}
 # QEMU's rule for downstream extensions (scripts/qapi/expr.py's valid_name).
