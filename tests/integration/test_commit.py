@@ -4,7 +4,8 @@
 1. Refusals: the same block-commit arguments to both daemons get the same
    answer (class and text), in QEMU's order of checks; while a commit runs,
    a second one and blockdev-del of each node it holds are refused alike,
-   and that commit (no backing-file: base's file name is recorded) ends the
+   a user pause and resume of it answer and change state alike, and that
+   commit (no backing-file: base's file name is recorded) ends the
    same way.  (blockd only: a base smaller than top is refused, as blockd
    does not grow images where QEMU does; a layer that leaves the chain
    may not be written while the commit runs, where QEMU drops the writes.)
@@ -25,7 +26,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from lib import errno_of, import_nbd  # noqa: E402
 from chain_lib import (MiB, ChainWriter, connect, fail, first_difference, backing_chain, check, check_clean, compare, export,  # noqa: E402
                        make_chain, merge, node_names, normalise, ok, open_chain_named, qmp_chain,
-                       read_image, reply, run, run_both, wait_job_end, wait_until)
+                       read_image, reply, run, run_both, wait_job_end, wait_status, wait_until)
 
 SIZE = 64 * MiB
 
@@ -102,8 +103,16 @@ def refusals(q, d, tmp):
     for node in ('top', 'mid', 'base'):
         answers.append(reply(q.cmd('blockdev-del', {'node-name': node})))
     answers.append(reply(q.cmd('block-job-complete', {'device': 'j'})))
+    # A user pause: paused (io-status ok), a second pause refused; resume.
+    answers.append(reply(q.cmd('job-pause', {'id': 'j'})))
+    events = wait_status(q, 'j', 'paused')
+    job = q.cmd('query-block-jobs')['return'][0]
+    answers.append((job['status'], job['paused'], job['io-status']))
+    answers.append(reply(q.cmd('job-pause', {'id': 'j'})))
+    answers.append(reply(q.cmd('job-resume', {'id': 'j'})))
     answers.append(reply(q.cmd('block-job-set-speed', {'device': 'j', 'speed': 0})))
-    events = [e for e in wait_job_end(q, 'j') if e['data'].get('id', e['data'].get('device')) == 'j']
+    events += wait_job_end(q, 'j')
+    events = [e for e in events if e['data'].get('id', e['data'].get('device')) == 'j']
     chain = strip(tmp, qmp_chain(q, 'top'))
     check(chain == [i[:3] for i in strip(tmp, backing_chain(c.top))],
           'query-named-block-nodes %r and qemu-img info %r disagree' % (chain, backing_chain(c.top)))
