@@ -58,8 +58,9 @@ static char *writer_of(BlockNode *node)
     return NULL;
 }
 
-/* No layer from `from` down to above `base` (its own users aside) may have
- * a writer: its writes would leave the chain with it. */
+/* No layer from `from` down to above `base` may have a writer (checked
+ * before the job adds its own users): its writes would leave the chain
+ * with it. */
 static bool check_no_writers(BlockNode *from, BlockNode *base, GError **errp)
 {
     for (BlockNode *n = from; n != base; n = chain_backing(n)) {
@@ -101,7 +102,8 @@ static int commit_run(Job *job, GError **errp)
             if (r == 0) {
                 BlockNode *base = block_user_begin(c->base_user);
                 r = block_user_end(c->base_user, node_pwrite(base, buf, (uint32_t)n, offset, 0));
-                is_read = r == 0;
+                if (r < 0)
+                    is_read = false;
             }
         }
         if (r < 0) {
