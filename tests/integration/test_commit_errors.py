@@ -126,10 +126,11 @@ def cell(side, policy, errno_name, then, active=False):
             chain = strip(tmp, qmp_chain(q, 'top'))
             for node in ('top', 'mid', 'base'):
                 q.cmd('blockdev-del', {'node-name': node})
-            # blockd names an image over an nbd node 'nbd://' where QEMU gives its URI
-            # or a json: name (left alone here).
+            # QEMU names a qcow2 image whose file is an nbd node with a json:
+            # name, blockd with its file's name, "" (left alone here).
             chain = [tuple(x.replace(sock, '<sock>') if isinstance(x, str) else x for x in link) for link in chain]
-            chain = [('<over nbd>',) + link[1:] if 'nbd' in link[0] else link for link in chain]
+            chain = [('<over nbd>',) + link[1:] if 'json:' in link[0] or link[0] == '' else link
+                     for link in chain]
             return normalise(events), answers, stopped, chain
         finally:
             failing.close()
