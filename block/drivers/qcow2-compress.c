@@ -96,6 +96,7 @@ int qcow2_pwrite_compressed(void *o, const void *buf, uint32_t count, uint64_t o
             block_flush_gen_write(&s->flush_gen);
             g_rw_lock_reader_lock(&s->io_lock);
             g_mutex_lock(&s->lock);
+            qcow2_wait_allocs(s, offset >> s->cluster_bits, 1);
             uint64_t host = 0;
             r = s->broken ? -EIO : place(s, (uint64_t)len, &host);
             if (r == 0) {

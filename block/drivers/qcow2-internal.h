@@ -136,10 +136,28 @@ typedef struct Qcow2 {
      * changes which clusters may be written in place. */
     GRWLock io_lock;
 
+    /* Allocating writes in flight (qcow2-io.c), QEMU's l2meta dependencies:
+     * guest cluster runs whose new clusters are being written outside
+     * s->lock and whose L2 entries are not set yet.  Under s->lock; a
+     * request that would change an entry in such a run waits on
+     * alloc_cond until it is done. */
+    GArray *allocs;              /* Qcow2Alloc */
+    GCond alloc_cond;
+
     /* Compressed writes (qcow2-compress.c): the host cluster being filled, bytes used. */
     uint64_t comp_host, comp_used;
     Qcow2Bitmaps *bitmaps;       /* the bitmap directory (qcow2-bitmap.c) */
 } Qcow2;
+
+/* An allocating write in flight: guest clusters [c0, c0 + n). */
+typedef struct Qcow2Alloc {
+    uint64_t c0, n;
+} Qcow2Alloc;
+
+/* Waits (s->lock held, released while waiting) until no allocating write in
+ * flight overlaps guest clusters [c0, c0 + n); true if it had to wait, so
+ * the caller's view of those entries is stale. */
+bool qcow2_wait_allocs(Qcow2 *s, uint64_t c0, uint64_t n);
 
 /* ---- byte order ---- */
 

@@ -140,8 +140,49 @@ static bool holds_data(Qcow2 *s, uint64_t c, uint64_t e)
            (t == CT_UNALLOC && s->backing && c * s->cs < node_size(s->backing));
 }
 
+bool qcow2_wait_allocs(Qcow2 *s, uint64_t c0, uint64_t n)
+{
+    bool waited = false;
+    for (guint i = 0; i < s->allocs->len;) {
+        const Qcow2Alloc *a = &g_array_index(s->allocs, Qcow2Alloc, i);
+        if (a->c0 < c0 + n && c0 < a->c0 + a->n) {
+            g_cond_wait(&s->alloc_cond, &s->lock);
+            waited = true;
+            i = 0; /* the array changed */
+        } else {
+            i++;
+        }
+    }
+    return waited;
+}
+
+static void alloc_begin(Qcow2 *s, uint64_t c0, uint64_t n)
+{
+    Qcow2Alloc a = { c0, n };
+    g_array_append_val(s->allocs, a);
+}
+
+static void alloc_end(Qcow2 *s, uint64_t c0)
+{
+    for (guint i = 0; i < s->allocs->len; i++)
+        if (g_array_index(s->allocs, Qcow2Alloc, i).c0 == c0) {
+            g_array_remove_index_fast(s->allocs, i);
+            g_cond_broadcast(&s->alloc_cond);
+            return;
+        }
+    g_assert_not_reached();
+}
+
 /* Writes a prefix of [offset, offset+count): an in-place run, or one run
- * of clusters that need new allocations.  *done says how much. */
+ * of clusters that need new allocations.  *done says how much.
+ *
+ * An allocating run takes its new clusters and reads what a partial write
+ * keeps under s->lock, then writes the data without it -- so writes to
+ * different new clusters (a sequential copy into a new image) overlap in
+ * the kernel instead of queueing on the lock -- and sets the L2 entries
+ * under it again.  Meanwhile the run is registered in s->allocs: another
+ * request for those clusters would see them unallocated and allocate them
+ * twice, so it waits (qcow2_wait_allocs) and looks again. */
 static int write_step(Qcow2 *s, const void *buf, uint64_t count, uint64_t offset, uint64_t *done)
 {
     const uint64_t cs = s->cs, in = offset & (cs - 1), c0 = offset >> s->cluster_bits;
@@ -149,6 +190,7 @@ static int write_step(Qcow2 *s, const void *buf, uint64_t count, uint64_t offset
     uint64_t e0;
     g_autofree uint8_t *bounce = NULL;
     g_mutex_lock(&s->lock);
+retry:;
     int r = s->broken ? -EIO : qcow2_get_entry(s, c0, &e0);
     if (r < 0)
         goto out;
@@ -170,6 +212,8 @@ static int write_step(Qcow2 *s, const void *buf, uint64_t count, uint64_t offset
         k++;
     if (r < 0)
         goto out;
+    if (qcow2_wait_allocs(s, c0, k))
+        goto retry;
     uint64_t len = MIN(count, k * cs - in);
     uint64_t tail = (in + len) & (cs - 1); /* bytes used in the last cluster, 0 = whole */
     uint64_t host;
@@ -200,9 +244,18 @@ static int write_step(Qcow2 *s, const void *buf, uint64_t count, uint64_t offset
      * before the entry points at it, so a power loss cannot leave the
      * entry pointing at a cluster that never got that data. */
     g_assert(qcow2_clusters_allocated(s, host, k));
+    alloc_begin(s, c0, k);
+    g_mutex_unlock(&s->lock);
     node_debug_event(s->file, BLKDBG_WRITE_AIO);
-    if ((r = qcow2_file_write(s, data, k * cs, host)) < 0 || (keeps_old && (r = node_flush(s->file)) < 0) ||
-        (r = qcow2_set_entries(s, c0, k, host, OFLAG_COPIED)) < 0)
+    r = qcow2_file_write(s, data, k * cs, host);
+    if (r == 0 && keeps_old)
+        r = node_flush(s->file);
+    g_mutex_lock(&s->lock);
+    /* A failed write leaks the new clusters (qemu-img check: leaks only). */
+    if (r == 0)
+        r = qcow2_set_entries(s, c0, k, host, OFLAG_COPIED);
+    alloc_end(s, c0);
+    if (r < 0)
         goto out;
     *done = len;
 out:
@@ -291,6 +344,8 @@ int qcow2_zero(void *o, uint32_t count, uint64_t offset, uint32_t flags)
             if ((r = qcow2_get_entry(s, c, &e)) == 0 && !qcow2_reads_zero_cheaply(s, e, c * cs) && s->backing)
                 r = -ENOTSUP; /* the node layer writes zeroes */
     }
+    if (r == 0 && a < b)
+        qcow2_wait_allocs(s, a, b - a); /* entries looked at above are not in [a, b) */
     if (r == 0)
         r = qcow2_zero_clusters(s, a, b, may_trim);
 out:
@@ -314,6 +369,8 @@ int qcow2_trim(void *o, uint32_t count, uint64_t offset, uint32_t flags)
     block_flush_gen_write(&s->flush_gen);
     g_rw_lock_reader_lock(&s->io_lock);
     g_mutex_lock(&s->lock);
+    if (a < b)
+        qcow2_wait_allocs(s, a, b - a);
     if (s->broken)
         r = -EIO;
     else

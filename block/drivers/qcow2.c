@@ -107,6 +107,10 @@ static void qcow2_free(Qcow2 *s)
     qcow2_free_snapshots(s);
     qcow2_bitmaps_free(s);
     g_rw_lock_clear(&s->io_lock);
+    g_assert(!s->allocs || s->allocs->len == 0);
+    if (s->allocs)
+        g_array_free(s->allocs, TRUE);
+    g_cond_clear(&s->alloc_cond);
     g_mutex_clear(&s->lock);
     g_free(s);
 }
@@ -378,6 +382,8 @@ static void *qcow2_open(BlockNode *self, const BlockdevOptionsQcow2 *opts, bool 
     Qcow2 *s = g_new0(Qcow2, 1);
     g_mutex_init(&s->lock);
     g_rw_lock_init(&s->io_lock);
+    g_cond_init(&s->alloc_cond);
+    s->allocs = g_array_new(FALSE, FALSE, sizeof(Qcow2Alloc));
     s->read_only = read_only;
     uint64_t l2_cache = 0, cache = 0;
     if ((opts->has_l2_cache_size && !block_option_size("l2-cache-size", opts->l2_cache_size, &l2_cache, errp)) ||

@@ -11,6 +11,9 @@
 #   file:   blockd driver=file  vs  nbdkit file  vs  qemu-nbd -f raw
 #           (qemu-nbd's default cache mode, writeback, and aio=threads)
 #   memory: blockd driver=memory  vs  nbdkit memory
+#   qcow2:  blockd driver=qcow2  vs  qemu-nbd -f qcow2, on a new image made
+#           by qemu-img create (64 KiB clusters, no preallocation), so the
+#           sequential write includes cluster allocation
 # Plus the machine's ceiling: a socketpair stream of 256 KiB writes.
 # BENCH_QUICK=1 uses a 256 MiB disk and 1 s fio runs (a smoke test).
 set -euo pipefail
@@ -25,7 +28,7 @@ else
 fi
 HERE=$(cd "$(dirname "$0")" && pwd)
 
-for tool in nbdcopy nbdinfo nbdkit qemu-nbd fio cc; do
+for tool in nbdcopy nbdinfo nbdkit qemu-nbd qemu-img fio cc; do
     command -v "$tool" >/dev/null || { echo "run-bench: $tool is not installed" >&2; exit 1; }
 done
 [[ -x $BLOCKD ]] || { echo "run-bench: BLOCKD=$BLOCKD is not executable" >&2; exit 1; }
@@ -63,6 +66,12 @@ start_server() {
             --export type=nbd,id=e,node-name=m,writable=on \
             --nbd-server "addr.type=unix,addr.path=$SOCK" >/dev/null &
         ;;
+    blockd-qcow2)
+        "$BLOCKD" --blockdev "driver=qcow2,node-name=q,file.driver=file,file.filename=$img" \
+            --export type=nbd,id=e,node-name=q,writable=on \
+            --nbd-server "addr.type=unix,addr.path=$SOCK" >/dev/null &
+        ;;
+    qemu-nbd-qcow2) qemu-nbd -t -e 16 -k "$SOCK" -f qcow2 "$img" & ;;
     nbdkit-file)   nbdkit -f -U "$SOCK" file "$img" & ;;
     nbdkit-memory) nbdkit -f -U "$SOCK" memory "${SIZE_MIB}M" & ;;
     qemu-nbd)      qemu-nbd -t -e 16 -k "$SOCK" -f raw "$img" & ;;
@@ -117,7 +126,10 @@ bench_server() {
     local kind=$1 i v
     echo "  $kind ..." >&2
     rm -f "$TMP/disk.img"
-    truncate -s "${SIZE_MIB}M" "$TMP/disk.img"
+    case $kind in
+    *qcow2) qemu-img create -q -f qcow2 "$TMP/disk.img" "${SIZE_MIB}M" ;;
+    *) truncate -s "${SIZE_MIB}M" "$TMP/disk.img" ;;
+    esac
     start_server "$kind"
     nbdinfo --can multi-conn "$URI" && MULTICONN[$kind]=yes || MULTICONN[$kind]=no
     # Writes first, so reads and random I/O see a fully written disk.
@@ -175,7 +187,17 @@ for kind in blockd-file nbdkit-file qemu-nbd; do bench_server "$kind"; done
 sample_limit
 echo "run-bench: memory servers" >&2
 for kind in blockd-memory nbdkit-memory; do bench_server "$kind"; done
-sample_limit; sample_limit
+sample_limit
+echo "run-bench: qcow2 servers" >&2
+for kind in blockd-qcow2 qemu-nbd-qcow2; do bench_server "$kind"; done
+# The kernel's ceiling for the sequential write: dd of the source into a
+# new file on the same tmpfs, 256 KiB writes, no NBD and no format.
+v=(); for ((i = 0; i < RUNS; i++)); do
+    rm -f "$TMP/dd.img"; mibps dd if="$TMP/src.img" of="$TMP/dd.img" bs=256K conv=fsync status=none; v+=("$LAST")
+done
+rm -f "$TMP/dd.img"
+DD_CEILING=$(median "${v[@]}")
+sample_limit
 LIMIT=$(median "${LIMITS[@]}")
 
 echo
@@ -189,3 +211,6 @@ echo "qemu-nbd runs with its defaults (cache=writeback, aio=threads) plus -t -e 
 echo "nbdkit file with its defaults (page cache); blockd driver=file with its defaults."
 table "file-backed image in /dev/shm" blockd-file nbdkit-file qemu-nbd
 table "memory" blockd-memory nbdkit-memory
+table "qcow2 image in /dev/shm (issue 15's target: 1.3x qemu-nbd)" blockd-qcow2 qemu-nbd-qcow2
+awk -v c="$DD_CEILING" -v b="${RESULT[seq-write,blockd-qcow2]}" -v q="${RESULT[seq-write,qemu-nbd-qcow2]}" \
+    'BEGIN { printf "ceiling: dd into a new tmpfs file %.0f MiB/s; qcow2 seq-write blockd %.0f%%, qemu-nbd %.0f%% of it\n", c, 100 * b / c, 100 * q / c }'

@@ -19,7 +19,9 @@
    transaction, each reflected in the image (qemu-img info) at once;
    QEMU's default granularity (the cluster size within 4..64 KiB).
 4. A read-only qcow2 node: its bitmaps come up read-only and nothing is
-   written to the image."""
+   written to the image.
+5. Bitmaps beside internal snapshots: create, copy-on-write and delete
+   keep the bitmaps; QEMU reads them back, qemu-img check is clean."""
 import json
 import os
 import shutil
@@ -401,12 +403,52 @@ def test_read_only(tmp):
     print('read-only node: bitmaps read-only, image untouched')
 
 
+def test_with_snapshots(tmp):
+    """Persistent bitmaps and internal snapshots in one image: creating and
+    deleting a snapshot (which rewrites the refcounts and copies shared
+    clusters on write) keeps the bitmap directory and every mark; QEMU reads
+    both back and qemu-img check is clean."""
+    img = os.path.join(tmp, 'snap.qcow2')
+    create(img)
+    with Daemon(blockd_cmd()) as d:
+        q = d.qmp()
+        add_qcow2(q, img)
+        sock = nbd_start(q, d)
+        ok(q.cmd('block-dirty-bitmap-add', {'node': 'q0', 'name': 'p', 'persistent': True}), 'add p')
+        export(q, [])
+        write_through(sock, WRITES[:2])
+        ok(q.cmd('blockdev-snapshot-internal-sync', {'device': 'q0', 'name': 's1'}), 'snapshot s1')
+        write_through(sock, WRITES[1:4])  # copies clusters the snapshot shares
+        ok(q.cmd('blockdev-snapshot-internal-sync', {'device': 'q0', 'name': 's2'}), 'snapshot s2')
+        ok(q.cmd('blockdev-snapshot-delete-internal-sync', {'device': 'q0', 'name': 's1'}), 'delete s1')
+        write_through(sock, WRITES[4:])
+        unexport(q)
+        export(q, ['p'])
+        want = nbd_map(sock_uri(sock), 'p')
+        unexport(q)
+        count, digest = bitmaps(q)['p']['count'], sha(q, 'p')
+        quit(d, q)
+    check(count == 65536 * 4 + 3 * MiB, 'count of p: %d' % count)
+    check(image_bitmaps(img) == {'p': (65536, ['auto'])}, 'bitmaps after snapshots: %r' % image_bitmaps(img))
+    image_clean(img)
+    snaps = qemu_img('snapshot', '-l', img)
+    check(' s2 ' in snaps and ' s1 ' not in snaps, 'snapshot list: %s' % snaps)
+    with QemuNbd(img, ['p']) as srv:
+        check(nbd_map(sock_uri(srv.sock), 'p') == want, 'qemu-nbd map of p differs')
+    with Daemon(qsd_cmd()) as d:
+        q = d.qmp()
+        add_qcow2(q, img, read_only=True)
+        check(sha(q, 'p') == digest, 'QSD hash of p differs')
+        quit(d, q)
+    print('bitmaps survive internal snapshot create/delete: count %d, QEMU agrees' % count)
+
+
 def main():
     need('qemu-img', 'qemu-nbd', 'nbdinfo', 'qemu-storage-daemon')
     import_nbd()
     tmp = tempfile.mkdtemp(prefix='blockd-qcow2-bitmaps.', dir=os.environ.get('TEST_TMPDIR', '/var/tmp'))
     try:
-        which = sys.argv[1:] or ['b2q', 'q2b', 'mgmt', 'ro']
+        which = sys.argv[1:] or ['b2q', 'q2b', 'mgmt', 'ro', 'snap']
         if 'b2q' in which:
             test_blockd_to_qemu(tmp)
         if 'q2b' in which:
@@ -415,6 +457,8 @@ def main():
             test_management(tmp)
         if 'ro' in which:
             test_read_only(tmp)
+        if 'snap' in which:
+            test_with_snapshots(tmp)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     print('ok')
