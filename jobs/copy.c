@@ -56,7 +56,7 @@ static uint64_t clusters_bytes(CopyEngine *e, uint64_t first, uint64_t count)
     return end - start;
 }
 
-static bool buffer_is_zero(const void *buf, size_t len)
+bool copy_buffer_is_zero(const void *buf, size_t len)
 {
     const unsigned char *p = buf;
     if (len == 0)
@@ -101,7 +101,7 @@ static int copy_data(const CopyConfig *c, uint64_t offset, uint64_t len, void *b
         return r;
     }
     *is_read = false;
-    if (buffer_is_zero(buf, len))
+    if (copy_buffer_is_zero(buf, len))
         return write_zeroes(c, offset, len);
     if (c->compress)
         return target_end(c, node_pwrite_compressed(target_begin(c), buf, (uint32_t)len, offset));

@@ -40,6 +40,9 @@ typedef struct CopyConfig {
     Job *job;                /* progress is reported to it (may be NULL) */
 } CopyConfig;
 
+/* True if the `len` bytes at `buf` are all zero. */
+bool copy_buffer_is_zero(const void *buf, size_t len);
+
 /* True if every byte of `node` reads as zero (by its extents), so zeroes
  * need not be written to it as a copy target. */
 bool copy_node_reads_zero(BlockNode *node);

@@ -2,6 +2,7 @@
  * still reads from the layers above a base, serialised with client writes
  * to the node by a range lock of its own. */
 #include "jobs/stream.h"
+#include "jobs/copy.h"
 #include "block/node-perm.h"
 #include "block/range-lock.h"
 #include "block/user.h"
@@ -189,13 +190,18 @@ static int copy_locked(StreamCopier *c, uint64_t offset, uint64_t len, uint64_t 
     copying = c;
     /* Client writes that landed before the lock made parts of it top's own. */
     for (uint64_t pos = offset; r == 0 && pos < offset + len;) {
-        bool own;
-        uint64_t n;
+        bool own = true;
+        uint64_t n = 0;
         r = top_allocation(c, pos, offset + len - pos, &own, &n);
         if (r == 0 && !own) {
             /* Reading top reads the layer that holds the region. */
             r = node_pread(c->top, c->buf, (uint32_t)n, pos);
-            if (r == 0)
+            /* Zeroes become zero clusters, as QEMU's copy-on-read writes
+             * them (without MAY_TRIM: they must not fall through to the
+             * backing node again). */
+            if (r == 0 && copy_buffer_is_zero(c->buf, n))
+                r = node_zero(c->top, (uint32_t)n, pos, 0);
+            else if (r == 0)
                 r = node_pwrite(c->top, c->buf, (uint32_t)n, pos, 0);
             if (r == 0)
                 *copied += n;

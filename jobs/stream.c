@@ -40,7 +40,7 @@ static int stream_run(Job *job, GError **errp)
                 error = r;
             if (a == BLOCK_ERROR_ACTION_REPORT)
                 return r;
-            done = done ? done : chunk;   /* ignore: go on past the region */
+            done = done ? done : MIN(chunk, len - offset);   /* ignore: go on past the region */
         }
         offset += done;
         job_progress_add(job, done);

@@ -7,7 +7,8 @@ QMP script against qemu-storage-daemon and blockd.
    chain, a backing file for a full stream, a taken filter node name, busy
    nodes while a stream runs, blockdev-del of a layer in use); a
    rate-limited stream is listed alike by query-block-jobs and cancelled
-   with the same events.
+   with the same events; with auto-finalize off the link changes only at
+   job-finalize.
 2. Live: an NBD client writes into top and verifies while top is streamed
    from mid (base kept, backing file recorded as given), then from base
    (the whole chain): no write fails, the export reads the chain's merge
@@ -22,7 +23,7 @@ import sys
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from chain_lib import (MiB, ChainWriter, backing_chain, check, check_clean, compare, export, image_name, make_chain,  # noqa: E402
                        node_names, normalise, open_chain_named, qmp_chain, read_image, reply, run_both,
-                       wait_job_end)
+                       wait_job_end, wait_until)
 
 SIZE = 64 * MiB
 
@@ -63,6 +64,18 @@ def refusals(q, d, tmp):
     out.append(('cancel', reply(q.cmd('block-job-cancel', {'device': 'x'}))))
     out.append(('events', normalise(wait_job_end(q, 'x'))))
     out.append(('chain', [image_name(f[0]) for f in qmp_chain(q, 'top')]))
+    # Manual finalize: the link changes at job-finalize, not before.
+    stream(job_id='m', base_node='base', auto_finalize=False, auto_dismiss=False)
+    evs = wait_until(q, lambda e: e['event'] == 'JOB_STATUS_CHANGE' and e['data'] == {'id': 'm', 'status': 'pending'})
+    out.append(('pending', [image_name(f[0]) for f in qmp_chain(q, 'top')]))
+    out.append(('finalize', reply(q.cmd('job-finalize', {'id': 'm'}))))
+    evs += wait_until(q, lambda e: e['event'] == 'JOB_STATUS_CHANGE' and e['data'] == {'id': 'm', 'status': 'concluded'})
+    out.append(('dismiss', reply(q.cmd('job-dismiss', {'id': 'm'}))))
+    evs += wait_job_end(q, 'm')
+    # (qemu-storage-daemon 7.2 may crash on query-named-block-nodes between
+    # the finalize and the dismiss of a stream, so the chain is read after.)
+    out.append(('finalized', [image_name(f[0]) for f in qmp_chain(q, 'top')]))
+    out.append(('events', normalise(evs)))
     return out
 
 

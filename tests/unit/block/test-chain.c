@@ -279,6 +279,8 @@ static void test_relink_name_given(void)
         return;
     make_chain("n");
     g_autofree char *top_file = path("%s", "n-top.qcow2");
+    /* A persistent bitmap's header extensions survive the rewrite. */
+    g_assert_cmpint(run(NULL, "qemu-img bitmap --add %s b0", top_file), ==, 0);
     BlockNode *top = open_top("n");
     g_autofree char *top_name = g_strdup(node_name(top));
     GError *err = NULL;
@@ -290,6 +292,11 @@ static void test_relink_name_given(void)
     /* qemu-img opens the relinked chain. */
     g_autofree char *out = NULL;
     g_assert_cmpint(run(&out, "qemu-io -f qcow2 -r -c 'read -P 1 64k 960k' -c 'read -P 3 0 64k' %s", top_file), ==, 0);
+    g_autofree char *info = NULL;
+    g_assert_cmpint(run(&info, "qemu-img info %s", top_file), ==, 0);
+    g_assert_nonnull(strstr(info, "name: b0"));
+    g_autofree char *check = NULL;
+    g_assert_cmpint(run(&check, "qemu-img check -q %s", top_file), ==, 0);
 }
 
 int main(int argc, char **argv)
