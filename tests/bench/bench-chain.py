@@ -18,6 +18,8 @@ writing a new qcow2 image) as the ceiling; medians and their ratios.
   active commit: block-commit of top (and mid) into base, job-complete at
           READY (the chain's users move to base), `qemu-img commit -b
           base` of top as the ceiling.
+          (Their MiB/s divide the chain's size; a commit moves the quarter
+          of it that mid holds, top's eighth lying inside mid's quarter.)
 
 BENCH_SIZE (bytes), BENCH_ROUNDS and BENCH_QUICK=1 (256 MiB) shrink the
 run.  The machine the numbers come from is shared and noisy: compare the
