@@ -6,7 +6,8 @@
    top and mid hold), job-complete moves the export to base while the
    client keeps writing: no write fails or is lost (the export reads the
    client's model), base.qcow2 reads the same once closed, qemu-img check
-   is clean, top's and mid's images are untouched.
+   is clean, top's and mid's images are untouched.  Without a client,
+   READY's len (what top and mid hold) equals qemu-storage-daemon's.
 2. Cancel after READY (a second commit and blockdev-del of mid and base
    refused alike meanwhile): block-job-cancel ends the job without the switch
    (BLOCK_JOB_COMPLETED, no error); a second commit cancelled with
@@ -113,7 +114,20 @@ def cancel(q, d, tmp):
     return normalise(events), where, chain, nodes, answers
 
 
+def first_pass(q, d, tmp):
+    """No client: READY's len is what top and mid hold, nothing else."""
+    c = make_chain(tmp, SIZE)
+    open_chain_named(q, c)
+    ok(q.cmd('block-commit', {'job-id': 'fp', 'device': 'top'}), 'block-commit')
+    length = ready(q, 'fp')[1]
+    ok(q.cmd('job-cancel', {'id': 'fp'}), 'job-cancel')
+    wait_job_end(q, 'fp')
+    return length
+
+
 def main():
+    want, got = run_both(first_pass)
+    check(want == got, 'READY len %d, qemu-storage-daemon %d' % (got, want))
     want, got = run_both(complete)
     for i, what in enumerate(('events', 'exports', 'chains', 'nodes')):
         compare(what + ' after the completed commit', want[i], got[i])
