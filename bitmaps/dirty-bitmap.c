@@ -186,6 +186,47 @@ static void node_closing(BlockNode *node, void *opaque)
     g_free(nb);
 }
 
+/* The first `nbits` bits of `old` in a bitmap of that many (the rest clear). */
+static HBitmap *bits_resized(const HBitmap *old, uint64_t nbits)
+{
+    HBitmap *hb = hbitmap_new(nbits);
+    uint64_t words = MIN((hbitmap_size(old) + 63) / 64, (nbits + 63) / 64);
+    for (uint64_t w = 0; w < words; w++) {
+        uint64_t v = hbitmap_word(old, w);
+        if (w == nbits / 64 && nbits % 64)
+            v &= (UINT64_C(1) << (nbits % 64)) - 1;
+        if (v)
+            hbitmap_or_word(hb, w, v);
+    }
+    return hb;
+}
+
+/* block_resize: every bitmap covers the new size (QEMU's
+ * bdrv_dirty_bitmap_truncate): bits past a smaller end are gone, a larger
+ * end adds clean granules; persistent ones are stored again. */
+static void node_resized(BlockNode *node, void *opaque)
+{
+    NodeBitmaps *nb = opaque;
+    uint64_t size = node_size(node);
+    change_begin(nb);
+    bool persist = false;
+    for (guint i = 0; i < nb->bitmaps->len; i++) {
+        DirtyBitmap *bm = nb->bitmaps->pdata[i];
+        uint64_t nbits = (size + bm->granularity - 1) / bm->granularity;
+        HBitmap *bits = bits_resized(bm->bits, nbits);
+        hbitmap_free(bm->bits);
+        bm->bits = bits;
+        if (bm->durable) {
+            HBitmap *durable = bits_resized(bm->durable, nbits);
+            hbitmap_free(bm->durable);
+            bm->durable = durable;
+        }
+        bm->size = size;
+        persist |= bm->persistent;
+    }
+    change_end(nb, persist, false, NULL);
+}
+
 static NodeBitmaps *node_bitmaps(BlockNode *node, bool create)
 {
     g_mutex_lock(&registry_lock);
@@ -199,6 +240,7 @@ static NodeBitmaps *node_bitmaps(BlockNode *node, bool create)
         nb->bitmaps = g_ptr_array_new_with_free_func((GDestroyNotify)dirty_bitmap_free);
         g_hash_table_insert(registry, node, nb);
         node_add_close_notifier(node, node_closing, nb);
+        node_add_resize_notifier(node, node_resized, nb);
     }
     g_mutex_unlock(&registry_lock);
     return nb;
@@ -551,9 +593,11 @@ size_t dirty_bitmap_memory(DirtyBitmap *bm) { return hbitmap_memory(bm->bits); }
 char *dirty_bitmap_sha256(DirtyBitmap *bm)
 {
     size_t len = hbitmap_serialized_size(bm->bits);
-    g_autofree uint8_t *buf = g_malloc(len ? len : 1);
+    /* QEMU's bitmaps have at least one word, also for an empty node (one
+     * resized to 0): its hash is that of 8 zero bytes. */
+    g_autofree uint8_t *buf = g_malloc0(MAX(len, (size_t)8));
     hbitmap_serialize(bm->bits, buf);
-    return g_compute_checksum_for_data(G_CHECKSUM_SHA256, buf, len);
+    return g_compute_checksum_for_data(G_CHECKSUM_SHA256, buf, MAX(len, (size_t)8));
 }
 
 uint64_t dirty_bitmap_count(DirtyBitmap *bm)

@@ -43,6 +43,18 @@ BlockNode *node_create_child(BlockNode *parent, const BlockdevOptions *nested, c
     return node_create(&o, errp);
 }
 
+BlockNode *node_create_anonymous(const BlockdevOptions *nested, const char *base, GError **errp)
+{
+    BlockdevOptions o = *nested;
+    g_autofree char *name = NULL;
+    if (!o.has_node_name) {
+        name = implicit_name(base, "");
+        o.has_node_name = true;
+        o.node_name = name;
+    }
+    return node_create(&o, errp);
+}
+
 BlockNode *node_open_child(BlockNode *parent, const BlockdevRef *ref, const char *suffix, bool *created,
                            GError **errp)
 {

@@ -111,6 +111,25 @@ typedef struct BlockDriver {
      * accepts I/O up to the new size. */
     int (*grow)(void *opaque, uint64_t size);
 
+    /* Optional (block_resize): makes the node exactly `size` bytes long,
+     * growing or shrinking it; the node layer has checked that the node is
+     * writable, holds the resize permission and has drained its I/O.
+     * False with QEMU's error text. */
+    bool (*truncate)(void *opaque, uint64_t size, GError **errp);
+
+    /* Optional (blockdev-create): makes a new image as the driver's branch
+     * of `options` says (options->driver is this driver's type), on the
+     * calling job's thread.  False with QEMU's error text. */
+    bool (*create)(const BlockdevCreateOptions *options, GError **errp);
+
+    /* Optional (change-backing-file, and stream and commit when they
+     * rewrite a chain): records `backing_file` (NULL: none) and its format
+     * (NULL: none) as the image's backing file in its own metadata; the
+     * backing node in use does not change.  Also called on read-only
+     * nodes (QEMU reopens them read-write for it).  False with *errp set. */
+    bool (*change_backing_file)(void *opaque, const char *backing_file, const char *backing_format,
+                                GError **errp);
+
     /* Optional: what query-named-block-nodes shows of an image format
      * (backing file, cluster size).  Strings stay owned by the driver. */
     void (*image_info)(void *opaque, struct BlockImageInfo *info);

@@ -24,13 +24,20 @@ struct BlockNode {
     GRWLock hooks_lock;
     GPtrArray *hooks;     /* NodeWriteHook * */
     gint nhooks;
-    GPtrArray *close_notifiers; /* CloseNotifier * */
+    GPtrArray *close_notifiers; /* NodeNotifier * */
+    GPtrArray *resize_notifiers; /* NodeNotifier * */
     /* Permissions (node-perm.c, under its lock). */
     GPtrArray *claims;    /* NodePermClaim * held on this node by users and parents */
     GPtrArray *edges;     /* NodePermClaim * this node holds on its children */
     uint64_t perm, shared;         /* what the claims add up to, in force */
     uint64_t new_perm, new_shared; /* the same during an update */
 };
+
+/* A callback on a node event (close, resize). */
+typedef struct NodeNotifier {
+    void (*fn)(BlockNode *node, void *opaque);
+    void *opaque;
+} NodeNotifier;
 
 /* Gives `parent` a claim on its new child `child` in `role` and applies it
  * (the child's driver takes image locks); false with QEMU's error when

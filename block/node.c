@@ -17,11 +17,6 @@ struct NodeWriteHook {
     void *opaque;
 };
 
-typedef struct CloseNotifier {
-    void (*fn)(BlockNode *node, void *opaque);
-    void *opaque;
-} CloseNotifier;
-
 static GMutex graph_lock;
 static GHashTable *graph_by_name; /* name -> BlockNode * (graph's reference) */
 static GPtrArray *graph_order;    /* creation order, same references */
@@ -159,6 +154,7 @@ BlockNode *node_create(const BlockdevOptions *options, GError **errp)
     g_rw_lock_init(&node->hooks_lock);
     node->hooks = g_ptr_array_new_with_free_func(g_free);
     node->close_notifiers = g_ptr_array_new_with_free_func(g_free);
+    node->resize_notifiers = g_ptr_array_new_with_free_func(g_free);
     node_perm_init(node);
     node->opaque = block_driver_open(drv, node, options, read_only, errp);
     if (!node->opaque)
@@ -338,7 +334,7 @@ void node_unref(BlockNode *node)
     if (!node || !g_atomic_int_dec_and_test(&node->refcount))
         return;
     for (guint i = 0; i < node->close_notifiers->len; i++) {
-        CloseNotifier *n = node->close_notifiers->pdata[i];
+        NodeNotifier *n = node->close_notifiers->pdata[i];
         n->fn(node, n->opaque);
     }
     if (node->opaque && node->drv->close)
@@ -352,6 +348,7 @@ void node_unref(BlockNode *node)
     g_ptr_array_free(node->implicit, TRUE);
     g_ptr_array_free(node->hooks, TRUE);
     g_ptr_array_free(node->close_notifiers, TRUE);
+    g_ptr_array_free(node->resize_notifiers, TRUE);
     g_rw_lock_clear(&node->hooks_lock);
     g_free(node->blocker);
     node_perm_clear(node);
@@ -520,7 +517,8 @@ bool node_add_implicit_child(BlockNode *parent, BlockNode *child, NodeChildRole 
 
 const char *node_name(BlockNode *node) { return node->name; }
 const char *node_driver_name(BlockNode *node) { return node->drv->name; }
-/* The size only grows (node_grow), so a relaxed atomic read is enough. */
+/* It changes by node_grow (growing only) and node_truncate (under a drain of
+ * every user, so no request in flight can see it move). */
 uint64_t node_size(BlockNode *node) { return __atomic_load_n(&node->size, __ATOMIC_ACQUIRE); }
 bool node_read_only(BlockNode *node) { return node->read_only; }
 const NodeCaps *node_caps(BlockNode *node) { return &node->caps; }
@@ -565,7 +563,7 @@ void node_remove_before_write_hook(BlockNode *node, NodeWriteHook *hook)
 
 void node_add_close_notifier(BlockNode *node, void (*fn)(BlockNode *node, void *opaque), void *opaque)
 {
-    CloseNotifier *n = g_new0(CloseNotifier, 1);
+    NodeNotifier *n = g_new0(NodeNotifier, 1);
     n->fn = fn;
     n->opaque = opaque;
     g_ptr_array_add(node->close_notifiers, n);

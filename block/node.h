@@ -177,5 +177,26 @@ void node_debug_event(BlockNode *node, BlkdebugEvent event);
 /* Grows a writable node to at least `size` bytes (formats appending to their
  * file); 0 if it already is that large, -ENOTSUP if the driver cannot. */
 int node_grow(BlockNode *node, uint64_t size);
+/* block_resize: makes the node exactly `size` bytes long (its I/O drained
+ * meanwhile); QEMU's errors for read-only nodes and drivers that cannot.
+ * The caller holds a claim with the resize permission (node-perm.h), or
+ * is a parent driver whose edge passes it down (raw, blkdebug).  Resize
+ * notifiers run before the drain ends. */
+bool node_truncate(BlockNode *node, uint64_t size, GError **errp);
+/* Calls fn after every change of the node's size by node_truncate (dirty
+ * bitmaps follow it), on the resizing thread with the node drained. */
+void node_add_resize_notifier(BlockNode *node, void (*fn)(BlockNode *node, void *opaque), void *opaque);
+/* Rewrites the backing file name (and format) recorded in the node's image
+ * through its driver's change_backing_file (also for a read-only node: the
+ * driver writes its header as QEMU's reopen for it would); false with
+ * *errp set if the driver cannot. */
+bool node_change_backing_file(BlockNode *node, const char *backing_file, const char *backing_format,
+                              GError **errp);
+/* blockdev-create: makes the image `options` describe with the driver it
+ * names (on the calling thread: a job's).  False with QEMU's error. */
+bool block_image_create(const BlockdevCreateOptions *options, GError **errp);
+/* Whether blockdev-create can make images of this driver; false with QEMU's
+ * "Driver does not support blockdev-create" otherwise. */
+bool block_image_create_supported(BlockdevDriver driver, GError **errp);
 /* Fills `info` with the driver's image details; false (info zeroed) if it has none. */
 bool node_image_info(BlockNode *node, BlockImageInfo *info);

@@ -430,8 +430,9 @@ static gpointer job_thread(gpointer p)
     int ret = job->drv->run(job, &err);
     g_mutex_lock(&job_mutex);
     job->ret = ret;
+    /* query-jobs shows the message without its hint (a second line), as QMP's desc. */
     if (ret && ret != -ECANCELED && err && !job->error)
-        job->error = g_strdup(err->message);
+        job->error = g_strndup(err->message, strcspn(err->message, "\n"));
     g_mutex_unlock(&job_mutex);
     g_clear_error(&err);
     g_idle_add(job_exit_cb, job);

@@ -15,3 +15,8 @@ struct nbdkit_plugin *blockd_plugin_null_init (void);
  * offset holding [offset, offset+count) of `handle`; always 0. */
 int blockd_file_read_fd (void *handle, uint32_t count, uint64_t offset,
                          int *fd, uint64_t *fd_offset);
+
+/* Resize hook of the built-in memory plugin (no request in flight): pages
+ * past the new end are dropped, so growing again reads zeroes there; 0 or
+ * -errno. */
+int blockd_memory_resize (void *handle, uint64_t size);

@@ -341,6 +341,56 @@ memory_extents (void *handle, uint32_t count, uint64_t offset, uint32_t flags,
   return 0;
 }
 
+#ifdef BLOCKD_BUILTIN
+#include <errno.h>
+
+/* Declared in plugins/builtin-plugins.h. */
+int blockd_memory_resize (void *handle, uint64_t size);
+
+/* blockd's resize hook (block_resize on a memory node, no request in
+ * flight): the tail of the last page past the new end is zeroed and whole
+ * pages and tables past it are freed, so growing again reads zeroes. */
+int
+blockd_memory_resize (void *handle, uint64_t size)
+{
+  struct memory_store *s = handle;
+  if (size > MAX_SIZE)
+    return -EFBIG;
+  size_t new_len = (size + L2_SPAN - 1) / L2_SPAN;
+  uint64_t first_gone = (size + PAGE_SIZE - 1) >> PAGE_SHIFT;
+  if (size & (PAGE_SIZE - 1)) {
+    char **l2 = store_l2 (s, size >> PAGE_SHIFT, false);
+    char *p = l2 ? l2[(size >> PAGE_SHIFT) & (L2_PAGES - 1)] : NULL;
+    if (p)
+      memset (p + (size & (PAGE_SIZE - 1)), 0, PAGE_SIZE - (size & (PAGE_SIZE - 1)));
+  }
+  for (size_t i = first_gone >> L2_BITS; i < s->l1_len; i++) {
+    if (!s->l1[i])
+      continue;
+    for (uint64_t j = 0; j < L2_PAGES; j++) {
+      if (((uint64_t) i << L2_BITS) + j >= first_gone) {
+        free (s->l1[i][j]);
+        s->l1[i][j] = NULL;
+      }
+    }
+    if (i >= new_len) {
+      free (s->l1[i]);
+      s->l1[i] = NULL;
+    }
+  }
+  if (new_len > s->l1_len) {
+    char ***l1 = realloc (s->l1, new_len * sizeof *l1);
+    if (!l1)
+      return -ENOMEM;
+    memset (l1 + s->l1_len, 0, (new_len - s->l1_len) * sizeof *l1);
+    s->l1 = l1;
+    s->l1_len = new_len;
+  }
+  s->size = size;
+  return 0;
+}
+#endif
+
 static struct nbdkit_plugin plugin = {
   .name              = "memory",
   .longname          = "blockd memory plugin",

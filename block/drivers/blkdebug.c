@@ -341,12 +341,19 @@ static void blkdebug_replace_child(void *o, BlockNode *old_child, BlockNode *new
     s->child = new_child;
 }
 
+/* block_resize passes through to the image (QEMU's blkdebug_co_truncate). */
+static bool blkdebug_truncate(void *o, uint64_t size, GError **errp)
+{
+    return node_truncate(((BlkdebugState *)o)->child, size, errp);
+}
+
 const BlockDriver block_driver_blkdebug = {
     .name = "blkdebug",
     .type = BLOCKDEV_DRIVER_BLKDEBUG,
     .open.blkdebug = blkdebug_open,
     .close = blkdebug_close,
     .get_size = blkdebug_get_size,
+    .truncate = blkdebug_truncate,
     .can_write = blkdebug_can_write,
     .can_flush = blkdebug_yes,
     .can_trim = blkdebug_can_trim,

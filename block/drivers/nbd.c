@@ -51,7 +51,8 @@ typedef struct NbdTarget {
     unsigned nconns;
     guint next;                 /* atomic: round-robin cursor */
     gint64 dead_since;          /* monotonic us of the first failed reconnect, 0 when healthy */
-    uint64_t size;
+    uint64_t size;              /* what the node shows: the export's, or less after block_resize */
+    uint64_t export_size;       /* the export's size at connection */
     bool can_flush, can_trim, can_zero, can_fua, can_extents, can_multi_conn, rotational, read_only;
 } NbdTarget;
 
@@ -486,7 +487,7 @@ static void *nbd_open(BlockNode *self, const BlockdevOptionsNbd *opts, bool read
         g_set_error(errp, G_IO_ERROR, G_IO_ERROR_FAILED, "Failed to get NBD export size: %s", nbd_get_error());
         goto fail;
     }
-    t->size = (uint64_t)size;
+    t->size = t->export_size = (uint64_t)size;
     t->read_only = read_only || nbd_is_read_only(h) == 1;
     t->can_flush = nbd_can_flush(h) == 1;
     t->can_trim = nbd_can_trim(h) == 1;
@@ -504,6 +505,19 @@ fail:
 
 static void nbd_drv_close(void *opaque) { nbd_target_free(opaque); }
 static int64_t nbd_get_size_cb(void *opaque) { return (int64_t)((NbdTarget *)opaque)->size; }
+
+/* block_resize (QEMU's nbd_co_truncate, not exact): an NBD export cannot
+ * grow; a smaller size only narrows what the node shows of it. */
+static bool nbd_truncate_cb(void *opaque, uint64_t size, GError **errp)
+{
+    NbdTarget *t = opaque;
+    if (size > t->export_size) {
+        g_set_error(errp, G_IO_ERROR, G_IO_ERROR_INVALID_ARGUMENT, "Cannot grow NBD nodes");
+        return false;
+    }
+    t->size = size;
+    return true;
+}
 static int nbd_can_write_cb(void *opaque) { return !((NbdTarget *)opaque)->read_only; }
 static int nbd_can_flush_cb(void *opaque) { return ((NbdTarget *)opaque)->can_flush; }
 static int nbd_can_trim_cb(void *opaque) { return ((NbdTarget *)opaque)->can_trim; }
@@ -639,6 +653,7 @@ const BlockDriver block_driver_nbd = {
     .open.nbd = nbd_open,
     .close = nbd_drv_close,
     .get_size = nbd_get_size_cb,
+    .truncate = nbd_truncate_cb,
     .can_write = nbd_can_write_cb,
     .can_flush = nbd_can_flush_cb,
     .can_trim = nbd_can_trim_cb,

@@ -60,15 +60,32 @@ static bool pwrite_all(int fd, const void *buf, size_t len, off_t off)
     return true;
 }
 
-bool qcow2_create_image(const char *path, uint64_t size, const char *backing_file,
-                        const char *backing_format, uint32_t cluster_size, GError **errp)
+/* Sets refcount entry `i` of a refcount block to 1 (entries of `bits` bits;
+ * below a byte they are packed from the least significant bit, as QEMU does). */
+static void refcount_one(uint8_t *block, uint64_t i, uint32_t bits)
 {
-    if (cluster_size == 0)
-        cluster_size = 65536;
+    switch (bits) {
+    case 64: put_be64(block + 8 * i, 1); break;
+    case 32: put_be32(block + 4 * i, 1); break;
+    case 16: put_be16(block + 2 * i, 1); break;
+    case 8: block[i] = 1; break;
+    default: block[i * bits / 8] |= (uint8_t)(1u << (i * bits % 8)); break;
+    }
+}
+
+uint8_t *qcow2_create_metadata(const Qcow2CreateParams *p, size_t *len_out, GError **errp)
+{
+    const uint32_t cluster_size = p->cluster_size ? p->cluster_size : 65536;
+    const uint32_t version = p->version ? p->version : 3;
+    const uint32_t rbits = p->refcount_bits ? p->refcount_bits : 16;
+    const uint64_t size = p->size;
+    g_assert(version == 2 || version == 3);
+    g_assert(rbits <= 64 && (rbits & (rbits - 1)) == 0 && (version == 3 || rbits == 16));
+    g_assert(version == 3 || !p->lazy_refcounts);
     if (cluster_size < 512 || cluster_size > (1u << MAX_CLUSTER_BITS) || (cluster_size & (cluster_size - 1))) {
         qcow2_set_error(errp, G_IO_ERROR_INVALID_ARGUMENT,
                 "Cluster size must be a power of two between 512 and 2048k, not %u", cluster_size);
-        return false;
+        return NULL;
     }
     const uint64_t cs = cluster_size;
     const uint32_t bits = (uint32_t)g_bit_nth_lsf(cluster_size, -1);
@@ -77,25 +94,26 @@ bool qcow2_create_image(const char *path, uint64_t size, const char *backing_fil
     if (l1_size * 8 > MAX_L1_BYTES) {
         qcow2_set_error(errp, G_IO_ERROR_INVALID_ARGUMENT, "Image size %" PRIu64 " is too big for cluster size %u",
                 size, cluster_size);
-        return false;
+        return NULL;
     }
+    const char *backing_file = p->backing_file, *backing_format = p->backing_format;
     size_t blen = backing_file ? strlen(backing_file) : 0;
     size_t flen = backing_format && backing_file ? strlen(backing_format) : 0;
     if (blen > MAX_BACKING_NAME) {
         qcow2_set_error(errp, G_IO_ERROR_INVALID_ARGUMENT, "Backing file name too long");
-        return false;
+        return NULL;
     }
-    /* Cluster 0: header (112 bytes), extensions, backing name. */
-    const uint32_t header_length = 112;
+    /* Cluster 0: header (112 bytes in v3, 72 in v2), extensions, backing name. */
+    const uint32_t header_length = version == 3 ? 112 : 72;
     uint64_t ext_len = (flen ? 8 + DIV_UP(flen, 8) * 8 : 0) + 8;
     uint64_t backing_off = blen ? header_length + ext_len : 0;
     if (header_length + ext_len + blen > cs) {
         qcow2_set_error(errp, G_IO_ERROR_INVALID_ARGUMENT,
                 "Backing file name too long for a cluster size of %u", cluster_size);
-        return false;
+        return NULL;
     }
     /* Layout: header, refcount table, refcount blocks, L1 table. */
-    const uint64_t rbe = cs * 8 / 16, l1c = DIV_UP(l1_size * 8, cs);
+    const uint64_t rbe = cs * 8 / rbits, l1c = DIV_UP(l1_size * 8, cs);
     uint64_t rtc = 1, rbc = 1;
     for (;;) {
         uint64_t total = 1 + rtc + rbc + l1c;
@@ -108,10 +126,10 @@ bool qcow2_create_image(const char *path, uint64_t size, const char *backing_fil
     const uint64_t total = 1 + rtc + rbc + l1c;
     const uint64_t rt_off = cs, rb_off = (1 + rtc) * cs, l1_off = (1 + rtc + rbc) * cs;
 
-    g_autofree uint8_t *meta = g_malloc0(total * cs);
+    uint8_t *meta = g_malloc0(total * cs);
     uint8_t *h = meta;
     put_be32(h, QCOW2_MAGIC);
-    put_be32(h + 4, 3);
+    put_be32(h + 4, version);
     put_be64(h + 8, backing_off);
     put_be32(h + 16, (uint32_t)blen);
     put_be32(h + 20, bits);
@@ -123,11 +141,13 @@ bool qcow2_create_image(const char *path, uint64_t size, const char *backing_fil
     put_be32(h + 56, (uint32_t)rtc);
     put_be32(h + 60, 0);
     put_be64(h + 64, 0);
-    put_be64(h + 72, 0);
-    put_be64(h + 80, 0);
-    put_be64(h + 88, 0);
-    put_be32(h + 96, 4);
-    put_be32(h + 100, header_length);
+    if (version == 3) {
+        put_be64(h + 72, 0);
+        put_be64(h + 80, p->lazy_refcounts ? 1 : 0); /* compatible feature bit 0: lazy refcounts */
+        put_be64(h + 88, 0);
+        put_be32(h + 96, (uint32_t)g_bit_nth_lsf(rbits, -1));
+        put_be32(h + 100, header_length);
+    }
     uint64_t off = header_length;
     if (flen) {
         put_be32(h + off, EXT_BACKING_FORMAT);
@@ -141,15 +161,28 @@ bool qcow2_create_image(const char *path, uint64_t size, const char *backing_fil
     for (uint64_t i = 0; i < rbc; i++)
         put_be64(meta + rt_off + 8 * i, rb_off + i * cs);
     for (uint64_t c = 0; c < total; c++)
-        put_be16(meta + rb_off + 2 * c, 1);
+        refcount_one(meta + rb_off + (c / rbe) * cs, c % rbe, rbits);
+    /* Up to the L1 table's last entry, as QEMU writes it (the rest reads as zeroes). */
+    *len_out = l1_size ? l1_off + l1_size * 8 : total * cs;
+    return meta;
+}
 
+bool qcow2_create_image(const char *path, uint64_t size, const char *backing_file,
+                        const char *backing_format, uint32_t cluster_size, GError **errp)
+{
+    const Qcow2CreateParams p = { .size = size, .backing_file = backing_file, .backing_format = backing_format,
+                                  .cluster_size = cluster_size };
+    size_t len;
+    g_autofree uint8_t *meta = qcow2_create_metadata(&p, &len, errp);
+    if (!meta)
+        return false;
     int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
     if (fd < 0) {
         int err = errno;
         qcow2_set_error(errp, g_io_error_from_errno(err), "Could not create '%s': %s", path, g_strerror(err));
         return false;
     }
-    bool ok = pwrite_all(fd, meta, total * cs, 0) && fsync(fd) == 0;
+    bool ok = pwrite_all(fd, meta, len, 0) && fsync(fd) == 0;
     int err = errno;
     if (close(fd) < 0 && ok) {
         ok = false;

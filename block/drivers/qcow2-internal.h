@@ -16,6 +16,7 @@
  *   qcow2-bitmap.c    persistent dirty bitmaps: the bitmaps extension, its
  *                     directory and tables, blockd's crash-safe marks
  *   qcow2-backing-file.c  the backing file name and format in the header
+ *   qcow2-image.c     resize, backing file name rewrite, creation on a node
  *
  * Every function here except the byte-order and entry helpers expects
  * s->lock held, unless it says otherwise. */
@@ -274,6 +275,15 @@ void qcow2_rc_set(const Qcow2 *s, uint8_t *b, uint64_t i, uint64_t v);
 uint64_t qcow2_rc_max(const Qcow2 *s);
 /* For assertions: [off, off + n*cs) is whole clusters in the file, outside the header, L1 and refcount table, each with a refcount >= 1 (no I/O). */
 bool qcow2_clusters_allocated(Qcow2 *s, uint64_t off, uint64_t n);
+
+/* ---- the image as a whole (qcow2-image.c): BlockDriver callbacks, taking s->lock themselves ---- */
+
+/* block_resize: grows the L1 table or crops the clusters past the new end; the header's size follows. */
+bool qcow2_truncate(void *o, uint64_t size, GError **errp);
+/* change-backing-file: rewrites the header's backing file name and format extension. */
+bool qcow2_change_backing_file(void *o, const char *name, const char *fmt, GError **errp);
+/* blockdev-create driver=qcow2: writes a new image to the `file` node the options name. */
+bool qcow2_create_on_node(const BlockdevCreateOptions *options, GError **errp);
 
 /* ---- the data path (qcow2-io.c): BlockDriver callbacks, taking s->lock themselves ---- */
 

@@ -598,4 +598,7 @@ const BlockDriver block_driver_qcow2 = {
     .bitmaps_write = qcow2_bitmaps_write,
     .bitmaps_sync = qcow2_bitmaps_sync,
     .write_backing_file = qcow2_write_backing_file,
+    .truncate = qcow2_truncate,
+    .change_backing_file = qcow2_change_backing_file,
+    .create = qcow2_create_on_node,
 };

@@ -11,6 +11,7 @@
 typedef struct RawState {
     BlockNode *self, *child;
     uint64_t offset, size;
+    bool fixed_size;     /* the `size` option was given */
     BlockFlushGen flush_gen;
 } RawState;
 
@@ -68,11 +69,22 @@ static void *raw_open_over(BlockNode *self, BlockNode *child, bool created, cons
     s->child = child;
     s->offset = offset;
     s->size = size;
+    s->fixed_size = opts->has_size;
     return s;
 }
 
 static void raw_close(void *opaque) { g_free(opaque); }
-static int64_t raw_get_size(void *opaque) { return (int64_t)((RawState *)opaque)->size; }
+/* Without a size option the file's current length counts (QEMU's
+ * raw_getlength), so a resized file resizes the raw node above it. */
+static int64_t raw_get_size(void *opaque)
+{
+    RawState *s = opaque;
+    if (!s->fixed_size && s->child) {
+        uint64_t child = node_size(s->child);
+        s->size = child > s->offset ? child - s->offset : 0;
+    }
+    return (int64_t)s->size;
+}
 
 static const NodeCaps *child_caps(void *opaque) { return node_caps(((RawState *)opaque)->child); }
 static int raw_can_write(void *o) { return !node_read_only(((RawState *)o)->child); }
@@ -186,6 +198,24 @@ static void raw_replace_child(void *o, BlockNode *old_child, BlockNode *new_chil
     block_flush_gen_write(&s->flush_gen);  /* the next flush reaches the new child */
 }
 
+/* block_resize: the file follows, past the window's offset (QEMU's raw_co_truncate). */
+static bool raw_truncate(void *opaque, uint64_t size, GError **errp)
+{
+    RawState *s = opaque;
+    if (s->fixed_size) {
+        g_set_error(errp, G_IO_ERROR, G_IO_ERROR_NOT_SUPPORTED, "Cannot resize fixed-size raw disks");
+        return false;
+    }
+    if (INT64_MAX - size < s->offset) {
+        g_set_error(errp, G_IO_ERROR, G_IO_ERROR_INVALID_ARGUMENT, "Disk size too large for the chosen offset");
+        return false;
+    }
+    if (!node_truncate(s->child, s->offset + size, errp))
+        return false;
+    s->size = size;
+    return true;
+}
+
 const BlockDriver block_driver_raw = {
     .name = "raw",
     .type = BLOCKDEV_DRIVER_RAW,
@@ -213,4 +243,5 @@ const BlockDriver block_driver_raw = {
     .read_fd = raw_read_fd,
     .image_info = raw_image_info,
     .replace_child = raw_replace_child,
+    .truncate = raw_truncate,
 };

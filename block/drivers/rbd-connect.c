@@ -281,6 +281,41 @@ fail:
     return NULL;
 }
 
+bool rbd_image_create(const BlockdevCreateOptions *options, GError **errp)
+{
+    const BlockdevCreateOptionsRbd *c = &options->u.rbd;
+    if (c->location->has_snapshot) {
+        g_set_error(errp, G_IO_ERROR, G_IO_ERROR_INVALID_ARGUMENT, "Can't use snapshot name for image creation");
+        return false;
+    }
+    int order = 0; /* librbd's default object size */
+    if (c->has_cluster_size) {
+        if ((c->cluster_size - 1) & c->cluster_size) {
+            g_set_error(errp, G_IO_ERROR, G_IO_ERROR_INVALID_ARGUMENT, "obj size needs to be power of 2");
+            return false;
+        }
+        if (c->cluster_size < 4096) {
+            g_set_error(errp, G_IO_ERROR, G_IO_ERROR_INVALID_ARGUMENT, "obj size too small");
+            return false;
+        }
+        order = g_bit_nth_lsf(c->cluster_size, -1);
+    }
+    RbdOptions o = { 0 };
+    RbdImage *s = g_new0(RbdImage, 1);
+    g_mutex_init(&s->log_lock);
+    bool ok = take_options(c->location, NULL, &o, errp) && connect_pool(s, &o, errp);
+    if (ok) {
+        int r = rbd_create(s->ioctx, o.image, c->size, &order);
+        if (r < 0) {
+            g_set_error(errp, G_IO_ERROR, g_io_error_from_errno(-r), "error rbd create: %s", g_strerror(-r));
+            ok = false;
+        }
+    }
+    rbd_options_clear(&o);
+    rbd_image_close(s);
+    return ok;
+}
+
 void rbd_image_close(RbdImage *s)
 {
     if (s->image)

@@ -227,6 +227,15 @@ static int rbd_drv_grow(void *o, uint64_t size)
     return r;
 }
 
+/* block_resize (QEMU's qemu_rbd_co_truncate): librbd drops the objects past a new, smaller end. */
+static bool rbd_drv_truncate(void *o, uint64_t size, GError **errp)
+{
+    int r = rbd_drv_grow(o, size);
+    if (r < 0)
+        g_set_error(errp, G_IO_ERROR, g_io_error_from_errno(-r), "Failed to resize file: %s", g_strerror(-r));
+    return r == 0;
+}
+
 static void rbd_drv_close(void *o) { rbd_image_close(o); }
 static int64_t rbd_drv_get_size(void *o) { return (int64_t)((RbdImage *)o)->size; }
 static int rbd_drv_can_write(void *o) { return !((RbdImage *)o)->read_only; }
@@ -264,4 +273,6 @@ const BlockDriver block_driver_rbd = {
     .zero = rbd_drv_zero,
     .extents = rbd_drv_extents,
     .grow = rbd_drv_grow,
+    .truncate = rbd_drv_truncate,
+    .create = rbd_image_create,
 };

@@ -28,5 +28,8 @@ typedef struct RbdImage {
  * and fails if another live client holds it. */
 RbdImage *rbd_image_open(const BlockdevOptionsRbd *opts, const BlockdevCacheOptions *cache, bool read_only,
                          GError **errp);
+/* blockdev-create driver=rbd: creates the image `location` names with
+ * the given size and object size (QEMU's qemu_rbd_do_create and texts). */
+bool rbd_image_create(const BlockdevCreateOptions *options, GError **errp);
 /* Closes the image (flushing it, releasing the lock) and the connection. */
 void rbd_image_close(RbdImage *s);

@@ -44,6 +44,7 @@ typedef struct PluginLibrary {
                               * values until unload; freed with the library */
     int (*read_fd)(void *handle, uint32_t count, uint64_t offset,
                    int *fd, uint64_t *fd_offset); /* blockd-only hook or NULL */
+    int (*resize)(void *handle, uint64_t size); /* blockd-only hook or NULL */
     unsigned handles;        /* open handles (nodes) */
     GMutex all_requests_lock;/* thread model <= SERIALIZE_ALL_REQUESTS */
     InternPool interned;     /* strings interned outside a connection */

@@ -16,6 +16,7 @@
 #include <unistd.h>
 
 #include "block/driver.h"
+#include "block/file-create.h"
 #include "block/file-lock.h"
 #include "block/options.h"
 
@@ -244,6 +245,33 @@ static int file_grow(void *opaque, uint64_t size)
     return r;
 }
 
+/* block_resize: a regular file is cut or extended to exactly `size` (QEMU's
+ * raw_co_truncate); a block device can only be "resized" within its size. */
+static bool file_truncate(void *opaque, uint64_t size, GError **errp)
+{
+    int fd;
+    uint64_t fd_offset;
+    struct stat st;
+    if (plugin_handle_read_fd(H(opaque), 0, 0, &fd, &fd_offset) < 0 || fstat(fd, &st) < 0) {
+        g_set_error(errp, G_IO_ERROR, G_IO_ERROR_NOT_SUPPORTED, "Image format driver does not support resize");
+        return false;
+    }
+    if (S_ISREG(st.st_mode)) {
+        if (!file_truncate_fd(fd, size, PREALLOC_MODE_OFF, errp))
+            return false;
+    } else if (size > (uint64_t) C(opaque)->size) {
+        g_set_error(errp, G_IO_ERROR, G_IO_ERROR_NOT_SUPPORTED, "Cannot grow device files");
+        return false;
+    }
+    plugin_handle_set_size(H(opaque), size);
+    return true;
+}
+
+static bool file_create(const BlockdevCreateOptions *options, GError **errp)
+{
+    return file_image_create(&options->u.file, errp);
+}
+
 static const BlockDriver file_driver = {
     .name = "file",
     .type = BLOCKDEV_DRIVER_FILE,
@@ -251,6 +279,8 @@ static const BlockDriver file_driver = {
     PLUGIN_DRIVER_CALLBACKS,
     .read_fd = file_read_fd,
     .grow = file_grow,
+    .truncate = file_truncate,
+    .create = file_create,
     .check_perm = file_check_perm,
     .set_perm = file_set_perm,
     .abort_perm = file_abort_perm,
@@ -265,10 +295,22 @@ static void *memory_open(BlockNode *self, const BlockdevOptionsMemory *opts, boo
     return open_with("memory", "size", value, read_only, errp);
 }
 
+static bool memory_truncate(void *opaque, uint64_t size, GError **errp)
+{
+    int r = plugin_handle_resize(H(opaque), size);
+    if (r < 0) {
+        g_set_error(errp, G_IO_ERROR, g_io_error_from_errno(-r), "Could not resize the memory disk: %s",
+                    g_strerror(-r));
+        return false;
+    }
+    return true;
+}
+
 static const BlockDriver memory_driver = {
     .name = "memory",
     .type = BLOCKDEV_DRIVER_MEMORY,
     .open.memory = memory_open,
+    .truncate = memory_truncate,
     PLUGIN_DRIVER_CALLBACKS,
 };
 

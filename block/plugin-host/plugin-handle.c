@@ -514,6 +514,24 @@ int plugin_handle_cache(PluginHandle *h, uint32_t count, uint64_t offset)
     return r;
 }
 
+int plugin_handle_resize(PluginHandle *h, uint64_t size)
+{
+    if (!h->lib->resize)
+        return -ENOTSUP;
+    HostCall saved;
+    call_begin(h, &saved, false);
+    int r = h->lib->resize(h->handle, size);
+    call_end(h, &saved);
+    if (r == 0)
+        h->caps.size = (int64_t)size;
+    return r;
+}
+
+void plugin_handle_set_size(PluginHandle *h, uint64_t size)
+{
+    h->caps.size = (int64_t)size;
+}
+
 int plugin_handle_read_fd(PluginHandle *h, uint32_t count, uint64_t offset, int *fd, uint64_t *fd_offset)
 {
     if (!h->lib->read_fd)

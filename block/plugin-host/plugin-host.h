@@ -52,6 +52,12 @@ int plugin_handle_zero(PluginHandle *h, uint32_t count, uint64_t offset, uint32_
 int plugin_handle_extents(PluginHandle *h, uint32_t count, uint64_t offset, uint32_t flags, BlockExtents *extents);
 /* The plugin's native cache (a no-op if it has no callback). */
 int plugin_handle_cache(PluginHandle *h, uint32_t count, uint64_t offset);
+/* Resizes the plugin's disk through a blockd-only hook (the memory
+ * plugin's), no request in flight: 0, -ENOTSUP without the hook, or -errno. */
+int plugin_handle_resize(PluginHandle *h, uint64_t size);
+/* Records a new size that the plugin's disk got behind its back (a file
+ * truncated through its descriptor). */
+void plugin_handle_set_size(PluginHandle *h, uint64_t size);
 /* Zero-copy read through a blockd-only plugin hook, or -ENOTSUP. */
 int plugin_handle_read_fd(PluginHandle *h, uint32_t count, uint64_t offset, int *fd, uint64_t *fd_offset);
 

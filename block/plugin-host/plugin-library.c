@@ -30,14 +30,15 @@ typedef struct BuiltinPlugin {
     const char *name;
     struct nbdkit_plugin *(*init)(void);
     int (*read_fd)(void *handle, uint32_t count, uint64_t offset, int *fd, uint64_t *fd_offset);
+    int (*resize)(void *handle, uint64_t size);
 } BuiltinPlugin;
 
 /* Our own plugins are instance-safe (see plugins/null.c), so each handle
  * gets its own configuration. */
 static const BuiltinPlugin builtin_plugins[] = {
-    { "file", blockd_plugin_file_init, blockd_file_read_fd },
-    { "memory", blockd_plugin_memory_init, NULL },
-    { "null", blockd_plugin_null_init, NULL },
+    { "file", blockd_plugin_file_init, blockd_file_read_fd, NULL },
+    { "memory", blockd_plugin_memory_init, NULL, blockd_memory_resize },
+    { "null", blockd_plugin_null_init, NULL, NULL },
 };
 
 static GMutex setup_lock;
@@ -147,6 +148,7 @@ static PluginLibrary *load_builtin(const BuiltinPlugin *b, GError **errp)
     lib->builtin = true;
     lib->per_node_config = true;
     lib->read_fd = b->read_fd;
+    lib->resize = b->resize;
     call_load(lib);
     return lib;
 }

@@ -41,6 +41,9 @@ flags_of() {
 expect "$(flags_of backup)" blockctl -s "$QMP" backup n0 --
 expect "$(flags_of mirror)" blockctl -s "$QMP" mirror n0 --
 expect "$(flags_of restore)" blockctl restore full.img --
+expect "$(flags_of create)" blockctl create new.qcow2 1G --
+expect "raw qcow2" blockctl create new.qcow2 1G --format ""
+expect "off falloc full" blockctl create new.img 1G --preallocation ""
 bitmap_subs=$(grep -E '^  bitmap ' <<<"$help" | awk '{print $2}' | sort -u | xargs)
 expect "$bitmap_subs" blockctl bitmap ""
 verbs=$(grep -E '^  job ' <<<"$help" | grep -oE '[a-z]+(\|[a-z]+)+' | tr '|' ' ')
@@ -53,6 +56,7 @@ start_blockd --chardev "socket,id=m0,path=$QMP,server=on,wait=off" --monitor cha
     --export type=nbd,id=exp0,node-name=mem0
 expect "mem0 null1" blockctl -s "$QMP" backup ""
 expect "mem0 null1" blockctl -s "$QMP" mirror mem0 --to ""
+expect "mem0 null1" blockctl -s "$QMP" resize ""
 "$BLOCKCTL" -s "$QMP" bitmap add mem0 bm0 || fail "bitmap add"
 expect "mem0 null1" blockctl -s "$QMP" bitmap remove ""
 expect "bm0" blockctl -s "$QMP" bitmap remove mem0 ""

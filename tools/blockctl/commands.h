@@ -40,3 +40,6 @@ int cmd_pull(int argc, char **argv);
 int cmd_snapshot(int argc, char **argv);
 /* cmd-restore.c: an image rebuilt from a full backup and its increments. */
 int cmd_restore(int argc, char **argv);
+/* cmd-image.c: new images (blockdev-create) and resized nodes (block_resize). */
+int cmd_create(int argc, char **argv);
+int cmd_resize(int argc, char **argv);

@@ -63,6 +63,11 @@ static const Command commands[] = {
       "one increment of a stream from --cursor (prints the next cursor); --all: every increment", cmd_pull },
     { "snapshot", "snapshot NODE FILE [--name NEWNODE] [--existing]",
       "put a new qcow2 overlay FILE on top of NODE while its exports keep serving", cmd_snapshot },
+    { "create",
+      "create FILE SIZE [--format raw|qcow2] [--backing FILE [--backing-format FMT]] [--cluster-size SIZE] "
+      "[--preallocation off|falloc|full] [--job ID]",
+      "make a new image FILE through the daemon (blockdev-create jobs); SIZE takes k/M/G", cmd_create },
+    { "resize", "resize NODE SIZE", "grow or shrink a node (block_resize); SIZE takes k/M/G", cmd_resize },
     { "jobs", "jobs", "list block jobs", cmd_jobs },
     { "job", "job pause|resume|cancel|complete|finalize|dismiss ID", "control a job", cmd_job },
 };
