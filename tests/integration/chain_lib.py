@@ -204,17 +204,19 @@ class FailingNode:
             q.cmd('blockdev-add', f.blockdev('base'))   # an 'nbd' node
             f.fail(True) ... f.fail(False)"""
 
-    def __init__(self, size, errno_name='EIO', writes=None, reads_only=False):
+    def __init__(self, size, errno_name='EIO', writes=None, reads_only=False, read_delay=0):
         """reads_only: only reads fail (error-pread-rate); block status
         still answers.  QEMU 7.2's stream, ignoring a block-status failure,
-        retries the same offset for ever."""
+        retries the same offset for ever.  read_delay: every read takes
+        that many seconds (nbdkit's delay filter), a slow backing node."""
         self.size, self.errno_name = size, errno_name
         self.writes = layer_writes(size, 'base') if writes is None else list(writes)
         self.dir = tempfile.mkdtemp(prefix='blockd-failing.')
         self.flag = os.path.join(self.dir, 'fail')
         rate = 'error-pread-rate=100%' if reads_only else 'error-rate=100%'
-        self.kit = Nbdkit('memory', str(size), 'error=' + errno_name, rate,
-                          'error-file=' + self.flag, filters=['error'])
+        delay = ['delay-read=%d' % read_delay] if read_delay else []
+        self.kit = Nbdkit('memory', str(size), 'error=' + errno_name, rate, 'error-file=' + self.flag,
+                          *delay, filters=(['delay'] if read_delay else []) + ['error'])
 
     @property
     def sock(self):

@@ -43,6 +43,9 @@ def main():
         check(p.returncode == 0 and re.search(r'stream stream-top completed in [0-9.]+ s: top now has %s as its '
                                               r'backing node' % re.escape(base), p.stdout), 'stream: %r' % (p,))
         check(len(qmp_chain(q, 'top')) == 2, 'stream --base: chain %r' % qmp_chain(q, 'top'))
+        # mid, opened from top's header, is closed; base, opened by mid, stays (top's now).
+        files = sorted(n['image']['filename'] for n in q.cmd('query-named-block-nodes')['return'])
+        check(files == sorted([c.top, c.top, c.base, c.base]), 'nodes after stream --base: %r' % files)
         check(backing_chain(c.top)[1][0] == c.base, 'qemu-img info: %r' % backing_chain(c.top))
         check(q.cmd('query-jobs') == {'return': []}, 'blockctl left the job behind')
         check(read_all(d.path('nbd.sock'), 'top', SIZE) == bytes(c.expected), 'data after stream')
@@ -59,7 +62,8 @@ def main():
               % (SIZE, SIZE), 'pull --all: %r' % (p,))
         check(len(qmp_chain(q, 'top')) == 1 and backing_chain(c.top) == [(c.top, 'qcow2', None, None)],
               'pull --all left a backing file')
-        q.cmd('query-jobs')
+        names = sorted(n['node-name'] for n in q.cmd('query-named-block-nodes')['return'])
+        check(names == ['top', 'top-file'], 'nodes after pull --all: %r' % names)
         done = [e for e in q.events if e['event'] == 'BLOCK_JOB_COMPLETED']
         check(len(done) == 1 and done[0]['data']['type'] == 'stream', 'completion events: %r' % done)
         check(read_all(d.path('nbd.sock'), 'top', SIZE) == bytes(c.expected), 'data after pull')
