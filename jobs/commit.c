@@ -87,6 +87,10 @@ static int commit_run(Job *job, GError **errp)
     uint64_t len = node_size(c->top);
     g_autofree uint8_t *buf = g_malloc(COMMIT_BUFFER_SIZE);
     job_progress_set_total(job, len);
+    /* A smaller base grows first (QEMU's commit_run); what the layers above
+     * read past its old end stays zero. */
+    if (node_size(c->base) < len && !node_truncate(c->base, len, errp))
+        return -EIO;
     uint64_t n = 0;
     for (uint64_t offset = 0; offset < len; offset += n) {
         n = 0;
@@ -251,13 +255,6 @@ static Job *intermediate_commit_create(const CommitOptions *o, const ChainCommit
     g_assert(above); /* top is below the root */
     if (!node_check_ops(above, errp) || !check_writable(r->base, errp) || !check_writable(above, errp))
         return NULL;
-    /* QEMU grows a smaller base first; blockd does not resize images. */
-    if (node_size(r->base) < node_size(r->top)) {
-        fail(errp, "Base '%s' (%" G_GUINT64_FORMAT " bytes) is smaller than top '%s' (%" G_GUINT64_FORMAT
-             " bytes)", node_name(r->base), (guint64)node_size(r->base), node_name(r->top),
-             (guint64)node_size(r->top));
-        return NULL;
-    }
     if (o->speed < 0) {
         fail(errp, "Parameter 'speed' expects a non-negative value");
         return NULL;
@@ -272,8 +269,10 @@ static Job *intermediate_commit_create(const CommitOptions *o, const ChainCommit
     block_user_describe(tu, "block-job", id, "top");
     /* QEMU's commit job writes base letting others only read it (the
      * chain above does) and write what does not change. */
-    BlockUser *bu = block_user_new(r->base, desc, BLOCK_PERM_WRITE | BLOCK_PERM_CONSISTENT_READ,
-                                   BLOCK_PERM_CONSISTENT_READ | BLOCK_PERM_WRITE_UNCHANGED, errp);
+    uint64_t perm = BLOCK_PERM_WRITE | BLOCK_PERM_CONSISTENT_READ;
+    if (node_size(r->base) < node_size(r->top))
+        perm |= BLOCK_PERM_RESIZE; /* the job grows it first, as QEMU's */
+    BlockUser *bu = block_user_new(r->base, desc, perm, BLOCK_PERM_CONSISTENT_READ | BLOCK_PERM_WRITE_UNCHANGED, errp);
     if (!bu) {
         block_user_free(tu);
         return NULL;

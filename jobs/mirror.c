@@ -62,6 +62,7 @@ typedef struct Mirror {
      * first pass copies (the source, then the intermediate nodes, each
      * with a reference), and the intermediate nodes are op-blocked. */
     GPtrArray *layers;
+    bool grow_target;    /* active commit into a smaller base: grown first (QEMU's mirror_run) */
     CopyConfig copy;     /* how one region is copied (zeroes always written) */
 
     GMutex lock;
@@ -564,6 +565,8 @@ static void mirror_undrain(Mirror *m)
 static int mirror_run(Job *job, GError **errp)
 {
     Mirror *m = job_opaque(job);
+    if (m->grow_target && !node_truncate(m->target, node_size(m->source), errp))
+        return -EIO;
     if (m->sync != MIRROR_SYNC_MODE_NONE) {
         int r = mirror_dirty_init(m, job);
         if (r < 0)
@@ -730,7 +733,8 @@ static bool mirror_validate(const MirrorOptions *o, BlockNode **src, BlockNode *
         return false;
     if (node_read_only(*tgt))
         return fail(errp, "Node '%s' is read-only", node_name(*tgt));
-    if (node_size(*tgt) != node_size(*src))
+    /* An active commit grows a smaller base, as QEMU does. */
+    if (node_size(*tgt) != node_size(*src) && !(o->active_commit && node_size(*tgt) < node_size(*src)))
         return fail(errp, "Source and target image have different sizes");
     if (o->speed < 0)
         return fail(errp, "Parameter 'speed' expects a non-negative value");
@@ -759,7 +763,10 @@ Job *mirror_job_create(const MirrorOptions *opts, GError **errp)
     uint64_t target_shared = BLOCK_PERM_WRITE_UNCHANGED;
     if (opts->active_commit)
         target_shared |= BLOCK_PERM_CONSISTENT_READ | BLOCK_PERM_WRITE;
-    BlockUser *tu = sc ? block_user_new(tgt, desc, BLOCK_PERM_WRITE, target_shared, errp) : NULL;
+    bool grow = node_size(tgt) < node_size(src);
+    BlockUser *tu = sc ? block_user_new(tgt, desc, BLOCK_PERM_WRITE | (grow ? BLOCK_PERM_RESIZE : 0), target_shared,
+                                        errp)
+                       : NULL;
     if (!tu) {
         node_perm_release(sc);
         return NULL;
@@ -770,6 +777,7 @@ Job *mirror_job_create(const MirrorOptions *opts, GError **errp)
     m->target_user = tu;
     m->source = node_ref(src);
     m->target = node_ref(tgt);
+    m->grow_target = grow;
     m->copy_mode = opts->copy_mode;
     m->on_source_error = opts->on_source_error;
     m->on_target_error = opts->on_target_error;

@@ -6,9 +6,9 @@
    a second one and blockdev-del of each node it holds are refused alike,
    a user pause and resume of it answer and change state alike, and that
    commit (no backing-file: base's file name is recorded) ends the
-   same way.  (blockd only: a base smaller than top is refused, as blockd
-   does not grow images where QEMU does; a layer that leaves the chain
-   may not be written while the commit runs, where QEMU drops the writes.)
+   same way.  A base smaller than top grows first, as in QEMU.  (blockd
+   only: a layer that leaves the chain may not be written while the
+   commit runs, where QEMU drops the writes.)
 2. Intermediate commit of mid into base (backing-file 'base.qcow2') on
    base <- mid <- top while an NBD client writes to top and verifies: the
    export reads the merge plus every acknowledged write, base holds the
@@ -20,12 +20,13 @@
 import errno
 import json
 import os
+import subprocess
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from lib import errno_of, import_nbd  # noqa: E402
 from chain_lib import (MiB, ChainWriter, connect, fail, first_difference, backing_chain, check, check_clean, compare, export,  # noqa: E402
-                       make_chain, merge, node_names, normalise, ok, open_chain_named, qmp_chain,
+                       make_chain, merge, node_names, normalise, ok, open_chain_named, qmp_chain, read_all,
                        read_image, reply, run, run_both, wait_job_end, wait_status, wait_until)
 
 SIZE = 64 * MiB
@@ -150,26 +151,49 @@ def intermediate(q, d, tmp):
     return normalise(events), chain, nodes
 
 
-def smaller_base():
-    """blockd only (QEMU grows the base): a base smaller than top is refused, and the daemon stays up."""
-    def script(q, d, tmp):
-        base, mid = os.path.join(tmp, 'small.qcow2'), os.path.join(tmp, 'big.qcow2')
-        run('qemu-img', 'create', '-q', '-f', 'qcow2', base, str(SIZE // 2))
-        run('qemu-img', 'create', '-q', '-f', 'qcow2', '-b', base, '-F', 'qcow2', mid, str(SIZE))
-        for name, path, extra in (('small', base, {}), ('big', mid, {'backing': 'small'})):
-            ok(q.cmd('blockdev-add', dict({'driver': 'qcow2', 'node-name': name,
-                                           'file': {'driver': 'file', 'filename': path}}, **extra)), 'add')
-        r = q.cmd('block-commit', {'job-id': 'j', 'device': 'big'})
-        check(reply(r) == ('GenericError', "Source and target image have different sizes"), 'active: %r' % r)
-        over = os.path.join(tmp, 'over.qcow2')
-        run('qemu-img', 'create', '-q', '-f', 'qcow2', '-b', mid, '-F', 'qcow2', over)
-        ok(q.cmd('blockdev-add', {'driver': 'qcow2', 'node-name': 'over', 'backing': 'big',
-                                  'file': {'driver': 'file', 'filename': over}}), 'add over')
-        r = q.cmd('block-commit', {'job-id': 'j', 'device': 'over', 'top-node': 'big'})
-        check(reply(r) == ('GenericError', "Base 'small' (%d bytes) is smaller than top 'big' (%d bytes)"
-                           % (SIZE // 2, SIZE)), 'intermediate: %r' % r)
-        check(q.cmd('query-block-jobs')['return'] == [], 'a job was left')
-    run_both(script, need_qsd=False)
+def smaller_base(q, d, tmp):
+    """A base smaller than the layers above grows first, as in QEMU: for an
+    intermediate commit, then for an active one."""
+    small = os.path.join(tmp, 'small.qcow2')
+    run('qemu-img', 'create', '-q', '-f', 'qcow2', small, str(SIZE // 2))
+    run('qemu-io', '-f', 'qcow2', '-c', 'write -P 0x11 0 1M', small)
+    paths = [small]
+    for name in ('big', 'over'):
+        paths.append(os.path.join(tmp, name + '.qcow2'))
+        run('qemu-img', 'create', '-q', '-f', 'qcow2', '-b', paths[-2], '-F', 'qcow2', paths[-1], str(SIZE))
+    run('qemu-io', '-f', 'qcow2', '-c', 'write -P 0x22 %d 1M' % (SIZE - (1 << 20)), paths[1])
+    for name, path, backing in (('small', paths[0], None), ('big', paths[1], 'small'), ('over', paths[2], 'big')):
+        args = {'driver': 'qcow2', 'node-name': name, 'file': {'driver': 'file', 'filename': path}}
+        if backing:
+            args['backing'] = backing
+        ok(q.cmd('blockdev-add', args), 'blockdev-add ' + name)
+    ok(q.cmd('block-commit', {'job-id': 'i', 'device': 'over', 'top-node': 'big'}), 'intermediate commit')
+    events = wait_job_end(q, 'i')
+    sizes = [n['image']['virtual-size'] for n in q.cmd('query-named-block-nodes')['return']
+             if n['node-name'] == 'small']
+    close = [('big',), ('over', 'small')]
+    for node in close[0]:
+        ok(q.cmd('blockdev-del', {'node-name': node}), 'blockdev-del ' + node)
+    data = read_all_node(q, d, 'over')
+    check(data[:1 << 20] == b'\x11' * (1 << 20) and data[-(1 << 20):] == b'\x22' * (1 << 20)
+          and not any(data[1 << 20:-(1 << 20)]), 'over reads differently after the commit into a grown base')
+    for node in close[1]:
+        ok(q.cmd('blockdev-del', {'node-name': node}), 'blockdev-del ' + node)
+    info = subprocess.run(['qemu-img', 'info', '-U', '--output=json', small], capture_output=True, text=True)
+    sizes.append(json.loads(info.stdout)['virtual-size'])
+    return normalise(events), sizes
+
+
+def read_all_node(q, d, node):
+    """What `node` reads, through a read-only export."""
+    sock = d.path('nbd.sock')
+    if not os.path.exists(sock):
+        ok(q.cmd('nbd-server-start', {'addr': {'type': 'unix', 'data': {'path': sock}}}), 'nbd-server-start')
+    ok(q.cmd('block-export-add', {'type': 'nbd', 'id': 'r', 'node-name': node, 'name': node}), 'export')
+    data = read_all(sock, node, SIZE)
+    ok(q.cmd('block-export-del', {'id': 'r'}), 'block-export-del')
+    wait_until(q, lambda ev: ev['event'] == 'BLOCK_EXPORT_DELETED')
+    return data
 
 
 def layer_writers():
@@ -214,7 +238,8 @@ def main():
     compare('events of the held commit', want[1], got[1])
     compare('chain after the held commit', want[2], got[2])
     compare('nodes after the held commit', want[3], got[3])
-    smaller_base()
+    want, got = run_both(smaller_base)
+    compare('commit into a smaller base', want, got)
     layer_writers()
     want, got = run_both(intermediate)
     compare('events of the intermediate commit', want[0], got[0])

@@ -8,6 +8,8 @@
    client's model), base.qcow2 reads the same once closed, qemu-img check
    is clean, top's and mid's images are untouched.  Without a client,
    READY's len (what top and mid hold) equals qemu-storage-daemon's.
+3. A smaller base grows first; after the switch the export keeps its size
+   and data.
 2. Cancel after READY (a second commit and blockdev-del of mid and base
    refused alike meanwhile): block-job-cancel ends the job without the switch
    (BLOCK_JOB_COMPLETED, no error); a second commit cancelled with
@@ -21,7 +23,7 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from chain_lib import (MiB, ChainWriter, backing_chain, check, check_clean, compare, export,  # noqa: E402
-                       make_chain, normalise, ok, open_chain_named, qmp_chain, read_image, reply, run_both,
+                       make_chain, normalise, ok, open_chain_named, qmp_chain, read_all, read_image, reply, run, run_both,
                        wait_job_end, wait_until)
 from test_commit import close_all, format_nodes, strip  # noqa: E402
 
@@ -125,7 +127,36 @@ def first_pass(q, d, tmp):
     return length
 
 
+def smaller_base(q, d, tmp):
+    """An active commit into a smaller base grows it first (QEMU's mirror_run)
+    and moves the export to it: the disk keeps its size and data."""
+    small, big = os.path.join(tmp, 'small.qcow2'), os.path.join(tmp, 'big.qcow2')
+    run('qemu-img', 'create', '-q', '-f', 'qcow2', small, str(SIZE // 2))
+    run('qemu-io', '-f', 'qcow2', '-c', 'write -P 0x11 0 1M', small)
+    run('qemu-img', 'create', '-q', '-f', 'qcow2', '-b', small, '-F', 'qcow2', big, str(SIZE))
+    run('qemu-io', '-f', 'qcow2', '-c', 'write -P 0x22 %d 1M' % (SIZE - MiB), big)
+    ok(q.cmd('blockdev-add', {'driver': 'qcow2', 'node-name': 'small',
+                              'file': {'driver': 'file', 'filename': small}}), 'blockdev-add small')
+    ok(q.cmd('blockdev-add', {'driver': 'qcow2', 'node-name': 'big', 'backing': 'small',
+                              'file': {'driver': 'file', 'filename': big}}), 'blockdev-add big')
+    sock = export(q, d, 'big')
+    ok(q.cmd('block-commit', {'job-id': 'g', 'device': 'big'}), 'block-commit')
+    events = ready(q, 'g')[0]
+    ok(q.cmd('job-complete', {'id': 'g'}), 'job-complete')
+    events += wait_job_end(q, 'g')
+    where = exports(q)
+    data = read_all(sock, 'big', SIZE)
+    check(len(data) == SIZE and data[:MiB] == b'\x11' * MiB and data[-MiB:] == b'\x22' * MiB
+          and not any(data[MiB:-MiB]), 'the export reads differently on the grown base')
+    sizes = [n['image']['virtual-size'] for n in q.cmd('query-named-block-nodes')['return']
+             if n['node-name'] == 'small']
+    return normalise(events), where, sizes
+
+
 def main():
+    want, got = run_both(smaller_base)
+    for i, what in enumerate(('events', 'exports', 'base size')):
+        compare(what + ' of the commit into a smaller base', want[i], got[i])
     want, got = run_both(first_pass)
     check(want == got, 'READY len %d, qemu-storage-daemon %d' % (got, want))
     want, got = run_both(complete)
