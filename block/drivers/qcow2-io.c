@@ -432,9 +432,8 @@ static int add_backing_extents(Qcow2 *s, uint64_t off, uint64_t len, uint32_t fl
     return r;
 }
 
-int qcow2_extents(void *o, uint32_t count, uint64_t offset, uint32_t flags, BlockExtents *out)
+static int do_extents(Qcow2 *s, uint32_t count, uint64_t offset, uint32_t flags, BlockExtents *out)
 {
-    Qcow2 *s = o;
     uint64_t entries[LOOKUP_BATCH];
     uint64_t c0;
     int64_t got = qcow2_lookup_entries(s, offset, count, entries, &c0);
@@ -463,5 +462,15 @@ int qcow2_extents(void *o, uint32_t count, uint64_t offset, uint32_t flags, Bloc
             break;
         i += k;
     }
+    return r;
+}
+
+int qcow2_extents(void *o, uint32_t count, uint64_t offset, uint32_t flags, BlockExtents *out)
+{
+    Qcow2 *s = o;
+    /* Like reads, so the backing node cannot change under it (stream). */
+    g_rw_lock_reader_lock(&s->io_lock);
+    int r = do_extents(s, count, offset, flags, out);
+    g_rw_lock_reader_unlock(&s->io_lock);
     return r;
 }

@@ -557,12 +557,16 @@ static void qcow2_replace_child(void *o, BlockNode *old_child, BlockNode *new_ch
 }
 
 /* blockdev-snapshot (an overlay opened without a backing node gets one),
- * stream and commit (a layer below is taken out): under a drain, so no
- * request is on its way through the old backing node. */
+ * stream and commit (a layer below is taken out).  The node's users are
+ * drained, but a job may read the node directly: io_lock, which reads,
+ * writes and block status hold while they use s->backing, lets those in
+ * flight finish on the old backing node, which the caller may close next. */
 static void qcow2_set_backing(void *o, BlockNode *backing)
 {
     Qcow2 *s = o;
+    g_rw_lock_writer_lock(&s->io_lock);
     s->backing = backing;
+    g_rw_lock_writer_unlock(&s->io_lock);
 }
 
 const BlockDriver block_driver_qcow2 = {
