@@ -70,12 +70,31 @@ static char *canonical(const char *image, const char *name)
     return realpath(path, buf) ? g_strdup(buf) : NULL;
 }
 
+/* QEMU's bdrv_backing_overridden: the backing node was not opened from the
+ * image's header (named by node name, or set since). */
+static bool backing_overridden(BlockNode *n)
+{
+    BlockNode *b = chain_backing(n);
+    return b && !node_is_implicit_child(n, b);
+}
+
 BlockNode *chain_find_image(BlockNode *top, const char *filename)
 {
     /* QEMU compares protocol names (nbd://...) as strings and file names
      * as canonical paths, `filename` taken relative to each overlay. */
     bool is_protocol = strstr(filename, "://") != NULL;
     for (BlockNode *n = top; chain_backing(n); n = chain_backing(n)) {
+        BlockNode *below = chain_backing(n);
+        if (backing_overridden(n)) {
+            /* QEMU then compares with the backing node's own file name,
+             * which is a "json:" pseudo name (matching nothing) when its
+             * backing is overridden too. */
+            BlockImageInfo bi;
+            const char *name = node_image_info(below, &bi) && bi.filename ? bi.filename : node_filename(below);
+            if (!backing_overridden(below) && name && strcmp(filename, name) == 0)
+                return below;
+            continue;
+        }
         BlockImageInfo info;
         node_image_info(n, &info);
         if (!info.backing_filename)
@@ -169,10 +188,10 @@ bool chain_resolve_commit(const char *device, const char *top, const char *top_n
         g_set_error(errp, QMP_ERROR, QMP_ERROR_DEVICE_NOT_FOUND, "Device '%s' not found", device);
         return false;
     }
-    if (node_has_parent(root))
+    /* A node a job works on has that job as a parent in QEMU (a mirror's
+     * or commit's filter, the job's own edge), so it is no root then. */
+    if (node_has_parent(root) || !node_check_ops(root, NULL))
         return fail(errp, "Need a root block node");
-    if (!node_check_ops(root, errp))
-        return false;
     BlockNode *top_bs = root;
     if (top_node && top)
         return fail(errp, "'top-node' and 'top' are mutually exclusive");

@@ -58,6 +58,11 @@ typedef struct Mirror {
     BlockdevOnError on_source_error, on_target_error;
     MirrorSyncMode sync;
     bool target_is_zero; /* zero regions of the source need not be copied at first */
+    /* Active commit: the layers above the target whose allocations the
+     * first pass copies (the source, then the intermediate nodes, each
+     * with a reference), and the intermediate nodes are op-blocked. */
+    GPtrArray *layers;
+    bool grow_target;    /* active commit into a smaller base: grown first (QEMU's mirror_run) */
     CopyConfig copy;     /* how one region is copied (zeroes always written) */
 
     GMutex lock;
@@ -350,12 +355,58 @@ static int handle_error(Mirror *m, int r, bool is_read)
     return 0;
 }
 
+/* Marks dirty what `layer` itself holds in [pos, end), as far as one
+ * block status answer reaches; returns where that is (end when the layer
+ * cannot tell: then all of it is marked). */
+static uint64_t mark_allocated(Mirror *m, BlockNode *layer, uint64_t pos, uint64_t end)
+{
+    BlockExtents *ext = node_caps(layer)->can_extents ? extents_new(pos, end) : NULL;
+    uint64_t reached = end;
+    bool known = ext && node_block_status(layer, (uint32_t)(end - pos), pos, BLOCK_FLAG_ALLOCATION, ext) == 0 &&
+                 extents_count(ext) > 0;
+    g_mutex_lock(&m->lock);
+    if (!known) {
+        dirty_mark_locked(m, pos, end - pos);
+    } else {
+        for (size_t i = 0; i < extents_count(ext); i++) {
+            BlockExtent x = extents_get(ext, i);
+            reached = MIN(end, x.offset + x.length);
+            if (!(x.type & BLOCK_EXTENT_HOLE))
+                dirty_mark_locked(m, x.offset, reached - x.offset);
+        }
+    }
+    g_mutex_unlock(&m->lock);
+    extents_free(ext);
+    return reached > pos ? reached : end;
+}
+
+/* Active commit's first pass (QEMU's mirror_dirty_init with a base): what
+ * is allocated above the base, i.e. in any of the layers, a window at a
+ * time so a pause or cancel is seen meanwhile. */
+static int commit_dirty_init(Mirror *m, Job *job)
+{
+    uint64_t size = node_size(m->source);
+    for (uint64_t pos = 0; pos < size;) {
+        if (!job_pause_point(job))
+            return -ECANCELED;
+        uint64_t end = pos + MIN(size - pos, MIRROR_STATUS_WINDOW);
+        for (guint i = 0; i < m->layers->len; i++)
+            for (uint64_t at = pos; at < end;)
+                at = mark_allocated(m, m->layers->pdata[i], at, end);
+        pos = end;
+    }
+    update_progress(m);
+    return 0;
+}
+
 /* Marks dirty what the first pass must copy: everything for sync=full
  * (except zero regions when the target reads as zeroes), what the source
  * itself holds for sync=top.  Asks the block status a window at a time so
  * a pause or cancel is seen meanwhile. */
 static int mirror_dirty_init(Mirror *m, Job *job)
 {
+    if (m->layers)
+        return commit_dirty_init(m, job);
     uint64_t size = node_size(m->source);
     bool ask = node_caps(m->source)->can_extents &&
                (m->sync == MIRROR_SYNC_MODE_TOP || m->target_is_zero);
@@ -514,6 +565,8 @@ static void mirror_undrain(Mirror *m)
 static int mirror_run(Job *job, GError **errp)
 {
     Mirror *m = job_opaque(job);
+    if (m->grow_target && !node_truncate(m->target, node_size(m->source), errp))
+        return -EIO;
     if (m->sync != MIRROR_SYNC_MODE_NONE) {
         int r = mirror_dirty_init(m, job);
         if (r < 0)
@@ -582,6 +635,8 @@ static void mirror_clean(Job *job)
     node_flush(m->target);
     node_unblock_ops(m->source);
     node_unblock_ops(m->target);
+    for (guint i = 1; m->layers && i < m->layers->len; i++)
+        node_unblock_ops(m->layers->pdata[i]);
     release_claims(m);
 }
 
@@ -594,6 +649,7 @@ static void mirror_free(Job *job)
     g_mutex_clear(&m->lock);
     g_cond_clear(&m->cond);
     release_claims(m);
+    g_clear_pointer(&m->layers, g_ptr_array_unref);
     node_unref(m->target);
     node_unref(m->source);
     g_free(m);
@@ -622,17 +678,21 @@ static bool mirror_complete(Job *job, GError **errp)
     return true;
 }
 
-static const JobDriver mirror_driver = {
-    .type = JOB_TYPE_MIRROR,
-    .is_block_job = true,
-    .run = mirror_run,
-    .prepare = mirror_prepare,
-    .clean = mirror_clean,
-    .free = mirror_free,
-    .kick = mirror_kick,
-    .cancel = mirror_cancel,
-    .complete = mirror_complete,
-};
+/* Active commit is this job with another type, as in QEMU. */
+#define MIRROR_DRIVER(job_type)          \
+    {                                    \
+        .type = (job_type),              \
+        .is_block_job = true,            \
+        .run = mirror_run,               \
+        .prepare = mirror_prepare,       \
+        .clean = mirror_clean,           \
+        .free = mirror_free,             \
+        .kick = mirror_kick,             \
+        .cancel = mirror_cancel,         \
+        .complete = mirror_complete,     \
+    }
+static const JobDriver mirror_driver = MIRROR_DRIVER(JOB_TYPE_MIRROR);
+static const JobDriver active_commit_driver = MIRROR_DRIVER(JOB_TYPE_COMMIT);
 
 static bool fail(GError **errp, const char *fmt, ...) G_GNUC_PRINTF(2, 3);
 static bool fail(GError **errp, const char *fmt, ...)
@@ -673,7 +733,8 @@ static bool mirror_validate(const MirrorOptions *o, BlockNode **src, BlockNode *
         return false;
     if (node_read_only(*tgt))
         return fail(errp, "Node '%s' is read-only", node_name(*tgt));
-    if (node_size(*tgt) != node_size(*src))
+    /* An active commit grows a smaller base, as QEMU does. */
+    if (node_size(*tgt) != node_size(*src) && !(o->active_commit && node_size(*tgt) < node_size(*src)))
         return fail(errp, "Source and target image have different sizes");
     if (o->speed < 0)
         return fail(errp, "Parameter 'speed' expects a non-negative value");
@@ -688,14 +749,24 @@ Job *mirror_job_create(const MirrorOptions *opts, GError **errp)
     /* QEMU's mirror reads the source letting others do anything but resize
      * it, and writes the target letting no one else read, write or resize
      * it: its content is not consistent before the job ends. */
-    g_autofree char *job_desc = g_strdup_printf("mirror job '%s'", opts->job_id);
+    const char *type = opts->active_commit ? "commit" : "mirror";
+    g_autofree char *job_desc = g_strdup_printf("%s job '%s'", type, opts->job_id);
     NodePermOwner source_owner = { "block-job", opts->job_id, "source", job_desc, .filter = true };
     NodePermClaim *sc = node_perm_claim_as(src, BLOCK_PERM_CONSISTENT_READ, BLOCK_PERM_ALL & ~BLOCK_PERM_RESIZE,
                                            &source_owner, errp);
     /* The job writes the target through a user of its own (QEMU: the job's
      * BlockBackend), which holds that claim. */
     g_autofree char *desc = g_strdup_printf("block job '%s'", opts->job_id);
-    BlockUser *tu = sc ? block_user_new(tgt, desc, BLOCK_PERM_WRITE, BLOCK_PERM_WRITE_UNCHANGED, errp) : NULL;
+    /* An active commit's target is the chain's base, which the layers
+     * above keep reading (QEMU's mirror_start_job when the target is a
+     * backing node of the source). */
+    uint64_t target_shared = BLOCK_PERM_WRITE_UNCHANGED;
+    if (opts->active_commit)
+        target_shared |= BLOCK_PERM_CONSISTENT_READ | BLOCK_PERM_WRITE;
+    bool grow = node_size(tgt) < node_size(src);
+    BlockUser *tu = sc ? block_user_new(tgt, desc, BLOCK_PERM_WRITE | (grow ? BLOCK_PERM_RESIZE : 0), target_shared,
+                                        errp)
+                       : NULL;
     if (!tu) {
         node_perm_release(sc);
         return NULL;
@@ -706,6 +777,7 @@ Job *mirror_job_create(const MirrorOptions *opts, GError **errp)
     m->target_user = tu;
     m->source = node_ref(src);
     m->target = node_ref(tgt);
+    m->grow_target = grow;
     m->copy_mode = opts->copy_mode;
     m->on_source_error = opts->on_source_error;
     m->on_target_error = opts->on_target_error;
@@ -719,8 +791,8 @@ Job *mirror_job_create(const MirrorOptions *opts, GError **errp)
     m->ranges = range_lock_new();
     g_mutex_init(&m->lock);
     g_cond_init(&m->cond);
-    Job *job = job_create(opts->job_id, &mirror_driver, m, NULL, opts->auto_finalize,
-                          opts->auto_dismiss, errp);
+    Job *job = job_create(opts->job_id, opts->active_commit ? &active_commit_driver : &mirror_driver, m, NULL,
+                          opts->auto_finalize, opts->auto_dismiss, errp);
     if (!job) {
         hbitmap_free(m->dirty);
         range_lock_free(m->ranges);
@@ -734,8 +806,18 @@ Job *mirror_job_create(const MirrorOptions *opts, GError **errp)
     }
     m->job = job;
     job_set_speed(job, opts->speed, NULL); /* validated above */
-    node_block_ops(src, "block device is in use by block job: mirror", NULL); /* checked above */
-    node_block_ops(tgt, "block device is in use by block job: mirror", NULL);
+    g_autofree char *blocker = g_strdup_printf("block device is in use by block job: %s", type);
+    node_block_ops(src, blocker, NULL); /* checked above */
+    node_block_ops(tgt, blocker, NULL);
+    if (opts->active_commit) {
+        m->layers = g_ptr_array_new_with_free_func((GDestroyNotify)node_unref);
+        g_ptr_array_add(m->layers, node_ref(src));
+        for (guint i = 0; opts->intermediate && i < opts->intermediate->len; i++) {
+            BlockNode *n = opts->intermediate->pdata[i];
+            node_block_ops(n, blocker, NULL); /* the caller checked them */
+            g_ptr_array_add(m->layers, node_ref(n));
+        }
+    }
 
     m->workers = worker_group_new(MIRROR_MAX_WORKERS);
     m->target_is_zero = opts->sync != MIRROR_SYNC_MODE_NONE && copy_node_reads_zero(tgt);

@@ -28,6 +28,14 @@ typedef struct MirrorOptions {
     BlockdevOnError on_source_error, on_target_error;
     MirrorCopyMode copy_mode;
     bool auto_finalize, auto_dismiss;
+    /* Active commit (QEMU's commit_active_start, jobs/commit.h): the target
+     * is the base of the source's backing chain and `intermediate` the
+     * nodes between them, top down (the caller checked the chain).  The
+     * job then has type commit, its first pass copies only what the source
+     * and the intermediate nodes hold, the chain above may keep reading the
+     * target, and the intermediate nodes are blocked while it runs. */
+    bool active_commit;
+    GPtrArray *intermediate; /* BlockNode *; NULL: none */
 } MirrorOptions;
 
 /* Validates (QEMU's messages), installs the hooks that track guest writes;

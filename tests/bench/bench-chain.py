@@ -11,6 +11,15 @@ round, with the same copy by `qemu-img convert` (reading the chain,
 writing a new qcow2 image) as the ceiling; medians and their ratios.
 
   stream: block-stream of top, the whole chain (top ends alone).
+  commit: block-commit of mid into base (an intermediate commit: the
+          quarter of the disk mid holds, written over base's data; top
+          ends with base as its backing file), `qemu-img commit` of mid
+          as the ceiling;
+  active commit: block-commit of top (and mid) into base, job-complete at
+          READY (the chain's users move to base), `qemu-img commit -b
+          base` of top as the ceiling.
+          (Their MiB/s divide the chain's size; a commit moves the quarter
+          of it that mid holds, top's eighth lying inside mid's quarter.)
 
 BENCH_SIZE (bytes), BENCH_ROUNDS and BENCH_QUICK=1 (256 MiB) shrink the
 run.  The machine the numbers come from is shared and noisy: compare the
@@ -27,7 +36,7 @@ import time
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 from bench_lib import SIZE, alternate, daemons, ok, report  # noqa: E402
-from backup_lib import Daemon, check, wait_job_end  # noqa: E402
+from backup_lib import Daemon, check, wait_job_end, wait_until  # noqa: E402
 
 MiB = 1 << 20
 CEILING = 'qemu-img convert (ceiling)'
@@ -98,12 +107,77 @@ def stream_trial(paths):
     return trial
 
 
-# One row per job: (title, trial factory).  block-commit rows go here, in
+def fresh_chain(paths):
+    """A directory with copies of base and top for one commit trial (mid,
+    which a commit only reads, is linked), under the same names."""
+    d = os.path.join(os.path.dirname(paths['top']), 'trial')
+    shutil.rmtree(d, ignore_errors=True)
+    os.mkdir(d)
+    for n in ('base', 'top'):
+        shutil.copyfile(paths[n], os.path.join(d, n + '.qcow2'))
+    os.symlink(paths['mid'], os.path.join(d, 'mid.qcow2'))
+    return d, {n: os.path.join(d, n + '.qcow2') for n in ('base', 'mid', 'top')}
+
+
+def commit_trial(active):
+    """block-commit of mid (intermediate) or of top (active, completed at
+    READY) into base, on the chain opened by node name (blockd does not
+    reopen a base opened read-only from a header); `qemu-img commit` of the
+    same layers as the ceiling."""
+    def factory(paths):
+        def trial(name, st, rnd):
+            d, p = fresh_chain(paths)
+            try:
+                if name == CEILING:
+                    args = ['-b', p['base'], p['top']] if active else [p['mid']]
+                    t0 = time.monotonic()
+                    # -d: mid (linked, shared by every trial) and top keep their data.
+                    run('qemu-img', 'commit', '-q', '-d', '-f', 'qcow2', *args)
+                    return time.monotonic() - t0
+                q = st['q']
+                for n, backing in (('base', None), ('mid', 'base'), ('top', 'mid')):
+                    args = {'driver': 'qcow2', 'node-name': n, 'file': {'driver': 'file', 'filename': p[n]}}
+                    if backing:
+                        args['backing'] = backing
+                    ok(q.cmd('blockdev-add', args), 'blockdev-add ' + n)
+                job = 'commit-%d' % rnd
+                args = {'job-id': job, 'device': 'top', 'base-node': 'base'}
+                if not active:
+                    args['top-node'] = 'mid'
+                t0 = time.monotonic()
+                ok(q.cmd('block-commit', args), 'block-commit')
+                if active:
+                    wait_until(q, lambda ev: ev['event'] == 'BLOCK_JOB_READY', timeout=1200)
+                    ok(q.cmd('job-complete', {'id': job}), 'job-complete')
+                evs = wait_job_end(q, job, timeout=1200)
+                took = time.monotonic() - t0
+                done = [e for e in evs if e['event'] == 'BLOCK_JOB_COMPLETED']
+                check(done and 'error' not in done[0]['data'], '%s: commit failed: %r' % (name, done))
+                for n in ('top', 'mid', 'base'):
+                    ok(q.cmd('blockdev-del', {'node-name': n}), 'del ' + n)
+                if rnd == 0:   # the warm-up round checks the result, untimed
+                    want = paths['top'] if active else paths['mid']
+                    run('qemu-img', 'compare', '-q', '-U', '-f', 'qcow2', '-F', 'qcow2', p['base'], want)
+                    if not active:
+                        info = subprocess.run(['qemu-img', 'info', '-U', p['top']], capture_output=True,
+                                              text=True).stdout
+                        check('backing file: ' + p['base'] in info, '%s: top not on base: %s' % (name, info))
+                return took
+            finally:
+                shutil.rmtree(d, ignore_errors=True)
+        return trial
+    return factory
+
+
+# One row per job: (title, trial factory, what the ceiling is).  block-commit rows go here, in
 # the same form (a trial that starts the job on fresh copies of the images
 # it changes and returns the seconds to its end, CEILING the same copy by
 # qemu-img).
 ROWS = [
-    ('block-stream of the whole chain into top (%d MiB)', stream_trial),
+    ('block-stream of the whole chain into top (%d MiB)', stream_trial, 'qemu-img convert'),
+    ('block-commit of mid into base, intermediate (%d MiB chain)', commit_trial(False), 'qemu-img commit'),
+    ('block-commit of top and mid into base, active, completed at READY (%d MiB chain)', commit_trial(True),
+     'qemu-img commit'),
 ]
 
 
@@ -120,12 +194,12 @@ def main():
                 stack.callback(q.close)
                 setups[name] = {'q': q}
             setups[CEILING] = None
-            for title, factory in ROWS:
+            for title, factory, ceiling in ROWS:
                 times = alternate(setups, factory(paths))
                 med = report(title % mib + ':', mib, {n: v for n, v in times.items() if n != CEILING})
                 ceil = statistics.median(times[CEILING])
                 print('  %-20s median %7.2f s  %8.1f MiB/s   (blockd at %.0f %% of its speed)'
-                      % ('qemu-img convert', ceil, mib / ceil, 100 * ceil / med['blockd']))
+                      % (ceiling, ceil, mib / ceil, 100 * ceil / med['blockd']))
     finally:
         shutil.rmtree(shm, ignore_errors=True)
 

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The bash completion of blockctl (tools/blockctl.bash-completion): command
-# names, backup/mirror/stream/pull flags and job verbs are those of `blockctl --help`, and
+# names, backup/mirror/stream/pull/commit flags and job verbs are those of `blockctl --help`, and
 # node names, export ids and QMP commands come from the running daemon.
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
@@ -42,6 +42,7 @@ expect "$(flags_of backup)" blockctl -s "$QMP" backup n0 --
 expect "$(flags_of mirror)" blockctl -s "$QMP" mirror n0 --
 expect "$(flags_of stream)" blockctl -s "$QMP" stream n0 --
 expect "$(flags_of pull)" blockctl -s "$QMP" pull n0 --
+expect "$(flags_of commit)" blockctl -s "$QMP" commit n0 --
 expect "$(flags_of restore)" blockctl restore full.img --
 expect "$(flags_of create)" blockctl create new.qcow2 1G --
 expect "raw qcow2" blockctl create new.qcow2 1G --format ""
@@ -61,6 +62,8 @@ expect "mem0 null1" blockctl -s "$QMP" mirror mem0 --to ""
 expect "mem0 null1" blockctl -s "$QMP" resize ""
 expect "mem0 null1" blockctl -s "$QMP" stream ""
 expect "mem0 null1" blockctl -s "$QMP" pull mem0 --base ""
+expect "mem0 null1" blockctl -s "$QMP" commit ""
+expect "mem0 null1" blockctl -s "$QMP" commit mem0 --top ""
 "$BLOCKCTL" -s "$QMP" bitmap add mem0 bm0 || fail "bitmap add"
 expect "mem0 null1" blockctl -s "$QMP" bitmap remove ""
 expect "bm0" blockctl -s "$QMP" bitmap remove mem0 ""

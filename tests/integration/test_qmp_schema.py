@@ -41,10 +41,10 @@ COMMANDS = {'qmp_capabilities', 'query-version', 'query-commands', 'query-qmp-sc
             # internal snapshots and the snapshot jobs (issue 15)
             'blockdev-snapshot-internal-sync', 'blockdev-snapshot-delete-internal-sync',
             'snapshot-save', 'snapshot-load', 'snapshot-delete',
-            # images (issue 14)
-            'blockdev-create', 'block_resize', 'change-backing-file', 'query-block',
             # backing chains (issue 14)
-            'block-stream'} | {
+            'block-stream', 'block-commit',
+            # images (issue 14)
+            'blockdev-create', 'block_resize', 'change-backing-file', 'query-block'} | {
             # blockd's downstream extensions (named by QEMU's rule: __RFQDN_name)
             '__io.blockd_block-stream-increment'}
 # QEMU's rule for downstream extensions (scripts/qapi/expr.py's valid_name).

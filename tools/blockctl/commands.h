@@ -31,6 +31,8 @@ int cmd_bitmap_merge(int argc, char **argv);
 int cmd_backup(int argc, char **argv);
 /* cmd-mirror.c: live copy and switch-over. */
 int cmd_mirror(int argc, char **argv);
+/* cmd-commit.c: merge a backing chain down (block-commit). */
+int cmd_commit(int argc, char **argv);
 /* cmd-stream.c: pull a chain's layers into a node, as a job or in increments. */
 int cmd_stream(int argc, char **argv);
 int cmd_pull(int argc, char **argv);

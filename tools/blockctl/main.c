@@ -52,6 +52,11 @@ static const Command commands[] = {
       cmd_restore },
     { "mirror", "mirror NODE --to URI|NODE [--speed BYTES/S] [--job ID] [--write-blocking] [--wait] [--complete]",
       "live-copy NODE until in sync (--wait), then switch its users (--complete)", cmd_mirror },
+    { "commit",
+      "commit NODE [--top NODE] [--base NODE] [--backing-file NAME] [--speed BYTES/S] [--job ID] [--wait] "
+      "[--no-complete]",
+      "merge NODE's chain from --top (default NODE) down into --base (default the bottom); with --wait a "
+      "commit of NODE itself then switches NODE's users to the base", cmd_commit },
     { "stream", "stream NODE [--base NODE] [--backing-file NAME] [--speed BYTES/S] [--job ID] [--wait]",
       "copy into NODE what it reads from its backing chain above --base, then drop those layers", cmd_stream },
     { "pull", "pull NODE [--base NODE] [--backing-file NAME] [--cursor OFFSET] [--length BYTES] [--all]",
