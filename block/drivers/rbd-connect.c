@@ -326,5 +326,6 @@ void rbd_image_close(RbdImage *s)
         rados_shutdown(s->cluster);
     g_mutex_clear(&s->log_lock);
     g_free(s->spec);
+    g_free(s->json_name);
     g_free(s);
 }

@@ -17,6 +17,7 @@
  * shutting down"), and stderr names the real one. */
 #include "block/driver.h"
 #include "block/drivers/rbd.h"
+#include "block/json-filename.h"
 #include "block/node.h"
 
 #include <errno.h>
@@ -244,10 +245,35 @@ static int rbd_drv_no(void *o) { return 0; }
 static int rbd_drv_can_fua(void *o) { return BLOCK_SUPPORT_EMULATE; } /* librbd has no FUA: a flush */
 static int rbd_drv_can_extents(void *o) { return ((RbdImage *)o)->fast_diff; }
 
+/* QEMU's name for an rbd node (bdrv_refresh_filename): its driver and the
+ * options rbd calls strong (qemu_rbd_strong_runtime_opts), in the order
+ * QEMU adds them; what a qcow2 header records when an rbd image becomes
+ * its backing file, and what qemu-img opens from it. */
+static char *json_name(const BlockdevOptionsRbd *opts)
+{
+    g_autoptr(JsonObject) all = json_object_new();
+    qapi_out_members_BlockdevOptionsRbd(all, opts);
+    g_autoptr(JsonObject) strong = json_object_new();
+    json_object_set_string_member(strong, "driver", "rbd");
+    static const char *const keys[] = { "pool", "namespace", "image", "conf", "snapshot", "user", "server" };
+    for (size_t i = 0; i < G_N_ELEMENTS(keys); i++)
+        if (json_object_has_member(all, keys[i]))
+            json_object_set_member(strong, keys[i], json_node_copy(json_object_get_member(all, keys[i])));
+    return block_json_filename(strong);
+}
+
 static void *rbd_drv_open(BlockNode *self, const BlockdevOptionsRbd *opts, const BlockdevCacheOptions *cache,
                           bool read_only, GError **errp)
 {
-    return rbd_image_open(opts, cache, read_only, errp);
+    RbdImage *s = rbd_image_open(opts, cache, read_only, errp);
+    if (s)
+        s->json_name = json_name(opts);
+    return s;
+}
+
+static void rbd_drv_image_info(void *o, BlockImageInfo *info)
+{
+    info->filename = ((RbdImage *)o)->json_name;
 }
 
 const BlockDriver block_driver_rbd = {
@@ -272,6 +298,7 @@ const BlockDriver block_driver_rbd = {
     .trim = rbd_drv_trim,
     .zero = rbd_drv_zero,
     .extents = rbd_drv_extents,
+    .image_info = rbd_drv_image_info,
     .grow = rbd_drv_grow,
     .truncate = rbd_drv_truncate,
     .create = rbd_image_create,

@@ -14,6 +14,7 @@ typedef struct RbdImage {
     rados_ioctx_t ioctx;
     rbd_image_t image;
     char *spec;            /* pool/[namespace/]image[@snapshot], for messages */
+    char *json_name;       /* QEMU's file name of the node: json:{...} of its strong options */
     uint64_t size;
     uint64_t object_size;
     bool read_only;

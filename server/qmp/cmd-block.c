@@ -21,7 +21,7 @@ static const char *filename_of(const char *node_name)
 
 /* The file name QEMU would show for a new node: the image path for file
  * nodes, the child's for raw, "DRIVER://" for the ones without a file
- * (nbd: "" here, the driver reports QEMU's URI). */
+ * (nbd and rbd: "" here, the driver reports QEMU's URI or json: name). */
 static char *describe_filename(const BlockdevOptions *o)
 {
     switch (o->driver) {
@@ -45,7 +45,8 @@ static char *describe_filename(const BlockdevOptions *o)
         return g_strdup_printf("blkdebug:%s:%s", b->has_config ? b->config : "", image);
     }
     case BLOCKDEV_DRIVER_NBD:
-        return g_strdup(""); /* the driver's image_info knows QEMU's URI */
+    case BLOCKDEV_DRIVER_RBD:
+        return g_strdup(""); /* the driver's image_info knows QEMU's URI or json: name */
     default:
         return g_strdup_printf("%s://", BlockdevDriver_str[o->driver]);
     }
