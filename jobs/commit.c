@@ -35,6 +35,7 @@ typedef struct Commit {
     GPtrArray *layer_hooks;      /* NodeWriteHook *, one per layer */
     char *backing_file;          /* NULL: base's file name */
     BlockdevOnError on_error;
+    bool base_reopened;          /* base was read-only: read-write for the job's life */
     bool cleaned;
 } Commit;
 
@@ -79,6 +80,15 @@ static void remove_layer_hooks(Commit *c)
     for (guint i = 0; i < c->layer_hooks->len; i++)
         node_remove_before_write_hook(c->layers->pdata[i], c->layer_hooks->pdata[i]);
     g_ptr_array_set_size(c->layer_hooks, 0);
+}
+
+/* Back to read-only after the job (QEMU's commit_clean): a failure only
+ * warns, the job's result stands. */
+static void restore_read_only(BlockNode *node)
+{
+    g_autoptr(GError) err = NULL;
+    if (!node_reopen_read_only(node, true, &err))
+        g_warning("commit: node '%s' stays read-write: %s", node_name(node), err->message);
 }
 
 static int commit_run(Job *job, GError **errp)
@@ -165,6 +175,10 @@ static void commit_clean(Job *job)
     remove_layer_hooks(c);
     block_user_free(g_steal_pointer(&c->top_user));
     block_user_free(g_steal_pointer(&c->base_user));
+    if (c->base_reopened) {
+        c->base_reopened = false;
+        restore_read_only(c->base);
+    }
 }
 
 static void commit_free_state(Commit *c)
@@ -207,15 +221,12 @@ static bool fail(GError **errp, const char *fmt, ...)
     return false;
 }
 
-/* What blockd cannot do that QEMU does: QEMU reopens a read-only base (and
- * overlay) read-write for the job; blockd wants them opened writable (the
- * hint, after the newline, reaches the command line only). */
-static bool check_writable(BlockNode *node, GError **errp)
+/* QEMU's commit_start and commit_active_start: a read-only base is
+ * reopened read-write for the job; *reopened says whether it was. */
+static bool open_base_writable(BlockNode *base, bool *reopened, GError **errp)
 {
-    return !node_read_only(node) ||
-           fail(errp, "Node '%s' is read-only\nblockd does not reopen an image read-write for a commit: "
-                      "open it with blockdev-add (read-only false) and name it as the chain's backing node",
-                node_name(node));
+    *reopened = node_read_only(base);
+    return !*reopened || node_reopen_read_only(base, false, errp);
 }
 
 /* The nodes between top and base, top down (each borrowed). */
@@ -247,20 +258,10 @@ static Job *active_commit_create(const CommitOptions *o, const ChainCommitRange 
     return mirror_job_create(&m, errp);
 }
 
-/* QEMU's commit_start: the job reads top, writes base, and holds every
- * node from the root down to base against other jobs and blockdev-del. */
-static Job *intermediate_commit_create(const CommitOptions *o, const ChainCommitRange *r, GError **errp)
+/* The rest of intermediate_commit_create, with base writable. */
+static Job *intermediate_commit_start(const CommitOptions *o, const ChainCommitRange *r, BlockNode *above,
+                                      bool base_reopened, GError **errp)
 {
-    BlockNode *above = chain_overlay(r->root, r->top);
-    g_assert(above); /* top is below the root */
-    if (!node_check_ops(above, errp) || !check_writable(r->base, errp) || !check_writable(above, errp))
-        return NULL;
-    if (o->speed < 0) {
-        fail(errp, "Parameter 'speed' expects a non-negative value");
-        return NULL;
-    }
-    if (!check_no_writers(r->top, r->base, errp))
-        return NULL;
     const char *id = o->job_id ? o->job_id : "";
     g_autofree char *desc = g_strdup_printf("block job '%s'", id);
     BlockUser *tu = block_user_new(r->top, desc, BLOCK_PERM_CONSISTENT_READ, BLOCK_PERM_ALL, errp);
@@ -296,6 +297,7 @@ static Job *intermediate_commit_create(const CommitOptions *o, const ChainCommit
         return NULL;
     }
     c->job = job;
+    c->base_reopened = base_reopened;   /* from now on commit_clean restores it */
     job_set_speed(job, o->speed, NULL); /* checked above */
     /* As QEMU's block_job_add_bdrv: the root ("main node"), every node
      * that leaves the chain and the base; the caller checked that none is
@@ -314,6 +316,30 @@ static Job *intermediate_commit_create(const CommitOptions *o, const ChainCommit
     return job;
 }
 
+/* QEMU's commit_start: the job reads top, writes base, and holds every
+ * node from the root down to base against other jobs and blockdev-del. */
+static Job *intermediate_commit_create(const CommitOptions *o, const ChainCommitRange *r, GError **errp)
+{
+    BlockNode *above = chain_overlay(r->root, r->top);
+    g_assert(above); /* top is below the root */
+    if (!node_check_ops(above, errp))
+        return NULL;
+    if (o->speed < 0) {
+        fail(errp, "Parameter 'speed' expects a non-negative value");
+        return NULL;
+    }
+    /* The overlay above top may be read-only too: its header is rewritten
+     * at the end as QEMU's bdrv_backing_update_filename does, reopened for
+     * that moment only (node_change_backing_file). */
+    bool reopened;
+    if (!check_no_writers(r->top, r->base, errp) || !open_base_writable(r->base, &reopened, errp))
+        return NULL;
+    Job *job = intermediate_commit_start(o, r, above, reopened, errp);
+    if (!job && reopened)
+        restore_read_only(r->base);
+    return job;
+}
+
 Job *commit_job_create(const CommitOptions *opts, GError **errp)
 {
     ChainCommitRange r;
@@ -326,10 +352,16 @@ Job *commit_job_create(const CommitOptions *opts, GError **errp)
         }
         /* The active layer is mirrored; the layers below it must not
          * change (QEMU lets them and loses the writes). */
-        if (!check_writable(r.base, errp) || (chain_backing(r.top) != r.base &&
-                                               !check_no_writers(chain_backing(r.top), r.base, errp)))
+        bool reopened;
+        if ((chain_backing(r.top) != r.base && !check_no_writers(chain_backing(r.top), r.base, errp)) ||
+            !open_base_writable(r.base, &reopened, errp))
             return NULL;
-        return active_commit_create(opts, &r, errp);
+        /* QEMU leaves base read-write from here on, also after a cancel or
+         * an error (mirror_exit_common; a pivot gives it top's mode). */
+        Job *job = active_commit_create(opts, &r, errp);
+        if (!job && reopened)
+            restore_read_only(r.base);
+        return job;
     }
     return intermediate_commit_create(opts, &r, errp);
 }

@@ -66,8 +66,10 @@ static int stream_prepare(Job *job)
 static void stream_clean(Job *job)
 {
     Stream *s = job_opaque(job);
-    if (s->copier)
+    if (s->copier) {
         stream_copier_detach(s->copier);
+        stream_copier_restore_mode(s->copier);
+    }
 }
 
 static void stream_free(Job *job)

@@ -1,0 +1,234 @@
+#!/usr/bin/python3
+"""block-commit and block-stream into read-only nodes, against qemu-storage-daemon.
+
+The chain base <- mid <- top is opened from top's header only, so base and
+mid are read-only (as QEMU opens backing files); both daemons reopen the
+node a job writes read-write for the job and (where QEMU does) back
+read-only at its end.  Each script runs the same QMP commands on both; the
+`ro` flags of every node (by image file) before, during and after the job,
+the events, the final chain (qemu-img info --backing-chain), qemu-img
+check and the data are compared or checked:
+
+1. Intermediate commit of mid into base while a client writes to top and
+   verifies: base holds the merge of base and mid, top names base.qcow2,
+   base is read-only again after the job.
+2. Active commit, job-complete after READY: base becomes the active layer
+   and stays read-write (QEMU gives the target the source's mode).
+3. Active commit cancelled after READY: base stays read-write (QEMU does
+   not reopen it back), the chain and top's data are unchanged.
+4. Stream into mid (read-only) from base: mid holds the merge of base and
+   mid, has no backing file any more, and is read-only again.
+5. The layers blockdev-added with read-only=true (their file nodes inline):
+   an intermediate commit reopens them the same way.
+6. A reader holding base (qemu-io -r: QEMU's image locks keep writers out):
+   the commit is refused with QSD's text, nothing changes (base still
+   read-only, the chain intact and readable), and once the reader is gone
+   the same commit works.
+"""
+import os
+import subprocess
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from chain_lib import (MiB, ChainWriter, backing_chain, check, check_clean, compare, export,  # noqa: E402
+                       image_name, make_chain, merge, normalise, ok, open_chain, read_image, reply, run_both,
+                       wait_job_end, wait_status, wait_until)
+from test_commit import strip  # noqa: E402
+
+SIZE = 64 * MiB
+JOB_FILTERS = ('commit_top', 'mirror_top', 'copy-on-read')
+
+
+def ro_flags(q):
+    """Every node's (image file, driver, ro), sorted: implicit nodes have
+    different names in the two daemons; QEMU's job filter nodes (which
+    blockd does not have) are left out."""
+    return sorted((image_name(n['file']), n['drv'], n['ro']) for n in q.cmd('query-named-block-nodes')['return']
+                  if n['drv'] not in JOB_FILTERS)
+
+
+def node_of(q, path):
+    """The name of the format node of image `path`."""
+    for n in q.cmd('query-named-block-nodes')['return']:
+        if n['drv'] == 'qcow2' and image_name(n['file']) == os.path.basename(path):
+            return n['node-name']
+    raise AssertionError('no node for %s' % path)
+
+
+def slow_start(q, cmd, args, job):
+    """Starts a job at 1 byte/s (it copies at most one chunk before it waits),
+    samples the ro flags while it runs, then lets it go at full speed."""
+    ok(q.cmd(cmd, dict(args, **{'job-id': job, 'speed': 1})), cmd)
+    events = wait_status(q, job, 'running')
+    during = ro_flags(q)
+    ok(q.cmd('block-job-set-speed', {'device': job, 'speed': 0}), 'block-job-set-speed')
+    return events, during
+
+
+def close_top(q, exports=('e-top',)):
+    for e in exports:
+        ok(q.cmd('block-export-del', {'id': e}), 'block-export-del')
+        wait_until(q, lambda ev: ev['event'] == 'BLOCK_EXPORT_DELETED')
+    ok(q.cmd('blockdev-del', {'node-name': 'top'}), 'blockdev-del top')
+
+
+def intermediate(q, d, tmp):
+    c = make_chain(tmp, SIZE)
+    open_chain(q, c)
+    export(q, d, 'top')
+    before = ro_flags(q)
+    w = ChainWriter(d, 'top', c.expected, rate=300)
+    w.start()
+    events, during = slow_start(q, 'block-commit', {'device': 'top', 'top': c.mid}, 'ic')
+    events += wait_job_end(q, 'ic')
+    after = ro_flags(q)
+    w.stop()
+    w.verify('the export after the intermediate commit')
+    close_top(q)
+    check(read_image(c.top) == bytes(w.image), 'top.qcow2 does not read what the export read')
+    check(read_image(c.base) == bytes(merge(c, 'base', 'mid')), 'base.qcow2 is not the merge of base and mid')
+    chain = strip(tmp, backing_chain(c.top))
+    for path in (c.top, c.base):
+        check_clean(path)
+    return normalise(events), before, during, after, chain
+
+
+def active(q, d, tmp, finish):
+    c = make_chain(tmp, SIZE)
+    open_chain(q, c)
+    export(q, d, 'top')
+    before = ro_flags(q)
+    w = ChainWriter(d, 'top', c.expected, rate=300)
+    w.start()
+    ok(q.cmd('block-commit', {'job-id': 'ac', 'device': 'top'}), 'block-commit')
+    events = wait_until(q, lambda ev: ev['event'] == 'BLOCK_JOB_READY')
+    during = ro_flags(q)
+    ok(q.cmd(*finish), finish[0])
+    events += wait_job_end(q, 'ac')
+    after = ro_flags(q)
+    w.stop()
+    w.verify('the export after the active commit')
+    close_top(q)
+    if finish[0] == 'job-complete':
+        check(read_image(c.base) == bytes(w.image), 'base.qcow2 does not read what the export read')
+    else:
+        check(read_image(c.top) == bytes(w.image), 'top.qcow2 does not read what the export read')
+    chain = strip(tmp, backing_chain(c.top))
+    for path in (c.top, c.mid, c.base):
+        check_clean(path)
+    return normalise(events), before, during, after, chain
+
+
+def active_complete(q, d, tmp):
+    return active(q, d, tmp, ('job-complete', {'id': 'ac'}))
+
+
+def active_cancel(q, d, tmp):
+    return active(q, d, tmp, ('block-job-cancel', {'device': 'ac'}))
+
+
+def stream(q, d, tmp):
+    c = make_chain(tmp, SIZE)
+    open_chain(q, c)
+    export(q, d, 'top')
+    before = ro_flags(q)
+    w = ChainWriter(d, 'top', c.expected, rate=300)
+    w.start()
+    events, during = slow_start(q, 'block-stream', {'device': node_of(q, c.mid)}, 'st')
+    events += wait_job_end(q, 'st')
+    after = ro_flags(q)
+    w.stop()
+    w.verify('the export after the stream into mid')
+    close_top(q)
+    check(read_image(c.mid) == bytes(merge(c, 'base', 'mid')), 'mid.qcow2 is not the merge of base and mid')
+    check(read_image(c.top) == bytes(w.image), 'top.qcow2 does not read what the export read')
+    chain = strip(tmp, backing_chain(c.top))
+    for path in (c.top, c.mid):
+        check_clean(path)
+    return normalise(events), before, during, after, chain
+
+
+def added_read_only(q, d, tmp):
+    """libvirt's way: each layer blockdev-added read-only, named as the next one's backing."""
+    c = make_chain(tmp, SIZE)
+    ok(q.cmd('blockdev-add', {'driver': 'qcow2', 'node-name': 'base', 'read-only': True,
+                              'file': {'driver': 'file', 'filename': c.base}}), 'blockdev-add base')
+    ok(q.cmd('blockdev-add', {'driver': 'qcow2', 'node-name': 'mid', 'read-only': True, 'backing': 'base',
+                              'file': {'driver': 'file', 'filename': c.mid}}), 'blockdev-add mid')
+    ok(q.cmd('blockdev-add', {'driver': 'qcow2', 'node-name': 'top', 'backing': 'mid',
+                              'file': {'driver': 'file', 'filename': c.top}}), 'blockdev-add top')
+    before = ro_flags(q)
+    events, during = slow_start(q, 'block-commit', {'device': 'top', 'top-node': 'mid', 'base-node': 'base'}, 'rc')
+    events += wait_job_end(q, 'rc')
+    after = ro_flags(q)
+    ok(q.cmd('blockdev-del', {'node-name': 'top'}), 'blockdev-del top')
+    ok(q.cmd('blockdev-del', {'node-name': 'base'}), 'blockdev-del base')
+    check(read_image(c.base) == bytes(merge(c, 'base', 'mid')), 'base.qcow2 is not the merge of base and mid')
+    check(read_image(c.top) == bytes(c.expected), 'top.qcow2 changed')
+    chain = strip(tmp, backing_chain(c.top))
+    check_clean(c.base)
+    return normalise(events), before, during, after, chain
+
+
+class Reader:
+    """qemu-io -r holding an image open (interactive, until stopped): QEMU's
+    image locks say it reads the image and lets no one else write it."""
+
+    def __init__(self, path):
+        self.p = subprocess.Popen(['qemu-io', '-r', '-f', 'qcow2', path], stdin=subprocess.PIPE,
+                                  stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        # One read answered: the image is open and locked.
+        self.p.stdin.write('read 0 512\n')
+        self.p.stdin.flush()
+        out = ''
+        while 'read 512/512' not in out:
+            line = self.p.stdout.readline()
+            check(line != '', 'qemu-io exited: %s' % out)
+            out += line
+
+    def stop(self):
+        self.p.stdin.close()
+        self.p.wait()
+
+
+def locked_base(q, d, tmp):
+    c = make_chain(tmp, SIZE)
+    open_chain(q, c)
+    export(q, d, 'top')
+    before = ro_flags(q)
+    reader = Reader(c.base)
+    try:
+        answers = [reply(q.cmd('block-commit', {'job-id': 'lc', 'device': 'top', 'top': c.mid})),
+                   reply(q.cmd('block-commit', {'job-id': 'la', 'device': 'top'}))]
+        refused = ro_flags(q)
+        jobs = q.cmd('query-block-jobs')['return']
+    finally:
+        reader.stop()
+    sock = d.path('nbd.sock')
+    from chain_lib import read_all
+    check(read_all(sock, 'top', SIZE) == bytes(c.expected), 'the chain reads differently after the refusals')
+    ok(q.cmd('block-commit', {'job-id': 'lc', 'device': 'top', 'top': c.mid}), 'block-commit without the reader')
+    events = wait_job_end(q, 'lc')
+    after = ro_flags(q)
+    close_top(q)
+    check(read_image(c.base) == bytes(merge(c, 'base', 'mid')), 'base.qcow2 is not the merge of base and mid')
+    return answers, before, refused, jobs, normalise(events), after, strip(tmp, backing_chain(c.top))
+
+
+def main():
+    parts = ('events', 'ro before', 'ro during', 'ro after', 'final chain')
+    for name, script in (('intermediate commit', intermediate), ('active commit, complete', active_complete),
+                         ('active commit, cancel after READY', active_cancel), ('stream into mid', stream),
+                         ('commit of read-only blockdev-added layers', added_read_only)):
+        want, got = run_both(script)
+        for i, what in enumerate(parts):
+            compare('%s: %s' % (name, what), want[i], got[i])
+    want, got = run_both(locked_base)
+    for i, what in enumerate(('answers', 'ro before', 'ro after the refusals', 'jobs', 'events', 'ro after',
+                              'final chain')):
+        compare('base held by a reader: ' + what, want[i], got[i])
+    check(got[2] == got[1], 'the refused reopen changed ro flags: %r -> %r' % (got[1], got[2]))
+
+
+if __name__ == '__main__':
+    main()
