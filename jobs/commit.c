@@ -152,10 +152,16 @@ static int commit_prepare(Job *job)
         return r;
     }
     remove_layer_hooks(c);
-    /* The job's own hold on the nodes ends before the graph changes. */
+    /* The job's own hold on the nodes ends before the graph changes: the
+     * relink closes the layers the chain had opened from image headers
+     * only when no one else holds them (QEMU drops them with the job's
+     * last references). */
     for (guint i = 0; i < c->blocked->len; i++)
         node_unblock_ops(c->blocked->pdata[i]);
     g_ptr_array_set_size(c->blocked, 0);
+    g_ptr_array_set_size(c->layers, 0);
+    block_user_free(g_steal_pointer(&c->top_user));
+    node_unref(g_steal_pointer(&c->top));
     if (!chain_relink(c->above, c->base, c->backing_file, &err)) {
         g_warning("commit '%s': %s", job_id(job), err->message);
         return -EIO;

@@ -161,8 +161,8 @@ def added_read_only(q, d, tmp):
     events, during = slow_start(q, 'block-commit', {'device': 'top', 'top-node': 'mid', 'base-node': 'base'}, 'rc')
     events += wait_job_end(q, 'rc')
     after = ro_flags(q)
-    ok(q.cmd('blockdev-del', {'node-name': 'top'}), 'blockdev-del top')
-    ok(q.cmd('blockdev-del', {'node-name': 'base'}), 'blockdev-del base')
+    for node in ('top', 'mid', 'base'):
+        ok(q.cmd('blockdev-del', {'node-name': node}), 'blockdev-del ' + node)
     check(read_image(c.base) == bytes(merge(c, 'base', 'mid')), 'base.qcow2 is not the merge of base and mid')
     check(read_image(c.top) == bytes(c.expected), 'top.qcow2 changed')
     chain = strip(tmp, backing_chain(c.top))
