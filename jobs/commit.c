@@ -231,8 +231,12 @@ static bool fail(GError **errp, const char *fmt, ...)
  * reopened read-write for the job; *reopened says whether it was. */
 static bool open_base_writable(BlockNode *base, bool *reopened, GError **errp)
 {
-    *reopened = node_read_only(base);
-    return !*reopened || node_reopen_read_only(base, false, errp);
+    bool ro = node_read_only(base);
+    *reopened = false;
+    if (ro && !node_reopen_read_only(base, false, errp))
+        return false;
+    *reopened = ro;
+    return true;
 }
 
 /* The nodes between top and base, top down (each borrowed). */
@@ -264,34 +268,36 @@ static Job *active_commit_create(const CommitOptions *o, const ChainCommitRange 
     return mirror_job_create(&m, errp);
 }
 
-/* The rest of intermediate_commit_create, with base writable. */
-static Job *intermediate_commit_start(const CommitOptions *o, const ChainCommitRange *r, BlockNode *above,
-                                      bool base_reopened, GError **errp)
+/* The job's users of top and base (QEMU's commit_start makes them after
+ * the job and the base's reopen); false with QEMU's error. */
+static bool commit_add_users(Commit *c, const char *id, GError **errp)
 {
-    const char *id = o->job_id ? o->job_id : "";
     g_autofree char *desc = g_strdup_printf("block job '%s'", id);
-    BlockUser *tu = block_user_new(r->top, desc, BLOCK_PERM_CONSISTENT_READ, BLOCK_PERM_ALL, errp);
-    if (!tu)
-        return NULL;
-    block_user_describe(tu, "block-job", id, "top");
+    c->top_user = block_user_new(c->top, desc, BLOCK_PERM_CONSISTENT_READ, BLOCK_PERM_ALL, errp);
+    if (!c->top_user)
+        return false;
+    block_user_describe(c->top_user, "block-job", id, "top");
     /* QEMU's commit job writes base letting others only read it (the
      * chain above does) and write what does not change. */
     uint64_t perm = BLOCK_PERM_WRITE | BLOCK_PERM_CONSISTENT_READ;
-    if (node_size(r->base) < node_size(r->top))
+    if (node_size(c->base) < node_size(c->top))
         perm |= BLOCK_PERM_RESIZE; /* the job grows it first, as QEMU's */
-    BlockUser *bu = block_user_new(r->base, desc, perm, BLOCK_PERM_CONSISTENT_READ | BLOCK_PERM_WRITE_UNCHANGED, errp);
-    if (!bu) {
-        block_user_free(tu);
-        return NULL;
-    }
-    block_user_describe(bu, "block-job", id, "base");
+    c->base_user = block_user_new(c->base, desc, perm, BLOCK_PERM_CONSISTENT_READ | BLOCK_PERM_WRITE_UNCHANGED, errp);
+    if (!c->base_user)
+        return false;
+    block_user_describe(c->base_user, "block-job", id, "base");
+    return true;
+}
+
+/* The rest of intermediate_commit_create: the job, base writable, the users. */
+static Job *intermediate_commit_start(const CommitOptions *o, const ChainCommitRange *r, BlockNode *above,
+                                      GError **errp)
+{
     Commit *c = g_new0(Commit, 1);
     c->root = node_ref(r->root);
     c->top = node_ref(r->top);
     c->base = node_ref(r->base);
     c->above = node_ref(above);
-    c->top_user = tu;
-    c->base_user = bu;
     c->blocked = g_ptr_array_new();
     c->layers = g_ptr_array_new_with_free_func((GDestroyNotify)node_unref);
     c->layer_hooks = g_ptr_array_new();
@@ -303,7 +309,14 @@ static Job *intermediate_commit_start(const CommitOptions *o, const ChainCommitR
         return NULL;
     }
     c->job = job;
-    c->base_reopened = base_reopened;   /* from now on commit_clean restores it */
+    /* From here a failure ends the job at once (created, null), as in QEMU;
+     * commit_clean restores base's mode. */
+    bool ok = open_base_writable(c->base, &c->base_reopened, errp) &&
+              commit_add_users(c, o->job_id ? o->job_id : "", errp);
+    if (!ok) {
+        job_early_fail(job);
+        return NULL;
+    }
     job_set_speed(job, o->speed, NULL); /* checked above */
     /* As QEMU's block_job_add_bdrv: the root ("main node"), every node
      * that leaves the chain and the base; the caller checked that none is
@@ -337,13 +350,9 @@ static Job *intermediate_commit_create(const CommitOptions *o, const ChainCommit
     /* The overlay above top may be read-only too: its header is rewritten
      * at the end as QEMU's bdrv_backing_update_filename does, reopened for
      * that moment only (node_change_backing_file). */
-    bool reopened;
-    if (!check_no_writers(r->top, r->base, errp) || !open_base_writable(r->base, &reopened, errp))
+    if (!check_no_writers(r->top, r->base, errp))
         return NULL;
-    Job *job = intermediate_commit_start(o, r, above, reopened, errp);
-    if (!job && reopened)
-        restore_read_only(r->base);
-    return job;
+    return intermediate_commit_start(o, r, above, errp);
 }
 
 Job *commit_job_create(const CommitOptions *opts, GError **errp)
