@@ -104,3 +104,10 @@ bool node_reopen_read_only(BlockNode *node, bool read_only, GError **errp)
     node_drain_end(node);
     return ok;
 }
+
+void node_restore_read_only(BlockNode *node, const char *who)
+{
+    g_autoptr(GError) err = NULL;
+    if (!node_reopen_read_only(node, true, &err))
+        g_warning("%s: node '%s' stays read-write: %s", who, node->name, err->message);
+}

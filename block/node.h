@@ -109,6 +109,10 @@ bool node_read_only(BlockNode *node);
  * node already is so.  Call it with no request in flight on this thread
  * (the node is drained meanwhile). */
 bool node_reopen_read_only(BlockNode *node, bool read_only, GError **errp);
+/* Back to read-only after a job that reopened the node read-write (QEMU's
+ * commit_clean, stream_clean): a failure is logged with `who` (the job),
+ * not returned, as QEMU ignores it there. */
+void node_restore_read_only(BlockNode *node, const char *who);
 /* The capabilities computed at open. */
 const NodeCaps *node_caps(BlockNode *node);
 

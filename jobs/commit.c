@@ -82,15 +82,6 @@ static void remove_layer_hooks(Commit *c)
     g_ptr_array_set_size(c->layer_hooks, 0);
 }
 
-/* Back to read-only after the job (QEMU's commit_clean): a failure only
- * warns, the job's result stands. */
-static void restore_read_only(BlockNode *node)
-{
-    g_autoptr(GError) err = NULL;
-    if (!node_reopen_read_only(node, true, &err))
-        g_warning("commit: node '%s' stays read-write: %s", node_name(node), err->message);
-}
-
 static int commit_run(Job *job, GError **errp)
 {
     Commit *c = job_opaque(job);
@@ -183,7 +174,7 @@ static void commit_clean(Job *job)
     block_user_free(g_steal_pointer(&c->base_user));
     if (c->base_reopened) {
         c->base_reopened = false;
-        restore_read_only(c->base);
+        node_restore_read_only(c->base, "commit");
     }
 }
 
@@ -375,7 +366,7 @@ Job *commit_job_create(const CommitOptions *opts, GError **errp)
          * an error (mirror_exit_common; a pivot gives it top's mode). */
         Job *job = active_commit_create(opts, &r, errp);
         if (!job && reopened)
-            restore_read_only(r.base);
+            node_restore_read_only(r.base, "commit");
         return job;
     }
     return intermediate_commit_create(opts, &r, errp);

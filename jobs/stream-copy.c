@@ -136,10 +136,7 @@ void stream_copier_restore_mode(StreamCopier *c)
     g_assert(c->detached);
     if (c->reopened) {
         c->reopened = false;
-        /* QEMU ignores a failure here too: the job's result stands. */
-        g_autoptr(GError) err = NULL;
-        if (!node_reopen_read_only(c->top, true, &err))
-            g_warning("stream: node '%s' stays read-write: %s", node_name(c->top), err->message);
+        node_restore_read_only(c->top, "stream");
     }
 }
 

@@ -20,9 +20,11 @@ check and the data are compared or checked:
    mid, has no backing file any more, and is read-only again.
 5. The layers blockdev-added with read-only=true (their file nodes inline):
    an intermediate commit reopens them the same way.
-6. A reader holding base (qemu-io -r: QEMU's image locks keep writers out):
-   the commit is refused with QSD's text, nothing changes (base still
-   read-only, the chain intact and readable), and once the reader is gone
+6. Readers holding base and mid (qemu-io -r: QEMU's image locks keep
+   writers out): the commits and a stream into mid are refused with QSD's
+   texts and events (a refused intermediate commit's job is created and
+   ends at once, a refused stream makes none), nothing changes (the ro
+   flags, the chain intact and readable), and once the readers are gone
    the same commit works.
 """
 import os
@@ -196,14 +198,19 @@ def locked_base(q, d, tmp):
     open_chain(q, c)
     export(q, d, 'top')
     before = ro_flags(q)
-    reader = Reader(c.base)
+    readers = [Reader(c.base), Reader(c.mid)]
     try:
         answers = [reply(q.cmd('block-commit', {'job-id': 'lc', 'device': 'top', 'top': c.mid})),
-                   reply(q.cmd('block-commit', {'job-id': 'la', 'device': 'top'}))]
+                   reply(q.cmd('block-commit', {'job-id': 'la', 'device': 'top'})),
+                   reply(q.cmd('block-stream', {'job-id': 'ls', 'device': node_of(q, c.mid)}))]
         refused = ro_flags(q)
         jobs = q.cmd('query-block-jobs')['return']
+        # Emitted before each reply: a refused job's whole life, if any.
+        refusal_events = normalise(q.events)
+        del q.events[:]
     finally:
-        reader.stop()
+        for r in readers:
+            r.stop()
     sock = d.path('nbd.sock')
     check(read_all(sock, 'top', SIZE) == bytes(c.expected), 'the chain reads differently after the refusals')
     ok(q.cmd('block-commit', {'job-id': 'lc', 'device': 'top', 'top': c.mid}), 'block-commit without the reader')
@@ -214,7 +221,7 @@ def locked_base(q, d, tmp):
     # refused commits, "in use by block job: commit", and base.qcow2 does
     # not read as the merge while it is open there.)
     check(read_all(sock, 'top', SIZE) == bytes(c.expected), 'the chain reads differently after the commit')
-    return answers, before, refused, jobs, normalise(events), after, strip(tmp, backing_chain(c.top))
+    return answers, refusal_events, before, refused, jobs, normalise(events), after, strip(tmp, backing_chain(c.top))
 
 
 def main():
@@ -226,10 +233,11 @@ def main():
         for i, what in enumerate(parts):
             compare('%s: %s' % (name, what), want[i], got[i])
     want, got = run_both(locked_base)
-    for i, what in enumerate(('answers', 'ro before', 'ro after the refusals', 'jobs', 'events', 'ro after',
-                              'final chain')):
-        compare('base held by a reader: ' + what, want[i], got[i])
-    check(got[2] == got[1], 'the refused reopen changed ro flags: %r -> %r' % (got[1], got[2]))
+    for i, what in enumerate(('answers', 'events of the refusals', 'ro before', 'ro after the refusals', 'jobs',
+                              'events', 'ro after', 'final chain')):
+        compare('base and mid held by readers: ' + what, want[i], got[i])
+    check(got[3] == got[2], 'the refused reopens changed ro flags: %r -> %r' % (got[2], got[3]))
+    check(got[4] == [], 'a refused job is left: %r' % got[4])
 
 
 if __name__ == '__main__':
