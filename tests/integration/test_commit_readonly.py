@@ -20,7 +20,9 @@ check and the data are compared or checked:
    mid, has no backing file any more, and is read-only again.
 5. The layers blockdev-added with read-only=true (their file nodes inline):
    an intermediate commit reopens them the same way.
-6. Readers holding base and mid (qemu-io -r: QEMU's image locks keep
+6. A fourth layer over top, the chain opened from its header: the
+   intermediate commit of mid rewrites read-only top's header.
+7. Readers holding base and mid (qemu-io -r: QEMU's image locks keep
    writers out): the commits and a stream into mid are refused with QSD's
    texts and events (a refused intermediate commit's job is created and
    ends at once, a refused stream makes none), nothing changes (the ro
@@ -172,6 +174,28 @@ def added_read_only(q, d, tmp):
     return normalise(events), before, during, after, chain
 
 
+def read_only_overlay(q, d, tmp):
+    """A fourth layer over top, the chain opened from its header: the
+    commit of mid into base rewrites the header of top, which is read-only
+    (QEMU reopens it for that moment)."""
+    c = make_chain(tmp, SIZE)
+    active = os.path.join(tmp, 'active.qcow2')
+    subprocess.run(['qemu-img', 'create', '-q', '-f', 'qcow2', '-b', 'top.qcow2', '-F', 'qcow2', active, str(SIZE)],
+                   check=True)
+    ok(q.cmd('blockdev-add', {'driver': 'qcow2', 'node-name': 'active',
+                              'file': {'driver': 'file', 'filename': active}}), 'blockdev-add active')
+    before = ro_flags(q)
+    events, during = slow_start(q, 'block-commit', {'device': 'active', 'top': c.mid}, 'oc')
+    events += wait_job_end(q, 'oc')
+    after = ro_flags(q)
+    ok(q.cmd('blockdev-del', {'node-name': 'active'}), 'blockdev-del active')
+    check(read_image(active) == bytes(c.expected), 'active.qcow2 reads differently')
+    check(read_image(c.base) == bytes(merge(c, 'base', 'mid')), 'base.qcow2 is not the merge of base and mid')
+    for path in (c.top, c.base):
+        check_clean(path)
+    return normalise(events), before, during, after, strip(tmp, backing_chain(active))
+
+
 class Reader:
     """qemu-io -r holding an image open (interactive, until stopped): QEMU's
     image locks say it reads the image and lets no one else write it."""
@@ -228,7 +252,8 @@ def main():
     parts = ('events', 'ro before', 'ro during', 'ro after', 'final chain')
     for name, script in (('intermediate commit', intermediate), ('active commit, complete', active_complete),
                          ('active commit, cancel after READY', active_cancel), ('stream into mid', stream),
-                         ('commit of read-only blockdev-added layers', added_read_only)):
+                         ('commit of read-only blockdev-added layers', added_read_only),
+                         ('commit under a read-only overlay', read_only_overlay)):
         want, got = run_both(script)
         for i, what in enumerate(parts):
             compare('%s: %s' % (name, what), want[i], got[i])
