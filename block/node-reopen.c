@@ -27,9 +27,8 @@ static bool switch_node(BlockNode *node, bool read_only, GError **errp)
         return false;
     node->read_only = read_only;
     memset(&node->caps, 0, sizeof node->caps);
+    /* The same instance answered these at open: they cannot fail now. */
     int r = node_compute_caps(node);
-    /* The driver answered for the same instance at open; only a broken
-     * driver fails now, and then the node is at least not writable. */
     g_assert(r == 0);
     if (node->trim_off)
         node->caps.can_trim = false;
@@ -76,7 +75,9 @@ static bool to_read_write(BlockNode *node, GError **errp)
             ok = false;
         }
     }
-    bool node_switched = ok && (ok = switch_node(node, false, errp));
+    bool node_switched = false;
+    if (ok)
+        ok = node_switched = switch_node(node, false, errp);
     if (ok && node->read_only) {
         /* The driver cannot write after all (the plugin says so). */
         g_set_error_literal(errp, G_IO_ERROR, G_IO_ERROR_READ_ONLY, "Block node is read-only");
