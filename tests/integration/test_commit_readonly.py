@@ -22,7 +22,10 @@ check and the data are compared or checked:
    an intermediate commit reopens them the same way.
 6. A fourth layer over top, the chain opened from its header: the
    intermediate commit of mid rewrites read-only top's header.
-7. Readers holding base and mid (qemu-io -r: QEMU's image locks keep
+7. The layers' file nodes blockdev-added read-only by name: QEMU does
+   not reopen those, so the commits and a stream into mid are refused
+   alike ("Block node is read-only").
+8. Readers holding base and mid (qemu-io -r: QEMU's image locks keep
    writers out): the commits and a stream into mid are refused with QSD's
    texts and events (a refused intermediate commit's job is created and
    ends at once, a refused stream makes none), nothing changes (the ro
@@ -196,6 +199,30 @@ def read_only_overlay(q, d, tmp):
     return normalise(events), before, during, after, strip(tmp, backing_chain(active))
 
 
+def files_by_reference(q, d, tmp):
+    """Layers whose file nodes were blockdev-added read-only by name: QEMU
+    reopens only the children a node opened itself, so the format node
+    cannot be written and every job into it is refused alike."""
+    c = make_chain(tmp, SIZE)
+    for n in ('base', 'mid'):
+        ok(q.cmd('blockdev-add', {'driver': 'file', 'node-name': n + '-f', 'read-only': True,
+                                  'filename': c.path[n]}), 'blockdev-add %s-f' % n)
+    ok(q.cmd('blockdev-add', {'driver': 'qcow2', 'node-name': 'base', 'read-only': True, 'file': 'base-f'}),
+       'blockdev-add base')
+    ok(q.cmd('blockdev-add', {'driver': 'qcow2', 'node-name': 'mid', 'read-only': True, 'backing': 'base',
+                              'file': 'mid-f'}), 'blockdev-add mid')
+    ok(q.cmd('blockdev-add', {'driver': 'qcow2', 'node-name': 'top', 'backing': 'mid',
+                              'file': {'driver': 'file', 'filename': c.top}}), 'blockdev-add top')
+    before = ro_flags(q)
+    answers = [reply(q.cmd('block-commit', {'job-id': 'x', 'device': 'top', 'top-node': 'mid', 'base-node': 'base'})),
+               reply(q.cmd('block-commit', {'job-id': 'y', 'device': 'top', 'base-node': 'base'})),
+               reply(q.cmd('block-stream', {'job-id': 'z', 'device': 'mid'}))]
+    events = normalise(q.events)
+    del q.events[:]
+    check(ro_flags(q) == before, 'the refusals changed ro flags')
+    return events, before, answers, q.cmd('query-block-jobs')['return']
+
+
 class Reader:
     """qemu-io -r holding an image open (interactive, until stopped): QEMU's
     image locks say it reads the image and lets no one else write it."""
@@ -257,6 +284,10 @@ def main():
         want, got = run_both(script)
         for i, what in enumerate(parts):
             compare('%s: %s' % (name, what), want[i], got[i])
+    want, got = run_both(files_by_reference)
+    for i, what in enumerate(('events', 'ro flags', 'answers', 'jobs')):
+        compare('file nodes named read-only: ' + what, want[i], got[i])
+    check(all(a[0] != 'ok' for a in got[2]), 'a job into a read-only file node started: %r' % (got[2],))
     want, got = run_both(locked_base)
     for i, what in enumerate(('answers', 'events of the refusals', 'ro before', 'ro after the refusals', 'jobs',
                               'events', 'ro after', 'final chain')):
