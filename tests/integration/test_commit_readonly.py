@@ -277,6 +277,11 @@ def locked_base(q, d, tmp):
 
 def main():
     parts = ('events', 'ro before', 'ro during', 'ro after', 'final chain')
+    # (image, driver) -> ro before, during and after the job, as QEMU has them.
+    modes = {'intermediate commit': (('base.qcow2', 'qcow2'), (True, False, True)),
+             'active commit, complete': (('base.qcow2', 'qcow2'), (True, False, False)),
+             'active commit, cancel after READY': (('base.qcow2', 'qcow2'), (True, False, False)),
+             'stream into mid': (('mid.qcow2', 'qcow2'), (True, False, True))}
     for name, script in (('intermediate commit', intermediate), ('active commit, complete', active_complete),
                          ('active commit, cancel after READY', active_cancel), ('stream into mid', stream),
                          ('commit of read-only blockdev-added layers', added_read_only),
@@ -284,6 +289,10 @@ def main():
         want, got = run_both(script)
         for i, what in enumerate(parts):
             compare('%s: %s' % (name, what), want[i], got[i])
+        if name in modes:
+            node, wanted = modes[name]
+            seen = tuple([ro for (f, drv, ro) in got[i] if (f, drv) == node][0] for i in (1, 2, 3))
+            check(seen == wanted, '%s: %s ro before/during/after %r, want %r' % (name, node[0], seen, wanted))
     want, got = run_both(files_by_reference)
     for i, what in enumerate(('events', 'ro flags', 'answers', 'jobs')):
         compare('file nodes named read-only: ' + what, want[i], got[i])
