@@ -523,8 +523,8 @@ static bool qcow2_reopen(void *o, bool read_only, GError **errp)
     Qcow2 *s = o;
     if (!read_only) {
         if (s->incompat & INCOMPAT_CORRUPT) {
-            qcow2_set_error(errp, G_IO_ERROR_INVALID_DATA,
-                            "Image is marked corrupt; it can only be opened read-only (repair: 'qemu-img check -r all')");
+            qcow2_set_error(errp, G_IO_ERROR_INVALID_DATA, "Image is marked corrupt; it can only be opened "
+                                                           "read-only (repair: 'qemu-img check -r all')");
             return false;
         }
         if (!qcow2_bitmaps_reopenable(s, errp))

@@ -26,7 +26,8 @@ from ceph_lib import Cluster  # noqa: E402
 from qmp_lib import Daemon, blockd_cmd, check  # noqa: E402
 
 SIZE = 8 << 20
-LOCKED = r"Image 'rbd/base' is in use by another client \(\S+\) that holds its exclusive lock; open it with read-only=on"
+LOCKED = (r"Image 'rbd/base' is in use by another client \(\S+\) that holds its exclusive lock; "
+          r"open it with read-only=on")
 
 
 def ro(q, node):
@@ -69,7 +70,8 @@ def main():
             r = q.cmd('block-commit', {'job-id': 'c', 'device': 'top'})
             err = r.get('error', {}).get('desc', '')
             check(re.fullmatch(LOCKED, err), 'commit while another client holds the lock: %r' % r)
-            check(ro(q, 'rb') is True and q.cmd('query-block-jobs')['return'] == [], 'the refused commit changed something')
+            check(ro(q, 'rb') is True and q.cmd('query-block-jobs')['return'] == [],
+                  'the refused commit changed something')
             check(read_all(sock, 'top') == merged, 'the chain reads differently after the refusal')
             ok(qo.cmd('blockdev-del', {'node-name': 'w'}), 'blockdev-del of the other writer')
 

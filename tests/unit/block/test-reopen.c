@@ -77,7 +77,8 @@ static int file_byte(const char *p, off_t offset)
 static void test_file(void)
 {
     g_autofree char *p = make_file("f.img", 64 * KiB);
-    BlockNode *n = open_text("{\"driver\": \"file\", \"node-name\": \"f\", \"read-only\": true, \"filename\": \"%s\"}", p);
+    BlockNode *n = open_text("{\"driver\": \"file\", \"node-name\": \"f\", \"read-only\": true, "
+                             "\"filename\": \"%s\"}", p);
     g_assert_true(node_read_only(n) && !node_caps(n)->can_write);
     GError *err = NULL;
     g_assert_true(node_reopen_read_only(n, false, &err));
