@@ -153,6 +153,18 @@ static void assert_intact(BlockNode *n, BlockNode *file)
     g_assert_cmpint(node_pread(n, buf, sizeof buf, 0), ==, 0);
 }
 
+/* Whether some other open file description locks byte `byte` of `p`
+ * (QEMU's lock bytes: 101 = the write permission held). */
+static bool byte_locked(const char *p, int byte)
+{
+    int fd = open(p, O_RDONLY);
+    g_assert_cmpint(fd, >=, 0);
+    struct flock fl = { .l_type = F_WRLCK, .l_whence = SEEK_SET, .l_start = byte, .l_len = 1 };
+    g_assert_cmpint(fcntl(fd, F_OFD_GETLK, &fl), ==, 0);
+    close(fd);
+    return fl.l_type != F_UNLCK;
+}
+
 static void test_qcow2(void)
 {
     if (!have_qemu_img())
@@ -165,9 +177,13 @@ static void test_qcow2(void)
     g_assert_true(node_reopen_read_only(n, false, &err));
     g_assert_no_error(err);
     g_assert_true(!node_read_only(n) && !node_read_only(file));
+    /* A writable format claims write on its file: the lock byte says so. */
+    g_assert_true(byte_locked(p, 101));
     write_and_check(n, 64 * KiB, 0x42);   /* allocates a cluster and an L2 table */
     g_assert_true(node_reopen_read_only(n, true, &err));
     assert_intact(n, file);
+    g_assert_false(byte_locked(p, 101));   /* the write claim went with it */
+    g_assert_true(byte_locked(p, 100));    /* still reading */
     /* Read-only again, the image is complete: qemu-img agrees. */
     g_autofree char *check = g_strdup_printf("qemu-img check -q -U %s && "
                                              "qemu-io -r -U -f qcow2 -c 'read -q -P 0x42 64k 4k' %s", p, p);
@@ -196,6 +212,7 @@ static void test_qcow2_locked(void)
     g_assert_true(g_str_has_prefix(err->message, "Failed to get \"write\" lock"));
     g_clear_error(&err);
     assert_intact(n, file);
+    g_assert_false(byte_locked(p, 101));   /* no write lock left behind */
     close(other);
     g_assert_true(node_reopen_read_only(n, false, &err));
     g_assert_no_error(err);
@@ -221,6 +238,7 @@ static void test_qcow2_conflict(void)
     g_assert_true(g_str_has_prefix(err->message, "Permission conflict on node 'c-file'"));
     g_clear_error(&err);
     assert_intact(n, file);
+    g_assert_false(byte_locked(p, 101));
     node_perm_release(claim);
     g_assert_true(node_reopen_read_only(n, false, &err));
     g_assert_no_error(err);
