@@ -22,10 +22,12 @@ check and the data are compared or checked:
    an intermediate commit reopens them the same way.
 6. A fourth layer over top, the chain opened from its header: the
    intermediate commit of mid rewrites read-only top's header.
-7. The layers' file nodes blockdev-added read-only by name: QEMU does
+7. A mirror of a read-only source: the target is reopened read-only at
+   the pivot, as QEMU does.
+8. The layers' file nodes blockdev-added read-only by name: QEMU does
    not reopen those, so the commits and a stream into mid are refused
    alike ("Block node is read-only").
-8. Readers holding base and mid (qemu-io -r: QEMU's image locks keep
+9. Readers holding base and mid (qemu-io -r: QEMU's image locks keep
    writers out): the commits and a stream into mid are refused with QSD's
    texts and events (a refused intermediate commit's job is created and
    ends at once, a refused stream makes none), nothing changes (the ro
@@ -223,6 +225,31 @@ def files_by_reference(q, d, tmp):
     return events, before, answers, q.cmd('query-block-jobs')['return']
 
 
+def mirror_read_only_source(q, d, tmp):
+    """A mirror of a read-only source: at the pivot the target takes the
+    source's mode (QEMU's mirror_exit_common reopens it read-only)."""
+    src, tgt = os.path.join(tmp, 'src.qcow2'), os.path.join(tmp, 'tgt.qcow2')
+    for path in (src, tgt):
+        subprocess.run(['qemu-img', 'create', '-q', '-f', 'qcow2', path, str(4 * MiB)], check=True)
+    subprocess.run(['qemu-io', '-f', 'qcow2', '-c', 'write -P 0x33 0 1M', src], check=True, stdout=subprocess.DEVNULL)
+    ok(q.cmd('blockdev-add', {'driver': 'qcow2', 'node-name': 'src', 'read-only': True,
+                              'file': {'driver': 'file', 'filename': src}}), 'blockdev-add src')
+    ok(q.cmd('blockdev-add', {'driver': 'qcow2', 'node-name': 'tgt',
+                              'file': {'driver': 'file', 'filename': tgt}}), 'blockdev-add tgt')
+    before = ro_flags(q)
+    ok(q.cmd('blockdev-mirror', {'job-id': 'm', 'device': 'src', 'target': 'tgt', 'sync': 'full'}), 'blockdev-mirror')
+    events = wait_until(q, lambda ev: ev['event'] == 'BLOCK_JOB_READY')
+    during = ro_flags(q)
+    ok(q.cmd('job-complete', {'id': 'm'}), 'job-complete')
+    events += wait_job_end(q, 'm')
+    after = ro_flags(q)
+    for node in ('src', 'tgt'):
+        ok(q.cmd('blockdev-del', {'node-name': node}), 'blockdev-del ' + node)
+    check(read_image(tgt) == read_image(src), 'the target does not read as the source')
+    check_clean(tgt)
+    return normalise(events), before, during, after, strip(tmp, backing_chain(tgt))
+
+
 class Reader:
     """qemu-io -r holding an image open (interactive, until stopped): QEMU's
     image locks say it reads the image and lets no one else write it."""
@@ -281,11 +308,13 @@ def main():
     modes = {'intermediate commit': (('base.qcow2', 'qcow2'), (True, False, True)),
              'active commit, complete': (('base.qcow2', 'qcow2'), (True, False, False)),
              'active commit, cancel after READY': (('base.qcow2', 'qcow2'), (True, False, False)),
-             'stream into mid': (('mid.qcow2', 'qcow2'), (True, False, True))}
+             'stream into mid': (('mid.qcow2', 'qcow2'), (True, False, True)),
+             'mirror of a read-only source': (('tgt.qcow2', 'qcow2'), (False, False, True))}
     for name, script in (('intermediate commit', intermediate), ('active commit, complete', active_complete),
                          ('active commit, cancel after READY', active_cancel), ('stream into mid', stream),
                          ('commit of read-only blockdev-added layers', added_read_only),
-                         ('commit under a read-only overlay', read_only_overlay)):
+                         ('commit under a read-only overlay', read_only_overlay),
+                         ('mirror of a read-only source', mirror_read_only_source)):
         want, got = run_both(script)
         for i, what in enumerate(parts):
             compare('%s: %s' % (name, what), want[i], got[i])
