@@ -22,12 +22,14 @@ check and the data are compared or checked:
    an intermediate commit reopens them the same way.
 6. A fourth layer over top, the chain opened from its header: the
    intermediate commit of mid rewrites read-only top's header.
-7. A mirror of a read-only source: the target is reopened read-only at
+7. An NBD base added read-only: an active commit reopens it read-write
+   (and over a read-only export is refused with QEMU's text).
+8. A mirror of a read-only source: the target is reopened read-only at
    the pivot, as QEMU does.
-8. The layers' file nodes blockdev-added read-only by name: QEMU does
+9. The layers' file nodes blockdev-added read-only by name: QEMU does
    not reopen those, so the commits and a stream into mid are refused
    alike ("Block node is read-only").
-9. Readers holding base and mid (qemu-io -r: QEMU's image locks keep
+10. Readers holding base and mid (qemu-io -r: QEMU's image locks keep
    writers out): the commits and a stream into mid are refused with QSD's
    texts and events (a refused intermediate commit's job is created and
    ends at once, a refused stream makes none), nothing changes (the ro
@@ -42,6 +44,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from chain_lib import (MiB, ChainWriter, backing_chain, check, check_clean, compare, export,  # noqa: E402
                        image_name, make_chain, merge, normalise, ok, open_chain, read_all, read_image, reply, run_both,
                        wait_job_end, wait_status, wait_until)
+from backup_lib import Nbdkit  # noqa: E402
 from test_commit import strip  # noqa: E402
 
 SIZE = 64 * MiB
@@ -250,6 +253,38 @@ def mirror_read_only_source(q, d, tmp):
     return normalise(events), before, during, after, strip(tmp, backing_chain(tgt))
 
 
+def nbd_base(q, d, tmp):
+    """An NBD base added read-only under a qcow2 overlay: an active commit
+    reopens it read-write (QEMU's nbd_client_reopen_prepare); over a
+    read-only export the commit is refused with QEMU's text."""
+    top = os.path.join(tmp, 'top.qcow2')
+    subprocess.run(['qemu-img', 'create', '-q', '-f', 'qcow2', top, str(4 * MiB)], check=True)
+    subprocess.run(['qemu-io', '-f', 'qcow2', '-c', 'write -P 0x22 1M 1M', top], check=True, stdout=subprocess.DEVNULL)
+    with Nbdkit('-r', 'memory', str(4 * MiB)) as ro_server, Nbdkit('memory', str(4 * MiB)) as server:
+        answers = []
+        for name, srv in (('ro', ro_server), ('rw', server)):
+            ok(q.cmd('blockdev-add', {'driver': 'nbd', 'node-name': 'nb-' + name, 'read-only': True,
+                                      'server': {'type': 'unix', 'path': srv.sock}}), 'blockdev-add nb-' + name)
+            ok(q.cmd('blockdev-add', {'driver': 'qcow2', 'node-name': 'top-' + name, 'backing': 'nb-' + name,
+                                      'file': {'driver': 'file', 'filename': top}}), 'blockdev-add top-' + name)
+            answers.append(reply(q.cmd('block-commit', {'job-id': 'n' + name, 'device': 'top-' + name})))
+            if name == 'ro':
+                refused = normalise(q.events)
+                del q.events[:]
+                for node in ('top-ro', 'nb-ro'):
+                    ok(q.cmd('blockdev-del', {'node-name': node}), 'blockdev-del ' + node)
+        events = wait_until(q, lambda ev: ev['event'] == 'BLOCK_JOB_READY')
+        during = ro_flags(q)
+        ok(q.cmd('job-complete', {'id': 'nrw'}), 'job-complete')
+        events += wait_job_end(q, 'nrw')
+        after = ro_flags(q)
+        for node in ('top-rw', 'nb-rw'):
+            ok(q.cmd('blockdev-del', {'node-name': node}), 'blockdev-del ' + node)
+        want = bytes(MiB) + b'\x22' * MiB + bytes(2 * MiB)
+        check(read_all(server.sock, '', 4 * MiB) == want, 'the NBD base does not hold the merge')
+    return answers, refused, normalise(events), during, after
+
+
 class Reader:
     """qemu-io -r holding an image open (interactive, until stopped): QEMU's
     image locks say it reads the image and lets no one else write it."""
@@ -322,6 +357,9 @@ def main():
             node, wanted = modes[name]
             seen = tuple([ro for (f, drv, ro) in got[i] if (f, drv) == node][0] for i in (1, 2, 3))
             check(seen == wanted, '%s: %s ro before/during/after %r, want %r' % (name, node[0], seen, wanted))
+    want, got = run_both(nbd_base)
+    for i, what in enumerate(('answers', 'events of the refusal', 'events', 'ro during', 'ro after')):
+        compare('NBD base: ' + what, want[i], got[i])
     want, got = run_both(files_by_reference)
     for i, what in enumerate(('events', 'ro flags', 'answers', 'jobs')):
         compare('file nodes named read-only: ' + what, want[i], got[i])
