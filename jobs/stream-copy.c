@@ -131,7 +131,8 @@ void stream_copier_detach(StreamCopier *c)
     g_ptr_array_set_size(c->layers, 0);
 }
 
-void stream_copier_restore_mode(StreamCopier *c)
+/* Back to read-only if the copier reopened top (after detach). */
+static void restore_mode(StreamCopier *c)
 {
     g_assert(c->detached);
     if (c->reopened) {
@@ -145,7 +146,7 @@ void stream_copier_free(StreamCopier *c)
     if (!c)
         return;
     stream_copier_detach(c);
-    stream_copier_restore_mode(c);
+    restore_mode(c);
     g_ptr_array_unref(c->claims);
     g_ptr_array_unref(c->layers);
     if (c->ranges)

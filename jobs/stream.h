@@ -38,18 +38,16 @@ typedef struct StreamCopier StreamCopier;
 
 /* A copier into range->top of what the layers above range->base hold;
  * from now on client writes to top take their range in its lock.  A
- * read-only top is reopened read-write (until stream_copier_restore_mode).
+ * read-only top is reopened read-write (until stream_copier_free; the
+ * stream job reopens top itself, before its job exists, as QEMU does).
  * NULL (nothing set up) if that reopen or a claim is refused; `owner`
  * names the job for conflict messages and the block graph. */
 StreamCopier *stream_copier_new(const ChainStreamRange *range, const char *owner, GError **errp);
 /* Removes the write hooks and releases claims and op blockers (the chain
  * may then be relinked); idempotent. */
 void stream_copier_detach(StreamCopier *c);
-/* Detaches, restores top's mode and frees. */
+/* Detaches, puts top back read-only if the copier reopened it, and frees. */
 void stream_copier_free(StreamCopier *c);
-/* Reopens top read-only again if the copier opened it read-write (after
- * detach; QEMU's stream_clean); a no-op otherwise or the second time. */
-void stream_copier_restore_mode(StreamCopier *c);
 /* Looks at [offset, offset+max) and copies the first run there that needs
  * it, at most `max` bytes: *done is how far from offset the step got (a
  * run copied, or skipped because top or no layer above base holds it; 0
