@@ -1,5 +1,5 @@
 /* node_reopen_read_only (block/node-reopen.c) on file, raw (with an
- * offset/size window) and qcow2 nodes: read-only to read-write and back,
+ * offset/size window), blkdebug and qcow2 nodes: read-only to read-write and back,
  * the data written in between landing in the file, and every refusal
  * rolling back completely (another process's lock, a conflicting claim,
  * a read-only file named by reference, a driver that cannot reopen). */
@@ -113,6 +113,22 @@ static void test_raw_window(void)
     g_assert_cmpint(file_byte(p, 16 * KiB), ==, 0x77);
     g_assert_cmpint(file_byte(p, 16 * KiB - 1), ==, 0);
     close_node("r");
+}
+
+/* A filter passes the reopen to the child it opened. */
+static void test_blkdebug(void)
+{
+    g_autofree char *p = make_file("b.img", 64 * KiB);
+    BlockNode *n = open_text("{\"driver\": \"blkdebug\", \"node-name\": \"b\", \"read-only\": true, "
+                             "\"image\": {\"driver\": \"file\", \"filename\": \"%s\"}}", p);
+    GError *err = NULL;
+    g_assert_true(node_reopen_read_only(n, false, &err));
+    g_assert_no_error(err);
+    write_and_check(n, 4 * KiB, 0x66);
+    g_assert_true(node_reopen_read_only(n, true, &err));
+    g_assert_true(node_read_only(n) && !node_caps(n)->can_write);
+    g_assert_cmpint(file_byte(p, 4 * KiB), ==, 0x66);
+    close_node("b");
 }
 
 static bool have_qemu_img(void)
@@ -286,6 +302,7 @@ int main(int argc, char **argv)
     g_assert_no_error(err);
     g_test_add_func("/reopen/file", test_file);
     g_test_add_func("/reopen/raw-window", test_raw_window);
+    g_test_add_func("/reopen/blkdebug", test_blkdebug);
     g_test_add_func("/reopen/qcow2", test_qcow2);
     g_test_add_func("/reopen/qcow2-locked", test_qcow2_locked);
     g_test_add_func("/reopen/qcow2-conflict", test_qcow2_conflict);
