@@ -130,6 +130,15 @@ typedef struct BlockDriver {
     bool (*change_backing_file)(void *opaque, const char *backing_file, const char *backing_format,
                                 GError **errp);
 
+    /* Optional (node_reopen_read_only, QEMU's bdrv_reopen_set_read_only):
+     * switches the instance to read-only or read-write.  The node layer has
+     * drained the node and, going read-write, reopened its file (or
+     * filtered) child read-write first; it recomputes the capabilities and
+     * permissions after.  Going read-only a format makes its metadata
+     * durable first.  False, with *errp set and nothing changed, if the
+     * driver cannot.  Without it the node cannot be reopened. */
+    bool (*reopen)(void *opaque, bool read_only, GError **errp);
+
     /* Optional: what query-named-block-nodes shows of an image format
      * (backing file, cluster size).  Strings stay owned by the driver. */
     void (*image_info)(void *opaque, struct BlockImageInfo *info);
@@ -195,6 +204,9 @@ typedef struct BlockImageInfo {
  * `self` from its branch of `options`; NULL with *errp set. */
 void *block_driver_open(const BlockDriver *drv, BlockNode *self, const BlockdevOptions *options, bool read_only,
                         GError **errp);
+/* The reopen callback of a driver whose mode is its child's (raw,
+ * blkdebug): nothing of its own changes; the node layer reopens the child. */
+bool block_driver_reopen_passthrough(void *opaque, bool read_only, GError **errp);
 /* Registers a driver under its name (called from block_drivers_init). */
 void block_driver_register(const BlockDriver *drv);
 /* The driver registered under `name`, or NULL. */

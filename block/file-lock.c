@@ -190,3 +190,26 @@ void file_lock_abort(FileLock *l)
     if (l->active)
         restore(l, l->perm, l->shared);
 }
+
+bool file_lock_move(FileLock *l, int fd, GError **errp)
+{
+    if (l->active) {
+        /* Taken on the new descriptor while the old one still holds them:
+         * no other process can slip in between (shared locks of one
+         * process's two descriptors do not conflict). */
+        for (int pass = 0; pass < 2; pass++) {
+            uint64_t held = pass ? l->locked_unshared : l->locked_perm;
+            int base = pass ? LOCK_SHARED_BASE : LOCK_PERM_BASE;
+            for (int i = 0; i < BLOCK_PERM_COUNT; i++) {
+                int r = (held & (1u << i)) ? set_byte(fd, base + i, F_RDLCK) : 0;
+                if (r < 0) {
+                    g_autofree char *msg = g_strdup_printf("Failed to lock byte %d", base + i);
+                    set_lock_error(errp, -r, msg);
+                    return false;
+                }
+            }
+        }
+    }
+    l->fd = fd;
+    return true;
+}

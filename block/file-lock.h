@@ -32,6 +32,11 @@ bool file_lock_check(FileLock *lock, uint64_t perm, uint64_t shared, GError **er
 void file_lock_commit(FileLock *lock, uint64_t perm, uint64_t shared);
 /* Goes back to the state before the last successful check. */
 void file_lock_abort(FileLock *lock);
+/* The image was reopened on descriptor `fd` (borrowed, as in
+ * file_lock_new): takes the bytes held on the old descriptor on the new one
+ * too and uses it from now on; closing the old one then drops its copies.
+ * False with QEMU's error (the caller closes `fd`, dropping what it got). */
+bool file_lock_move(FileLock *lock, int fd, GError **errp);
 /* Whether locks are in use (false with locking=off, or auto on a file
  * system without OFD locks). */
 bool file_lock_active(const FileLock *lock);

@@ -11,6 +11,7 @@ struct BlockNode {
     uint64_t size;
     bool read_only;
     bool native_zero;     /* driver's zero callback may be used */
+    bool trim_off;        /* discard=ignore: caps.can_trim stays false across reopens */
     NodeCaps caps;
     gint refcount;
     GPtrArray *children;  /* BlockNode *, each holding a reference */
@@ -58,6 +59,17 @@ void node_perm_detach_all(BlockNode *parent);
 /* Recomputes what `node` claims on its children, after its read-only flag
  * changed; only ever loosens, so it cannot fail. */
 void node_perm_refresh(BlockNode *node);
+/* Recomputes what `node` claims on its children after its read-only flag
+ * changed to read-write (node-reopen.c): false, changing nothing, with
+ * QEMU's error if a claim or another process's image lock forbids it. */
+bool node_perm_refresh_checked(BlockNode *node, GError **errp);
+/* The children `node` reaches through edges other than a backing edge
+ * (its file, a filter's child), each with a reference; free with
+ * g_ptr_array_unref. */
+GPtrArray *node_perm_data_children(BlockNode *node);
+/* Fills node->caps (and node->size) from the driver; -errno if a callback
+ * fails.  A driver that cannot write makes the node read-only. */
+int node_compute_caps(BlockNode *node);
 /* Sets up the node's permission records: no claims, nothing held. */
 void node_perm_init(BlockNode *node);
 /* Frees the node's permission records (it holds and bears no claims). */

@@ -377,6 +377,27 @@ void node_perm_refresh(BlockNode *node)
     g_rec_mutex_unlock(&perm_lock);
 }
 
+bool node_perm_refresh_checked(BlockNode *node, GError **errp)
+{
+    g_rec_mutex_lock(&perm_lock);
+    bool ok = update(node, errp);
+    g_rec_mutex_unlock(&perm_lock);
+    return ok;
+}
+
+GPtrArray *node_perm_data_children(BlockNode *node)
+{
+    GPtrArray *a = g_ptr_array_new_with_free_func((GDestroyNotify)node_unref);
+    g_rec_mutex_lock(&perm_lock);
+    for (guint i = 0; i < node->edges->len; i++) {
+        NodePermClaim *e = node->edges->pdata[i];
+        if (e->role != NODE_CHILD_COW && !g_ptr_array_find(a, e->node, NULL))
+            g_ptr_array_add(a, node_ref(e->node));
+    }
+    g_rec_mutex_unlock(&perm_lock);
+    return a;
+}
+
 void node_perm_claim_describe(NodePermClaim *claim, const char *owner_kind, const char *owner_name,
                               const char *edge)
 {

@@ -59,8 +59,7 @@ static int ask(int (*cb)(void *), void *opaque, int fallback)
     return cb ? cb(opaque) : fallback;
 }
 
-/* Fills node->caps from the driver; -errno if a callback fails. */
-static int node_compute_caps(BlockNode *node)
+int node_compute_caps(BlockNode *node)
 {
     const BlockDriver *d = node->drv;
     void *op = node->opaque;
@@ -165,6 +164,7 @@ BlockNode *node_create(const BlockdevOptions *options, GError **errp)
                     "Could not open node '%s': %s", name, g_strerror(-r));
         goto fail;
     }
+    node->trim_off = trim_off;
     if (trim_off)
         node->caps.can_trim = false;
     if (node->read_only && !read_only)

@@ -98,6 +98,21 @@ const char *node_driver_name(BlockNode *node);
 uint64_t node_size(BlockNode *node);
 /* True if opened read-only (or the driver cannot write). */
 bool node_read_only(BlockNode *node);
+/* QEMU's bdrv_reopen_set_read_only: switches a node between read-only and
+ * read-write in place (block jobs writing a read-only base, and back).
+ * Going read-write, the children the node opened itself through file or
+ * filter edges go first (backing nodes never); then the driver; then the
+ * permissions are rechecked (QEMU's texts for a conflicting claim or
+ * another process's image lock).  Any failure rolls everything back: the
+ * node stays read-only and usable.  Going read-only drops the write
+ * claims on the children and reopens them read-only too.  A no-op if the
+ * node already is so.  Call it with no request in flight on this thread
+ * (the node is drained meanwhile). */
+bool node_reopen_read_only(BlockNode *node, bool read_only, GError **errp);
+/* Back to read-only after a job that reopened the node read-write (QEMU's
+ * commit_clean, stream_clean): a failure is logged with `who` (the job),
+ * not returned, as QEMU ignores it there. */
+void node_restore_read_only(BlockNode *node, const char *who);
 /* The capabilities computed at open. */
 const NodeCaps *node_caps(BlockNode *node);
 

@@ -35,6 +35,7 @@ typedef struct Commit {
     GPtrArray *layer_hooks;      /* NodeWriteHook *, one per layer */
     char *backing_file;          /* NULL: base's file name */
     BlockdevOnError on_error;
+    bool base_reopened;          /* base was read-only: read-write for the job's life */
     bool cleaned;
 } Commit;
 
@@ -142,10 +143,16 @@ static int commit_prepare(Job *job)
         return r;
     }
     remove_layer_hooks(c);
-    /* The job's own hold on the nodes ends before the graph changes. */
+    /* The job's own hold on the nodes ends before the graph changes: the
+     * relink closes the layers the chain had opened from image headers
+     * only when no one else holds them (QEMU drops them with the job's
+     * last references). */
     for (guint i = 0; i < c->blocked->len; i++)
         node_unblock_ops(c->blocked->pdata[i]);
     g_ptr_array_set_size(c->blocked, 0);
+    g_ptr_array_set_size(c->layers, 0);
+    block_user_free(g_steal_pointer(&c->top_user));
+    node_unref(g_steal_pointer(&c->top));
     if (!chain_relink(c->above, c->base, c->backing_file, &err)) {
         g_warning("commit '%s': %s", job_id(job), err->message);
         return -EIO;
@@ -165,6 +172,10 @@ static void commit_clean(Job *job)
     remove_layer_hooks(c);
     block_user_free(g_steal_pointer(&c->top_user));
     block_user_free(g_steal_pointer(&c->base_user));
+    if (c->base_reopened) {
+        c->base_reopened = false;
+        node_restore_read_only(c->base, "commit");
+    }
 }
 
 static void commit_free_state(Commit *c)
@@ -207,15 +218,16 @@ static bool fail(GError **errp, const char *fmt, ...)
     return false;
 }
 
-/* What blockd cannot do that QEMU does: QEMU reopens a read-only base (and
- * overlay) read-write for the job; blockd wants them opened writable (the
- * hint, after the newline, reaches the command line only). */
-static bool check_writable(BlockNode *node, GError **errp)
+/* QEMU's commit_start and commit_active_start: a read-only base is
+ * reopened read-write for the job; *reopened says whether it was. */
+static bool open_base_writable(BlockNode *base, bool *reopened, GError **errp)
 {
-    return !node_read_only(node) ||
-           fail(errp, "Node '%s' is read-only\nblockd does not reopen an image read-write for a commit: "
-                      "open it with blockdev-add (read-only false) and name it as the chain's backing node",
-                node_name(node));
+    bool ro = node_read_only(base);
+    *reopened = false;
+    if (ro && !node_reopen_read_only(base, false, errp))
+        return false;
+    *reopened = ro;
+    return true;
 }
 
 /* The nodes between top and base, top down (each borrowed). */
@@ -247,44 +259,36 @@ static Job *active_commit_create(const CommitOptions *o, const ChainCommitRange 
     return mirror_job_create(&m, errp);
 }
 
-/* QEMU's commit_start: the job reads top, writes base, and holds every
- * node from the root down to base against other jobs and blockdev-del. */
-static Job *intermediate_commit_create(const CommitOptions *o, const ChainCommitRange *r, GError **errp)
+/* The job's users of top and base (QEMU's commit_start makes them after
+ * the job and the base's reopen); false with QEMU's error. */
+static bool commit_add_users(Commit *c, const char *id, GError **errp)
 {
-    BlockNode *above = chain_overlay(r->root, r->top);
-    g_assert(above); /* top is below the root */
-    if (!node_check_ops(above, errp) || !check_writable(r->base, errp) || !check_writable(above, errp))
-        return NULL;
-    if (o->speed < 0) {
-        fail(errp, "Parameter 'speed' expects a non-negative value");
-        return NULL;
-    }
-    if (!check_no_writers(r->top, r->base, errp))
-        return NULL;
-    const char *id = o->job_id ? o->job_id : "";
     g_autofree char *desc = g_strdup_printf("block job '%s'", id);
-    BlockUser *tu = block_user_new(r->top, desc, BLOCK_PERM_CONSISTENT_READ, BLOCK_PERM_ALL, errp);
-    if (!tu)
-        return NULL;
-    block_user_describe(tu, "block-job", id, "top");
+    c->top_user = block_user_new(c->top, desc, BLOCK_PERM_CONSISTENT_READ, BLOCK_PERM_ALL, errp);
+    if (!c->top_user)
+        return false;
+    block_user_describe(c->top_user, "block-job", id, "top");
     /* QEMU's commit job writes base letting others only read it (the
      * chain above does) and write what does not change. */
     uint64_t perm = BLOCK_PERM_WRITE | BLOCK_PERM_CONSISTENT_READ;
-    if (node_size(r->base) < node_size(r->top))
+    if (node_size(c->base) < node_size(c->top))
         perm |= BLOCK_PERM_RESIZE; /* the job grows it first, as QEMU's */
-    BlockUser *bu = block_user_new(r->base, desc, perm, BLOCK_PERM_CONSISTENT_READ | BLOCK_PERM_WRITE_UNCHANGED, errp);
-    if (!bu) {
-        block_user_free(tu);
-        return NULL;
-    }
-    block_user_describe(bu, "block-job", id, "base");
+    c->base_user = block_user_new(c->base, desc, perm, BLOCK_PERM_CONSISTENT_READ | BLOCK_PERM_WRITE_UNCHANGED, errp);
+    if (!c->base_user)
+        return false;
+    block_user_describe(c->base_user, "block-job", id, "base");
+    return true;
+}
+
+/* The rest of intermediate_commit_create: the job, base writable, the users. */
+static Job *intermediate_commit_start(const CommitOptions *o, const ChainCommitRange *r, BlockNode *above,
+                                      GError **errp)
+{
     Commit *c = g_new0(Commit, 1);
     c->root = node_ref(r->root);
     c->top = node_ref(r->top);
     c->base = node_ref(r->base);
     c->above = node_ref(above);
-    c->top_user = tu;
-    c->base_user = bu;
     c->blocked = g_ptr_array_new();
     c->layers = g_ptr_array_new_with_free_func((GDestroyNotify)node_unref);
     c->layer_hooks = g_ptr_array_new();
@@ -296,6 +300,14 @@ static Job *intermediate_commit_create(const CommitOptions *o, const ChainCommit
         return NULL;
     }
     c->job = job;
+    /* From here a failure ends the job at once (created, null), as in QEMU;
+     * commit_clean restores base's mode. */
+    bool ok = open_base_writable(c->base, &c->base_reopened, errp) &&
+              commit_add_users(c, o->job_id ? o->job_id : "", errp);
+    if (!ok) {
+        job_early_fail(job);
+        return NULL;
+    }
     job_set_speed(job, o->speed, NULL); /* checked above */
     /* As QEMU's block_job_add_bdrv: the root ("main node"), every node
      * that leaves the chain and the base; the caller checked that none is
@@ -314,6 +326,26 @@ static Job *intermediate_commit_create(const CommitOptions *o, const ChainCommit
     return job;
 }
 
+/* QEMU's commit_start: the job reads top, writes base, and holds every
+ * node from the root down to base against other jobs and blockdev-del. */
+static Job *intermediate_commit_create(const CommitOptions *o, const ChainCommitRange *r, GError **errp)
+{
+    BlockNode *above = chain_overlay(r->root, r->top);
+    g_assert(above); /* top is below the root */
+    if (!node_check_ops(above, errp))
+        return NULL;
+    if (o->speed < 0) {
+        fail(errp, "Parameter 'speed' expects a non-negative value");
+        return NULL;
+    }
+    /* The overlay above top may be read-only too: its header is rewritten
+     * at the end as QEMU's bdrv_backing_update_filename does, reopened for
+     * that moment only (node_change_backing_file). */
+    if (!check_no_writers(r->top, r->base, errp))
+        return NULL;
+    return intermediate_commit_start(o, r, above, errp);
+}
+
 Job *commit_job_create(const CommitOptions *opts, GError **errp)
 {
     ChainCommitRange r;
@@ -326,10 +358,16 @@ Job *commit_job_create(const CommitOptions *opts, GError **errp)
         }
         /* The active layer is mirrored; the layers below it must not
          * change (QEMU lets them and loses the writes). */
-        if (!check_writable(r.base, errp) || (chain_backing(r.top) != r.base &&
-                                               !check_no_writers(chain_backing(r.top), r.base, errp)))
+        bool reopened;
+        if ((chain_backing(r.top) != r.base && !check_no_writers(chain_backing(r.top), r.base, errp)) ||
+            !open_base_writable(r.base, &reopened, errp))
             return NULL;
-        return active_commit_create(opts, &r, errp);
+        /* QEMU leaves base read-write from here on, also after a cancel or
+         * an error (mirror_exit_common; a pivot gives it top's mode). */
+        Job *job = active_commit_create(opts, &r, errp);
+        if (!job && reopened)
+            node_restore_read_only(r.base, "commit");
+        return job;
     }
     return intermediate_commit_create(opts, &r, errp);
 }

@@ -604,6 +604,13 @@ static int mirror_prepare(Job *job)
      * users read it, which the job's writer did not share. */
     if (m->pivot)
         block_user_set_perm(m->target_user, 0, BLOCK_PERM_ALL, NULL);
+    /* QEMU's mirror_exit_common: the target takes the source's mode (an
+     * active commit's base stays read-write under a read-write top). */
+    if (m->pivot && node_read_only(m->source) != node_read_only(m->target) &&
+        !node_reopen_read_only(m->target, node_read_only(m->source), &err)) {
+        g_warning("mirror '%s': %s", job_id(job), err->message);
+        g_clear_error(&err);
+    }
     if (m->pivot && !node_replace(m->source, m->target, &err)) {
         g_warning("mirror '%s': cannot pivot: %s", job_id(job), err->message);
         r = -EIO;

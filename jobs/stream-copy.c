@@ -23,6 +23,7 @@ struct StreamCopier {
     uint8_t *buf;
     uint64_t buf_size;
     bool detached;
+    bool reopened;              /* top was read-only: opened read-write for the job */
 };
 
 /* The copier whose own writes to top this thread is issuing: they pass
@@ -48,17 +49,6 @@ static void copier_after_write(BlockNode *node, const void *buf, uint64_t offset
     RangeLockEntry *e = range_lock_find(c->ranges, offset, count, g_thread_self());
     if (e)
         range_lock_release(c->ranges, e);
-}
-
-static bool fail(GError **errp, const char *fmt, ...) G_GNUC_PRINTF(2, 3);
-static bool fail(GError **errp, const char *fmt, ...)
-{
-    va_list ap;
-    va_start(ap, fmt);
-    g_autofree char *msg = g_strdup_vprintf(fmt, ap);
-    va_end(ap);
-    g_set_error_literal(errp, G_IO_ERROR, G_IO_ERROR_FAILED, msg);
-    return false;
 }
 
 /* QEMU's stream_start claims: the job reads top and writes what it
@@ -88,12 +78,12 @@ static bool claim_all(StreamCopier *c, const char *owner, GError **errp)
 StreamCopier *stream_copier_new(const ChainStreamRange *range, const char *owner, GError **errp)
 {
     g_assert(range->top && range->top != range->base && (!range->base || chain_contains(range->top, range->base)));
-    if (node_read_only(range->top)) {
-        /* QEMU reopens the node read-write for the job; blockd cannot. */
-        fail(errp, "Node '%s' is read-only", node_name(range->top));
+    /* QEMU's stream_start: a read-only top is written for the job's life. */
+    bool reopen = node_read_only(range->top);
+    if (reopen && !node_reopen_read_only(range->top, false, errp))
         return NULL;
-    }
     StreamCopier *c = g_new0(StreamCopier, 1);
+    c->reopened = reopen;
     c->top = node_ref(range->top);
     c->base = range->base ? node_ref(range->base) : NULL;
     c->layers = g_ptr_array_new_with_free_func((GDestroyNotify)node_unref);
@@ -141,11 +131,22 @@ void stream_copier_detach(StreamCopier *c)
     g_ptr_array_set_size(c->layers, 0);
 }
 
+/* Back to read-only if the copier reopened top (after detach). */
+static void restore_mode(StreamCopier *c)
+{
+    g_assert(c->detached);
+    if (c->reopened) {
+        c->reopened = false;
+        node_restore_read_only(c->top, "stream");
+    }
+}
+
 void stream_copier_free(StreamCopier *c)
 {
     if (!c)
         return;
     stream_copier_detach(c);
+    restore_mode(c);
     g_ptr_array_unref(c->claims);
     g_ptr_array_unref(c->layers);
     if (c->ranges)

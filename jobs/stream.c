@@ -14,6 +14,7 @@ typedef struct Stream {
     StreamCopier *copier;
     BlockdevOnError on_error;
     char *backing_file;
+    BlockNode *reopened;   /* top, read-only before the job (a reference), or NULL */
 } Stream;
 
 static int stream_run(Job *job, GError **errp)
@@ -68,12 +69,18 @@ static void stream_clean(Job *job)
     Stream *s = job_opaque(job);
     if (s->copier)
         stream_copier_detach(s->copier);
+    /* QEMU's stream_clean: back to read-only, after the relink. */
+    if (s->reopened) {
+        node_restore_read_only(s->reopened, "stream");
+        node_unref(g_steal_pointer(&s->reopened));
+    }
 }
 
 static void stream_free(Job *job)
 {
     Stream *s = job_opaque(job);
     stream_copier_free(s->copier);
+    g_assert(!s->reopened);   /* clean ran */
     g_free(s->backing_file);
     g_free(s);
 }
@@ -87,11 +94,9 @@ static const JobDriver stream_driver = {
     .free = stream_free,
 };
 
-Job *stream_job_create(const StreamOptions *o, GError **errp)
+/* The rest of stream_job_create, with top writable (`reopened`: it was not). */
+static Job *stream_start(const StreamOptions *o, const ChainStreamRange *r, bool reopened, GError **errp)
 {
-    ChainStreamRange range;
-    if (!chain_resolve_stream(o->device, o->base, o->base_node, o->bottom, o->backing_file, &range, errp))
-        return NULL;
     if (o->filter_node_name && node_find(o->filter_node_name)) {
         g_set_error(errp, G_IO_ERROR, G_IO_ERROR_EXISTS, "Could not create node: Duplicate nodes with node-name='%s'", o->filter_node_name);
         return NULL;
@@ -110,16 +115,33 @@ Job *stream_job_create(const StreamOptions *o, GError **errp)
         g_free(s);
         return NULL;
     }
+    s->reopened = reopened ? node_ref(r->top) : NULL;   /* stream_clean restores it */
     /* After the job's ID was accepted, as QEMU claims in block_job_create;
      * the job then ends at once (created, null), as there. */
-    s->copier = stream_copier_new(&range, o->job_id, errp);
+    s->copier = stream_copier_new(r, o->job_id, errp);
     if (!s->copier) {
-        job_early_fail(job);   /* frees s */
+        job_early_fail(job);   /* restores top's mode, frees s */
         return NULL;
     }
     job_set_speed(job, o->speed, NULL);   /* validated above */
     /* Known before the job runs (QEMU's coroutine gets that far at once). */
-    if (chain_backing(range.top) != range.base)
-        job_progress_set_total(job, node_size(range.top));
+    if (chain_backing(r->top) != r->base)
+        job_progress_set_total(job, node_size(r->top));
+    return job;
+}
+
+Job *stream_job_create(const StreamOptions *o, GError **errp)
+{
+    ChainStreamRange range;
+    if (!chain_resolve_stream(o->device, o->base, o->base_node, o->bottom, o->backing_file, &range, errp))
+        return NULL;
+    /* QEMU's stream_start reopens a read-only top before anything else
+     * (no job exists yet when that fails) and back in stream_clean. */
+    bool reopen = node_read_only(range.top);
+    if (reopen && !node_reopen_read_only(range.top, false, errp))
+        return NULL;
+    Job *job = stream_start(o, &range, reopen, errp);
+    if (!job && reopen)
+        node_restore_read_only(range.top, "stream");
     return job;
 }

@@ -37,14 +37,16 @@ Job *stream_job_create(const StreamOptions *opts, GError **errp);
 typedef struct StreamCopier StreamCopier;
 
 /* A copier into range->top of what the layers above range->base hold;
- * from now on client writes to top take their range in its lock.  False
- * (nothing set up) if top is read-only or a claim is refused; `owner`
+ * from now on client writes to top take their range in its lock.  A
+ * read-only top is reopened read-write (until stream_copier_free; the
+ * stream job reopens top itself, before its job exists, as QEMU does).
+ * NULL (nothing set up) if that reopen or a claim is refused; `owner`
  * names the job for conflict messages and the block graph. */
 StreamCopier *stream_copier_new(const ChainStreamRange *range, const char *owner, GError **errp);
 /* Removes the write hooks and releases claims and op blockers (the chain
  * may then be relinked); idempotent. */
 void stream_copier_detach(StreamCopier *c);
-/* Detaches and frees. */
+/* Detaches, puts top back read-only if the copier reopened it, and frees. */
 void stream_copier_free(StreamCopier *c);
 /* Looks at [offset, offset+max) and copies the first run there that needs
  * it, at most `max` bytes: *done is how far from offset the step got (a

@@ -352,6 +352,7 @@ const BlockDriver block_driver_blkdebug = {
     .type = BLOCKDEV_DRIVER_BLKDEBUG,
     .open.blkdebug = blkdebug_open,
     .close = blkdebug_close,
+    .reopen = block_driver_reopen_passthrough,
     .get_size = blkdebug_get_size,
     .truncate = blkdebug_truncate,
     .can_write = blkdebug_can_write,

@@ -519,6 +519,19 @@ static bool nbd_truncate_cb(void *opaque, uint64_t size, GError **errp)
     return true;
 }
 static int nbd_can_write_cb(void *opaque) { return !((NbdTarget *)opaque)->read_only; }
+
+/* QEMU's nbd_client_reopen_prepare: writing needs a server that lets us;
+ * the connections stay (an NBD client asks for no mode). */
+static bool nbd_reopen(void *opaque, bool read_only, GError **errp)
+{
+    NbdTarget *t = opaque;
+    if (!read_only && nbd_is_read_only(t->conns[0]->h) != 0) {
+        g_set_error_literal(errp, G_IO_ERROR, G_IO_ERROR_READ_ONLY, "Can't reopen read-only NBD mount as read/write");
+        return false;
+    }
+    t->read_only = read_only;
+    return true;
+}
 static int nbd_can_flush_cb(void *opaque) { return ((NbdTarget *)opaque)->can_flush; }
 static int nbd_can_trim_cb(void *opaque) { return ((NbdTarget *)opaque)->can_trim; }
 static int nbd_can_zero_cb(void *opaque) { return ((NbdTarget *)opaque)->can_zero; }
@@ -655,6 +668,7 @@ const BlockDriver block_driver_nbd = {
     .get_size = nbd_get_size_cb,
     .truncate = nbd_truncate_cb,
     .can_write = nbd_can_write_cb,
+    .reopen = nbd_reopen,
     .can_flush = nbd_can_flush_cb,
     .can_trim = nbd_can_trim_cb,
     .can_zero = nbd_can_zero_cb,

@@ -745,6 +745,19 @@ bool qcow2_bitmaps_open(Qcow2 *s, BlockNode *self, const uint8_t *h, uint64_t hl
     return true;
 }
 
+bool qcow2_bitmaps_reopenable(Qcow2 *s, GError **errp)
+{
+    /* Going read-write would mean marking them in use and handing them to
+     * the bitmap layer as writable (QEMU's qcow2_reopen_bitmaps_rw); blockd
+     * has them loaded read-only and does not switch them. */
+    if (s->bitmaps && (s->bitmaps->dir->len || s->bitmaps->blockd_cap)) {
+        qcow2_set_error(errp, G_IO_ERROR_NOT_SUPPORTED,
+                        "blockd cannot reopen a qcow2 image with persistent bitmaps read-write");
+        return false;
+    }
+    return true;
+}
+
 void qcow2_bitmaps_free(Qcow2 *s)
 {
     if (!s->bitmaps)

@@ -514,6 +514,36 @@ static void qcow2_close(void *o)
     qcow2_free(s);
 }
 
+/* Read-write: what an open read-write would refuse is refused (a corrupt
+ * image); read-only: what a close does first (freed clusters returned,
+ * the reservation released, all durable), so the image is complete on
+ * disk before no more writes may come. */
+static bool qcow2_reopen(void *o, bool read_only, GError **errp)
+{
+    Qcow2 *s = o;
+    if (!read_only) {
+        if (s->incompat & INCOMPAT_CORRUPT) {
+            qcow2_set_error(errp, G_IO_ERROR_INVALID_DATA, "Image is marked corrupt; it can only be opened "
+                                                           "read-only (repair: 'qemu-img check -r all')");
+            return false;
+        }
+        if (!qcow2_bitmaps_reopenable(s, errp))
+            return false;
+        s->read_only = false;
+        return true;
+    }
+    g_autoptr(GMutexLocker) locker = g_mutex_locker_new(&s->lock);
+    int r = s->broken ? 0 : node_flush(s->file);
+    if (r == 0 && !s->broken && (r = qcow2_apply_pending_frees(s)) == 0 && (r = qcow2_release_reservation(s)) == 0)
+        r = node_flush(s->file);
+    if (r < 0) {
+        qcow2_set_error(errp, g_io_error_from_errno(-r), "Could not flush the image: %s", g_strerror(-r));
+        return false;
+    }
+    s->read_only = true;
+    return true;
+}
+
 static int64_t qcow2_get_size(void *o) { return (int64_t)((Qcow2 *)o)->size; }
 static int qcow2_can_write(void *o) { return !((Qcow2 *)o)->read_only; }
 static int qcow2_can_flush(void *o) { return 1; }
@@ -573,6 +603,7 @@ const BlockDriver block_driver_qcow2 = {
     .name = "qcow2",
     .supports_backing = true,
     .type = BLOCKDEV_DRIVER_QCOW2,
+    .reopen = qcow2_reopen,
     .open.qcow2 = qcow2_open,
     .close = qcow2_close,
     .get_size = qcow2_get_size,

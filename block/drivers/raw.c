@@ -221,6 +221,7 @@ const BlockDriver block_driver_raw = {
     .type = BLOCKDEV_DRIVER_RAW,
     .open.raw = raw_open,
     .close = raw_close,
+    .reopen = block_driver_reopen_passthrough,
     .get_size = raw_get_size,
     .can_write = raw_can_write,
     .can_flush = raw_can_flush,

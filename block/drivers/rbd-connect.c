@@ -271,6 +271,8 @@ RbdImage *rbd_image_open(const BlockdevOptionsRbd *opts, const BlockdevCacheOpti
     s->spec = g_strdup_printf("%s/%s%s%s%s%s", o.pool, o.namespace && *o.namespace ? o.namespace : "",
                               o.namespace && *o.namespace ? "/" : "", o.image, o.snapshot ? "@" : "",
                               o.snapshot ? o.snapshot : "");
+    s->name = g_strdup(o.image);
+    s->snapshot = o.snapshot != NULL;
     if (!connect_pool(s, &o, errp) || !open_image(s, &o, errp))
         goto fail;
     rbd_options_clear(&o);
@@ -316,6 +318,32 @@ bool rbd_image_create(const BlockdevCreateOptions *options, GError **errp)
     return ok;
 }
 
+bool rbd_image_reopen(RbdImage *s, bool read_only, GError **errp)
+{
+    if (!read_only && s->snapshot) {
+        g_set_error(errp, G_IO_ERROR, G_IO_ERROR_READ_ONLY, "Cannot change node '%s' to r/w when using RBD snapshot",
+                    s->spec);
+        return false;
+    }
+    rbd_image_t old = s->image, image = NULL;
+    int r = read_only ? rbd_open_read_only(s->ioctx, s->name, &image, NULL) : rbd_open(s->ioctx, s->name, &image, NULL);
+    if (r < 0) {
+        g_set_error(errp, G_IO_ERROR, g_io_error_from_errno(-r), "error reading header from %s: %s", s->name,
+                    g_strerror(-r));
+        return false;
+    }
+    s->image = image;
+    if (!read_only && !take_lock(s, errp)) {
+        rbd_close(image);
+        s->image = old;
+        return false;
+    }
+    /* Closing the writable handle flushes it and releases its lock. */
+    rbd_close(old);
+    s->read_only = read_only;
+    return true;
+}
+
 void rbd_image_close(RbdImage *s)
 {
     if (s->image)
@@ -327,5 +355,6 @@ void rbd_image_close(RbdImage *s)
     g_mutex_clear(&s->log_lock);
     g_free(s->spec);
     g_free(s->json_name);
+    g_free(s->name);
     g_free(s);
 }

@@ -238,6 +238,7 @@ static bool rbd_drv_truncate(void *o, uint64_t size, GError **errp)
 }
 
 static void rbd_drv_close(void *o) { rbd_image_close(o); }
+static bool rbd_drv_reopen(void *o, bool read_only, GError **errp) { return rbd_image_reopen(o, read_only, errp); }
 static int64_t rbd_drv_get_size(void *o) { return (int64_t)((RbdImage *)o)->size; }
 static int rbd_drv_can_write(void *o) { return !((RbdImage *)o)->read_only; }
 static int rbd_drv_yes(void *o) { return 1; }
@@ -281,6 +282,7 @@ const BlockDriver block_driver_rbd = {
     .type = BLOCKDEV_DRIVER_RBD,
     .open.rbd = rbd_drv_open,
     .close = rbd_drv_close,
+    .reopen = rbd_drv_reopen,
     .get_size = rbd_drv_get_size,
     .can_write = rbd_drv_can_write,
     .can_flush = rbd_drv_yes,

@@ -15,6 +15,8 @@ typedef struct RbdImage {
     rbd_image_t image;
     char *spec;            /* pool/[namespace/]image[@snapshot], for messages */
     char *json_name;       /* QEMU's file name of the node: json:{...} of its strong options */
+    char *name;            /* the image's name in its pool, for a reopen */
+    bool snapshot;         /* opened at a snapshot (always read-only) */
     uint64_t size;
     uint64_t object_size;
     bool read_only;
@@ -32,5 +34,11 @@ RbdImage *rbd_image_open(const BlockdevOptionsRbd *opts, const BlockdevCacheOpti
 /* blockdev-create driver=rbd: creates the image `location` names with
  * the given size and object size (QEMU's qemu_rbd_do_create and texts). */
 bool rbd_image_create(const BlockdevCreateOptions *options, GError **errp);
+/* node_reopen_read_only: the image opened again on the same connection in
+ * the new mode; going read-write takes the exclusive lock as a writable
+ * open does (and fails, changing nothing, if another client holds it),
+ * going read-only releases it when the old handle closes.  QEMU's text
+ * for a snapshot, which stays read-only. */
+bool rbd_image_reopen(RbdImage *s, bool read_only, GError **errp);
 /* Closes the image (flushing it, releasing the lock) and the connection. */
 void rbd_image_close(RbdImage *s);

@@ -25,6 +25,8 @@
 typedef struct PluginNode {
     PluginHandle *h;
     FileLock *lock;
+    char *filename;   /* file: what a reopen opens again */
+    bool direct;
 } PluginNode;
 
 static PluginHandle *H(void *opaque) { return ((PluginNode *) opaque)->h; }
@@ -37,6 +39,7 @@ static void drv_close(void *opaque)
     PluginNode *n = opaque;
     plugin_handle_close(n->h);      /* closing the descriptor drops its locks */
     file_lock_free(n->lock);
+    g_free(n->filename);
     g_free(n);
 }
 
@@ -193,7 +196,53 @@ static void *file_open(BlockNode *self, const BlockdevOptionsFile *opts, const B
     uint64_t fd_offset;
     if (plugin_handle_read_fd(n->h, 0, 0, &fd, &fd_offset) == 0)
         n->lock = file_lock_new(fd, filename, mode);
+    n->filename = g_strdup(filename);
+    n->direct = direct;
     return n;
+}
+
+/* The plugin's own descriptor and what it is (fstat); false if it has none. */
+static bool handle_fd_stat(PluginHandle *h, int *fd, struct stat *st)
+{
+    uint64_t fd_offset;
+    return plugin_handle_read_fd(h, 0, 0, fd, &fd_offset) == 0 && fstat(*fd, st) == 0;
+}
+
+/* QEMU's raw_reopen_prepare: a new descriptor in the new mode on the same
+ * file, the image locks moved onto it before the old one closes.  The node
+ * layer has drained the node, so no request uses the old handle. */
+static bool file_reopen(void *opaque, bool read_only, GError **errp)
+{
+    PluginNode *n = opaque;
+    const char *const config[] = { "file", n->filename, "direct", n->direct ? "on" : "off", NULL };
+    g_autoptr(GError) err = NULL;
+    PluginHandle *h = plugin_handle_open("file", config, read_only, &err);
+    if (!h) {
+        g_set_error(errp, err->domain, err->code, "Could not reopen file: %s", err->message);
+        return false;
+    }
+    int old_fd = -1, fd = -1;
+    struct stat old_st, st;
+    bool have_old = handle_fd_stat(n->h, &old_fd, &old_st), have_new = handle_fd_stat(h, &fd, &st);
+    bool ok = have_old == have_new;
+    if (ok && have_new && (old_st.st_dev != st.st_dev || old_st.st_ino != st.st_ino)) {
+        /* Renamed or replaced since the open: not the node's image any more. */
+        g_set_error(errp, G_IO_ERROR, G_IO_ERROR_FAILED, "Could not reopen file: '%s' is no longer the node's image",
+                    n->filename);
+        ok = false;
+    } else if (!ok) {
+        g_set_error(errp, G_IO_ERROR, G_IO_ERROR_FAILED, "Could not reopen file: %s", g_strerror(EBADF));
+    }
+    if (ok && n->lock)
+        ok = file_lock_move(n->lock, fd, errp);
+    if (!ok) {
+        plugin_handle_close(h);   /* drops whatever it locked */
+        return false;
+    }
+    PluginHandle *old = n->h;
+    n->h = h;
+    plugin_handle_close(old);
+    return true;
 }
 
 /* Image locks (block/file-lock.h) follow the node's permissions. */
@@ -284,6 +333,7 @@ static const BlockDriver file_driver = {
     .check_perm = file_check_perm,
     .set_perm = file_set_perm,
     .abort_perm = file_abort_perm,
+    .reopen = file_reopen,
 };
 
 /* ---- memory ---- */
