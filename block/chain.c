@@ -1,5 +1,6 @@
 /* Backing chains (see chain.h). */
 #include "block/chain.h"
+#include "block/error.h"
 #include "block/allocation-depth.h"
 #include "block/driver.h"
 #include "block/node-internal.h"
@@ -11,17 +12,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <gio/gio.h>
-
-static bool fail(GError **errp, const char *fmt, ...) G_GNUC_PRINTF(2, 3);
-static bool fail(GError **errp, const char *fmt, ...)
-{
-    va_list ap;
-    va_start(ap, fmt);
-    g_autofree char *msg = g_strdup_vprintf(fmt, ap);
-    va_end(ap);
-    g_set_error_literal(errp, G_IO_ERROR, G_IO_ERROR_FAILED, msg);
-    return false;
-}
 
 BlockNode *chain_backing(BlockNode *node)
 {
@@ -117,7 +107,7 @@ static BlockNode *lookup_node(const char *name, GError **errp)
 {
     BlockNode *n = node_find(name);
     if (!n)
-        fail(errp, "Cannot find device='' nor node-name='%s'", name);
+        block_fail(errp, "Cannot find device='' nor node-name='%s'", name);
     return n;
 }
 
@@ -136,37 +126,37 @@ bool chain_resolve_stream(const char *device, const char *base, const char *base
 {
     memset(out, 0, sizeof(*out));
     if (base && base_node)
-        return fail(errp, "'base' and 'base-node' cannot be specified at the same time");
+        return block_fail(errp, "'base' and 'base-node' cannot be specified at the same time");
     if (base && bottom)
-        return fail(errp, "'base' and 'bottom' cannot be specified at the same time");
+        return block_fail(errp, "'base' and 'bottom' cannot be specified at the same time");
     if (bottom && base_node)
-        return fail(errp, "'bottom' and 'base-node' cannot be specified at the same time");
+        return block_fail(errp, "'bottom' and 'base-node' cannot be specified at the same time");
     BlockNode *top = node_find(device);
     if (!top)
-        return fail(errp, "Cannot find device='%s' nor node-name='%s'", device, device);
+        return block_fail(errp, "Cannot find device='%s' nor node-name='%s'", device, device);
     BlockNode *base_bs = NULL, *bottom_bs = NULL;
     if (base) {
         base_bs = chain_find_image(top, base);
         if (!base_bs)
-            return fail(errp, "Can't find '%s' in the backing chain", base);
+            return block_fail(errp, "Can't find '%s' in the backing chain", base);
     }
     if (base_node) {
         if (!(base_bs = lookup_node(base_node, errp)))
             return false;
         if (base_bs == top || !chain_contains(top, base_bs))
-            return fail(errp, "Node '%s' is not a backing image of '%s'", base_node, device);
+            return block_fail(errp, "Node '%s' is not a backing image of '%s'", base_node, device);
     }
     if (bottom) {
         if (!(bottom_bs = lookup_node(bottom, errp)))
             return false;
         if (!chain_contains(top, bottom_bs))
-            return fail(errp, "Node '%s' is not in a chain starting from '%s'", bottom, device);
+            return block_fail(errp, "Node '%s' is not in a chain starting from '%s'", bottom, device);
     }
     BlockNode *end = bottom_bs ? chain_backing(bottom_bs) : base_bs;
     if (!check_ops_down_to(top, end, errp))
         return false;
     if (!base_bs && backing_file)
-        return fail(errp, "backing file specified, but streaming the entire chain");
+        return block_fail(errp, "backing file specified, but streaming the entire chain");
     out->top = top;
     if (bottom_bs) {
         out->bottom = bottom_bs;
@@ -191,15 +181,15 @@ bool chain_resolve_commit(const char *device, const char *top, const char *top_n
     /* A node a job works on has that job as a parent in QEMU (a mirror's
      * or commit's filter, the job's own edge), so it is no root then. */
     if (node_has_parent(root) || !node_check_ops(root, NULL))
-        return fail(errp, "Need a root block node");
+        return block_fail(errp, "Need a root block node");
     BlockNode *top_bs = root;
     if (top_node && top)
-        return fail(errp, "'top-node' and 'top' are mutually exclusive");
+        return block_fail(errp, "'top-node' and 'top' are mutually exclusive");
     if (top_node) {
         if (!(top_bs = lookup_node(top_node, errp)))
             return false;
         if (!chain_contains(root, top_bs))
-            return fail(errp, "'%s' is not in this backing file chain", top_node);
+            return block_fail(errp, "'%s' is not in this backing file chain", top_node);
     } else if (top) {
         const char *fn = node_filename(root);
         BlockImageInfo info;
@@ -209,27 +199,27 @@ bool chain_resolve_commit(const char *device, const char *top, const char *top_n
             top_bs = chain_find_image(root, top);
     }
     if (!top_bs)
-        return fail(errp, "Top image file %s not found", top ? top : "NULL");
+        return block_fail(errp, "Top image file %s not found", top ? top : "NULL");
     BlockNode *base_bs;
     if (base_node && base)
-        return fail(errp, "'base-node' and 'base' are mutually exclusive");
+        return block_fail(errp, "'base-node' and 'base' are mutually exclusive");
     if (base_node) {
         if (!(base_bs = lookup_node(base_node, errp)))
             return false;
         if (!chain_contains(top_bs, base_bs))
-            return fail(errp, "'%s' is not in this backing file chain", base_node);
+            return block_fail(errp, "'%s' is not in this backing file chain", base_node);
     } else if (base) {
         if (!(base_bs = chain_find_image(top_bs, base)))
-            return fail(errp, "Can't find '%s' in the backing chain", base);
+            return block_fail(errp, "Can't find '%s' in the backing chain", base);
     } else {
         base_bs = chain_bottom(top_bs);
         if (!base_bs)
-            return fail(errp, "There is no backimg image");
+            return block_fail(errp, "There is no backimg image");
     }
     if (!check_ops_down_to(top_bs, chain_backing(base_bs), errp))
         return false;
     if (top_bs == base_bs)
-        return fail(errp, "cannot commit an image into itself");
+        return block_fail(errp, "cannot commit an image into itself");
     out->root = root;
     out->top = top_bs;
     out->base = base_bs;
@@ -284,7 +274,7 @@ bool chain_relink(BlockNode *above, BlockNode *new_backing, const char *backing_
     if (old == new_backing)
         return true;
     if (!above->drv->set_backing || !above->drv->change_backing_file)
-        return fail(errp, "Node '%s' cannot change its backing file", node_name(above));
+        return block_fail(errp, "Node '%s' cannot change its backing file", node_name(above));
     const char *name = NULL, *fmt = NULL;
     BlockImageInfo info = { 0 };
     if (new_backing) {
@@ -294,7 +284,7 @@ bool chain_relink(BlockNode *above, BlockNode *new_backing, const char *backing_
         if (!name)
             name = node_image_info(new_backing, &info) && info.filename ? info.filename : node_filename(new_backing);
         if (!name)
-            return fail(errp, "Node '%s' has no file name to record as backing file", node_name(new_backing));
+            return block_fail(errp, "Node '%s' has no file name to record as backing file", node_name(new_backing));
         fmt = node_driver_name(new_backing);
     }
     g_autoptr(GPtrArray) fallen = falling_out(above, new_backing);

@@ -1,6 +1,7 @@
 /* The backup job (see jobs/backup.h): QEMU's block/backup.c and
  * block/copy-before-write.c on top of the shared copy engine. */
 #include "jobs/backup.h"
+#include "block/error.h"
 #include "jobs/copy.h"
 #include "bitmaps/dirty-bitmap.h"
 #include "block/node.h"
@@ -221,17 +222,6 @@ static bool lookup(const char *name, BlockNode **out, GError **errp)
     return false;
 }
 
-static bool fail(GError **errp, const char *fmt, ...) G_GNUC_PRINTF(2, 3);
-static bool fail(GError **errp, const char *fmt, ...)
-{
-    va_list ap;
-    va_start(ap, fmt);
-    g_autofree char *msg = g_strdup_vprintf(fmt, ap);
-    va_end(ap);
-    g_set_error_literal(errp, G_IO_ERROR, G_IO_ERROR_FAILED, msg);
-    return false;
-}
-
 /* QEMU's do_backup_common + backup_job_create checks, in their order. */
 static bool backup_validate(BackupOptions *o, BlockNode **src, BlockNode **tgt,
                             DirtyBitmap **bm, GError **errp)
@@ -239,11 +229,11 @@ static bool backup_validate(BackupOptions *o, BlockNode **src, BlockNode **tgt,
     if (!lookup(o->device, src, errp) || !lookup(o->target, tgt, errp))
         return false;
     if ((o->sync == MIRROR_SYNC_MODE_BITMAP || o->sync == MIRROR_SYNC_MODE_INCREMENTAL) && !o->bitmap)
-        return fail(errp, "must provide a valid bitmap name for '%s' sync mode",
+        return block_fail(errp, "must provide a valid bitmap name for '%s' sync mode",
                     MirrorSyncMode_str[o->sync]);
     if (o->sync == MIRROR_SYNC_MODE_INCREMENTAL) {
         if (o->has_bitmap_mode && o->bitmap_mode != BITMAP_SYNC_MODE_ON_SUCCESS)
-            return fail(errp, "Bitmap sync mode must be 'on-success' when using sync mode 'incremental'");
+            return block_fail(errp, "Bitmap sync mode must be 'on-success' when using sync mode 'incremental'");
         o->has_bitmap_mode = true;
         o->bitmap_mode = BITMAP_SYNC_MODE_ON_SUCCESS;
         o->sync = MIRROR_SYNC_MODE_BITMAP;
@@ -252,37 +242,37 @@ static bool backup_validate(BackupOptions *o, BlockNode **src, BlockNode **tgt,
     if (o->bitmap) {
         *bm = dirty_bitmap_find(*src, o->bitmap);
         if (!*bm)
-            return fail(errp, "Bitmap '%s' could not be found", o->bitmap);
+            return block_fail(errp, "Bitmap '%s' could not be found", o->bitmap);
         if (!o->has_bitmap_mode)
-            return fail(errp, "Bitmap sync mode must be given when providing a bitmap");
+            return block_fail(errp, "Bitmap sync mode must be given when providing a bitmap");
         if (!dirty_bitmap_check(*bm, DIRTY_BITMAP_ALLOW_RO, errp))
             return false;
         if (o->sync == MIRROR_SYNC_MODE_NONE)
-            return fail(errp, "sync mode 'none' does not produce meaningful bitmap outputs");
+            return block_fail(errp, "sync mode 'none' does not produce meaningful bitmap outputs");
         if (o->bitmap_mode == BITMAP_SYNC_MODE_NEVER && o->sync != MIRROR_SYNC_MODE_BITMAP)
-            return fail(errp, "Bitmap sync mode 'never' has no meaningful effect when combined with sync mode '%s'",
+            return block_fail(errp, "Bitmap sync mode 'never' has no meaningful effect when combined with sync mode '%s'",
                         MirrorSyncMode_str[o->sync]);
     } else if (o->has_bitmap_mode) {
-        return fail(errp, "Cannot specify bitmap sync mode without a bitmap");
+        return block_fail(errp, "Cannot specify bitmap sync mode without a bitmap");
     }
     if (*src == *tgt)
-        return fail(errp, "Source and target cannot be the same");
+        return block_fail(errp, "Source and target cannot be the same");
     /* QEMU names the target's BlockBackend, which a node has none of. */
     if (o->compress && !node_can_write_compressed(*tgt))
-        return fail(errp, "Compression is not supported for this drive %s", "");
+        return block_fail(errp, "Compression is not supported for this drive %s", "");
     if (!node_check_ops(*tgt, errp))
         return false;
     if (node_read_only(*tgt))
-        return fail(errp, "Node '%s' is read-only", node_name(*tgt));
+        return block_fail(errp, "Node '%s' is read-only", node_name(*tgt));
     if (node_size(*tgt) < node_size(*src))
-        return fail(errp, "Target '%s' is smaller than the source (%" G_GUINT64_FORMAT
+        return block_fail(errp, "Target '%s' is smaller than the source (%" G_GUINT64_FORMAT
                     " < %" G_GUINT64_FORMAT " bytes)", node_name(*tgt),
                     (guint64)node_size(*tgt), (guint64)node_size(*src));
     if (*bm && o->bitmap_mode != BITMAP_SYNC_MODE_NEVER &&
         !dirty_bitmap_check(*bm, DIRTY_BITMAP_DEFAULT, errp))
         return false;
     if (o->speed < 0)
-        return fail(errp, "Parameter 'speed' expects a non-negative value");
+        return block_fail(errp, "Parameter 'speed' expects a non-negative value");
     return true;
 }
 

@@ -10,6 +10,7 @@
  * valid chain with the same content.  The active commit is the mirror job
  * (jobs/mirror.c with active_commit). */
 #include "jobs/commit.h"
+#include "block/error.h"
 #include "jobs/mirror.h"
 #include "block/chain.h"
 #include "block/node.h"
@@ -207,17 +208,6 @@ static const JobDriver commit_driver = {
     .free = commit_free,
 };
 
-static bool fail(GError **errp, const char *fmt, ...) G_GNUC_PRINTF(2, 3);
-static bool fail(GError **errp, const char *fmt, ...)
-{
-    va_list ap;
-    va_start(ap, fmt);
-    g_autofree char *msg = g_strdup_vprintf(fmt, ap);
-    va_end(ap);
-    g_set_error_literal(errp, G_IO_ERROR, G_IO_ERROR_FAILED, msg);
-    return false;
-}
-
 /* QEMU's commit_start and commit_active_start: a read-only base is
  * reopened read-write for the job; *reopened says whether it was. */
 static bool open_base_writable(BlockNode *base, bool *reopened, GError **errp)
@@ -335,7 +325,7 @@ static Job *intermediate_commit_create(const CommitOptions *o, const ChainCommit
     if (!node_check_ops(above, errp))
         return NULL;
     if (o->speed < 0) {
-        fail(errp, "Parameter 'speed' expects a non-negative value");
+        block_fail(errp, "Parameter 'speed' expects a non-negative value");
         return NULL;
     }
     /* The overlay above top may be read-only too: its header is rewritten
@@ -353,7 +343,7 @@ Job *commit_job_create(const CommitOptions *opts, GError **errp)
         return NULL;
     if (r.top == r.root) {
         if (opts->backing_file) {
-            fail(errp, "'backing-file' specified, but 'top' is the active layer");
+            block_fail(errp, "'backing-file' specified, but 'top' is the active layer");
             return NULL;
         }
         /* The active layer is mirrored; the layers below it must not

@@ -31,6 +31,7 @@
  *   (node_replace), as QEMU keeps it drained from the end of mirror_run to
  *   mirror_exit_common: nothing is written in between. */
 #include "jobs/mirror.h"
+#include "block/error.h"
 #include "jobs/copy.h"
 #include "jobs/worker-pool.h"
 #include "bitmaps/hbitmap.h"
@@ -701,21 +702,10 @@ static bool mirror_complete(Job *job, GError **errp)
 static const JobDriver mirror_driver = MIRROR_DRIVER(JOB_TYPE_MIRROR);
 static const JobDriver active_commit_driver = MIRROR_DRIVER(JOB_TYPE_COMMIT);
 
-static bool fail(GError **errp, const char *fmt, ...) G_GNUC_PRINTF(2, 3);
-static bool fail(GError **errp, const char *fmt, ...)
-{
-    va_list ap;
-    va_start(ap, fmt);
-    g_autofree char *msg = g_strdup_vprintf(fmt, ap);
-    va_end(ap);
-    g_set_error_literal(errp, G_IO_ERROR, G_IO_ERROR_FAILED, msg);
-    return false;
-}
-
 static bool lookup(const char *name, BlockNode **out, GError **errp)
 {
     *out = name ? node_find(name) : NULL;
-    return *out || fail(errp, "Cannot find device='%s' nor node-name='%s'",
+    return *out || block_fail(errp, "Cannot find device='%s' nor node-name='%s'",
                         name ? name : "", name ? name : "");
 }
 
@@ -725,26 +715,26 @@ static bool mirror_validate(const MirrorOptions *o, BlockNode **src, BlockNode *
     if (!lookup(o->device, src, errp) || !lookup(o->target, tgt, errp))
         return false;
     if (o->granularity && (o->granularity < 512 || o->granularity > (64u << 20)))
-        return fail(errp, "Parameter 'granularity' expects a value in range [512B, 64MB]");
+        return block_fail(errp, "Parameter 'granularity' expects a value in range [512B, 64MB]");
     if (o->granularity & (o->granularity - 1))
-        return fail(errp, "Parameter 'granularity' expects a power of 2");
+        return block_fail(errp, "Parameter 'granularity' expects a power of 2");
     if (o->sync == MIRROR_SYNC_MODE_INCREMENTAL || o->sync == MIRROR_SYNC_MODE_BITMAP)
-        return fail(errp, "Sync mode '%s' not supported", MirrorSyncMode_str[o->sync]);
+        return block_fail(errp, "Sync mode '%s' not supported", MirrorSyncMode_str[o->sync]);
     if (node_has_parent(*src) || !node_check_ops(*src, NULL))
-        return fail(errp, "Need a root block node");
+        return block_fail(errp, "Need a root block node");
     if (o->buf_size < 0)
-        return fail(errp, "Invalid parameter 'buf-size'");
+        return block_fail(errp, "Invalid parameter 'buf-size'");
     if (*src == *tgt)
-        return fail(errp, "Can't mirror node into itself");
+        return block_fail(errp, "Can't mirror node into itself");
     if (!node_check_ops(*tgt, errp))
         return false;
     if (node_read_only(*tgt))
-        return fail(errp, "Node '%s' is read-only", node_name(*tgt));
+        return block_fail(errp, "Node '%s' is read-only", node_name(*tgt));
     /* An active commit grows a smaller base, as QEMU does. */
     if (node_size(*tgt) != node_size(*src) && !(o->active_commit && node_size(*tgt) < node_size(*src)))
-        return fail(errp, "Source and target image have different sizes");
+        return block_fail(errp, "Source and target image have different sizes");
     if (o->speed < 0)
-        return fail(errp, "Parameter 'speed' expects a non-negative value");
+        return block_fail(errp, "Parameter 'speed' expects a non-negative value");
     return true;
 }
 
