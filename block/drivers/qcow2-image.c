@@ -225,7 +225,7 @@ bool qcow2_change_backing_file(void *o, const char *name, const char *fmt, GErro
     int err = 0;
     if (name && strlen(name) > MAX_BACKING_NAME)
         err = EINVAL;
-    g_autoptr(GMutexLocker) locker = g_mutex_locker_new(&s->lock);
+    G_GNUC_UNUSED g_autoptr(GMutexLocker) locker = g_mutex_locker_new(&s->lock);
     g_autofree uint8_t *old = err ? NULL : g_malloc(s->cs);
     g_autofree uint8_t *h = NULL;
     if (!err && file_read(s, old, s->cs, 0) < 0)

@@ -532,7 +532,7 @@ static bool qcow2_reopen(void *o, bool read_only, GError **errp)
         s->read_only = false;
         return true;
     }
-    g_autoptr(GMutexLocker) locker = g_mutex_locker_new(&s->lock);
+    G_GNUC_UNUSED g_autoptr(GMutexLocker) locker = g_mutex_locker_new(&s->lock);
     int r = s->broken ? 0 : node_flush(s->file);
     if (r == 0 && !s->broken && (r = qcow2_apply_pending_frees(s)) == 0 && (r = qcow2_release_reservation(s)) == 0)
         r = node_flush(s->file);
