@@ -296,6 +296,9 @@ int qcow2_zero(void *o, uint32_t count, uint64_t offset, uint32_t flags);
 int qcow2_trim(void *o, uint32_t count, uint64_t offset, uint32_t flags);
 /* Flushes the file, then drops the references freed since the last flush. */
 int qcow2_flush(void *o, uint32_t flags);
+/* BlockDriver.read_fd: the file's descriptor when the range is one run of
+ * data clusters contiguous in the file (sendfile), else -ENOTSUP. */
+int qcow2_read_fd(void *o, uint32_t count, uint64_t offset, int *fd, uint64_t *fd_offset);
 /* Block status: allocation in this layer, the backing node's below it. */
 int qcow2_extents(void *o, uint32_t count, uint64_t offset, uint32_t flags, BlockExtents *out);
 

@@ -104,6 +104,31 @@ static int do_pread(Qcow2 *s, void *buf, uint32_t count, uint64_t offset)
     return 0;
 }
 
+int qcow2_read_fd(void *o, uint32_t count, uint64_t offset, int *fd, uint64_t *fd_offset)
+{
+    Qcow2 *s = o;
+    uint64_t entries[LOOKUP_BATCH], c0;
+    const uint64_t in = offset & (s->cs - 1), n = DIV_UP(in + count, s->cs);
+    if (s->broken || n > LOOKUP_BATCH)
+        return -ENOTSUP;
+    g_rw_lock_reader_lock(&s->io_lock);
+    int64_t got = qcow2_lookup_entries(s, offset, count, entries, &c0);
+    g_rw_lock_reader_unlock(&s->io_lock);
+    if (got < (int64_t)n)
+        return -ENOTSUP;
+    /* Only one run of data clusters, contiguous in the file.  The bytes are
+     * sent after this returns: a write racing with this read may land
+     * before or after, as with any read; clusters a discard or a snapshot
+     * operation frees meanwhile are never handed out again (allocation only
+     * appends), so they still hold what they held. */
+    const uint64_t host = entries[0] & L2E_OFFSET_MASK;
+    for (uint64_t i = 0; i < n; i++)
+        if (classify(s, entries[i]) != CT_NORMAL || (entries[i] & L2E_OFFSET_MASK) != host + i * s->cs)
+            return -ENOTSUP;
+    node_debug_event(s->file, BLKDBG_READ_AIO);
+    return node_read_fd(s->file, count, host + in, fd, fd_offset);
+}
+
 int qcow2_pread(void *o, void *buf, uint32_t count, uint64_t offset, uint32_t flags)
 {
     Qcow2 *s = o;

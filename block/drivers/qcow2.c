@@ -622,6 +622,7 @@ const BlockDriver block_driver_qcow2 = {
     .trim = qcow2_trim,
     .zero = qcow2_zero,
     .extents = qcow2_extents,
+    .read_fd = qcow2_read_fd,
     .image_info = qcow2_image_info,
     .replace_child = qcow2_replace_child,
     .snapshot = &qcow2_snapshot_ops,

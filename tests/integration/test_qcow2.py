@@ -146,6 +146,35 @@ def main():
         check(bytes(h.pread(SIZE, 0)) == bytes(image), 'content after writes')
         h.shutdown()
 
+        # Reads of 64 KiB and more within one run of data clusters go out by
+        # sendfile from the image file (qcow2's read_fd), the others through
+        # a buffer: both must read the same bytes, at any offset.  A new
+        # image, so that one write makes clusters contiguous in the file.
+        flat = d.path('flat.qcow2')
+        run('qemu-img', 'create', '-q', '-f', 'qcow2', flat, str(SIZE))
+        ok(q.cmd('blockdev-add', {'driver': 'qcow2', 'node-name': 'flat',
+                                  'file': {'driver': 'file', 'filename': flat}}), 'blockdev-add flat')
+        ok(q.cmd('block-export-add', {'type': 'nbd', 'id': 'e1', 'node-name': 'flat', 'name': 'flat',
+                                      'writable': True}), 'block-export-add flat')
+        hf = connect(sock, 'flat')
+        want = bytearray(SIZE)
+        for run_off, n in ((1 << 20, 1 << 20), (3 << 20, 512 << 10), (2 << 20, 64 << 10)):
+            data = rng.randbytes(n)
+            hf.pwrite(data, run_off)
+            want[run_off:run_off + n] = data
+        hf.flush()
+        hf.shutdown()
+        hf = connect(sock, 'flat')  # a connection that has only read
+        for off, n in [(1 << 20, 64 << 10), ((1 << 20) + 12345, 65536 + 77), ((2 << 20) - 70000, 140000),
+                       ((2 << 20) - 65536, 3 << 20), (3 << 20, 512 << 10), (0, 64 << 10)] + \
+                [(rng.randrange(0, 4 << 20), rng.choice([65536, 70000, 131072, 300000])) for _ in range(40)]:
+            check(bytes(hf.pread(n, off)) == bytes(want[off:off + n]), 'flat: read of %d at %d' % (n, off))
+        hf.shutdown()
+        ok(q.cmd('block-export-del', {'id': 'e1'}), 'block-export-del flat')
+        while any(e['id'] == 'e1' for e in q.cmd('query-block-exports')['return']):
+            pass
+        ok(q.cmd('blockdev-del', {'node-name': 'flat'}), 'blockdev-del flat')
+
         # Allocation as the NBD client sees it and as qemu-img sees the file.
         ours, theirs = nbd_map(sock, 'disk'), qemu_map(top)
         check(None not in ours and None not in theirs, 'maps incomplete')
