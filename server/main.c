@@ -288,6 +288,12 @@ int main(int argc, char **argv)
     g_main_loop_run(d.loop);
     sd_notify_stopping();
     remove_sources(sources, G_N_ELEMENTS(sources));
+    /* The stop has begun: another SIGTERM (a service manager's, an
+     * impatient Ctrl-C) must not cut short the drain that finishes the
+     * requests in flight and stores the bitmaps.  SIGKILL still works. */
+    signal(SIGTERM, SIG_IGN);
+    signal(SIGINT, SIG_IGN);
+    signal(SIGHUP, SIG_IGN);
     g_main_loop_unref(d.loop);
 
     /* The command first: it is the client of what shutdown_all closes. */

@@ -58,6 +58,16 @@ def run_script(cmd, tmp, steps, names=None):
                 out.append((step, norm(r.stdout + r.stderr)))
             elif step[0] == 'wait-job':
                 out.append((step, job_statuses(q, step[1])))
+            elif step[0] == 'wait-export-gone':
+                # block-export-del answers at once; the export goes when its
+                # last client has gone (BLOCK_EXPORT_DELETED), which a daemon
+                # slowed down (TSan) may see after its next command.
+                deadline = time.monotonic() + 30
+                while any(e['id'] == step[1] for e in q.cmd('query-block-exports')['return']):
+                    if time.monotonic() > deadline:
+                        fail('export %s was not deleted' % step[1])
+                    time.sleep(0.02)
+                out.append((step, True))
             else:
                 args = json.loads(subst(json.dumps(step[1])))
                 r = q.cmd(step[0], args)

@@ -105,7 +105,9 @@ def steps():
         ('job-dismiss', {'id': 'm'}),
         # growing and shrinking
         ('block-export-del', {'id': 'e1'}),
+        ('wait-export-gone', 'e1'),
         ('block-export-del', {'id': 'e2'}),
+        ('wait-export-gone', 'e2'),
         ('block_resize', {'node-name': 'top', 'size': 4 * MiB}),
         ('block_resize', {'node-name': 'top', 'size': MiB}),
         ('block_resize', {'node-name': 'q', 'size': 4 * MiB}),
@@ -127,7 +129,9 @@ def steps():
                "qemu-io -f raw -c 'read -P 1 1000 523288' -c 'read -P 0 524800 1572352' "
                "'nbd+unix:///r?socket=$T/nbd.sock' | grep -c '^read'"),
         ('block-export-del', {'id': 'e1'}),
+        ('wait-export-gone', 'e1'),
         ('block-export-del', {'id': 'e2'}),
+        ('wait-export-gone', 'e2'),
         ('query-block', {}),
         ('blockdev-del', {'node-name': 'q'}),
         ('blockdev-del', {'node-name': 'top'}),
@@ -148,6 +152,7 @@ def qcow2_state_steps():
         ('block-export-add', {'type': 'nbd', 'id': 'e1', 'node-name': 'p', 'writable': True}),
         ('sh', "qemu-io -f raw -c 'write -P 1 0 4M' 'nbd+unix:///p?socket=$T/nbd.sock' >/dev/null"),
         ('block-export-del', {'id': 'e1'}),
+        ('wait-export-gone', 'e1'),
         ('block_resize', {'node-name': 'p', 'size': 8388608}),
         ('x-debug-block-dirty-bitmap-sha256', {'node': 'p', 'name': 'pb'}),
         ('block_resize', {'node-name': 'p', 'size': 1048576}),

@@ -15,7 +15,7 @@ import tempfile
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from lib import blockd_path, check, fail, sanitizer_report  # noqa: E402
+from lib import blockd_path, check, fail, sanitizer_report, sigterm_and_wait  # noqa: E402
 
 SIZE = 64 << 20
 # A plugin script run by the daemon: its size says whether the daemon's
@@ -107,10 +107,9 @@ def foreground(tmp, notify_socket, bind_address):
         check(nbd_size('nbd+unix:///probe?socket=' + sock) == 1 << 20,
               "the daemon's children inherit NOTIFY_SOCKET")
         check(lis.recv(0.2) is None, 'unexpected second message before SIGTERM')
-        proc.send_signal(signal.SIGTERM)
+        check(sigterm_and_wait(proc, 30) == 0, 'blockd exited %s after SIGTERM' % proc.returncode)
         fields, pid = lis.expect('STOPPING')
         check(pid == proc.pid, 'STOPPING=1 came from pid %s' % pid)
-        check(proc.wait(timeout=30) == 0, 'blockd exited %s after SIGTERM' % proc.returncode)
         err.seek(0)
         text = err.read()
         check(not sanitizer_report(text), 'sanitizer report:\n' + text[:8000])
@@ -138,8 +137,7 @@ def sigterm_at_ready(tmp, rounds=20):
                                 env=dict(os.environ, NOTIFY_SOCKET=path))
         try:
             lis.expect('READY')
-            proc.send_signal(signal.SIGTERM)
-            rc = proc.wait(timeout=30)
+            rc = sigterm_and_wait(proc, 30)
             check(rc == 0, 'round %d: blockd exited %s on a SIGTERM right after READY=1'
                   % (i, rc))
             check(not os.path.exists(sock), 'round %d: socket left behind' % i)

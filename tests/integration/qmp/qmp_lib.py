@@ -18,7 +18,7 @@ import tempfile
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from lib import SKIP, check, fail, sanitizer_report, skip  # noqa: E402,F401  (re-exported for the tests)
+from lib import SKIP, check, fail, sanitizer_report, sigterm_and_wait, skip  # noqa: E402,F401  (re-exported)
 
 
 def blockd_cmd():
@@ -116,6 +116,7 @@ class Daemon:
         self.tmp = tempfile.mkdtemp(prefix='blockd-qmp.')
         self.socks = [os.path.join(self.tmp, 'qmp%d.sock' % i) for i in range(monitors)]
         args = list(cmd)
+        self.exe = shutil.which(args[0]) or args[0]
         for i, s in enumerate(self.socks):
             args += ['--chardev', 'socket,id=m%d,path=%s,server=on,wait=off' % (i, s),
                      '--monitor', 'chardev=m%d' % i]
@@ -149,7 +150,10 @@ class Daemon:
 
     def stop(self):
         if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
+            try:
+                sigterm_and_wait(self.proc, 20, self.exe)
+            except subprocess.TimeoutExpired:
+                fail('daemon did not exit')
         status = self.wait()
         report = sanitizer_report(self.stderr_text())
         check(not report, 'sanitizer report:\n' + report[:8000])
