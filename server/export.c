@@ -141,18 +141,21 @@ static void context_free(ExportMetaContext *ctx)
 
 static void export_free(Export *exp)
 {
-    g_mutex_lock(&registry_lock);
-    if (registry)
-        g_ptr_array_remove(registry, exp);
-    g_cond_broadcast(&registry_cond);
-    g_mutex_unlock(&registry_lock);
     g_ptr_array_free(exp->clients, TRUE);
     g_ptr_array_free(exp->contexts, TRUE);
     for (guint i = 0; i < exp->bitmaps->len; i++)
         dirty_bitmap_set_busy(exp->bitmaps->pdata[i], false);
     g_ptr_array_free(exp->bitmaps, TRUE);
     block_user_free(exp->user);
-    /* The node and bitmaps are released: the export is really gone. */
+    /* The node and bitmaps are released: only now does the export leave
+     * query-block-exports, so a client that saw it go can resize or
+     * delete the node at once (it did the other way round, and a
+     * block_resize right after met the export's claim). */
+    g_mutex_lock(&registry_lock);
+    if (registry)
+        g_ptr_array_remove(registry, exp);
+    g_cond_broadcast(&registry_cond);
+    g_mutex_unlock(&registry_lock);
     if (exp->on_deleted)
         exp->on_deleted(exp->id, exp->deleted_opaque);
     g_free(exp->id);
