@@ -183,6 +183,10 @@ def churn(q, halt, clears):
             ok(q.cmd('block-dirty-bitmap-add', {'node': 'f0', 'name': name, 'persistent': True}), 'add')
             ok(q.cmd('block-dirty-bitmap-remove', {'node': 'f0', 'name': name}), 'remove')
         elif op == 'clear':
+            # Noted before it is sent too: a clear the kill catches in
+            # flight may have cleared (and stored) k without answering,
+            # so only writes issued after it are sure to be in k.
+            clears.append(time.monotonic())
             ok(q.cmd('block-dirty-bitmap-clear', {'node': 'f0', 'name': 'k'}), 'clear k')
             clears.append(time.monotonic())
         else:
