@@ -89,6 +89,10 @@ typedef struct Mirror {
     NodeWriteHook *before_hook, *after_hook;
     BlockUser *target_user; /* the job writes the target through it (QEMU: the job's BlockBackend) */
     bool cleaned;
+    /* Write-throughs whose completion (on the target driver's thread) has
+     * not returned yet: their last step reads m after releasing the range
+     * the final sync waits for, so the job is freed only once this is 0. */
+    gint async_done_pending;
 } Mirror;
 
 typedef struct MirrorOp {
@@ -238,9 +242,11 @@ typedef struct WriteThrough {
 static void write_through_target_done(void *opaque, int r)
 {
     WriteThrough *wt = opaque;
-    block_user_end(wt->m->target_user, 0);
-    write_through_done(wt->m, wt->range, wt->offset, wt->count, r);
+    Mirror *m = wt->m;
+    block_user_end(m->target_user, 0);
+    write_through_done(m, wt->range, wt->offset, wt->count, r);
     g_free(wt);
+    g_atomic_int_add(&m->async_done_pending, -1); /* the last touch of m */
 }
 
 /* The data is on the source: copy it to the target now (write-blocking,
@@ -265,6 +271,7 @@ static void mirror_after_write(BlockNode *node, const void *buf, uint64_t offset
      * is done, which may be after this returns. */
     WriteThrough *wt = g_new(WriteThrough, 1);
     *wt = (WriteThrough){ m, range, offset, count };
+    g_atomic_int_inc(&m->async_done_pending);
     node_pwrite_async(target, buf, (uint32_t)count, offset, 0, write_through_target_done, wt);
 }
 
@@ -651,6 +658,9 @@ static void mirror_clean(Job *job)
 static void mirror_free(Job *job)
 {
     Mirror *m = job_opaque(job);
+    /* Their ranges are released, so they are returning now: a moment. */
+    while (g_atomic_int_get(&m->async_done_pending) > 0)
+        g_usleep(50);
     worker_group_free(m->workers);
     hbitmap_free(m->dirty);
     range_lock_free(m->ranges);
