@@ -741,7 +741,7 @@ static int qcow2_snapshot_revert(void *o, const char *id_or_name)
     const Qcow2Snapshot *sn = &s->snapshots[idx];
     if (sn->disk_size != s->size) {
         unlock_all(s);
-        return -ENOTSUP; /* as QEMU: loading snapshots of another disk size is not implemented */
+        return -ENOTSUP; /* QEMU's qcow2_snapshot_goto refuses a snapshot of another disk size with ENOTSUP too */
     }
     g_autofree uint64_t *l1 = NULL;
     if ((r = commit_begin(s, &c)) < 0 || (r = read_l1(s, sn->l1_offset, sn->l1_size, &l1)) < 0)
