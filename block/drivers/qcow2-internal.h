@@ -128,7 +128,8 @@ typedef struct Qcow2 {
     char *backing_name, *backing_full, *backing_fmt;
 
     /* Internal snapshots (qcow2-snapshot.c). */
-    uint32_t nb_snapshots;
+    uint32_t nb_snapshots;          /* entries in snapshots[] */
+    uint32_t header_nb_snapshots;   /* the header's count, until the table is read at open */
     Qcow2Snapshot *snapshots;
     uint64_t snapshots_offset, snapshots_size;
     /* Guest I/O holds it for reading, snapshot operations for writing:

@@ -265,7 +265,7 @@ static bool parse_header(Qcow2 *s, BlockNode *self, const uint8_t *h, uint64_t h
                 me);
         return false;
     }
-    s->nb_snapshots = nb_snapshots; /* read by qcow2_read_snapshots at open */
+    s->header_nb_snapshots = nb_snapshots; /* read by qcow2_read_snapshots at open */
     s->snapshots_offset = be64_at(h + 64);
     (void)bitmaps; /* read by qcow2_bitmaps_open */
 
@@ -442,9 +442,7 @@ static void *qcow2_open(BlockNode *self, const BlockdevOptionsQcow2 *opts, bool 
             s->rt[i] = be64_at(raw + 8 * i);
     }
     {
-        uint32_t nb = s->nb_snapshots;
-        s->nb_snapshots = 0;
-        if (!qcow2_read_snapshots(s, nb, s->snapshots_offset, errp)) {
+        if (!qcow2_read_snapshots(s, s->header_nb_snapshots, s->snapshots_offset, errp)) {
             g_prefix_error(errp, "Could not read snapshots: ");
             goto fail;
         }
