@@ -497,6 +497,10 @@ file_extents (void *handle, uint32_t count, uint64_t offset, uint32_t flags,
   struct file_conn *h = handle;
   const uint64_t end = offset + count;
   const bool req_one = flags & NBDKIT_FLAG_REQ_ONE;
+  /* Where the last SEEK_DATA found data: the extent after a hole starts
+   * there, and only its end needs asking (two lseeks per data extent and
+   * the hole before it, not three). */
+  uint64_t data_at = UINT64_MAX;
   while (offset < end) {
     pthread_mutex_lock (&h->data_lock);
     uint64_t gen = h->data_gen;
@@ -511,26 +515,34 @@ file_extents (void *handle, uint32_t count, uint64_t offset, uint32_t flags,
         break;
       continue;
     }
-    off_t data = lseek (h->fd, offset, SEEK_DATA);
-    if (data == -1 && errno != ENXIO) {
-      nbdkit_error ("lseek: SEEK_DATA: %m");
-      return -1;
-    }
-    if (data == -1 || (uint64_t) data > offset) {
-      /* A hole up to the next data, or to the end of the file. */
-      uint64_t hole_end = data == -1 ? end : (uint64_t) data;
-      if (nbdkit_add_extent (extents, offset, hole_end - offset,
-                             NBDKIT_EXTENT_HOLE | NBDKIT_EXTENT_ZERO) == -1)
+    if (offset != data_at) {
+      off_t data = lseek (h->fd, offset, SEEK_DATA);
+      if (data == -1 && errno != ENXIO) {
+        nbdkit_error ("lseek: SEEK_DATA: %m");
         return -1;
-      offset = hole_end;
-      if (req_one || data == -1)
-        break;
-      continue;
+      }
+      if (data == -1 || (uint64_t) data > offset) {
+        /* A hole up to the next data, or to the end of the file. */
+        uint64_t hole_end = data == -1 ? end : (uint64_t) data;
+        if (nbdkit_add_extent (extents, offset, hole_end - offset,
+                               NBDKIT_EXTENT_HOLE | NBDKIT_EXTENT_ZERO) == -1)
+          return -1;
+        offset = hole_end;
+        data_at = hole_end;
+        if (req_one || data == -1)
+          break;
+        continue;
+      }
     }
     off_t hole = lseek (h->fd, offset, SEEK_HOLE);
     if (hole == -1) {
       nbdkit_error ("lseek: SEEK_HOLE: %m");
       return -1;
+    }
+    if ((uint64_t) hole <= offset) {
+      /* A trim punched the data since SEEK_DATA found it: ask again. */
+      data_at = UINT64_MAX;
+      continue;
     }
     pthread_mutex_lock (&h->data_lock);
     if (h->data_gen == gen) {
