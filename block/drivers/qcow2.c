@@ -32,6 +32,7 @@
  * never reused, so a stale mapping only ever names a cluster that held this
  * guest data).  Writes that allocate run under the mutex. */
 #include "block/drivers/qcow2-internal.h"
+#include "block/backing-name.h"
 #include "block/child-ref.h"
 #include "block/options.h"
 
@@ -42,6 +43,10 @@
 #include <sys/stat.h>
 #include <unistd.h>
 #include <gio/gio.h>
+
+/* Backing files named by options that open each other in a row before the
+ * chain counts as a loop (file identities catch loops among paths). */
+#define MAX_OPTIONS_BACKING_DEPTH 256
 
 /* ---- file I/O ---- */
 
@@ -302,15 +307,40 @@ typedef struct OpeningImage {
 } OpeningImage;
 static __thread const OpeningImage *opening_images;
 
+/* Opens a backing file named by options (json:, rbd:, an NBD URI): no
+ * loop can be seen by file identity there, so nesting is bounded instead. */
+static BlockNode *open_backing_by_options(Qcow2 *s, BlockNode *self, GError **errp)
+{
+    static __thread unsigned depth;
+    if (depth >= MAX_OPTIONS_BACKING_DEPTH) {
+        qcow2_set_error(errp, G_IO_ERROR_INVALID_DATA,
+                "Could not open backing file '%s': more than %u backing files named by options in a row (a loop?)",
+                s->backing_name, MAX_OPTIONS_BACKING_DEPTH);
+        return NULL;
+    }
+    GError *err = NULL;
+    BlockdevOptions *opts = backing_name_options(s->backing_name, s->backing_fmt, &err);
+    BlockNode *b = NULL;
+    if (opts) {
+        s->backing_full = g_strdup(s->backing_name);
+        depth++;
+        b = node_create_child(self, opts, "-backing", true, &err);
+        depth--;
+        qapi_free_BlockdevOptions(opts);
+    }
+    if (!b) {
+        g_set_error(errp, err->domain, err->code, "Could not open backing file: %s", err->message);
+        g_error_free(err);
+    }
+    return b;
+}
+
 /* Resolves and opens the backing file named in the image. */
 static BlockNode *open_backing_from_header(Qcow2 *s, BlockNode *self, GError **errp)
 {
     const char *name = s->backing_name;
-    if (g_str_has_prefix(name, "json:") || strstr(name, "://")) {
-        qcow2_set_error(errp, G_IO_ERROR_NOT_SUPPORTED, "Could not open backing file: unsupported backing file name '%s'",
-                name);
-        return NULL;
-    }
+    if (!backing_name_is_path(name))
+        return open_backing_by_options(s, self, errp);
     if (g_path_is_absolute(name)) {
         s->backing_full = g_strdup(name);
     } else {

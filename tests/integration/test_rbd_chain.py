@@ -12,7 +12,11 @@ base): mid <- top are local qcow2 images, base is a raw RBD image.
    QEMU's json: name, which qemu-img opens.
 3. That name is the one qemu-storage-daemon shows for the same rbd node,
    and the backing name and format an intermediate commit writes into the
-   header are the ones qemu-storage-daemon writes."""
+   header are the ones qemu-storage-daemon writes.
+4. blockd opens such images by themselves, with no backing option: mid,
+   whose header names its base the legacy way (rbd:rbd/IMAGE:conf=...,
+   format raw), and top after the commit (the json: name, format rbd); it
+   reads them as qemu-img convert does."""
 import json
 import os
 import shutil
@@ -22,7 +26,7 @@ import tempfile
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from chain_lib import (LAYERS, MiB, Chain, ChainWriter, Daemon, blockd_cmd, check, export, layer_writes,  # noqa: E402
-                       merge, ok, qemu_io_write, qsd_cmd, run, wait_job_end, wait_status)
+                       merge, ok, qemu_io_write, qsd_cmd, read_all, run, wait_job_end, wait_status)
 from ceph_lib import Cluster  # noqa: E402
 
 SIZE = 16 * MiB
@@ -61,9 +65,35 @@ def info(path):
                                      text=True, check=True).stdout)
 
 
+def opens_alone(path, what):
+    """blockd opens the qcow2 image at `path` with the backing file its
+    header names (no backing option) and reads what qemu-img reads."""
+    want = os.path.join(os.path.dirname(path), 'qemu-img.raw')
+    run('qemu-img', 'convert', '-U', '-O', 'raw', path, want)
+    with open(want, 'rb') as f:
+        want_data = f.read()
+    os.unlink(want)
+    with Daemon(blockd_cmd()) as d:
+        q = d.qmp()
+        ok(q.cmd('blockdev-add', {'driver': 'qcow2', 'node-name': 'alone', 'read-only': True,
+                                  'file': {'driver': 'file', 'filename': path}}), 'blockdev-add ' + what)
+        chain = [n['drv'] for n in q.cmd('query-named-block-nodes')['return']]
+        sock = d.path('nbd.sock')
+        ok(q.cmd('nbd-server-start', {'addr': {'type': 'unix', 'data': {'path': sock}}}), 'nbd-server-start')
+        ok(q.cmd('block-export-add', {'type': 'nbd', 'id': 'e', 'node-name': 'alone', 'name': 'alone'}), 'export')
+        got = read_all(sock, 'alone')
+        q.cmd('quit')
+        check(d.wait() == 0, 'blockd exit status')
+    check('rbd' in chain, '%s: no rbd node was opened for its backing file: %r' % (what, chain))
+    check(got == want_data, '%s: blockd reads other data than qemu-img through the backing file' % what)
+    print('%s opens by itself over its RBD backing file (%s) and reads as qemu-img does'
+          % (what, info(path).get('backing-filename')))
+
+
 def stream(cl, tmp):
     c = make_rbd_chain(cl, tmp, 'sbase')
     before = cl.export('sbase')
+    opens_alone(c.mid, 'mid (rbd: backing name)')
     with Daemon(blockd_cmd()) as d:
         q = d.qmp()
         open_over_rbd(q, cl, c, 'sbase')
@@ -112,6 +142,7 @@ def commit(cl, tmp):
     full = json.loads(subprocess.run(['qemu-img', 'info', '-U', '--backing-chain', '--output=json', c.top],
                                      capture_output=True, text=True, check=True).stdout)
     check(len(full) == 2 and full[1]['virtual-size'] == SIZE, 'qemu-img opens the chain: %r' % full)
+    opens_alone(c.top, 'top (json: backing name)')
     print('commit into an RBD base: intermediate then active (READY, complete) with %d writes; rbd export '
           'equals the merge' % w.count)
 
