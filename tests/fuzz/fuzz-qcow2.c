@@ -8,7 +8,8 @@
  * and flushes, which walk the refcount and allocation code.  Afterwards no
  * node may be left in the graph.
  *
- * A backing file named in the image is opened when the name has no '/':
+ * A backing file named in the image is opened when the name has no '/'
+ * and no ':' (json:, rbd: and URI names would reach servers and clusters):
  * it resolves inside the private directory, which holds the image,
  * "backing.raw" (256 KiB of a pattern) and "backing.qcow2" (1 MiB, empty,
  * 512-byte clusters), so seeds with a backing chain reach the backing
@@ -43,7 +44,7 @@ static bool backing_name_is_local(const uint8_t *data, size_t size)
     uint32_t len = be32(data + 16);
     if (off == 0 || off > size || len > size - off)
         return true; /* no name, or one the driver refuses */
-    return !memchr(data + off, '/', len) && !memchr(data + off, '\0', len);
+    return !memchr(data + off, '/', len) && !memchr(data + off, ':', len) && !memchr(data + off, '\0', len);
 }
 
 static BlockNode *open_image(bool read_only, bool backing_null)
