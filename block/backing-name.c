@@ -67,6 +67,10 @@ static JsonObject *crumple(GHashTable *flat, GError **errp)
         g_auto(GStrv) parts = g_strsplit(l->data, ".", -1);
         JsonObject *at = out;
         guint n = g_strv_length(parts);
+        for (guint i = 0; i < n || n == 0; i++) {
+            if (n == 0 || !*parts[i])
+                return fail(errp, "Invalid key '%s'", (const char *)l->data);
+        }
         for (guint i = 0; i + 1 < n; i++) {
             JsonNode *sub = json_object_get_member(at, parts[i]);
             if (sub && !JSON_NODE_HOLDS_OBJECT(sub))
@@ -209,8 +213,8 @@ BlockdevOptions *backing_name_options(const char *name, const char *fmt, GError 
                     name);
     if (!o)
         return NULL;
-    const char *driver = json_object_has_member(o, "driver") ? json_object_get_string_member_with_default(o, "driver", NULL)
-                                                            : NULL;
+    JsonNode *d = json_object_get_member(o, "driver");
+    const char *driver = d && json_node_get_value_type(d) == G_TYPE_STRING ? json_node_get_string(d) : NULL;
     if (!driver)
         return fail(errp, "backing file name '%s' names no driver", name);
     if (!fmt && !is_format(driver))

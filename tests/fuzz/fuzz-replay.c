@@ -12,6 +12,7 @@
 static const FuzzTarget *const targets[] = {
     &fuzz_target_nbd_handshake, &fuzz_target_nbd_wire, &fuzz_target_qmp,
     &fuzz_target_keyval, &fuzz_target_qcow2, &fuzz_target_bitmap_store,
+    &fuzz_target_backing_name,
 };
 
 static int compare_names(const void *a, const void *b)

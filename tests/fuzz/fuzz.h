@@ -25,6 +25,7 @@ extern const FuzzTarget fuzz_target_qmp;
 extern const FuzzTarget fuzz_target_keyval;
 extern const FuzzTarget fuzz_target_qcow2;
 extern const FuzzTarget fuzz_target_bitmap_store;
+extern const FuzzTarget fuzz_target_backing_name;
 
 /* A private directory for the target's files (created on first use, in
  * $TMPDIR, which run-fuzz.sh points at a scratch directory). */

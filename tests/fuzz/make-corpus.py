@@ -391,6 +391,28 @@ def qmp():
     return s
 
 
+# ---------------------------------------------------------------- backing-name
+
+def backing_name():
+    # The first byte picks the recorded format: 0 none, 1 raw, 2 qcow2, 3 rbd, 4 nbd, 5 file.
+    seeds = [
+        (3, 'rbd:rbd/base'),
+        (1, 'rbd:pool/ns/img@snap1:conf=/etc/ceph/a\\:b.conf:id=admin'),
+        (1, 'rbd:p\\/q/i\\@j:conf'),
+        (3, 'json:{"pool": "rbd", "image": "base", "conf": "/etc/ceph/ceph.conf", "driver": "rbd"}'),
+        (4, 'json:{"driver": "nbd", "server": {"type": "unix", "path": "/run/s"}}'),
+        (1, 'json:{"driver": "nbd", "server.type": "inet", "server.host": "h", "server.port": "10809"}'),
+        (0, 'json:{"driver": "raw", "file.driver": "nbd", "file": {"server.type": "unix"}, "file.server.path": "/s"}'),
+        (2, 'json:{"driver": "qcow2", "file": {"driver": "file", "filename": "/b"}}'),
+        (1, 'json:{"file": "x", "file.driver": "nbd", "driver": "raw"}'),
+        (1, 'nbd+unix:///exp?socket=/run/s'),
+        (1, 'nbd://example.com:10810/disk'),
+        (1, 'nbds://h/x'),
+        (1, 'https://example.com/base.img'),
+    ]
+    return {'seed-%02d' % i: bytes([f]) + s.encode() for i, (f, s) in enumerate(seeds)}
+
+
 # ---------------------------------------------------------------- keyval
 
 def keyval():
@@ -584,13 +606,18 @@ def dictionaries():
                          be32(0x44415441), 'image.qcow2', 'backing.raw', 'backing.qcow2', 'qcow2', 'raw',
                          be64(1 << 63), be64(1 << 62), be64(1)],
                'qcow2 magic, header extensions, flags and the backing files next to the image')
+    write_dict('backing-name', ['json:', 'rbd:', 'nbd+unix:///', 'nbd://', '"driver"', '"file"', '"server"',
+                                '"rbd"', '"nbd"', '"raw"', '"qcow2"', '"unix"', 'conf=', 'id=', '\\:', '\\/', '\\@',
+                                '.', '{', '}'],
+               'backing file name prefixes, keys and escapes')
     write_dict('nbd-handshake', [b'IHAVEOPT', be32(0x25609513), be32(0x21e41c71), 'mem0', 'null0',
                                  'base:allocation', 'qemu:dirty-bitmap:b0', 'qemu:allocation-depth', 'qemu:'],
                'NBD magics, the exports and their meta contexts')
 
 
 def main():
-    targets = sys.argv[1:] or ['nbd-handshake', 'nbd-wire', 'qmp', 'keyval', 'qcow2', 'bitmap-store', 'dict']
+    targets = sys.argv[1:] or ['nbd-handshake', 'nbd-wire', 'qmp', 'keyval', 'qcow2', 'bitmap-store', 'backing-name',
+                               'dict']
     for t in targets:
         if t == 'dict':
             dictionaries()
@@ -608,6 +635,8 @@ def main():
             seeds = qcow2()
         elif t == 'bitmap-store':
             seeds = bitmap_store()
+        elif t == 'backing-name':
+            seeds = backing_name()
         else:
             sys.exit('unknown target %s' % t)
         if seeds is not None:

@@ -24,7 +24,7 @@ UNIT_TIMEOUT=${FUZZ_UNIT_TIMEOUT:-30}
 # succeed are fine while untouched (a bitmap of a big node), so libFuzzer
 # only reports memory really used (rss_limit_mb, 2 GiB), not malloc sizes.
 MALLOC_LIMIT_MB=${FUZZ_MALLOC_LIMIT_MB:-1048576}
-ALL="nbd-handshake nbd-wire qmp keyval qcow2 bitmap-store"
+ALL="nbd-handshake nbd-wire qmp keyval qcow2 bitmap-store backing-name"
 TARGETS=${*:-$ALL}
 
 for t in $TARGETS; do

@@ -90,6 +90,9 @@ static void test_json(void)
     check_error("json:{\"file\": \"x\", \"file.driver\": \"nbd\", \"driver\": \"raw\"}", "raw",
                 "both as a value and as an object");
     check_error("json:{\"server\": {}}", "nbd", "names no driver");
+    check_error("json:{\"driver\": {\"a\": 1}}", "nbd", "names no driver");
+    check_error("json:{\"\": \"rbd\", \"driver\": \"rbd\"}", "rbd", "Invalid key ''");
+    check_error("json:{\"server..path\": \"/s\", \"driver\": \"nbd\"}", "nbd", "Invalid key 'server..path'");
     check_error("json:{\"driver\": \"nbd\", \"server\": {\"type\": \"unix\", \"path\": \"/s\"}}", NULL,
                 "has no recorded format");
     check_error("json:{\"driver\": \"raw\", \"file\": {\"driver\": \"file\", \"filename\": \"/b\"}}", "qcow2",
