@@ -260,7 +260,9 @@ static bool backup_validate(BackupOptions *o, BlockNode **src, BlockNode **tgt,
     /* QEMU names the target's BlockBackend, which a node has none of. */
     if (o->compress && !node_can_write_compressed(*tgt))
         return block_fail(errp, "Compression is not supported for this drive %s", "");
-    if (!node_check_ops(*tgt, errp))
+    /* QEMU's backup_job_create: the source's op blockers (a stream or
+     * commit removing it, a mirror copying it), then the target's. */
+    if (!node_check_ops(*src, errp) || !node_check_ops(*tgt, errp))
         return false;
     if (node_read_only(*tgt))
         return block_fail(errp, "Node '%s' is read-only", node_name(*tgt));

@@ -11,7 +11,8 @@ must be the same.
 EIO:    report (fails, chain intact), enospc (EIO is reported), ignore (goes
         on past the errors, then fails; backing file kept), a user pause of
         a running stream and a cancel while paused, stop (pauses with
-        io-status failed; a resume while still failing stops again; healthy
+        io-status failed; its active node and the layer it removes refuse
+        to be a backup's source; a resume while still failing stops again; healthy
         again, a resume finishes: chain relinked, data complete).
 ENOSPC: report ("No space left on device"), enospc and stop (paused with
         io-status nospace), job-cancel of the paused job ends it; chain intact.
@@ -87,6 +88,14 @@ def eio_script(q, d, tmp):
         evs, info = stopped(q, 'stop')
         check(info == ('paused', True, 'failed'), 'stop: %r' % (info,))
         out.append(('stop', info))
+        # The stream's nodes are busy for other jobs (QEMU's op blockers):
+        # its active node and the layer it removes cannot be backed up.
+        out.append(('stop', reply(q.cmd('blockdev-add', {'driver': 'null-co', 'node-name': 'bk', 'size': SIZE}))))
+        for dev in ('mid', 'top'):
+            out.append(('backup of a streamed node', dev,
+                        reply(q.cmd('blockdev-backup', {'job-id': 'bk-' + dev, 'device': dev, 'target': 'bk',
+                                                        'sync': 'full'}))))
+        out.append(('stop', reply(q.cmd('blockdev-del', {'node-name': 'bk'}))))
         out.append(('stop', reply(q.cmd('block-job-pause', {'device': 'stop'}))))
         out.append(('stop', reply(q.cmd('block-job-resume', {'device': 'stop'}))))   # still failing
         more, info = stopped(q, 'stop')
