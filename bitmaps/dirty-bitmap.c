@@ -2,6 +2,7 @@
 #define G_LOG_DOMAIN "blockd-bitmaps"
 #include "bitmaps/dirty-bitmap.h"
 #include "bitmaps/bitmap-store.h"
+#include "block/chain.h"
 
 #include <gio/gio.h>
 
@@ -227,6 +228,53 @@ static void node_resized(BlockNode *node, void *opaque)
     change_end(nb, persist, false, NULL);
 }
 
+/* node_reopen_read_only (a commit or stream reopening a read-only image):
+ * persistent bitmaps follow the node, as QEMU's qcow2_reopen_bitmaps_rw
+ * and _ro do.  Going read-write, they become writable and are stored in
+ * use with blockd's crash-safe marks, so the job's writes are tracked as
+ * any other; going read-only, they are stored clean first (while the node
+ * can still write), then become read-only. */
+static bool node_reopening(BlockNode *node, bool read_only, void *opaque, GError **errp)
+{
+    NodeBitmaps *nb = opaque;
+    if (!nb->store)
+        return true;
+    change_begin(nb);
+    bool ok;
+    if (read_only) {
+        ok = store_all_locked(nb, true, errp);
+        for (guint i = 0; ok && i < nb->bitmaps->len; i++) {
+            DirtyBitmap *bm = nb->bitmaps->pdata[i];
+            if (!bm->persistent)
+                continue;
+            bm->readonly = true;
+            g_clear_pointer(&bm->durable, hbitmap_free);
+            bm->data_offset = 0;
+        }
+    } else {
+        for (guint i = 0; i < nb->bitmaps->len; i++) {
+            DirtyBitmap *bm = nb->bitmaps->pdata[i];
+            if (bm->persistent && bm->readonly) {
+                bm->readonly = false;
+                bm->durable = hbitmap_copy(bm->bits); /* what the read-only image holds */
+            }
+        }
+        ok = store_all_locked(nb, false, errp);
+        if (!ok) {
+            for (guint i = 0; i < nb->bitmaps->len; i++) {
+                DirtyBitmap *bm = nb->bitmaps->pdata[i];
+                if (bm->persistent) {
+                    bm->readonly = true;
+                    g_clear_pointer(&bm->durable, hbitmap_free);
+                    bm->data_offset = 0;
+                }
+            }
+        }
+    }
+    change_end(nb, false, false, NULL);
+    return ok;
+}
+
 static NodeBitmaps *node_bitmaps(BlockNode *node, bool create)
 {
     g_mutex_lock(&registry_lock);
@@ -241,6 +289,7 @@ static NodeBitmaps *node_bitmaps(BlockNode *node, bool create)
         g_hash_table_insert(registry, node, nb);
         node_add_close_notifier(node, node_closing, nb);
         node_add_resize_notifier(node, node_resized, nb);
+        node_add_reopen_notifier(node, node_reopening, nb);
     }
     g_mutex_unlock(&registry_lock);
     return nb;
@@ -684,6 +733,10 @@ void dirty_bitmap_load_persistent(BlockNode *node)
         const char *image = node_filename(node);
         if (!image)
             return;
+        NodeBitmaps *nb = node_bitmaps(node, true);
+        if (nb->loaded)
+            return;
+        nb->loaded = true;
         g_autofree char *path = bitmap_store_path_for(image);
         st = bitmap_store_open(path, ro, node_size(node), &loaded);
     }
@@ -723,4 +776,12 @@ void dirty_bitmap_load_persistent(BlockNode *node)
     /* Rewrite at once: it drops the clean-close checksums (in-place updates
      * follow) and learns where each bitmap's words live. */
     change_end(nb, !ro, false, NULL);
+}
+
+void dirty_bitmap_load_persistent_chain(BlockNode *node)
+{
+    dirty_bitmap_load_persistent(node);
+    for (BlockNode *n = chain_backing(node); n; n = chain_backing(n))
+        if (node_bitmaps_supported(n))
+            dirty_bitmap_load_persistent(n);
 }

@@ -104,3 +104,7 @@ int64_t dirty_bitmap_next_clean(DirtyBitmap *bm, uint64_t offset, uint64_t end);
 /* Loads the node's persistent bitmaps (sidecar of a file node) after it was
  * opened; problems are reported on stderr and mark bitmaps inconsistent. */
 void dirty_bitmap_load_persistent(BlockNode *node);
+/* The same for a node a client added and for the images of its backing
+ * chain that store bitmaps themselves (QEMU loads every qcow2 node's at
+ * open); a sidecar is loaded for `node` alone. */
+void dirty_bitmap_load_persistent_chain(BlockNode *node);

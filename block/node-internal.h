@@ -27,6 +27,7 @@ struct BlockNode {
     gint nhooks;
     GPtrArray *close_notifiers; /* NodeNotifier * */
     GPtrArray *resize_notifiers; /* NodeNotifier * */
+    GPtrArray *reopen_notifiers; /* NodeReopenNotifier * */
     /* Permissions (node-perm.c, under its lock). */
     GPtrArray *claims;    /* NodePermClaim * held on this node by users and parents */
     GPtrArray *edges;     /* NodePermClaim * this node holds on its children */
@@ -39,6 +40,11 @@ typedef struct NodeNotifier {
     void (*fn)(BlockNode *node, void *opaque);
     void *opaque;
 } NodeNotifier;
+
+typedef struct NodeReopenNotifier {
+    NodeReopenFn fn;
+    void *opaque;
+} NodeReopenNotifier;
 
 /* Gives `parent` a claim on its new child `child` in `role` and applies it
  * (the child's driver takes image locks); false with QEMU's error when

@@ -35,13 +35,43 @@ static bool switch_node(BlockNode *node, bool read_only, GError **errp)
     return true;
 }
 
-/* Read-only: the node first (its metadata settles, its write claims on the
- * children go), then the children it opened, unless someone else still
- * writes them. */
+/* Tells the reopen notifiers (dirty bitmaps) that the node goes read-only
+ * (before) or went read-write (after); on a failure, those already told
+ * are told the opposite (best effort). */
+static bool notify(BlockNode *node, bool read_only, GError **errp)
+{
+    for (guint i = 0; i < node->reopen_notifiers->len; i++) {
+        NodeReopenNotifier *n = node->reopen_notifiers->pdata[i];
+        if (!n->fn(node, read_only, n->opaque, errp)) {
+            while (i-- > 0) {
+                n = node->reopen_notifiers->pdata[i];
+                n->fn(node, !read_only, n->opaque, NULL);
+            }
+            return false;
+        }
+    }
+    return true;
+}
+
+void node_add_reopen_notifier(BlockNode *node, NodeReopenFn fn, void *opaque)
+{
+    NodeReopenNotifier *n = g_new0(NodeReopenNotifier, 1);
+    n->fn = fn;
+    n->opaque = opaque;
+    g_ptr_array_add(node->reopen_notifiers, n);
+}
+
+/* Read-only: the notifiers while the node can still write, then the node
+ * (its metadata settles, its write claims on the children go), then the
+ * children it opened, unless someone else still writes them. */
 static bool to_read_only(BlockNode *node, GError **errp)
 {
-    if (!switch_node(node, true, errp))
+    if (!notify(node, true, errp))
         return false;
+    if (!switch_node(node, true, errp)) {
+        notify(node, false, NULL);
+        return false;
+    }
     node_perm_refresh(node);
     g_autoptr(GPtrArray) kids = node_perm_data_children(node);
     for (guint i = 0; i < kids->len; i++) {
@@ -85,9 +115,14 @@ static bool to_read_write(BlockNode *node, GError **errp)
     }
     if (ok && !node_perm_refresh_checked(node, errp))
         ok = false;
+    bool claimed = ok;
+    if (ok && !notify(node, false, errp))
+        ok = false;
     if (!ok) {
         if (node_switched && !switch_node(node, true, NULL))
             g_warning("node '%s': could not switch back to read-only", node->name);
+        if (claimed)
+            node_perm_refresh(node); /* the write claims on the children go */
         for (guint i = switched->len; i-- > 0;)
             node_reopen_read_only(switched->pdata[i], true, NULL);
     }

@@ -154,6 +154,7 @@ BlockNode *node_create(const BlockdevOptions *options, GError **errp)
     node->hooks = g_ptr_array_new_with_free_func(g_free);
     node->close_notifiers = g_ptr_array_new_with_free_func(g_free);
     node->resize_notifiers = g_ptr_array_new_with_free_func(g_free);
+    node->reopen_notifiers = g_ptr_array_new_with_free_func(g_free);
     node_perm_init(node);
     node->opaque = block_driver_open(drv, node, options, read_only, errp);
     if (!node->opaque)
@@ -349,6 +350,7 @@ void node_unref(BlockNode *node)
     g_ptr_array_free(node->hooks, TRUE);
     g_ptr_array_free(node->close_notifiers, TRUE);
     g_ptr_array_free(node->resize_notifiers, TRUE);
+    g_ptr_array_free(node->reopen_notifiers, TRUE);
     g_rw_lock_clear(&node->hooks_lock);
     g_free(node->blocker);
     node_perm_clear(node);

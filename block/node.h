@@ -109,6 +109,13 @@ bool node_read_only(BlockNode *node);
  * node already is so.  Call it with no request in flight on this thread
  * (the node is drained meanwhile). */
 bool node_reopen_read_only(BlockNode *node, bool read_only, GError **errp);
+/* Called by node_reopen_read_only on the reopening thread with the node
+ * drained: with read_only, just before the node goes read-only (it can
+ * still write: dirty bitmaps store themselves clean); otherwise just after
+ * it went read-write.  false (with errp) undoes the reopen. */
+typedef bool (*NodeReopenFn)(BlockNode *node, bool read_only, void *opaque, GError **errp);
+/* Adds a reopen notifier; it lives as long as the node. */
+void node_add_reopen_notifier(BlockNode *node, NodeReopenFn fn, void *opaque);
 /* Back to read-only after a job that reopened the node read-write (QEMU's
  * commit_clean, stream_clean): a failure is logged with `who` (the job),
  * not returned, as QEMU ignores it there. */

@@ -12,6 +12,7 @@
 #include "jobs/commit.h"
 #include "block/error.h"
 #include "jobs/mirror.h"
+#include "jobs/open-writable.h"
 #include "block/chain.h"
 #include "block/node.h"
 #include "block/user.h"
@@ -208,18 +209,6 @@ static const JobDriver commit_driver = {
     .free = commit_free,
 };
 
-/* QEMU's commit_start and commit_active_start: a read-only base is
- * reopened read-write for the job; *reopened says whether it was. */
-static bool open_base_writable(BlockNode *base, bool *reopened, GError **errp)
-{
-    bool ro = node_read_only(base);
-    *reopened = false;
-    if (ro && !node_reopen_read_only(base, false, errp))
-        return false;
-    *reopened = ro;
-    return true;
-}
-
 /* The nodes between top and base, top down (each borrowed). */
 static GPtrArray *intermediate_nodes(BlockNode *top, BlockNode *base)
 {
@@ -292,7 +281,7 @@ static Job *intermediate_commit_start(const CommitOptions *o, const ChainCommitR
     c->job = job;
     /* From here a failure ends the job at once (created, null), as in QEMU;
      * commit_clean restores base's mode. */
-    bool ok = open_base_writable(c->base, &c->base_reopened, errp) &&
+    bool ok = job_open_writable(c->base, &c->base_reopened, errp) &&
               commit_add_users(c, o->job_id ? o->job_id : "", errp);
     if (!ok) {
         job_early_fail(job);
@@ -350,7 +339,7 @@ Job *commit_job_create(const CommitOptions *opts, GError **errp)
          * change (QEMU lets them and loses the writes). */
         bool reopened;
         if ((chain_backing(r.top) != r.base && !check_no_writers(chain_backing(r.top), r.base, errp)) ||
-            !open_base_writable(r.base, &reopened, errp))
+            !job_open_writable(r.base, &reopened, errp))
             return NULL;
         /* QEMU leaves base read-write from here on, also after a cancel or
          * an error (mirror_exit_common; a pivot gives it top's mode). */

@@ -3,6 +3,7 @@
  * to the node by a range lock of its own. */
 #include "jobs/stream.h"
 #include "jobs/copy.h"
+#include "jobs/open-writable.h"
 #include "block/node-perm.h"
 #include "block/range-lock.h"
 #include "block/user.h"
@@ -79,8 +80,8 @@ StreamCopier *stream_copier_new(const ChainStreamRange *range, const char *owner
 {
     g_assert(range->top && range->top != range->base && (!range->base || chain_contains(range->top, range->base)));
     /* QEMU's stream_start: a read-only top is written for the job's life. */
-    bool reopen = node_read_only(range->top);
-    if (reopen && !node_reopen_read_only(range->top, false, errp))
+    bool reopen;
+    if (!job_open_writable(range->top, &reopen, errp))
         return NULL;
     StreamCopier *c = g_new0(StreamCopier, 1);
     c->reopened = reopen;

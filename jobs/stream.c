@@ -2,6 +2,7 @@
  * StreamCopier, its error policy and speed limit, then stream_prepare's
  * relink of the chain. */
 #include "jobs/stream.h"
+#include "jobs/open-writable.h"
 
 #include <errno.h>
 #include <gio/gio.h>
@@ -137,8 +138,8 @@ Job *stream_job_create(const StreamOptions *o, GError **errp)
         return NULL;
     /* QEMU's stream_start reopens a read-only top before anything else
      * (no job exists yet when that fails) and back in stream_clean. */
-    bool reopen = node_read_only(range.top);
-    if (reopen && !node_reopen_read_only(range.top, false, errp))
+    bool reopen;
+    if (!job_open_writable(range.top, &reopen, errp))
         return NULL;
     Job *job = stream_start(o, &range, reopen, errp);
     if (!job && reopen)

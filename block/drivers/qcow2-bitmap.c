@@ -93,6 +93,8 @@ struct Qcow2Bitmaps {
     uint32_t blockd_cap;     /* room of blockd's extension (entries), 0 when absent */
     bool warned_room;        /* said once that the header cluster is full */
     bool loaded;             /* bitmaps_load ran: a store's entries are the whole set */
+    bool drop_ext;           /* the bitmaps extension is ignored (no autoclear bit): drop it when writing */
+    bool blockd_ext;         /* the header has blockd's extension, which writing drops until a store */
 };
 
 /* What a header switch writes. */
@@ -691,9 +693,19 @@ bool qcow2_bitmaps_open(Qcow2 *s, BlockNode *self, const uint8_t *h, uint64_t hl
             b->blockd_cap = (f.blockd_len - BLOCKD_EXT_FIXED) / 8;
         }
     }
+    b->drop_ext = drop;
+    b->blockd_ext = f.blockd != NULL;
     if (s->read_only || s->version < 3)
         return true;
+    return qcow2_bitmaps_start_writing(s, me, errp);
+}
 
+bool qcow2_bitmaps_start_writing(Qcow2 *s, const char *me, GError **errp)
+{
+    Qcow2Bitmaps *b = s->bitmaps;
+    g_assert(!s->read_only);
+    if (s->version < 3)
+        return true;
     /* Writing.  Until the bitmap layer takes the bitmaps over (a store),
      * writes are not tracked: every bitmap is marked in use and nothing is
      * claimed crash-safe, as QEMU leaves an image it writes to.  Unknown
@@ -702,7 +714,7 @@ bool qcow2_bitmaps_open(Qcow2 *s, BlockNode *self, const uint8_t *h, uint64_t hl
     for (guint i = 0; i < b->dir->len; i++)
         flags_change |= !(((BitmapEntry *)b->dir->pdata[i])->flags & BME_FLAG_IN_USE);
     uint64_t want = b->dir->len ? AUTOCLEAR_BITMAPS : 0;
-    if (!flags_change && !drop && !f.blockd && s->autoclear == want)
+    if (!flags_change && !b->drop_ext && !b->blockd_ext && s->autoclear == want)
         return true;
     g_mutex_lock(&s->lock);
     int r;
@@ -740,19 +752,6 @@ bool qcow2_bitmaps_open(Qcow2 *s, BlockNode *self, const uint8_t *h, uint64_t hl
     if (r < 0) {
         qcow2_set_error(errp, G_IO_ERROR_FAILED, "Could not update the qcow2 header of '%s': %s", me,
                         g_strerror(-r));
-        return false;
-    }
-    return true;
-}
-
-bool qcow2_bitmaps_reopenable(Qcow2 *s, GError **errp)
-{
-    /* Going read-write would mean marking them in use and handing them to
-     * the bitmap layer as writable (QEMU's qcow2_reopen_bitmaps_rw); blockd
-     * has them loaded read-only and does not switch them. */
-    if (s->bitmaps && (s->bitmaps->dir->len || s->bitmaps->blockd_cap)) {
-        qcow2_set_error(errp, G_IO_ERROR_NOT_SUPPORTED,
-                        "blockd cannot reopen a qcow2 image with persistent bitmaps read-write");
         return false;
     }
     return true;

@@ -321,9 +321,12 @@ extern const struct BlockSnapshotOps qcow2_snapshot_ops;
  * and clears the autoclear bits blockd does not maintain (taking s->lock).
  * False with QEMU's error for a directory QEMU would refuse. */
 bool qcow2_bitmaps_open(Qcow2 *s, BlockNode *self, const uint8_t *h, uint64_t hlen, GError **errp);
-/* Whether a read-only open's bitmap state allows a reopen read-write: an
- * image without persistent bitmaps; false with the reason otherwise. */
-bool qcow2_bitmaps_reopenable(Qcow2 *s, GError **errp);
+/* What writing to the image starts with (at a read-write open, and a
+ * reopen read-write): every bitmap marked in use, nothing claimed
+ * crash-safe and the autoclear bits blockd does not maintain cleared,
+ * until the bitmap layer stores the bitmaps (taking s->lock).  `me` names
+ * the node in the error. */
+bool qcow2_bitmaps_start_writing(Qcow2 *s, const char *me, GError **errp);
 /* Frees what qcow2_bitmaps_open read (writes nothing). */
 void qcow2_bitmaps_free(Qcow2 *s);
 /* The BlockDriver.bitmaps_* callbacks (block/image-bitmaps.h), taking s->lock themselves. */

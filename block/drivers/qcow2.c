@@ -555,9 +555,13 @@ static bool qcow2_reopen(void *o, bool read_only, GError **errp)
                                                            "read-only (repair: 'qemu-img check -r all')");
             return false;
         }
-        if (!qcow2_bitmaps_reopenable(s, errp))
-            return false;
         s->read_only = false;
+        g_autoptr(GError) err = NULL;
+        if (!qcow2_bitmaps_start_writing(s, node_filename(s->file) ? node_filename(s->file) : "", &err)) {
+            s->read_only = true;
+            qcow2_set_error(errp, err->code, "%s", err->message);
+            return false;
+        }
         return true;
     }
     G_GNUC_UNUSED g_autoptr(GMutexLocker) locker = g_mutex_locker_new(&s->lock);

@@ -61,8 +61,8 @@ bool qmp_blockdev_add_options(BlockdevOptions *options, GError **errp)
     BlockNode *node = node_create(options, errp);
     if (!node)
         return false;
-    /* Persistent dirty bitmaps of an image come back with its node. */
-    dirty_bitmap_load_persistent(node);
+    /* Persistent dirty bitmaps of an image (and of its backing files) come back with its node. */
+    dirty_bitmap_load_persistent_chain(node);
     if (!node_filenames)
         node_filenames = g_hash_table_new_full(g_str_hash, g_str_equal, g_free, g_free);
     g_hash_table_replace(node_filenames, g_strdup(options->node_name), describe_filename(options));
