@@ -4,10 +4,13 @@
 #   blockd plaintext  |  blockd TLS (X.509)  |  qemu-nbd TLS  |  qemu-nbd plaintext
 # same image in /dev/shm, same client, same certificates (made with
 # certtool).  Each number is the median of BENCH_RUNS (default 3) runs;
-# BENCH_QUICK=1 uses a 256 MiB disk.
+# BENCH_QUICK=1 uses a 256 MiB disk.  With BENCH_ROWS set, the medians are
+# also appended there for run-all.sh's summary (bench_rows.py).
 #
 #   BLOCKD=build-release/blockd tests/bench/bench-tls.sh
 set -euo pipefail
+# shellcheck source=tests/bench/bench_rows.sh
+source "$(dirname "$0")/bench_rows.sh"
 
 BLOCKD=${BLOCKD:-build-release/blockd}
 RUNS=${BENCH_RUNS:-3}
@@ -118,3 +121,9 @@ for kind in blockd-plain blockd-tls qemu-nbd-tls qemu-nbd-plain; do
 done
 awk -v t="${result[blockd-tls]}" -v p="${result[blockd-plain]}" -v q="${result[qemu-nbd-tls]}" \
     'BEGIN { printf "  blockd TLS / blockd plaintext: %.2f   blockd TLS / qemu-nbd TLS: %.2f\n", t / p, t / q }'
+# TLS against plaintext as the ceiling: what the same server does without encryption.
+bench_row tls-seq-read "seq-read over TLS, $SIZE_MIB MiB" MiB/s higher \
+    "blockd=${result[blockd-tls]}" "qemu-nbd=${result[qemu-nbd-tls]}" \
+    --ceiling "${result[blockd-plain]}" "blockd plain" --group TLS
+bench_row tls-plain-seq-read "seq-read, read-only, plaintext" MiB/s higher \
+    "blockd=${result[blockd-plain]}" "qemu-nbd=${result[qemu-nbd-plain]}" --group TLS
