@@ -194,7 +194,8 @@ def main():
                 check(inc[name] < started[name], '%s: incremental slower than full' % name)
             if 'qemu-storage-daemon' in inc:
                 print('  speed-up             %7.2fx (target >= 2x)' % (inc['qemu-storage-daemon'] / inc['blockd']))
-            row('incremental-backup', 'incremental backup, 1 % dirty, qemu-nbd', 's', False, inc,
+            row('incremental-backup', 'incremental backup, 1 % dirty, qemu-nbd', 'ms', False,
+                {n: 1e3 * v for n, v in inc.items()},
                 target='time <= 1/2 qsd', goal={'ratio': 2, 'vs': 'qemu-storage-daemon'}, group=ISSUE)
             lat = {}
             for name, st in setups.items():

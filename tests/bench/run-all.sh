@@ -51,18 +51,24 @@ export BENCH_ROWS
 
 status=0
 failed=()
+timings=()
 for s in "${ALL[@]}"; do
     selected "$s" || continue
     echo
     echo "=== $s ==="
+    start=$SECONDS
     case $s in
         *.py) /usr/bin/python3 "$here/$s" ;;
         *) bash "$here/$s" ;;
     esac || { status=1; failed+=("$s"); }
+    # How long each took: quick mode is meant to stay a few minutes.
+    timings+=("$s $((SECONDS - start)) s")
 done
 
 echo
 echo "=== summary ==="
 /usr/bin/python3 "$here/summary.py" "$BENCH_ROWS" || status=1
+echo
+echo "run-all: time per script: $(printf '%s, ' "${timings[@]}" | sed 's/, $//')"
 [[ ${#failed[@]} == 0 ]] || echo "run-all: failed: ${failed[*]} (their rows are missing above)"
 exit $status
