@@ -18,7 +18,8 @@
    granule (target: within 10 %).
 BENCH_QUICK=1 shortens the fio runs (one round instead of the median of
 three); BENCH_ROUNDS=N takes the median of N rounds; BENCH_ONLY=walk, raw,
-qcow2 or memory runs one part."""
+qcow2 or memory runs one part.  With BENCH_ROWS set, the figures are also
+appended there for run-all.sh's summary (bench_rows.py)."""
 import json
 import os
 import random
@@ -32,6 +33,8 @@ import time
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, '..', 'integration', 'qmp'))
 from qmp_lib import Daemon, check, fail  # noqa: E402
+sys.path.insert(0, HERE)
+from bench_rows import row  # noqa: E402
 
 TiB = 1 << 40
 GRAN = 65536
@@ -190,9 +193,12 @@ def report(samples, base_label, targets):
     med = {label: sorted(v)[len(v) // 2] for label, v in samples.items()}
     base = med[base_label]
     for label, target in targets:
+        cost = 100 * (base - med[label]) / base
         print('write IOPS with %-20s: %8.0f (cost %5.1f%% vs %8.0f without; target < %d%%); runs %s vs %s'
-              % (label, med[label], 100 * (base - med[label]) / base, base, target,
+              % (label, med[label], cost, base, target,
                  ' '.join('%.0f' % x for x in samples[label]), ' '.join('%.0f' % x for x in samples[base_label])))
+        row('bitmap-cost-' + label.replace(', ', '-').replace(' ', '-'), 'write IOPS cost, ' + label, '% IOPS', False,
+            {'blockd': cost}, target='< %d%%' % target, goal={'max': target}, group='bitmaps')
         cb, cl = med[base_label + ' cpu'], med[label + ' cpu']
         print('    daemon CPU per write: %.2f us vs %.2f us without (+%.1f%%)' % (cl, cb, 100 * (cl - cb) / cb))
 
@@ -214,6 +220,9 @@ def main():
         tq = walk_time(qsd())
         print('bitmap walk, 1 TiB, 10000 dirty 64 KiB extents: blockd %.1f ms, qemu-storage-daemon '
               '%.1f ms (%.0f%% of QEMU; target <= 50%%)' % (tb * 1e3, tq * 1e3, 100 * tb / tq))
+        row('bitmap-walk', 'bitmap walk, libnbd, best of 5', 'ms', False,
+            {'blockd': tb * 1e3, 'qemu-storage-daemon': tq * 1e3}, target='time <= 1/2 qsd',
+            goal={'ratio': 2, 'vs': 'qemu-storage-daemon'}, group='bitmaps')
     if ONLY in (None, 'raw'):
         r = tracking_cost((('none', []),
                            ('1 bitmap', [{}]),
@@ -229,6 +238,8 @@ def main():
         mem = memory_bytes(nbits)
         print('bitmap memory for 1 TiB at 64 KiB: %d bytes (%.1f%% over one bit per granule; '
               'target <= 10%%)' % (mem, 100 * (mem - nbits / 8) / (nbits / 8)))
+        row('bitmap-memory', 'bitmap memory over 1 bit/granule', '% over', False,
+            {'blockd': 100 * (mem - nbits / 8) / (nbits / 8)}, target='<= 10%', goal={'max': 10}, group='bitmaps')
 
 
 main()

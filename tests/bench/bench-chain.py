@@ -23,7 +23,8 @@ writing a new qcow2 image) as the ceiling; medians and their ratios.
 
 BENCH_SIZE (bytes), BENCH_ROUNDS and BENCH_QUICK=1 (256 MiB) shrink the
 run.  The machine the numbers come from is shared and noisy: compare the
-ratios of one run, not absolute figures across runs."""
+ratios of one run, not absolute figures across runs.  With BENCH_ROWS set,
+the medians are also appended there for run-all.sh's summary."""
 import contextlib
 import os
 import shutil
@@ -36,6 +37,7 @@ import time
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 from bench_lib import SIZE, alternate, daemons, ok, report  # noqa: E402
+from bench_rows import row  # noqa: E402
 from backup_lib import Daemon, check, wait_job_end, wait_until  # noqa: E402
 
 MiB = 1 << 20
@@ -169,15 +171,16 @@ def commit_trial(active):
     return factory
 
 
-# One row per job: (title, trial factory, what the ceiling is).  block-commit rows go here, in
+# One row per job: (row id, title, trial factory, what the ceiling is).  block-commit rows go here, in
 # the same form (a trial that starts the job on fresh copies of the images
 # it changes and returns the seconds to its end, CEILING the same copy by
 # qemu-img).
 ROWS = [
-    ('block-stream of the whole chain into top (%d MiB)', stream_trial, 'qemu-img convert'),
-    ('block-commit of mid into base, intermediate (%d MiB chain)', commit_trial(False), 'qemu-img commit'),
-    ('block-commit of top and mid into base, active, completed at READY (%d MiB chain)', commit_trial(True),
+    ('chain-stream', 'block-stream of the whole chain into top (%d MiB)', stream_trial, 'qemu-img convert'),
+    ('chain-commit', 'block-commit of mid into base, intermediate (%d MiB chain)', commit_trial(False),
      'qemu-img commit'),
+    ('chain-active-commit', 'block-commit of top and mid into base, active, completed at READY (%d MiB chain)',
+     commit_trial(True), 'qemu-img commit'),
 ]
 
 
@@ -194,12 +197,14 @@ def main():
                 stack.callback(q.close)
                 setups[name] = {'q': q}
             setups[CEILING] = None
-            for title, factory, ceiling in ROWS:
+            for row_id, title, factory, ceiling in ROWS:
                 times = alternate(setups, factory(paths))
                 med = report(title % mib + ':', mib, {n: v for n, v in times.items() if n != CEILING})
                 ceil = statistics.median(times[CEILING])
                 print('  %-20s median %7.2f s  %8.1f MiB/s   (blockd at %.0f %% of its speed)'
                       % (ceiling, ceil, mib / ceil, 100 * ceil / med['blockd']))
+                row(row_id, '%s, %d MiB chain' % (row_id.replace('chain-', '').replace('-', ' '), mib), 's', False,
+                    med, ceiling=ceil, ceiling_name=ceiling, group='backing chain (issue 14)')
     finally:
         shutil.rmtree(shm, ignore_errors=True)
 

@@ -16,7 +16,8 @@
    18's measure: write-blocking should keep >= 50 % of the IOPS without a
    job), BENCH_ROUNDS rounds of every mode in turn, medians of the
    per-round ratios (the machine's load swings between rounds).
-BENCH_SIZE (bytes), BENCH_ROUNDS and BENCH_QUICK=1 shrink the run."""
+BENCH_SIZE (bytes), BENCH_ROUNDS and BENCH_QUICK=1 shrink the run; with
+BENCH_ROWS set, the medians are appended there for run-all.sh's summary."""
 import contextlib
 import json
 import os
@@ -29,7 +30,8 @@ import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
-from bench_lib import QUICK, ROUNDS, SIZE, ok, report, start_daemons, with_ceiling  # noqa: E402
+from bench_lib import CEILING, QUICK, ROUNDS, SIZE, ok, report, start_daemons, with_ceiling  # noqa: E402
+from bench_rows import ISSUE, row  # noqa: E402
 from backup_lib import Nbdkit, check, wait_job_end, wait_status  # noqa: E402
 from mirror_lib import Writer  # noqa: E402
 
@@ -81,7 +83,8 @@ def ready_trial(allocator):
 
 def qd16_report(name, st):
     """IOPS at QD16 with no job and under a READY mirror in each copy mode,
-    ROUNDS rounds with the modes in rotating order."""
+    ROUNDS rounds with the modes in rotating order; returns mode -> the
+    median of the per-round percentages of the IOPS without a job."""
     modes = ('none', 'background', 'write-blocking')
     res = {m: [] for m in modes}
     iops_qd16(st['nbd'])  # warm-up
@@ -93,12 +96,35 @@ def qd16_report(name, st):
             with mirror_to_ready(st['q'], 'q%d-%s' % (rnd, mode), mode, 'allocator=malloc'):
                 res[mode].append(iops_qd16(st['nbd']))
     line = 'guest 4 KiB write IOPS at QD16, %s: no mirror %.0f' % (name, statistics.median(res['none']))
+    out = {}
     for mode in modes[1:]:
         ratios = [x / y for x, y in zip(res[mode], res['none'])]
+        out[mode] = 100 * statistics.median(ratios)
         line += '; READY mirror, %s %.0f (%.0f %% of no mirror, per round: %s)' % (
-            mode, statistics.median(res[mode]), 100 * statistics.median(ratios),
-            ' '.join('%.0f' % (100 * r) for r in ratios))
+            mode, statistics.median(res[mode]), out[mode], ' '.join('%.0f' % (100 * r) for r in ratios))
     print(line)
+    return out
+
+
+# Issue 18's targets for the guest's write IOPS under a READY mirror.
+IOPS_TARGETS = {'background': 80, 'write-blocking': 50}
+
+
+def iops_rows(suffix, title, group, pct):
+    """One row per copy mode: each daemon's IOPS under the mirror as a
+    percentage of its IOPS without one."""
+    for mode, floor in IOPS_TARGETS.items():
+        row('mirror-%s-%s' % (mode, suffix), '%s, %s mirror' % (title, mode), '% no-job', True,
+            {n: v[mode] for n, v in pct.items()}, target='>=%d%% of no mirror' % floor,
+            goal={'min': floor}, group=group)
+
+
+def ready_row(row_id, title, med):
+    """Time to READY against qemu-storage-daemon (issue 6: >= 2x) and the
+    nbdcopy ceiling into the same kind of target."""
+    row(row_id, title, 's', False, {n: v for n, v in med.items() if n != CEILING},
+        ceiling=med.get(CEILING), ceiling_name='nbdcopy', target='>=2x qsd',
+        goal={'ratio': 2, 'vs': 'qemu-storage-daemon'}, group='mirror')
 
 
 def main():
@@ -107,10 +133,13 @@ def main():
         with contextlib.ExitStack() as stack:
             setups, st_src = start_daemons(stack, shm)
             mib = SIZE / (1 << 20)
-            report('mirror of %d MiB to nbdkit memory until READY (default allocator):' % mib, mib,
-                   with_ceiling(setups, ready_trial('sparse'), st_src, 'allocator=sparse'), target=2)
-            report('mirror of %d MiB to nbdkit memory allocator=malloc until READY:' % mib, mib,
-                   with_ceiling(setups, ready_trial('malloc'), st_src, 'allocator=malloc'), target=2)
+            ready_row('mirror-ready', 'mirror %d MiB to READY, nbdkit memory' % mib,
+                      report('mirror of %d MiB to nbdkit memory until READY (default allocator):' % mib, mib,
+                             with_ceiling(setups, ready_trial('sparse'), st_src, 'allocator=sparse'), target=2))
+            ready_row('mirror-ready-malloc', 'mirror %d MiB to READY, nbdkit malloc' % mib,
+                      report('mirror of %d MiB to nbdkit memory allocator=malloc until READY:' % mib, mib,
+                             with_ceiling(setups, ready_trial('malloc'), st_src, 'allocator=malloc'), target=2))
+            qd1 = {}
             for name, st in setups.items():
                 q = st['q']
                 idle = iops(st['nbd'])
@@ -123,9 +152,10 @@ def main():
                       % (name, idle, res['background'][1], res['write-blocking'][1],
                          res['background'][0], res['write-blocking'][0]))
                 check(res['write-blocking'][1] > 0, '%s: no guest write completed in write-blocking mode' % name)
+                qd1[name] = {m: 100 * res[m][1] / idle for m in res}
+            iops_rows('qd1', 'write IOPS QD1 (one run)', 'mirror', qd1)
             if shutil.which('fio'):
-                for name, st in setups.items():
-                    qd16_report(name, st)
+                iops_rows('qd16', 'write IOPS QD16', ISSUE, {name: qd16_report(name, st) for name, st in setups.items()})
     finally:
         shutil.rmtree(shm, ignore_errors=True)
 

@@ -18,7 +18,8 @@ daemon, with the clients' request shapes (256 KiB sequential like
 nbdcopy's requests, 4 KiB random, 16 threads).  The goal: blockd
 >= 1.2x qemu-storage-daemon or within 90 % of the ceiling.
 BENCH_QUICK=1: a 256 MiB image and 2 s fio runs (1 GiB and 5 s otherwise);
-BENCH_ROUNDS overrides the rounds."""
+BENCH_ROUNDS overrides the rounds; with BENCH_ROWS set, the medians are also
+appended there for run-all.sh's summary."""
 import json
 import os
 import re
@@ -33,6 +34,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 sys.path.insert(0, os.path.join(HERE, '..', 'integration'))
 from bench_lib import QUICK, ROUNDS, blockd_cmd, ok  # noqa: E402
+from bench_rows import row  # noqa: E402
 from backup_lib import Daemon, fail  # noqa: E402
 from ceph_lib import Cluster, require_qemu_rbd, require_rbd  # noqa: E402
 
@@ -134,6 +136,9 @@ def main():
             goal = 'ok' if b >= 1.2 * qsd or b >= 0.9 * ceil else 'below goal'
             print('  %-10s %-6s %10.0f %20.0f %10.0f %11.2fx %11.0f%%  %s'
                   % (w, unit, b, qsd, ceil, b / qsd, 100 * b / ceil, goal))
+            row('rbd-' + w, '%s, rbd %d MiB' % (w, SIZE_MIB), unit, True, {'blockd': b, 'qemu-storage-daemon': qsd},
+                ceiling=ceil, ceiling_name='rbd bench', target='>=1.2x qsd or >=90% of ceiling',
+                goal={'ratio': 1.2, 'vs': 'qemu-storage-daemon', 'ceiling_frac': 0.9}, group='RBD (issue 19)')
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 

@@ -3,11 +3,17 @@
 # null:) over a Unix socket, in one run:
 #   blockd plaintext  |  blockd TLS (X.509)  |  qemu-nbd TLS  |  qemu-nbd plaintext
 # same image in /dev/shm, same client, same certificates (made with
-# certtool).  Each number is the median of BENCH_RUNS (default 3) runs;
-# BENCH_QUICK=1 uses a 256 MiB disk.
+# certtool).  Each number is the median of BENCH_RUNS (default 3) rounds,
+# a round starting each server in turn for one read, the order reversed
+# every other round (run one after the other, a load swing on the shared
+# machine once put blockd's TLS above its plaintext); BENCH_QUICK=1 uses a
+# 256 MiB disk.  With BENCH_ROWS set, the medians are
+# also appended there for run-all.sh's summary (bench_rows.py).
 #
 #   BLOCKD=build-release/blockd tests/bench/bench-tls.sh
 set -euo pipefail
+# shellcheck source=tests/bench/bench_rows.sh
+source "$(dirname "$0")/bench_rows.sh"
 
 BLOCKD=${BLOCKD:-build-release/blockd}
 RUNS=${BENCH_RUNS:-3}
@@ -90,15 +96,13 @@ start_server() {
 
 median() { sort -n | awk '{ v[NR] = $1 } END { print v[int((NR + 1) / 2)] }'; }
 
-# read_mibs URI: median MiB/s of nbdcopy URI null:.
+# read_mibs URI: MiB/s of one nbdcopy URI null:.
 read_mibs() {
-    local i start end
-    for i in $(seq "$RUNS"); do
-        start=$(date +%s.%N)
-        nbdcopy "$1" null:
-        end=$(date +%s.%N)
-        echo "$SIZE_MIB $start $end" | awk '{ printf "%.0f\n", $1 / ($3 - $2) }'
-    done | median
+    local start end
+    start=$(date +%s.%N)
+    nbdcopy "$1" null:
+    end=$(date +%s.%N)
+    echo "$SIZE_MIB $start $end" | awk '{ printf "%.0f\n", $1 / ($3 - $2) }'
 }
 
 make_certs
@@ -108,13 +112,28 @@ PLAIN="nbd+unix:///?socket=$SOCK"
 TLS="nbds+unix:///?socket=$SOCK&tls-certificates=$TMP/pki/client"
 
 printf 'Sequential read, %d MiB, nbdcopy -> null:, Unix socket (MiB/s, median of %d)\n' "$SIZE_MIB" "$RUNS"
-declare -A result
-for kind in blockd-plain blockd-tls qemu-nbd-tls qemu-nbd-plain; do
-    start_server "$kind"
-    if [[ $kind == *-tls ]]; then uri=$TLS; else uri=$PLAIN; fi
-    result[$kind]=$(read_mibs "$uri")
-    stop_server
-    printf '  %-16s %8s\n' "$kind" "${result[$kind]}"
+declare -A result samples
+KINDS=(blockd-plain blockd-tls qemu-nbd-tls qemu-nbd-plain)
+for ((r = 0; r < RUNS; r++)); do
+    order=("${KINDS[@]}")
+    ((r % 2 == 0)) || order=(qemu-nbd-plain qemu-nbd-tls blockd-tls blockd-plain)
+    for kind in "${order[@]}"; do
+        start_server "$kind"
+        if [[ $kind == *-tls ]]; then uri=$TLS; else uri=$PLAIN; fi
+        samples[$kind]+="$(read_mibs "$uri") "
+        stop_server
+    done
+done
+for kind in "${KINDS[@]}"; do
+    # shellcheck disable=SC2086  # the samples are a space-separated list
+    result[$kind]=$(printf '%s\n' ${samples[$kind]} | median)
+    printf '  %-16s %8s   (runs: %s)\n' "$kind" "${result[$kind]}" "${samples[$kind]% }"
 done
 awk -v t="${result[blockd-tls]}" -v p="${result[blockd-plain]}" -v q="${result[qemu-nbd-tls]}" \
     'BEGIN { printf "  blockd TLS / blockd plaintext: %.2f   blockd TLS / qemu-nbd TLS: %.2f\n", t / p, t / q }'
+# TLS against plaintext as the ceiling: what the same server does without encryption.
+bench_row tls-seq-read "seq-read over TLS, $SIZE_MIB MiB" MiB/s higher \
+    "blockd=${result[blockd-tls]}" "qemu-nbd=${result[qemu-nbd-tls]}" \
+    --ceiling "${result[blockd-plain]}" "blockd plain" --group TLS
+bench_row tls-plain-seq-read "seq-read, read-only, plaintext" MiB/s higher \
+    "blockd=${result[blockd-plain]}" "qemu-nbd=${result[qemu-nbd-plain]}" --group TLS

@@ -7,14 +7,20 @@
 # Workloads: sequential write and read of the whole disk with nbdcopy
 # (src file -> export, export -> null:), and 4 KiB random read and write at
 # iodepth 1 and 16 with fio's nbd engine.  Each number is the median of
-# BENCH_RUNS (default 3) runs.  Pairs:
-#   file:   blockd driver=file  vs  nbdkit file  vs  qemu-nbd -f raw
-#           (qemu-nbd's default cache mode, writeback, and aio=threads)
+# BENCH_RUNS (default 3) rounds; a round starts every server of a group in
+# turn on a fresh disk and runs each workload once, the order reversed
+# every other round, so that the machine's load swings hit all alike.
+# Groups:
+#   file:   blockd driver=file  vs  nbdkit file  vs  qemu-nbd -f raw  vs
+#           qemu-storage-daemon driver=file (QEMU's defaults: writeback
+#           cache, aio=threads)
 #   memory: blockd driver=memory  vs  nbdkit memory
 #   qcow2:  blockd driver=qcow2  vs  qemu-nbd -f qcow2, on a new image made
 #           by qemu-img create (64 KiB clusters, no preallocation), so the
 #           sequential write includes cluster allocation
-# Plus the machine's ceiling: a socketpair stream of 256 KiB writes.
+# Plus the machine's ceilings: a socketpair stream of 256 KiB writes, a
+# memcpy of 256 KiB chunks, dd into a tmpfs file.  With BENCH_ROWS set, the
+# medians are also appended there as rows for run-all.sh's summary.
 # BENCH_QUICK=1 uses a 256 MiB disk and 1 s fio runs (a smoke test).
 set -euo pipefail
 
@@ -27,8 +33,10 @@ else
     SIZE_MIB=2048 FIO_SECONDS=4
 fi
 HERE=$(cd "$(dirname "$0")" && pwd)
+# shellcheck source=tests/bench/bench_rows.sh
+source "$HERE/bench_rows.sh"
 
-for tool in nbdcopy nbdinfo nbdkit qemu-nbd qemu-img fio cc; do
+for tool in nbdcopy nbdinfo nbdkit qemu-nbd qemu-storage-daemon qemu-img fio cc; do
     command -v "$tool" >/dev/null || { echo "run-bench: $tool is not installed" >&2; exit 1; }
 done
 [[ -x $BLOCKD ]] || { echo "run-bench: BLOCKD=$BLOCKD is not executable" >&2; exit 1; }
@@ -75,6 +83,12 @@ start_server() {
     nbdkit-file)   nbdkit -f -U "$SOCK" file "$img" & ;;
     nbdkit-memory) nbdkit -f -U "$SOCK" memory "${SIZE_MIB}M" & ;;
     qemu-nbd)      qemu-nbd -t -e 16 -k "$SOCK" -f raw "$img" & ;;
+    # name= (empty): the default export, as the other servers serve it.
+    qsd-file)
+        qemu-storage-daemon --blockdev "driver=file,node-name=f,filename=$img" \
+            --nbd-server "addr.type=unix,addr.path=$SOCK" \
+            --export type=nbd,id=e,node-name=f,name=,writable=on >/dev/null &
+        ;;
     esac
     SERVER_PID=$!
     local i
@@ -116,15 +130,15 @@ print("%.0f" % (j["read"]["iops"] + j["write"]["iops"]))' "$TMP/fio.json")
 }
 
 LAST=
-declare -A RESULT MULTICONN
+declare -A RESULT SAMPLES MULTICONN
 WORKLOADS=(seq-write seq-read randread-qd1 randread-qd16 randwrite-qd1 randwrite-qd16)
 declare -A UNIT=([seq-write]=MiB/s [seq-read]=MiB/s [randread-qd1]=IOPS [randread-qd16]=IOPS
                  [randwrite-qd1]=IOPS [randwrite-qd16]=IOPS)
 
-# bench_server KIND: every workload against one freshly started server.
-bench_server() {
-    local kind=$1 i v
-    echo "  $kind ..." >&2
+# bench_round KIND: one sample of every workload against a freshly started
+# server on a fresh disk.
+bench_round() {
+    local kind=$1
     rm -f "$TMP/disk.img"
     case $kind in
     *qcow2) qemu-img create -q -f qcow2 "$TMP/disk.img" "${SIZE_MIB}M" ;;
@@ -133,18 +147,32 @@ bench_server() {
     start_server "$kind"
     nbdinfo --can multi-conn "$URI" && MULTICONN[$kind]=yes || MULTICONN[$kind]=no
     # Writes first, so reads and random I/O see a fully written disk.
-    v=(); for ((i = 0; i < RUNS; i++)); do mibps nbdcopy --flush "$TMP/src.img" "$URI"; v+=("$LAST"); done
-    RESULT[seq-write,$kind]=$(median "${v[@]}")
-    v=(); for ((i = 0; i < RUNS; i++)); do mibps nbdcopy "$URI" null:; v+=("$LAST"); done
-    RESULT[seq-read,$kind]=$(median "${v[@]}")
+    mibps nbdcopy --flush "$TMP/src.img" "$URI"; SAMPLES[seq-write,$kind]+=" $LAST"
+    mibps nbdcopy "$URI" null:; SAMPLES[seq-read,$kind]+=" $LAST"
     local rw depth
     for rw in randread randwrite; do
         for depth in 1 16; do
-            v=(); for ((i = 0; i < RUNS; i++)); do fio_iops "$rw" "$depth"; v+=("$LAST"); done
-            RESULT[$rw-qd$depth,$kind]=$(median "${v[@]}")
+            fio_iops "$rw" "$depth"; SAMPLES[$rw-qd$depth,$kind]+=" $LAST"
         done
     done
     stop_server
+}
+
+# bench_group KIND...: RUNS alternating rounds over the servers, then
+# RESULT[workload,kind] = the median of each one's samples.
+bench_group() {
+    local r kind w order
+    for ((r = 0; r < RUNS; r++)); do
+        if ((r % 2 == 0)); then order=("$@"); else order=(); for kind in "$@"; do order=("$kind" "${order[@]}"); done; fi
+        echo "  round $((r + 1))/$RUNS: ${order[*]}" >&2
+        for kind in "${order[@]}"; do bench_round "$kind"; done
+    done
+    for kind in "$@"; do
+        for w in "${WORKLOADS[@]}"; do
+            # shellcheck disable=SC2086  # the samples are a space-separated list
+            RESULT[$w,$kind]=$(median ${SAMPLES[$w,$kind]})
+        done
+    done
 }
 
 # table TITLE BLOCKD-KIND PEER...: one row per workload, blockd's ratio to each peer.
@@ -175,21 +203,23 @@ table() {
 echo "run-bench: preparing a ${SIZE_MIB} MiB random source in $TMP" >&2
 head -c "$((SIZE_MIB * 1024 * 1024))" /dev/urandom >"$TMP/src.img"
 cc -O2 -o "$BIN/socketpair-limit" "$HERE/socketpair-limit.c"
+cc -O2 -o "$BIN/memcpy-rate" "$HERE/memcpy-rate.c"
 # The limit swings with the machine's load (3 100 to 11 000 MiB/s seen on
 # the same box), so it is sampled before, between and after the servers
 # and the median is printed.
 LIMITS=()
-sample_limit() { LIMITS+=("$("$BIN/socketpair-limit" 4096)"); }
+MEMCPY=()
+sample_limit() { LIMITS+=("$("$BIN/socketpair-limit" 4096)"); MEMCPY+=("$("$BIN/memcpy-rate" 4096)"); }
 sample_limit; sample_limit
 
 echo "run-bench: file-backed servers" >&2
-for kind in blockd-file nbdkit-file qemu-nbd; do bench_server "$kind"; done
+bench_group blockd-file nbdkit-file qemu-nbd qsd-file
 sample_limit
 echo "run-bench: memory servers" >&2
-for kind in blockd-memory nbdkit-memory; do bench_server "$kind"; done
+bench_group blockd-memory nbdkit-memory
 sample_limit
 echo "run-bench: qcow2 servers" >&2
-for kind in blockd-qcow2 qemu-nbd-qcow2; do bench_server "$kind"; done
+bench_group blockd-qcow2 qemu-nbd-qcow2
 # The kernel's ceiling for the sequential write: dd of the source into a
 # new file on the same tmpfs, 256 KiB writes, no NBD and no format.
 v=(); for ((i = 0; i < RUNS; i++)); do
@@ -199,18 +229,62 @@ rm -f "$TMP/dd.img"
 DD_CEILING=$(median "${v[@]}")
 sample_limit
 LIMIT=$(median "${LIMITS[@]}")
+MEMCPY_RATE=$(median "${MEMCPY[@]}")
 
 echo
 echo "blockd benchmark: $("$BLOCKD" --version 2>/dev/null | head -n1), $(nbdkit --version | head -n1)," \
      "$(qemu-nbd --version | head -n1), fio ${FIO_SECONDS}s per run, $(nproc) CPUs"
 printf 'machine limit: socketpair stream of 256 KiB writes: %s MiB/s (median of %s: %s)\n' \
     "$LIMIT" "${#LIMITS[@]}" "${LIMITS[*]}"
+printf 'machine limit: memcpy of 256 KiB chunks, one thread: %s MiB/s (median of %s: %s)\n' \
+    "$MEMCPY_RATE" "${#MEMCPY[@]}" "${MEMCPY[*]}"
 awk -v r="${RESULT[seq-read,blockd-file]}" -v m="${RESULT[seq-read,blockd-memory]}" -v l="$LIMIT" \
     'BEGIN { printf "blockd sequential read: file %.0f%%, memory %.0f%% of the limit\n", 100 * r / l, 100 * m / l }'
 echo "qemu-nbd runs with its defaults (cache=writeback, aio=threads) plus -t -e 16;"
 echo "nbdkit file with its defaults (page cache); blockd driver=file with its defaults."
-table "file-backed image in /dev/shm" blockd-file nbdkit-file qemu-nbd
+table "file-backed image in /dev/shm" blockd-file nbdkit-file qemu-nbd qsd-file
 table "memory" blockd-memory nbdkit-memory
 table "qcow2 image in /dev/shm (issue 15's target: 1.3x qemu-nbd)" blockd-qcow2 qemu-nbd-qcow2
 awk -v c="$DD_CEILING" -v b="${RESULT[seq-write,blockd-qcow2]}" -v q="${RESULT[seq-write,qemu-nbd-qcow2]}" \
     'BEGIN { printf "ceiling: dd into a new tmpfs file %.0f MiB/s; qcow2 seq-write blockd %.0f%%, qemu-nbd %.0f%% of it\n", c, 100 * b / c, 100 * q / c }'
+
+# Rows for run-all.sh's summary (bench_rows.py describes the format).
+bench_row --info socketpair "$LIMIT" MiB/s "socketpair stream of 256 KiB writes, median of ${#LIMITS[@]}"
+bench_row --info memcpy "$MEMCPY_RATE" MiB/s "memcpy of 256 KiB chunks, one thread, median of ${#MEMCPY[@]}"
+bench_row --info "dd into tmpfs" "$DD_CEILING" MiB/s "dd bs=256K conv=fsync into a new tmpfs file"
+# The sequential rows' ceiling, the lower of: the socketpair stream (every
+# byte crosses one) and the memcpy rate (every byte is copied out of a page
+# cache or buffer larger than the caches; the socketpair's own buffer stays
+# in cache, so it can be the higher of the two).  dd into tmpfs is not one:
+# a single thread doing both copies, sampled once, it came out below what
+# the servers reach (593 MiB/s against blockd's 1086 in one run).
+lowest() { printf '%s\n' "$@" | sort -g | head -n1; }
+read -r -a SEQ_CEILING <<<"$(lowest "$LIMIT socketpair" "$MEMCPY_RATE memcpy")"
+declare -A TARGET=([seq-read]='>=1.3x best peer' [seq-write]='>=1.3x best peer'
+                   [randwrite-qd16]='>=1.2x best peer' [randread-qd16]='keep (>=1.0x)'
+                   [randread-qd1]='keep (>=1.0x)')
+declare -A GOAL=([seq-read]=1.3 [seq-write]=1.3 [randwrite-qd16]=1.2 [randread-qd16]=1.0 [randread-qd1]=1.0)
+# emit_rows SUFFIX BLOCKD-KIND COLUMN=KIND...: one row per workload, blockd's
+# median against each peer's under the summary's column name.
+emit_rows() {
+    local suffix=$1 ours=$2 w col group target goal
+    shift 2
+    for w in "${WORKLOADS[@]}"; do
+        local args=("$w-$suffix" "$w, $suffix" "${UNIT[$w]}" higher "blockd=${RESULT[$w,$ours]}")
+        for col in "$@"; do args+=("${col%%=*}=${RESULT[$w,${col#*=}]}"); done
+        case $w,$suffix in
+        seq-*) args+=(--ceiling "${SEQ_CEILING[@]}") ;;
+        esac
+        if [[ $suffix == qcow2 ]]; then
+            group='qcow2 (issue 15)' target='>=1.3x qemu-nbd' goal='{"ratio": 1.3, "vs": "qemu-nbd"}'
+        elif [[ -n ${GOAL[$w]:-} ]]; then
+            group='issue 18' target=${TARGET[$w]} goal="{\"ratio\": ${GOAL[$w]}}"
+        else
+            group='NBD, no issue-18 target' target='' goal='{}'
+        fi
+        bench_row "${args[@]}" --target "$target" --goal "$goal" --group "$group"
+    done
+}
+emit_rows file blockd-file nbdkit-file=nbdkit-file qemu-nbd=qemu-nbd qemu-storage-daemon=qsd-file
+emit_rows memory blockd-memory nbdkit-memory=nbdkit-memory
+emit_rows qcow2 blockd-qcow2 qemu-nbd=qemu-nbd-qcow2
