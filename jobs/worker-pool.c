@@ -44,6 +44,14 @@ WorkerGroup *worker_group_new(unsigned max_inflight)
         pool = g_thread_pool_new(run_task, NULL, (gint)pool_threads, FALSE, NULL);
     else
         g_thread_pool_set_max_threads(pool, (gint)pool_threads, NULL);
+    /* A thread that leaves the pool (idle half a second, or above the
+     * limit once a job ended) is parked by GLib for reuse, but only two of
+     * them by default: the others exit, and the next job starts its
+     * threads anew (a clone, a stack and a trip through GLib's spawner
+     * thread each, which is most of a small incremental's set-up).  Parked
+     * threads still exit after GLib's idle time. */
+    if (g_thread_pool_get_max_unused_threads() < (gint)pool_threads)
+        g_thread_pool_set_max_unused_threads((gint)pool_threads);
     g_mutex_unlock(&pool_lock);
     return g;
 }
