@@ -6,7 +6,7 @@
 struct IoDefer {
     GMutex lock;
     GCond cond;     /* pending reached 0 */
-    gint pending;   /* atomic; lowered under lock */
+    gint pending;   /* atomic; lowered to 0 under lock */
     bool used;      /* something was added since the scope opened (owner's thread) */
 };
 
@@ -77,8 +77,22 @@ void io_defer_add(IoDefer *d)
 
 void io_defer_done(IoDefer *d)
 {
-    /* Under the lock: the owner then either sees 0 or is woken, and frees
-     * the scope only once this is done with it. */
+    /* All but the last completion only count down, without the lock: the
+     * owner cannot see 0 (and free the scope) before the last one, so they
+     * never touch a freed scope.  This runs once per write-through on the
+     * target's I/O thread, where a lock taken per write contended with the
+     * owner checking the count. */
+    for (;;) {
+        gint v = g_atomic_int_get(&d->pending);
+        g_assert(v > 0);
+        if (v == 1)
+            break;
+        if (g_atomic_int_compare_and_exchange(&d->pending, v, v - 1))
+            return;
+    }
+    /* The last one, under the lock: the owner then either sees 0 or is
+     * woken, and frees the scope only once this is done with it.  No
+     * other completion is left to race with the decrement. */
     g_mutex_lock(&d->lock);
     if (g_atomic_int_dec_and_test(&d->pending))
         g_cond_signal(&d->cond);
