@@ -46,17 +46,18 @@
 #define MIRROR_MAX_CHUNK (4u << 20)
 #define MIRROR_MAX_WORKERS 16u /* copies in flight at most (QEMU's MAX_IN_FLIGHT) */
 /* Once READY, and until job-complete asks to converge, one copy at a time
- * (still up to a chunk of contiguous dirty granules): a guest writing all
- * the time keeps the job copying all the time, and on a small machine its
- * copies compete with the guest for the CPU.  Parallel copies there buy
+ * (still up to a chunk of contiguous dirty granules) while the mirror keeps
+ * up, that is while no more than buf-size bytes wait to be copied: a guest
+ * writing all the time keeps the job copying all the time, and on a small
+ * machine its copies compete with the guest for the CPU.  Parallel copies there buy
  * little bandwidth for more CPU per byte (a wake-up per copy on the pool,
  * the target's I/O thread and the target server): measured on 2 cores,
  * random 4 KiB guest writes at QD16, nbdkit target, 16 in flight took 1.37
  * cores (job + target) at ~1480 us per copied MB, one took 0.93 cores at
  * ~1260 us per MB.  QEMU's mirror shares one thread with the guest's
- * requests, which has a similar effect.  The cost: a READY mirror to a
- * high-latency target keeps up with less (the backlog is copied in
- * parallel again once job-complete is called). */
+ * requests, which has a similar effect.  A larger backlog (a guest that
+ * dirties faster than one copy moves, a high-latency target) is copied in
+ * parallel again, so that the time job-complete takes stays bounded. */
 #define MIRROR_READY_WORKERS 1u
 #define MIRROR_STATUS_WINDOW (1ull << 30) /* bytes of block status per query at start */
 
@@ -511,8 +512,8 @@ static int mirror_dirty_loop(Mirror *m, Job *job)
         ClaimResult c = CLAIM_BUSY;
         bool claimed = false;
         uint64_t room = m->buf_size > m->inflight_bytes ? m->buf_size - m->inflight_bytes : 0;
-        unsigned max_workers =
-            g_atomic_int_get(&m->ready) && !complete ? MIRROR_READY_WORKERS : MIRROR_MAX_WORKERS;
+        bool keeping_up = g_atomic_int_get(&m->ready) && !complete && remaining_locked(m) <= m->buf_size;
+        unsigned max_workers = keeping_up ? MIRROR_READY_WORKERS : MIRROR_MAX_WORKERS;
         if (m->inflight == 0 || (m->inflight < max_workers && room >= (1ull << m->gran_bits))) {
             /* Set before the claim: a write through that unlocks the
              * region after the claim found it locked then wakes us. */
