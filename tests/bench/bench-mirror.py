@@ -84,14 +84,21 @@ def ready_trial(allocator):
 def qd16_report(name, st):
     """IOPS at QD16 with no job and under a READY mirror in each copy mode,
     ROUNDS rounds with the modes in rotating order; returns mode -> the
-    median of the per-round percentages of the IOPS without a job."""
-    modes = ('none', 'background', 'write-blocking')
+    median of the per-round percentages of the IOPS without a job, and
+    'ceiling' -> the same for the target server's own IOPS (fio straight
+    into a fresh nbdkit memory target): a write-blocking mirror writes every
+    guest write there too, so it cannot keep more than that."""
+    modes = ('none', 'background', 'write-blocking', 'target')
     res = {m: [] for m in modes}
     iops_qd16(st['nbd'])  # warm-up
     for rnd in range(ROUNDS):
-        for mode in modes[rnd % 3:] + modes[:rnd % 3]:
+        for mode in modes[rnd % 4:] + modes[:rnd % 4]:
             if mode == 'none':
                 res[mode].append(iops_qd16(st['nbd']))
+                continue
+            if mode == 'target':
+                with Nbdkit('memory', str(SIZE), 'allocator=malloc') as t:
+                    res[mode].append(iops_qd16(t.sock))
                 continue
             with mirror_to_ready(st['q'], 'q%d-%s' % (rnd, mode), mode, 'allocator=malloc'):
                 res[mode].append(iops_qd16(st['nbd']))
@@ -100,9 +107,11 @@ def qd16_report(name, st):
     for mode in modes[1:]:
         ratios = [x / y for x, y in zip(res[mode], res['none'])]
         out[mode] = 100 * statistics.median(ratios)
-        line += '; READY mirror, %s %.0f (%.0f %% of no mirror, per round: %s)' % (
-            mode, statistics.median(res[mode]), out[mode], ' '.join('%.0f' % (100 * r) for r in ratios))
+        what = 'the target alone (fio into nbdkit memory)' if mode == 'target' else 'READY mirror, ' + mode
+        line += '; %s %.0f (%.0f %% of no mirror, per round: %s)' % (
+            what, statistics.median(res[mode]), out[mode], ' '.join('%.0f' % (100 * r) for r in ratios))
     print(line)
+    out['ceiling'] = out.pop('target')
     return out
 
 
@@ -112,11 +121,14 @@ IOPS_TARGETS = {'background': 80, 'write-blocking': 50}
 
 def iops_rows(suffix, title, group, pct):
     """One row per copy mode: each daemon's IOPS under the mirror as a
-    percentage of its IOPS without one."""
+    percentage of its IOPS without one; the write-blocking row's ceiling is
+    the target server's own IOPS as a percentage of blockd's (when measured)."""
     for mode, floor in IOPS_TARGETS.items():
+        ceiling = pct.get('blockd', {}).get('ceiling') if mode == 'write-blocking' else None
         row('mirror-%s-%s' % (mode, suffix), '%s, %s mirror' % (title, mode), '% no-job', True,
             {n: v[mode] for n, v in pct.items()}, target='>=%d%% of no mirror' % floor,
-            goal={'min': floor}, group=group)
+            goal={'min': floor}, group=group, ceiling=ceiling,
+            ceiling_name='target alone' if ceiling is not None else None)
 
 
 def ready_row(row_id, title, med):
