@@ -56,6 +56,12 @@ class Qmp:
         self.greeting = self.recv()
         if negotiate:
             r = self.cmd('qmp_capabilities')
+            # QEMU 7.2 can send its greeting twice when the client connects
+            # while its monitor is still being set up (the chardev's open
+            # event handled twice); blockd never may, so only QEMU's repeat
+            # of the same greeting is skipped.
+            if r == self.greeting and 'blockd' not in str(r['QMP']['version'].get('package', '')):
+                r = self.reply()
             check(r == {'return': {}}, 'qmp_capabilities failed: %r' % r)
 
     def close(self):
