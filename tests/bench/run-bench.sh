@@ -19,7 +19,8 @@
 #           by qemu-img create (64 KiB clusters, no preallocation), so the
 #           sequential write includes cluster allocation
 # Plus the machine's ceilings: a socketpair stream of 256 KiB writes, a
-# memcpy of 256 KiB chunks, dd into a tmpfs file.  With BENCH_ROWS set, the
+# memcpy of 256 KiB chunks, dd into a tmpfs file, and for the 4 KiB random
+# rows blockd and nbdkit over a null backend (null-co, nbdkit null).  With BENCH_ROWS set, the
 # medians are also appended there as rows for run-all.sh's summary.
 # BENCH_QUICK=1 uses a 256 MiB disk and 1 s fio runs (a smoke test).
 set -euo pipefail
@@ -79,6 +80,13 @@ start_server() {
             --export type=nbd,id=e,node-name=q,writable=on \
             --nbd-server "addr.type=unix,addr.path=$SOCK" >/dev/null &
         ;;
+    # No backend at all: what the client and the protocol alone reach.
+    blockd-null)
+        "$BLOCKD" --blockdev "driver=null-co,node-name=z,size=${SIZE_MIB}M" \
+            --export type=nbd,id=e,node-name=z,writable=on \
+            --nbd-server "addr.type=unix,addr.path=$SOCK" >/dev/null &
+        ;;
+    nbdkit-null) nbdkit -f -U "$SOCK" null "${SIZE_MIB}M" & ;;
     qemu-nbd-qcow2) qemu-nbd -t -e 16 -k "$SOCK" -f qcow2 "$img" & ;;
     nbdkit-file)   nbdkit -f -U "$SOCK" file "$img" & ;;
     nbdkit-memory) nbdkit -f -U "$SOCK" memory "${SIZE_MIB}M" & ;;
@@ -220,6 +228,8 @@ bench_group blockd-memory nbdkit-memory
 sample_limit
 echo "run-bench: qcow2 servers" >&2
 bench_group blockd-qcow2 qemu-nbd-qcow2
+echo "run-bench: servers with no backend (the random I/O rows' ceiling)" >&2
+bench_group blockd-null nbdkit-null
 # The kernel's ceiling for the sequential write: dd of the source into a
 # new file on the same tmpfs, 256 KiB writes, no NBD and no format.
 v=(); for ((i = 0; i < RUNS; i++)); do
@@ -245,6 +255,7 @@ echo "nbdkit file with its defaults (page cache); blockd driver=file with its de
 table "file-backed image in /dev/shm" blockd-file nbdkit-file qemu-nbd qsd-file
 table "memory" blockd-memory nbdkit-memory
 table "qcow2 image in /dev/shm (issue 15's target: 1.3x qemu-nbd)" blockd-qcow2 qemu-nbd-qcow2
+table "no backend (null-co, nbdkit null): the random I/O rows' ceiling" blockd-null nbdkit-null
 awk -v c="$DD_CEILING" -v b="${RESULT[seq-write,blockd-qcow2]}" -v q="${RESULT[seq-write,qemu-nbd-qcow2]}" \
     'BEGIN { printf "ceiling: dd into a new tmpfs file %.0f MiB/s; qcow2 seq-write blockd %.0f%%, qemu-nbd %.0f%% of it\n", c, 100 * b / c, 100 * q / c }'
 
@@ -259,6 +270,7 @@ bench_row --info "dd into tmpfs" "$DD_CEILING" MiB/s "dd bs=256K conv=fsync into
 # a single thread doing both copies, sampled once, it came out below what
 # the servers reach (593 MiB/s against blockd's 1086 in one run).
 lowest() { printf '%s\n' "$@" | sort -g | head -n1; }
+highest() { printf '%s\n' "$@" | sort -g | tail -n1; }
 read -r -a SEQ_CEILING <<<"$(lowest "$LIMIT socketpair" "$MEMCPY_RATE memcpy")"
 declare -A TARGET=([seq-read]='>=1.3x best peer' [seq-write]='>=1.3x best peer'
                    [randwrite-qd16]='>=1.2x best peer' [randread-qd16]='keep (>=1.0x)'
@@ -274,6 +286,9 @@ emit_rows() {
         for col in "$@"; do args+=("${col%%=*}=${RESULT[$w,${col#*=}]}"); done
         case $w,$suffix in
         seq-*) args+=(--ceiling "${SEQ_CEILING[@]}") ;;
+        # 4 KiB requests cost the client and the protocol more than any
+        # backend here: the better of blockd and nbdkit over a null backend.
+        rand*) args+=(--ceiling "$(highest "${RESULT[$w,blockd-null]}" "${RESULT[$w,nbdkit-null]}")" "null backend") ;;
         esac
         if [[ $suffix == qcow2 ]]; then
             group='qcow2 (issue 15)' target='>=1.3x qemu-nbd' goal='{"ratio": 1.3, "vs": "qemu-nbd"}'
