@@ -12,6 +12,7 @@
 
 #include <string.h>
 #include <gio/gio.h>
+#include "block/error.h"
 #include "block/nbd-uri.h"
 #include "qapi/qapi-visit.h"
 
@@ -24,16 +25,8 @@ bool backing_name_is_path(const char *name)
            !nbd_uri_is(name);
 }
 
-static void *fail(GError **errp, const char *fmt, ...) G_GNUC_PRINTF(2, 3);
-static void *fail(GError **errp, const char *fmt, ...)
-{
-    va_list ap;
-    va_start(ap, fmt);
-    g_autofree char *msg = g_strdup_vprintf(fmt, ap);
-    va_end(ap);
-    g_set_error_literal(errp, G_IO_ERROR, G_IO_ERROR_INVALID_ARGUMENT, msg);
-    return NULL;
-}
+/* block_fail for the functions here, which return a pointer. */
+#define fail(errp, ...) (block_fail(errp, __VA_ARGS__), NULL)
 
 /* ---- json: ---- */
 
@@ -49,8 +42,7 @@ static bool flatten(JsonObject *in, const char *prefix, GHashTable *flat, GError
             if (!flatten(json_node_get_object(value), key, flat, errp))
                 return false;
         } else if (g_hash_table_contains(flat, key)) {
-            fail(errp, "Key '%s' is given twice", key);
-            return false;
+            return block_fail(errp, "Key '%s' is given twice", key);
         } else {
             g_hash_table_insert(flat, g_steal_pointer(&key), value);
         }
@@ -64,13 +56,12 @@ static JsonObject *crumple(GHashTable *flat, GError **errp)
     g_autoptr(JsonObject) out = json_object_new();
     g_autoptr(GList) keys = g_list_sort(g_hash_table_get_keys(flat), (GCompareFunc)strcmp);
     for (GList *l = keys; l; l = l->next) {
-        g_auto(GStrv) parts = g_strsplit(l->data, ".", -1);
+        const char *key = l->data;
+        if (!*key || *key == '.' || g_str_has_suffix(key, ".") || strstr(key, ".."))
+            return fail(errp, "Invalid key '%s'", key);
+        g_auto(GStrv) parts = g_strsplit(key, ".", -1);
         JsonObject *at = out;
         guint n = g_strv_length(parts);
-        for (guint i = 0; i < n || n == 0; i++) {
-            if (n == 0 || !*parts[i])
-                return fail(errp, "Invalid key '%s'", (const char *)l->data);
-        }
         for (guint i = 0; i + 1 < n; i++) {
             JsonNode *sub = json_object_get_member(at, parts[i]);
             if (sub && !JSON_NODE_HOLDS_OBJECT(sub))
@@ -80,8 +71,8 @@ static JsonObject *crumple(GHashTable *flat, GError **errp)
             at = json_object_get_object_member(at, parts[i]);
         }
         if (json_object_has_member(at, parts[n - 1]))
-            return fail(errp, "Key '%s' is given both as a value and as an object", (const char *)l->data);
-        json_object_set_member(at, parts[n - 1], json_node_copy(g_hash_table_lookup(flat, l->data)));
+            return fail(errp, "Key '%s' is given both as a value and as an object", key);
+        json_object_set_member(at, parts[n - 1], json_node_copy(g_hash_table_lookup(flat, key)));
     }
     return g_steal_pointer(&out);
 }
