@@ -234,6 +234,19 @@ static void node_resized(BlockNode *node, void *opaque)
  * use with blockd's crash-safe marks, so the job's writes are tracked as
  * any other; going read-only, they are stored clean first (while the node
  * can still write), then become read-only. */
+/* Persistent bitmaps read-only: nothing is stored or updated in place. */
+static void persistent_read_only_locked(NodeBitmaps *nb)
+{
+    for (guint i = 0; i < nb->bitmaps->len; i++) {
+        DirtyBitmap *bm = nb->bitmaps->pdata[i];
+        if (!bm->persistent)
+            continue;
+        bm->readonly = true;
+        g_clear_pointer(&bm->durable, hbitmap_free);
+        bm->data_offset = 0;
+    }
+}
+
 static bool node_reopening(BlockNode *node, bool read_only, void *opaque, GError **errp)
 {
     NodeBitmaps *nb = opaque;
@@ -243,14 +256,8 @@ static bool node_reopening(BlockNode *node, bool read_only, void *opaque, GError
     bool ok;
     if (read_only) {
         ok = store_all_locked(nb, true, errp);
-        for (guint i = 0; ok && i < nb->bitmaps->len; i++) {
-            DirtyBitmap *bm = nb->bitmaps->pdata[i];
-            if (!bm->persistent)
-                continue;
-            bm->readonly = true;
-            g_clear_pointer(&bm->durable, hbitmap_free);
-            bm->data_offset = 0;
-        }
+        if (ok)
+            persistent_read_only_locked(nb);
     } else {
         for (guint i = 0; i < nb->bitmaps->len; i++) {
             DirtyBitmap *bm = nb->bitmaps->pdata[i];
@@ -260,16 +267,8 @@ static bool node_reopening(BlockNode *node, bool read_only, void *opaque, GError
             }
         }
         ok = store_all_locked(nb, false, errp);
-        if (!ok) {
-            for (guint i = 0; i < nb->bitmaps->len; i++) {
-                DirtyBitmap *bm = nb->bitmaps->pdata[i];
-                if (bm->persistent) {
-                    bm->readonly = true;
-                    g_clear_pointer(&bm->durable, hbitmap_free);
-                    bm->data_offset = 0;
-                }
-            }
-        }
+        if (!ok)
+            persistent_read_only_locked(nb);
     }
     change_end(nb, false, false, NULL);
     return ok;
