@@ -43,22 +43,36 @@
 
 #define MIRROR_DEFAULT_GRANULARITY (64 * 1024)
 #define MIRROR_DEFAULT_BUF_SIZE (16 << 20)
-#define MIRROR_MAX_CHUNK (4u << 20)
+/* Bytes per copy: buf-size / MIRROR_MAX_WORKERS, at least this (QEMU's
+ * MAX_IO_BYTES), at most buf-size: 16 copies in flight then fill the
+ * buffer, and the target's connections (multi-conn) all get work.  Measured
+ * (2 GiB to READY into nbdkit memory, 3-5 alternating rounds): 1 MiB copies
+ * took 2-10 % less time than 4 MiB ones. */
+#define MIRROR_MIN_CHUNK (1u << 20)
 #define MIRROR_MAX_WORKERS 16u /* copies in flight at most (QEMU's MAX_IN_FLIGHT) */
 /* Once READY, and until job-complete asks to converge, one copy at a time
- * (still up to a chunk of contiguous dirty granules) while the mirror keeps
- * up, that is while no more than buf-size bytes wait to be copied: a guest
- * writing all the time keeps the job copying all the time, and on a small
- * machine its copies compete with the guest for the CPU.  Parallel copies there buy
+ * (still up to a chunk of contiguous dirty granules): a guest writing all
+ * the time keeps the job copying all the time, and on a small machine its
+ * copies compete with the guest for the CPU.  Parallel copies there buy
  * little bandwidth for more CPU per byte (a wake-up per copy on the pool,
- * the target's I/O thread and the target server): measured on 2 cores,
- * random 4 KiB guest writes at QD16, nbdkit target, 16 in flight took 1.37
- * cores (job + target) at ~1480 us per copied MB, one took 0.93 cores at
- * ~1260 us per MB.  QEMU's mirror shares one thread with the guest's
- * requests, which has a similar effect.  A larger backlog (a guest that
- * dirties faster than one copy moves, a high-latency target) is copied in
- * parallel again, so that the time job-complete takes stays bounded. */
+ * the target's I/O thread and the target server).  Measured on 2 cores,
+ * random 4 KiB guest writes at QD16 over 2 GiB, nbdkit memory target
+ * (tests/bench/bench-mirror.py): the guest kept 84-87 % of its IOPS with
+ * one copy in flight, 47-65 % with 16; the backlog there is the whole disk
+ * whatever the job does (each 4 KiB write dirties a 64 KiB granule).
+ * QEMU's mirror shares one thread with the guest's requests, which has a
+ * similar effect.
+ * Parallel copies come back while READY only when they cost no CPU: the
+ * backlog is over buf-size and the target is slow to answer (a distant
+ * server), that is the quickest of the last MIRROR_LATENCY_WINDOW copies
+ * took over MIRROR_SLOW_COPY_US plus MIRROR_SLOW_COPY_US_PER_MIB per MiB
+ * (a copy to a local server takes well under that even on a busy machine,
+ * and a slow one: every copy pays the round trip).  job-complete converges
+ * with every copy in flight, before the drained final copy. */
 #define MIRROR_READY_WORKERS 1u
+#define MIRROR_LATENCY_WINDOW 16u
+#define MIRROR_SLOW_COPY_US 2000
+#define MIRROR_SLOW_COPY_US_PER_MIB 1000
 #define MIRROR_STATUS_WINDOW (1ull << 30) /* bytes of block status per query at start */
 
 typedef struct Mirror {
@@ -93,6 +107,12 @@ typedef struct Mirror {
     bool error_is_read;
 
     uint64_t copied;           /* bytes copied so far (atomic) */
+    /* The target is slow to answer (see MIRROR_SLOW_COPY_US); the window
+     * of copies that decides it (under lock). */
+    bool target_slow;
+    unsigned window_copies;
+    bool window_all_slow;
+    uint64_t submitted;        /* copies submitted so far (under lock) */
 
     gint ready;           /* reached READY once */
     gint should_complete; /* job-complete was called */
@@ -113,6 +133,11 @@ typedef struct MirrorOp {
     Mirror *m;
     uint64_t offset, len;
     RangeLockEntry *range; /* the region, locked */
+    /* Submitted with no other copy in flight, as copy number `seq`: if no
+     * other was submitted by its end, it ran alone and its time tells the
+     * target's latency, not the CPU's contention between copies. */
+    bool alone;
+    uint64_t seq;
 } MirrorOp;
 
 /* The ranges the current thread's write-blocking writes locked in the
@@ -341,14 +366,32 @@ static void finish_op(Mirror *m, MirrorOp *op, int r, bool is_read)
     g_mutex_unlock(&m->lock);
 }
 
+/* Counts a successful copy of `len` bytes that ran alone once READY and
+ * took `us` in the window deciding whether the target is slow.  Locked. */
+static void note_copy_latency_locked(Mirror *m, uint64_t len, gint64 us)
+{
+    gint64 slow = MIRROR_SLOW_COPY_US + (gint64)((len * MIRROR_SLOW_COPY_US_PER_MIB) >> 20);
+    if (m->window_copies == 0)
+        m->window_all_slow = true;
+    m->window_all_slow = m->window_all_slow && us >= slow;
+    if (++m->window_copies == MIRROR_LATENCY_WINDOW) {
+        m->target_slow = m->window_all_slow;
+        m->window_copies = 0;
+    }
+}
+
 static void mirror_worker(void *data)
 {
     MirrorOp *op = data;
     Mirror *m = op->m;
     bool is_read = false;
+    gint64 start = g_get_monotonic_time();
     int r = copy_region(&m->copy, op->offset, op->len, NULL, &is_read);
+    gint64 took = g_get_monotonic_time() - start;
     finish_op(m, op, r, is_read);
     g_mutex_lock(&m->lock);
+    if (r == 0 && op->alone && op->seq == m->submitted && g_atomic_int_get(&m->ready))
+        note_copy_latency_locked(m, op->len, took);
     m->inflight--;
     m->inflight_bytes -= op->len;
     g_cond_broadcast(&m->cond);
@@ -480,14 +523,16 @@ static int mirror_dirty_loop(Mirror *m, Job *job)
     for (;;) {
         update_progress(m);
         bool cancelled = job_is_cancelled(job);
+        /* A soft cancel (after READY) converges first, as job-complete
+         * does and as QEMU's mirror does; then the final sync, drained. */
         bool soft_cancel = !cancelled && job_cancel_requested(job);
         bool pause = job_pause_requested(job);
-        bool complete = g_atomic_int_get(&m->should_complete);
+        bool complete = g_atomic_int_get(&m->should_complete) || soft_cancel;
         /* Under a speed limit no copy is larger than it lets through
          * smoothly (jobs/rate-limit.h); read before m->lock (job lock first). */
         uint64_t chunk = MIN(m->chunk, MAX(job_rate_chunk(job, 1ull << m->gran_bits), 1ull << m->gran_bits));
         g_mutex_lock(&m->lock);
-        if (cancelled || soft_cancel || pause || m->error) {
+        if (cancelled || pause || m->error) {
             while (m->inflight > 0)
                 g_cond_wait(&m->cond, &m->lock);
             int err = m->error;
@@ -498,22 +543,20 @@ static int mirror_dirty_loop(Mirror *m, Job *job)
                 return -ECANCELED;
             if (err && (err = handle_error(m, err, is_read)) < 0)
                 return err;
-            /* A soft cancel after READY: the final sync follows, drained. */
-            if (soft_cancel)
-                return 0;
             job_pause_point(job);
             continue;
         }
         /* As QEMU: up to MIRROR_MAX_WORKERS copies and buf-size bytes in
          * flight, so scattered small regions are copied in parallel (a
-         * high-latency target still keeps up with guest writes); fewer
-         * once READY (MIRROR_READY_WORKERS). */
+         * high-latency target still keeps up with guest writes); once
+         * READY one, unless the target is slow (MIRROR_READY_WORKERS). */
         MirrorOp op;
         ClaimResult c = CLAIM_BUSY;
         bool claimed = false;
         uint64_t room = m->buf_size > m->inflight_bytes ? m->buf_size - m->inflight_bytes : 0;
-        bool keeping_up = g_atomic_int_get(&m->ready) && !complete && remaining_locked(m) <= m->buf_size;
-        unsigned max_workers = keeping_up ? MIRROR_READY_WORKERS : MIRROR_MAX_WORKERS;
+        bool parallel = !g_atomic_int_get(&m->ready) || complete ||
+                        (m->target_slow && remaining_locked(m) > m->buf_size);
+        unsigned max_workers = parallel ? MIRROR_MAX_WORKERS : MIRROR_READY_WORKERS;
         if (m->inflight == 0 || (m->inflight < max_workers && room >= (1ull << m->gran_bits))) {
             /* Set before the claim: a write through that unlocks the
              * region after the claim found it locked then wakes us. */
@@ -524,6 +567,8 @@ static int mirror_dirty_loop(Mirror *m, Job *job)
                 g_atomic_int_set(&m->busy_wait, 0);
         }
         if (c == CLAIM_OK) {
+            op.alone = m->inflight == 0;
+            op.seq = ++m->submitted;
             m->inflight++;
             m->inflight_bytes += op.len;
             g_mutex_unlock(&m->lock);
@@ -810,7 +855,7 @@ Job *mirror_job_create(const MirrorOptions *opts, GError **errp)
     m->gran_bits = (unsigned)__builtin_ctzll(gran);
     m->ngranules = (node_size(src) + gran - 1) >> m->gran_bits;
     m->buf_size = opts->buf_size ? (uint64_t)opts->buf_size : MIRROR_DEFAULT_BUF_SIZE;
-    m->chunk = MAX(gran, MIN(MIRROR_MAX_CHUNK, m->buf_size) & ~(gran - 1));
+    m->chunk = MAX(gran, MIN(m->buf_size, MAX(m->buf_size / MIRROR_MAX_WORKERS, MIRROR_MIN_CHUNK)) & ~(gran - 1));
     m->dirty = hbitmap_new(m->ngranules);
     m->ranges = range_lock_new();
     g_mutex_init(&m->lock);
