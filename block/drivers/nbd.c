@@ -11,7 +11,8 @@
  * When the server advertises multi-conn (a flush on one connection covers
  * writes completed on all), the node opens one connection per CPU (2 to
  * NBD_MULTI_CONN; more only contend on a small machine) and spreads
- * requests over them, as nbdcopy does: a server that handles each
+ * requests over them (all but the asynchronous writes, see
+ * nbd_pwrite_async), as nbdcopy does: a server that handles each
  * connection's requests on one thread then works in parallel.  Extra
  * connections get a short handshake timeout (qemu-nbd --shared=1 accepts
  * but never serves a second client) and are simply not used if they fail.
@@ -606,11 +607,13 @@ static int nbd_pwrite_async(void *opaque, const void *buf, uint32_t count, uint6
 {
     NbdTarget *t = opaque;
     g_rw_lock_reader_lock(&t->lock);
-    NbdConn *c = NULL;
-    if (t->nconns > 0) {
-        unsigned i = t->nconns > 1 ? (unsigned)g_atomic_int_add((gint *)&t->next, 1) % t->nconns : 0;
-        c = t->conns[i];
-    }
+    /* Always the first connection: the async writes are a write-blocking
+     * mirror's write-throughs, which a batch of guest writes waits for
+     * together, so their replies come back in one read on one I/O thread
+     * and the server serves them with one connection's threads.  Measured
+     * (2 cores, QD16 random 4 KiB guest writes, nbdkit memory target):
+     * 67k instead of 60k guest IOPS.  Copies still use every connection. */
+    NbdConn *c = t->nconns > 0 ? t->conns[0] : NULL;
     if (!c || !conn_alive(c)) {
         /* The synchronous path reconnects. */
         g_rw_lock_reader_unlock(&t->lock);
