@@ -11,7 +11,12 @@
 
 #define BACKUP_CLUSTER_SIZE (64 * 1024)
 #define BACKUP_DEFAULT_WORKERS 16
-#define BACKUP_DEFAULT_CHUNK (4u << 20)
+/* QEMU's block-copy buffer (BLOCK_COPY_MAX_BUFFER).  Measured: a full
+ * backup of 2 GiB into nbdkit memory took 1.30 s in 1 MiB chunks against
+ * 1.44-1.63 s in 4 MiB ones (0.74 against 0.88 s with allocator=malloc;
+ * 5 alternating rounds): more, smaller writes keep both target connections
+ * and the server's threads busy. */
+#define BACKUP_DEFAULT_CHUNK (1u << 20)
 
 /* The bitmap (QEMU's frozen bitmap and its successor): the bitmap itself
  * stays as it was and keeps recording, so until the job is finalised it
