@@ -284,8 +284,12 @@ bool node_replace(BlockNode *old_node, BlockNode *new_node, GError **errp)
         BlockUser *u = users->pdata[i];
         if (u->node != old_node)
             continue;
-        /* Drained with nothing in flight: no request reads u->node now. */
-        g_assert(g_atomic_int_get(&u->inflight) == 0);
+        /* Drained, so no request reads u->node now.  `inflight` may still
+         * be 1 for an instant: a request that arrived after the drain
+         * counts itself before it sees the drain and backs off (see
+         * block_user_begin), without reading u->node; wait that out rather
+         * than assert it away (TSan run of mirror-pivot-loop hit it). */
+        wait_idle(u);
         g_ptr_array_add(dropped, u->node);
         g_ptr_array_add(old_claims, u->claim);
         u->claim = new_claims->pdata[k];

@@ -172,9 +172,22 @@ class Daemon:
         try:
             if exc_type is not None:
                 # The test failed (often because the daemon died): show why.
-                report = sanitizer_report(self.stderr_text())
+                if isinstance(exc, EOFError):
+                    # The monitor closed: the daemon may still be dying
+                    # (an abort under a sanitizer takes a moment).
+                    try:
+                        self.proc.wait(timeout=5)
+                    except subprocess.TimeoutExpired:
+                        pass
+                text = self.stderr_text()
+                report = sanitizer_report(text)
                 if report:
                     print('--- daemon sanitizer report ---\n' + report[:8000], file=sys.stderr)
+                elif self.proc.poll() is not None:
+                    # Died without a sanitizer report (a GLib assertion, a
+                    # signal): its last words and how it ended.
+                    print('--- daemon exited with status %s; its stderr ends ---\n%s'
+                          % (self.proc.returncode, text[-4000:]), file=sys.stderr)
             if self.proc.poll() is None:
                 self.proc.kill()
                 self.proc.wait()
