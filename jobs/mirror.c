@@ -64,9 +64,9 @@
  * similar effect.
  * Parallel copies come back while READY only when they cost no CPU: the
  * backlog is over buf-size and the target is slow to answer (a distant
- * server), that is the quickest of the last MIRROR_LATENCY_WINDOW copies
- * took over MIRROR_SLOW_COPY_US plus MIRROR_SLOW_COPY_US_PER_MIB per MiB
- * (a copy to a local server takes well under that even on a busy machine,
+ * server), that is each of the last MIRROR_LATENCY_WINDOW copies that
+ * ran alone took over MIRROR_SLOW_COPY_US plus MIRROR_SLOW_COPY_US_PER_MIB
+ * per MiB (a copy to a local server takes well under that even on a busy machine,
  * and a slow one: every copy pays the round trip).  job-complete converges
  * with every copy in flight, before the drained final copy. */
 #define MIRROR_READY_WORKERS 1u
@@ -107,11 +107,10 @@ typedef struct Mirror {
     bool error_is_read;
 
     uint64_t copied;           /* bytes copied so far (atomic) */
-    /* The target is slow to answer (see MIRROR_SLOW_COPY_US); the window
-     * of copies that decides it (under lock). */
-    bool target_slow;
-    unsigned window_copies;
-    bool window_all_slow;
+    /* Copies that ran alone once READY and were slow, in a row (see
+     * MIRROR_SLOW_COPY_US; under lock): the target is slow from
+     * MIRROR_LATENCY_WINDOW on. */
+    unsigned slow_streak;
     uint64_t submitted;        /* copies submitted so far (under lock) */
 
     gint ready;           /* reached READY once */
@@ -367,17 +366,11 @@ static void finish_op(Mirror *m, MirrorOp *op, int r, bool is_read)
 }
 
 /* Counts a successful copy of `len` bytes that ran alone once READY and
- * took `us` in the window deciding whether the target is slow.  Locked. */
+ * took `us`: a slow one lengthens the streak, a quick one ends it.  Locked. */
 static void note_copy_latency_locked(Mirror *m, uint64_t len, gint64 us)
 {
     gint64 slow = MIRROR_SLOW_COPY_US + (gint64)((len * MIRROR_SLOW_COPY_US_PER_MIB) >> 20);
-    if (m->window_copies == 0)
-        m->window_all_slow = true;
-    m->window_all_slow = m->window_all_slow && us >= slow;
-    if (++m->window_copies == MIRROR_LATENCY_WINDOW) {
-        m->target_slow = m->window_all_slow;
-        m->window_copies = 0;
-    }
+    m->slow_streak = us >= slow ? MIN(m->slow_streak + 1, MIRROR_LATENCY_WINDOW) : 0;
 }
 
 static void mirror_worker(void *data)
@@ -555,7 +548,7 @@ static int mirror_dirty_loop(Mirror *m, Job *job)
         bool claimed = false;
         uint64_t room = m->buf_size > m->inflight_bytes ? m->buf_size - m->inflight_bytes : 0;
         bool parallel = !g_atomic_int_get(&m->ready) || complete ||
-                        (m->target_slow && remaining_locked(m) > m->buf_size);
+                        (m->slow_streak >= MIRROR_LATENCY_WINDOW && remaining_locked(m) > m->buf_size);
         unsigned max_workers = parallel ? MIRROR_MAX_WORKERS : MIRROR_READY_WORKERS;
         if (m->inflight == 0 || (m->inflight < max_workers && room >= (1ull << m->gran_bits))) {
             /* Set before the claim: a write through that unlocks the
