@@ -17,6 +17,11 @@ The ceiling is `rbd bench` on the same pool: librbd without NBD or a
 daemon, with the clients' request shapes (256 KiB sequential like
 nbdcopy's requests, 4 KiB random, 16 threads).  The goal: blockd
 >= 1.2x qemu-storage-daemon or within 90 % of the ceiling.
+A second table says how busy the machine was in each workload (median
+cores of CPU time per second of wall time): the daemon, the Ceph daemons
+(OSD and monitor, on the same two cores) and the client (nbdcopy, fio or
+rbd bench itself).  It shows where a row's time goes: `rbd bench` needs
+no NBD client and no daemon, so its OSD gets CPU the others spend there.
 BENCH_QUICK=1: a 256 MiB image and 2 s fio runs (1 GiB and 5 s otherwise);
 Five rounds after a warm-up (BENCH_ROUNDS overrides); with BENCH_ROWS set, the medians are also
 appended there for run-all.sh's summary."""
@@ -47,6 +52,36 @@ ROUNDS = int(os.environ.get('BENCH_ROUNDS', 5))
 WORKLOADS = [('seq-write', 'MiB/s'), ('seq-read', 'MiB/s'), ('randread', 'IOPS'), ('randwrite', 'IOPS')]
 
 
+HZ = os.sysconf('SC_CLK_TCK')
+
+
+def cpu_seconds(pid):
+    """User + system CPU time of a live process."""
+    with open('/proc/%d/stat' % pid) as f:
+        fields = f.read().rsplit(')', 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / HZ
+
+
+class CpuMeter:
+    """Cores busy (CPU seconds per wall second) of the daemon, the Ceph
+    daemons and this script's children (the client) over one workload."""
+
+    def __init__(self, cluster, daemon_pid=None):
+        self.pids = {'daemon': [daemon_pid] if daemon_pid else [], 'ceph': [cluster.osd_pid, cluster.mon_pid]}
+
+    def snapshot(self):
+        t = os.times()
+        snap = {k: sum(cpu_seconds(p) for p in pids) for k, pids in self.pids.items()}
+        snap['client'] = t.children_user + t.children_system
+        return snap, time.monotonic()
+
+    def run(self, fn):
+        (before, t0) = self.snapshot()
+        value = fn()
+        (after, t1) = self.snapshot()
+        return value, {k: (after[k] - before[k]) / (t1 - t0) for k in after}
+
+
 def timed(cmd):
     t0 = time.monotonic()
     subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
@@ -61,11 +96,15 @@ def fio(uri, rw):
     return job['read']['iops'] + job['write']['iops']
 
 
-def measure(uri, src):
-    return {'seq-write': timed(['nbdcopy', '--flush', src, uri]),
-            'seq-read': timed(['nbdcopy', uri, 'null:']),
-            'randread': fio(uri, 'randread'),
-            'randwrite': fio(uri, 'randwrite')}
+def measure(uri, src, meter):
+    """Each workload's rate, and its CPU use under the key workload + ' cpu'."""
+    res = {}
+    for w, fn in (('seq-write', lambda: timed(['nbdcopy', '--flush', src, uri])),
+                  ('seq-read', lambda: timed(['nbdcopy', uri, 'null:'])),
+                  ('randread', lambda: fio(uri, 'randread')),
+                  ('randwrite', lambda: fio(uri, 'randwrite'))):
+        res[w], res[w + ' cpu'] = meter.run(fn)
+    return res
 
 
 def daemon_trial(cmd, cluster, image, src):
@@ -76,7 +115,7 @@ def daemon_trial(cmd, cluster, image, src):
         sock = d.path('nbd.sock')
         ok(q.cmd('nbd-server-start', {'addr': {'type': 'unix', 'data': {'path': sock}}}), 'nbd-server-start')
         ok(q.cmd('block-export-add', {'type': 'nbd', 'id': 'e', 'node-name': 'r', 'writable': True}), 'export')
-        res = measure('nbd+unix:///r?socket=' + sock, src)
+        res = measure('nbd+unix:///r?socket=' + sock, src, CpuMeter(cluster, d.proc.pid))
         q.close()
         d.stop()
     return res
@@ -93,10 +132,14 @@ def rbd_bench(cluster, image):
         return float(m.group(2))
     total = SIZE_MIB << 20
     small = min(total, (64 << 20) if QUICK else (256 << 20))
-    return {'seq-write': run('write', 256 << 10, 'seq', total) / 4,
-            'seq-read': run('read', 256 << 10, 'seq', total) / 4,
-            'randread': run('read', 4096, 'rand', small),
-            'randwrite': run('write', 4096, 'rand', small)}
+    meter = CpuMeter(cluster)
+    res = {}
+    for w, fn in (('seq-write', lambda: run('write', 256 << 10, 'seq', total) / 4),
+                  ('seq-read', lambda: run('read', 256 << 10, 'seq', total) / 4),
+                  ('randread', lambda: run('read', 4096, 'rand', small)),
+                  ('randwrite', lambda: run('write', 4096, 'rand', small))):
+        res[w], res[w + ' cpu'] = meter.run(fn)
+    return res
 
 
 def main():
@@ -143,6 +186,15 @@ def main():
             row('rbd-' + w, '%s, rbd %d MiB' % (w, SIZE_MIB), unit, True, {'blockd': b, 'qemu-storage-daemon': qsd},
                 ceiling=ceil, ceiling_name='rbd bench', target='>=1.2x qsd or >=90% of ceiling',
                 goal={'ratio': 1.2, 'vs': 'qemu-storage-daemon', 'ceiling_frac': 0.9}, group='RBD (issue 19)')
+        print('Cores busy during each workload (median; the machine has %d): daemon + Ceph (OSD and monitor) '
+              '+ client (nbdcopy or fio; rbd bench itself)' % os.cpu_count())
+        print('  %-10s %-26s %-26s %-26s' % ('workload', 'blockd', 'qemu-storage-daemon', 'rbd bench'))
+        for w, _ in WORKLOADS:
+            cells = []
+            for n in ('blockd', 'qemu-storage-daemon', 'rbd bench'):
+                c = {k: statistics.median(x[w + ' cpu'][k] for x in runs[n]) for k in ('daemon', 'ceph', 'client')}
+                cells.append('%.2f+%.2f+%.2f = %.2f' % (c['daemon'], c['ceph'], c['client'], sum(c.values())))
+            print('  %-10s %-26s %-26s %-26s' % (w, cells[0], cells[1], cells[2]))
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 
