@@ -263,7 +263,7 @@ awk -v c="$DD_CEILING" -v b="${RESULT[seq-write,blockd-qcow2]}" -v q="${RESULT[s
 bench_row --info socketpair "$LIMIT" MiB/s "socketpair stream of 256 KiB writes, median of ${#LIMITS[@]}"
 bench_row --info memcpy "$MEMCPY_RATE" MiB/s "memcpy of 256 KiB chunks, one thread, median of ${#MEMCPY[@]}"
 bench_row --info "dd into tmpfs" "$DD_CEILING" MiB/s "dd bs=256K conv=fsync into a new tmpfs file"
-# The sequential rows' ceiling, the lower of: the socketpair stream (every
+# The sequential read rows' ceiling, the lower of: the socketpair stream (every
 # byte crosses one) and the memcpy rate (every byte is copied out of a page
 # cache or buffer larger than the caches; the socketpair's own buffer stays
 # in cache, so it can be the higher of the two).  dd into tmpfs is not one:
@@ -285,10 +285,12 @@ emit_rows() {
         local args=("$w-$suffix" "$w, $suffix" "${UNIT[$w]}" higher "blockd=${RESULT[$w,$ours]}")
         for col in "$@"; do args+=("${col%%=*}=${RESULT[$w,${col#*=}]}"); done
         case $w,$suffix in
-        seq-*) args+=(--ceiling "${SEQ_CEILING[@]}") ;;
+        seq-read,*) args+=(--ceiling "${SEQ_CEILING[@]}") ;;
         # 4 KiB requests cost the client and the protocol more than any
-        # backend here: the better of blockd and nbdkit over a null backend.
-        rand*) args+=(--ceiling "$(highest "${RESULT[$w,blockd-null]}" "${RESULT[$w,nbdkit-null]}")" "null backend") ;;
+        # backend here, and every written byte is also read from the source
+        # file and sent by the client: what the better of blockd and nbdkit
+        # reach over a null backend bounds any server's backend.
+        seq-write,* | rand*) args+=(--ceiling "$(highest "${RESULT[$w,blockd-null]}" "${RESULT[$w,nbdkit-null]}")" "null backend") ;;
         esac
         if [[ $suffix == qcow2 ]]; then
             group='qcow2 (issue 15)' target='>=1.3x qemu-nbd' goal='{"ratio": 1.3, "vs": "qemu-nbd"}'
