@@ -66,10 +66,12 @@ stat() {
     sed -n "s/^stat::$1: *//p" "$2" | tail -n 1
 }
 
-failed=0
-printf '%-14s %12s %10s %8s %s\n' target executions exec/s crashes "new inputs"
-for t in $TARGETS; do
+# Runs one target; its report line (and what to do about a failure) goes to
+# $scratch/TARGET.report, and $scratch/TARGET.failed marks a failure.
+run_one() {
+    t=$1
     dir=$WORK/$t
+    report=$scratch/$t.report
     mkdir -p "$dir/corpus" "$dir/crashes" "$scratch/$t"
     before=$(ls "$dir/crashes" | wc -l)
     dict=""
@@ -86,16 +88,38 @@ for t in $TARGETS; do
     execs=$(stat number_of_executed_units "$dir/log")
     rate=$(stat average_exec_per_sec "$dir/log")
     added=$(stat new_units_added "$dir/log")
-    printf '%-14s %12s %10s %8s %s\n' "$t" "${execs:-?}" "${rate:-?}" "$crashes" "${added:-?}"
+    printf '%-14s %12s %10s %8s %s\n' "$t" "${execs:-?}" "${rate:-?}" "$crashes" "${added:-?}" > "$report"
     if [ "$rc" -ne 0 ] || [ "$crashes" -gt 0 ]; then
-        failed=1
-        grep -m 3 -E 'ERROR|Bail out|SUMMARY|runtime error' "$dir/log" | sed 's/^/    /'
-        for f in $(ls -t "$dir/crashes" | head -n "$((crashes > 0 ? crashes : 1))"); do
-            echo "    input: $dir/crashes/$f"
-            echo "    reproduce: $BUILD/tests/fuzz/fuzz-$t $dir/crashes/$f"
-        done
-        [ "$crashes" -gt 0 ] || echo "    (exit status $rc, no input saved; see $dir/log)"
+        : > "$scratch/$t.failed"
+        {
+            grep -m 3 -E 'ERROR|Bail out|SUMMARY|runtime error' "$dir/log" | sed 's/^/    /'
+            for f in $(ls -t "$dir/crashes" | head -n "$((crashes > 0 ? crashes : 1))"); do
+                echo "    input: $dir/crashes/$f"
+                echo "    reproduce: $BUILD/tests/fuzz/fuzz-$t $dir/crashes/$f"
+            done
+            [ "$crashes" -gt 0 ] || echo "    (exit status $rc, no input saved; see $dir/log)"
+        } >> "$report"
     fi
+}
+
+# libFuzzer runs on one core: FUZZ_JOBS targets (default: one per CPU) run at
+# once, each still for its full FUZZ_SECONDS; reports print in target order.
+JOBS=${FUZZ_JOBS:-$(nproc)}
+running=0
+for t in $TARGETS; do
+    run_one "$t" &
+    running=$((running + 1))
+    if [ "$running" -ge "$JOBS" ]; then
+        wait
+        running=0
+    fi
+done
+wait
+failed=0
+printf '%-14s %12s %10s %8s %s\n' target executions exec/s crashes "new inputs"
+for t in $TARGETS; do
+    cat "$scratch/$t.report"
+    [ -f "$scratch/$t.failed" ] && failed=1
 done
 if [ "$failed" -ne 0 ]; then
     echo "run-fuzz: crashes found; add each input to tests/fuzz/regressions/TARGET/ with its fix"
