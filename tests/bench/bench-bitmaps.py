@@ -34,6 +34,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, '..', 'integration', 'qmp'))
 from qmp_lib import Daemon, check, fail  # noqa: E402
 sys.path.insert(0, HERE)
+from bench_lib import cpu_seconds  # noqa: E402
 from bench_rows import row  # noqa: E402
 
 TiB = 1 << 40
@@ -123,13 +124,6 @@ def walk_time(cmd):
         h.shutdown()
         ok(q, 'block-export-del', {'id': 'r'})
         return best
-
-
-def cpu_seconds(pid):
-    """User plus system CPU time of a process so far."""
-    with open('/proc/%d/stat' % pid) as f:
-        fields = f.read().rsplit(')', 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf('SC_CLK_TCK')
 
 
 def fio_iops(sock, pid=None):

@@ -38,7 +38,7 @@ import time
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 sys.path.insert(0, os.path.join(HERE, '..', 'integration'))
-from bench_lib import QUICK, blockd_cmd, ok  # noqa: E402
+from bench_lib import QUICK, blockd_cmd, cpu_seconds, ok  # noqa: E402
 from bench_rows import row  # noqa: E402
 from backup_lib import Daemon, fail  # noqa: E402
 from ceph_lib import Cluster, require_qemu_rbd, require_rbd  # noqa: E402
@@ -50,16 +50,6 @@ FIO_SECONDS = 2 if QUICK else 5
 # minutes apart), and a median of two is no median.
 ROUNDS = int(os.environ.get('BENCH_ROUNDS', 5))
 WORKLOADS = [('seq-write', 'MiB/s'), ('seq-read', 'MiB/s'), ('randread', 'IOPS'), ('randwrite', 'IOPS')]
-
-
-HZ = os.sysconf('SC_CLK_TCK')
-
-
-def cpu_seconds(pid):
-    """User + system CPU time of a live process."""
-    with open('/proc/%d/stat' % pid) as f:
-        fields = f.read().rsplit(')', 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / HZ
 
 
 class CpuMeter:
@@ -81,6 +71,13 @@ class CpuMeter:
         (after, t1) = self.snapshot()
         return value, {k: (after[k] - before[k]) / (t1 - t0) for k in after}
 
+    def measure(self, workloads):
+        """Runs each (name, fn) in turn: {name: its rate, name + ' cpu': its cores busy}."""
+        res = {}
+        for w, fn in workloads:
+            res[w], res[w + ' cpu'] = self.run(fn)
+        return res
+
 
 def timed(cmd):
     t0 = time.monotonic()
@@ -98,13 +95,10 @@ def fio(uri, rw):
 
 def measure(uri, src, meter):
     """Each workload's rate, and its CPU use under the key workload + ' cpu'."""
-    res = {}
-    for w, fn in (('seq-write', lambda: timed(['nbdcopy', '--flush', src, uri])),
-                  ('seq-read', lambda: timed(['nbdcopy', uri, 'null:'])),
-                  ('randread', lambda: fio(uri, 'randread')),
-                  ('randwrite', lambda: fio(uri, 'randwrite'))):
-        res[w], res[w + ' cpu'] = meter.run(fn)
-    return res
+    return meter.measure((('seq-write', lambda: timed(['nbdcopy', '--flush', src, uri])),
+                          ('seq-read', lambda: timed(['nbdcopy', uri, 'null:'])),
+                          ('randread', lambda: fio(uri, 'randread')),
+                          ('randwrite', lambda: fio(uri, 'randwrite'))))
 
 
 def daemon_trial(cmd, cluster, image, src):
@@ -132,14 +126,10 @@ def rbd_bench(cluster, image):
         return float(m.group(2))
     total = SIZE_MIB << 20
     small = min(total, (64 << 20) if QUICK else (256 << 20))
-    meter = CpuMeter(cluster)
-    res = {}
-    for w, fn in (('seq-write', lambda: run('write', 256 << 10, 'seq', total) / 4),
-                  ('seq-read', lambda: run('read', 256 << 10, 'seq', total) / 4),
-                  ('randread', lambda: run('read', 4096, 'rand', small)),
-                  ('randwrite', lambda: run('write', 4096, 'rand', small))):
-        res[w], res[w + ' cpu'] = meter.run(fn)
-    return res
+    return CpuMeter(cluster).measure((('seq-write', lambda: run('write', 256 << 10, 'seq', total) / 4),
+                                      ('seq-read', lambda: run('read', 256 << 10, 'seq', total) / 4),
+                                      ('randread', lambda: run('read', 4096, 'rand', small)),
+                                      ('randwrite', lambda: run('write', 4096, 'rand', small))))
 
 
 def main():

@@ -21,6 +21,13 @@ SIZE = int(os.environ.get('BENCH_SIZE', (256 << 20) if QUICK else (2 << 30)))
 ROUNDS = int(os.environ.get('BENCH_ROUNDS', 2 if QUICK else 3))
 
 
+def cpu_seconds(pid):
+    """User plus system CPU time of a process so far."""
+    with open('/proc/%d/stat' % pid) as f:
+        fields = f.read().rsplit(')', 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf('SC_CLK_TCK')
+
+
 def blockd_cmd():
     path = os.environ.get('BLOCKD', 'build-release/blockd')
     if not os.access(path, os.X_OK):
