@@ -100,6 +100,9 @@ typedef struct BlockDriver {
      * called) if it could not be started. */
     int (*pwrite_async)(void *opaque, const void *buf, uint32_t count, uint64_t offset, uint32_t flags,
                         void (*done)(void *done_opaque, int r), void *done_opaque);
+    /* Optional: the same for a read; buf is filled when done is called. */
+    int (*pread_async)(void *opaque, void *buf, uint32_t count, uint64_t offset, uint32_t flags,
+                       void (*done)(void *done_opaque, int r), void *done_opaque);
 
     /* Optional zero-copy read: if the bytes [offset, offset+count) live in
      * a file descriptor, return 0 and set *fd and *fd_offset so the caller

@@ -753,24 +753,49 @@ int node_pwrite(BlockNode *node, const void *buf, uint32_t count, uint64_t offse
     return io_log_leave(node->name, "write", offset, count, pwrite_unlogged(node, buf, count, offset, flags));
 }
 
-typedef struct AsyncWrite {
+/* A read or write started on a driver's asynchronous path. */
+typedef struct AsyncIo {
     const char *node_name;
+    const char *what;   /* "read" or "write", for the I/O log */
     IoDefer *scope;
     uint64_t offset;
     uint32_t count;
     void (*done)(void *opaque, int r);
     void *opaque;
-} AsyncWrite;
+} AsyncIo;
 
-static void async_write_done(void *opaque, int r)
+static void async_io_done(void *opaque, int r)
 {
-    AsyncWrite *w = opaque;
-    io_log_enter();
-    r = io_log_leave(w->node_name, "write", w->offset, w->count, r);
+    AsyncIo *w = opaque;
+    /* A lost connection is the caller's to retry synchronously (node.h),
+     * which logs what still fails. */
+    if (r != -ENOTCONN) {
+        io_log_enter();
+        r = io_log_leave(w->node_name, w->what, w->offset, w->count, r);
+    }
     /* The node may go once done returned. */
     w->done(w->opaque, r);
     io_defer_done(w->scope);
     g_free(w);
+}
+
+/* Starts op on the driver's asynchronous path, counted in the calling
+ * thread's deferral scope; false (done not called) if it could not start. */
+static bool async_io_start(BlockNode *node, IoDefer *scope, bool write, void *buf, uint32_t count,
+                           uint64_t offset, uint32_t flags, void (*done)(void *opaque, int r), void *opaque)
+{
+    assert_range(node, count, offset);
+    g_assert(!write || !node->read_only);
+    AsyncIo *w = g_new(AsyncIo, 1);
+    *w = (AsyncIo){ node->name, write ? "write" : "read", scope, offset, count, done, opaque };
+    io_defer_add(scope);
+    int r = write ? node->drv->pwrite_async(node->opaque, buf, count, offset, flags, async_io_done, w)
+                  : node->drv->pread_async(node->opaque, buf, count, offset, flags, async_io_done, w);
+    if (r == 0)
+        return true;
+    io_defer_done(scope);
+    g_free(w);
+    return false;
 }
 
 void node_pwrite_async(BlockNode *node, const void *buf, uint32_t count, uint64_t offset, uint32_t flags,
@@ -781,18 +806,18 @@ void node_pwrite_async(BlockNode *node, const void *buf, uint32_t count, uint64_
     /* Hooks expect the data on the node when the after-write hooks run,
      * and emulated FUA needs a flush after the write. */
     if (scope && count && node->drv->pwrite_async && g_atomic_int_get(&node->nhooks) == 0 &&
-        !fua_needs_flush(node, &f)) {
-        assert_range(node, count, offset);
-        g_assert(!node->read_only);
-        AsyncWrite *w = g_new(AsyncWrite, 1);
-        *w = (AsyncWrite){ node->name, scope, offset, count, done, opaque };
-        io_defer_add(scope);
-        if (node->drv->pwrite_async(node->opaque, buf, count, offset, f, async_write_done, w) == 0)
-            return;
-        io_defer_done(scope);
-        g_free(w);
-    }
+        !fua_needs_flush(node, &f) && async_io_start(node, scope, true, (void *)buf, count, offset, f, done, opaque))
+        return;
     done(opaque, node_pwrite(node, buf, count, offset, flags));
+}
+
+void node_pread_async(BlockNode *node, void *buf, uint32_t count, uint64_t offset,
+                      void (*done)(void *opaque, int r), void *opaque)
+{
+    IoDefer *scope = io_defer_current();
+    if (scope && count && node->drv->pread_async && async_io_start(node, scope, false, buf, count, offset, 0, done, opaque))
+        return;
+    done(opaque, node_pread(node, buf, count, offset));
 }
 
 bool node_can_write_compressed(BlockNode *node)

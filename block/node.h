@@ -161,15 +161,21 @@ const char *node_filename(BlockNode *node);
 int node_pread(BlockNode *node, void *buf, uint32_t count, uint64_t offset);
 /* Writes; BLOCK_FLAG_FUA makes the data durable before returning. */
 int node_pwrite(BlockNode *node, const void *buf, uint32_t count, uint64_t offset, uint32_t flags);
-/* Like node_pwrite for a caller that need not wait for the result: when the
+/* Like node_pwrite for a caller that can take the result later: when the
  * calling thread has a deferral scope open (block/io-defer.h), the node has
  * no write hooks and its driver can write asynchronously, it may return
  * before the data is written, and the scope waits for it; otherwise it
  * writes at once.  Either way done(opaque, result) is called exactly once:
  * before this returns, or later on another thread, where it must not
- * block; the caller keeps the node (and buf) until then. */
+ * block; the caller keeps the node (and buf) until then.  -ENOTCONN
+ * there means the driver lost its connection before the answer: the write
+ * may or may not have happened, and node_pwrite (which reconnects as the
+ * node allows) is the way to retry it. */
 void node_pwrite_async(BlockNode *node, const void *buf, uint32_t count, uint64_t offset, uint32_t flags,
                        void (*done)(void *opaque, int r), void *opaque);
+/* Like node_pread, the same way (when the driver can read asynchronously). */
+void node_pread_async(BlockNode *node, void *buf, uint32_t count, uint64_t offset,
+                      void (*done)(void *opaque, int r), void *opaque);
 /* Makes every completed write durable. */
 /* Whether the node's driver writes compressed clusters (qcow2). */
 bool node_can_write_compressed(BlockNode *node);

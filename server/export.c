@@ -498,6 +498,42 @@ int export_pwrite(Export *exp, const void *buf, uint32_t count, uint64_t offset,
     return io_end(exp, node_pwrite(io_begin(exp), buf, count, offset, flags));
 }
 
+/* An asynchronous request's completion: the request ends (io_end) before
+ * the caller hears of it. */
+typedef struct ExportAsync {
+    Export *exp;
+    void (*done)(void *opaque, int r);
+    void *opaque;
+} ExportAsync;
+
+static void export_async_done(void *opaque, int r)
+{
+    ExportAsync *a = opaque;
+    a->done(a->opaque, io_end(a->exp, r));
+    g_free(a);
+}
+
+static ExportAsync *export_async_new(Export *exp, void (*done)(void *opaque, int r), void *opaque)
+{
+    ExportAsync *a = g_new(ExportAsync, 1);
+    *a = (ExportAsync){ exp, done, opaque };
+    return a;
+}
+
+void export_pread_async(Export *exp, void *buf, uint32_t count, uint64_t offset,
+                        void (*done)(void *opaque, int r), void *opaque)
+{
+    node_pread_async(io_begin(exp), buf, count, offset, export_async_done, export_async_new(exp, done, opaque));
+}
+
+void export_pwrite_async(Export *exp, const void *buf, uint32_t count, uint64_t offset, uint32_t flags,
+                         void (*done)(void *opaque, int r), void *opaque)
+{
+    g_assert(!exp->read_only);
+    node_pwrite_async(io_begin(exp), buf, count, offset, flags, export_async_done,
+                      export_async_new(exp, done, opaque));
+}
+
 int export_flush(Export *exp)
 {
     return io_end(exp, node_flush(io_begin(exp)));

@@ -114,5 +114,13 @@ int export_flush(Export *exp);
 int export_trim(Export *exp, uint64_t count, uint64_t offset, uint32_t flags);
 int export_zero(Export *exp, uint64_t count, uint64_t offset, uint32_t flags);
 int export_cache(Export *exp, uint64_t count, uint64_t offset);
+/* export_pread / export_pwrite for a caller with a deferral scope open
+ * (block/io-defer.h): done(opaque, result) is called exactly once, maybe
+ * later on another thread, where it must not block (node_pread_async);
+ * the caller keeps the export and buf until then. */
+void export_pread_async(Export *exp, void *buf, uint32_t count, uint64_t offset,
+                        void (*done)(void *opaque, int r), void *opaque);
+void export_pwrite_async(Export *exp, const void *buf, uint32_t count, uint64_t offset, uint32_t flags,
+                         void (*done)(void *opaque, int r), void *opaque);
 /* Zero-copy read source: a descriptor the caller closes (see node_read_fd); -ENOTSUP when unavailable. */
 int export_read_fd(Export *exp, uint32_t count, uint64_t offset, int *fd, uint64_t *fd_offset);

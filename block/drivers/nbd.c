@@ -11,8 +11,8 @@
  * When the server advertises multi-conn (a flush on one connection covers
  * writes completed on all), the node opens one connection per CPU (2 to
  * NBD_MULTI_CONN; more only contend on a small machine) and spreads
- * requests over them (all but the asynchronous writes, see
- * nbd_pwrite_async), as nbdcopy does: a server that handles each
+ * requests over them (all but the asynchronous ones, see
+ * nbd_start_async), as nbdcopy does: a server that handles each
  * connection's requests on one thread then works in parallel.  Extra
  * connections get a short handshake timeout (qemu-nbd --shared=1 accepts
  * but never serves a second client) and are simply not used if they fail.
@@ -407,7 +407,9 @@ static int nbd_request(NbdTarget *t, const NbdArgs *a)
         g_rw_lock_reader_lock(&t->lock);
         gint64 since = t->dead_since;
         g_rw_lock_reader_unlock(&t->lock);
-        if (since && g_get_monotonic_time() - since < (gint64)t->reconnect_delay * G_TIME_SPAN_SECOND) {
+        if (!since)
+            continue; /* another request reconnected since this one failed to */
+        if (g_get_monotonic_time() - since < (gint64)t->reconnect_delay * G_TIME_SPAN_SECOND) {
             g_usleep(100 * 1000);
             continue;
         }
@@ -565,11 +567,12 @@ static int nbd_pwrite_cb(void *opaque, const void *buf, uint32_t count, uint64_t
     return nbd_request(opaque, &a);
 }
 
-/* A write started by nbd_pwrite_async.  libnbd calls the free callback
- * exactly once, after the completion callback if that ran (the reply
- * came) and also when the command failed or the connection was closed;
- * done is called from there, or by the submitter when that happened
- * before nbd_aio_pwrite returned. */
+/* A read or write started by nbd_start_async.  libnbd calls the free
+ * callback exactly once, after the completion callback if that ran (the
+ * reply came, or the connection was lost: ENOTCONN) and also when the
+ * command failed or the handle was closed; done is called from there, or
+ * by the submitter when that happened before nbd_aio_pread/pwrite
+ * returned. */
 typedef struct NbdAsync {
     void (*done)(void *opaque, int r);
     void *opaque;
@@ -588,9 +591,13 @@ static int async_complete(void *opaque, int *error)
     return 1;
 }
 
+/* 0, -errno from the server, or -ENOTCONN for a lost connection (node.h:
+ * the caller may retry synchronously, which reconnects). */
 static int async_result(NbdAsync *a)
 {
-    return !a->replied ? -ENOTCONN : a->error ? -a->error : 0;
+    if (!a->replied || conn_error(a->error))
+        return -ENOTCONN;
+    return a->error ? -a->error : 0;
 }
 
 static void async_free(void *opaque)
@@ -602,20 +609,23 @@ static void async_free(void *opaque)
     g_free(a);
 }
 
-static int nbd_pwrite_async(void *opaque, const void *buf, uint32_t count, uint64_t offset, uint32_t flags,
-                            void (*done)(void *done_opaque, int r), void *done_opaque)
+/* Starts a read or write whose completion calls done (see the driver's
+ * pread_async and pwrite_async); -ENOTCONN, with done not called, if the
+ * connection is down: the synchronous path reconnects. */
+static int nbd_start_async(NbdTarget *t, NbdOp op, void *buf, uint32_t count, uint64_t offset, uint32_t flags,
+                           void (*done)(void *done_opaque, int r), void *done_opaque)
 {
-    NbdTarget *t = opaque;
     g_rw_lock_reader_lock(&t->lock);
-    /* Always the first connection: the async writes are a write-blocking
-     * mirror's write-throughs, which a batch of guest writes waits for
-     * together, so their replies come back in one read on one I/O thread
-     * and the server serves them with one connection's threads.  Measured
-     * (2 cores, QD16 random 4 KiB guest writes, nbdkit memory target):
-     * 67k instead of 60k guest IOPS.  Copies still use every connection. */
+    /* Always the first connection: asynchronous requests come in batches
+     * (a write-blocking mirror's write-throughs for a batch of guest
+     * writes, an exported nbd node's batch of guest requests) that are
+     * waited for together, so their replies come back in one read on one
+     * I/O thread and the server serves them with one connection's threads.
+     * Measured (2 cores, QD16 random 4 KiB guest writes, nbdkit memory
+     * target): 67k instead of 60k guest IOPS.  Copies and synchronous
+     * requests still use every connection. */
     NbdConn *c = t->nconns > 0 ? t->conns[0] : NULL;
     if (!c || !conn_alive(c)) {
-        /* The synchronous path reconnects. */
         g_rw_lock_reader_unlock(&t->lock);
         return -ENOTCONN;
     }
@@ -623,19 +633,32 @@ static int nbd_pwrite_async(void *opaque, const void *buf, uint32_t count, uint6
     a->done = done;
     a->opaque = done_opaque;
     nbd_completion_callback cb = { .callback = async_complete, .user_data = a, .free = async_free };
-    int64_t cookie = nbd_aio_pwrite(c->h, buf, count, offset, cb, nbd_flags(flags));
+    int64_t cookie = op == OP_WRITE ? nbd_aio_pwrite(c->h, buf, count, offset, cb, nbd_flags(flags))
+                                    : nbd_aio_pread(c->h, buf, count, offset, cb, 0);
     if (cookie >= 0 && (nbd_aio_get_direction(c->h) & LIBNBD_AIO_DIRECTION_WRITE))
         conn_wake(c);
     g_rw_lock_reader_unlock(&t->lock);
     if (g_atomic_int_compare_and_exchange(&a->state, ASYNC_SUBMITTING, ASYNC_SUBMITTED))
         return 0; /* the free callback calls done */
-    /* Retired before nbd_aio_pwrite returned. */
+    /* Retired before nbd_aio_pread/pwrite returned. */
     int r = cookie < 0 ? -ENOTCONN : async_result(a);
     g_free(a);
     if (cookie < 0)
         return r;
     done(done_opaque, r);
     return 0;
+}
+
+static int nbd_pwrite_async(void *opaque, const void *buf, uint32_t count, uint64_t offset, uint32_t flags,
+                            void (*done)(void *done_opaque, int r), void *done_opaque)
+{
+    return nbd_start_async(opaque, OP_WRITE, (void *)buf, count, offset, flags, done, done_opaque);
+}
+
+static int nbd_pread_async(void *opaque, void *buf, uint32_t count, uint64_t offset, uint32_t flags,
+                           void (*done)(void *done_opaque, int r), void *done_opaque)
+{
+    return nbd_start_async(opaque, OP_READ, buf, count, offset, 0, done, done_opaque);
 }
 
 static int nbd_flush_cb(void *opaque, uint32_t flags)
@@ -682,6 +705,7 @@ const BlockDriver block_driver_nbd = {
     .is_rotational = nbd_is_rotational_cb,
     .pread = nbd_pread_cb,
     .pwrite = nbd_pwrite_cb,
+    .pread_async = nbd_pread_async,
     .pwrite_async = nbd_pwrite_async,
     .flush = nbd_flush_cb,
     .trim = nbd_trim_cb,

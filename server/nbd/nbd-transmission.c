@@ -77,7 +77,9 @@ typedef struct Work {
     NbdRequest req;
     uint32_t error;          /* validation result, 0 = execute */
     const char *why;
-    IoBuffer *buf;           /* WRITE payload */
+    IoBuffer *buf;           /* WRITE payload, or READ data when async */
+    bool async;              /* run with export_p*_async: reply once the batch's scope is done */
+    int result;              /* then its result */
 } Work;
 
 typedef struct Tx {
@@ -102,7 +104,7 @@ typedef struct Tx {
     gint dead;               /* the socket failed: skip sends */
 
     gint avg_request_ns;     /* moving average of a quick request's run time */
-    gint writes_defer;       /* the last batch with writes deferred their completion */
+    gint writes_defer;       /* the last batch deferred some completions */
     bool inline_mode;        /* the receiving thread runs requests (recv_lock) */
     uint64_t poll_ns;        /* current spin before a blocking recv (recv_lock) */
 } Tx;
@@ -382,6 +384,54 @@ static void do_block_status(Tx *tx, const NbdRequest *req)
     send_locked_iov(tx, iov, 2 * n);
 }
 
+/* An asynchronous request finished (maybe on a driver's thread). */
+static void work_done(void *opaque, int r)
+{
+    ((Work *)opaque)->result = r;
+}
+
+/* Starts a READ or WRITE of a batch in a deferral scope: a driver that can
+ * (an nbd node) answers later on its own thread, and the batch's replies
+ * go out once all are in (finish_deferred), instead of this thread
+ * sleeping on each request in turn.  Others complete before this returns. */
+static void execute_async(Tx *tx, Work *w)
+{
+    NbdConn *c = tx->c;
+    const NbdRequest *req = &w->req;
+    uint32_t len = (uint32_t)req->length;
+    w->async = true;
+    if (req->type == NBD_CMD_READ) {
+        w->buf = buffer_get(tx, len);
+        export_pread_async(c->exp, w->buf->data, len, req->offset, work_done, w);
+    } else {
+        uint32_t fua = (req->flags & NBD_CMD_FLAG_FUA) ? BLOCK_FLAG_FUA : 0;
+        export_pwrite_async(c->exp, w->buf->data, len, req->offset, fua, work_done, w);
+    }
+}
+
+/* The reply of a request run by execute_async, once it finished.  One
+ * whose connection was lost before it was answered runs again the
+ * synchronous way, which reconnects as the node allows (reconnect-delay). */
+static void reply_async(Tx *tx, Work *w)
+{
+    const NbdRequest *req = &w->req;
+    NbdConn *c = tx->c;
+    if (w->result == -ENOTCONN) {
+        uint32_t fua = (req->flags & NBD_CMD_FLAG_FUA) ? BLOCK_FLAG_FUA : 0;
+        w->result = req->type == NBD_CMD_READ
+                        ? export_pread(c->exp, w->buf->data, (uint32_t)req->length, req->offset)
+                        : export_pwrite(c->exp, w->buf->data, (uint32_t)req->length, req->offset, fua);
+    }
+    if (req->type != NBD_CMD_READ || w->result < 0) {
+        reply_status(tx, req, w->result);
+        return;
+    }
+    uint8_t hdr[NBD_EXTENDED_REPLY_SIZE + 8];
+    size_t h = read_reply_header(tx, req, hdr);
+    struct iovec iov[2] = { { hdr, h }, { w->buf->data, (size_t)req->length } };
+    send_locked_iov(tx, iov, 2);
+}
+
 static void execute(Tx *tx, Work *w)
 {
     NbdConn *c = tx->c;
@@ -390,6 +440,10 @@ static void execute(Tx *tx, Work *w)
 
     if (w->error) {
         reply_error(tx, req, w->error, w->why);
+        return;
+    }
+    if ((req->type == NBD_CMD_READ || req->type == NBD_CMD_WRITE) && io_defer_current()) {
+        execute_async(tx, w);
         return;
     }
     switch (req->type) {
@@ -639,8 +693,13 @@ static GByteArray *deferred_replies_get(void)
 static void finish_deferred(Tx *tx, Work *batch, unsigned n, Deferred *d)
 {
     io_defer_wait(d->defer);
-    for (unsigned i = 0; i < n; i++)
+    reply_batch = d->replies;
+    for (unsigned i = 0; i < n; i++) {
+        if (batch[i].async)
+            reply_async(tx, &batch[i]);
         buffer_put(tx, batch[i].buf);
+    }
+    reply_batch = NULL;
     if (d->replies->len) {
         struct iovec iov = { d->replies->data, d->replies->len };
         send_locked_iov(tx, &iov, 1);
@@ -648,12 +707,12 @@ static void finish_deferred(Tx *tx, Work *batch, unsigned n, Deferred *d)
     *d = (Deferred){ 0 };
 }
 
-/* True if a batch has a write, which a job may answer later (reads never
- * defer, and keep their direct sends). */
-static bool has_write(const Work *batch, unsigned n)
+/* True if a batch has a read or write, which may finish later: on an nbd
+ * node, or a write-blocking mirror's write-through (block/io-defer.h). */
+static bool has_io(const Work *batch, unsigned n)
 {
     for (unsigned i = 0; i < n; i++)
-        if (batch[i].req.type == NBD_CMD_WRITE && !batch[i].error)
+        if ((batch[i].req.type == NBD_CMD_WRITE || batch[i].req.type == NBD_CMD_READ) && !batch[i].error)
             return true;
     return false;
 }
@@ -670,7 +729,7 @@ static bool run_batch(Tx *tx, Work *batch, unsigned n, Deferred *held)
     uint64_t t0 = timed ? now_ns() : 0;
     Deferred d = { 0 };
     bool pending = false;
-    if (timed && has_write(batch, n)) {
+    if (timed && has_io(batch, n)) {
         d.defer = io_defer_open();
         d.replies = deferred_replies_get();
         reply_batch = d.replies;

@@ -12,7 +12,9 @@
    other clusters each round) to a fresh raw file served by qemu-nbd, after
    a full backup that started the bitmap; alternating rounds, medians
    (targets: at most 1.5 % of the median full backup's time, issue 5; at
-   most half of qemu-storage-daemon's time, issue 18).
+   most half of qemu-storage-daemon's time, issue 18).  Its ceiling: a
+   libnbd client writing the same clusters straight into a fresh qemu-nbd
+   target, in the same alternating rounds.
 3. Guest 4 KiB write latency (median and p99 over random offsets) with no
    backup and during a backup to a slow target (nbdkit delay filter).
 BENCH_SIZE (bytes), BENCH_ROUNDS and BENCH_QUICK=1 shrink the run; with
@@ -32,7 +34,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 from bench_lib import CEILING, ROUNDS, SIZE, alternate, ok, report, start_daemons, with_ceiling  # noqa: E402
 from bench_rows import ISSUE, row  # noqa: E402
-from backup_lib import Nbdkit, check, connect, fail, wait_job_end  # noqa: E402
+from backup_lib import Nbdkit, check, connect, fail, import_nbd, wait_job_end  # noqa: E402
 
 CLUSTER = 64 << 10
 
@@ -63,9 +65,9 @@ def nbd_target(q, name, *args, **kw):
 
 
 @contextlib.contextmanager
-def qemu_nbd_target(q, name, shm):
+def qemu_nbd(shm, name):
     """A fresh sparse raw file in `shm` served by qemu-nbd (issue 18's
-    incremental backup target), added as node `name`, removed after."""
+    incremental backup target); yields its socket."""
     img = os.path.join(shm, name + '.raw')
     with open(img, 'wb') as f:
         f.truncate(SIZE)
@@ -81,16 +83,23 @@ def qemu_nbd_target(q, name, shm):
             if p.poll() is not None or time.monotonic() > deadline:
                 fail('qemu-nbd did not start on %s' % sock)
             time.sleep(0.02)
+        yield sock
+    finally:
+        p.terminate()
+        p.wait()
+        os.unlink(img)
+
+
+@contextlib.contextmanager
+def qemu_nbd_target(q, name, shm):
+    """qemu_nbd() added as node `name`, removed after."""
+    with qemu_nbd(shm, name) as sock:
         ok(q.cmd('blockdev-add', {'driver': 'nbd', 'node-name': name,
                                   'server': {'type': 'unix', 'path': sock}}), 'target ' + name)
         try:
             yield
         finally:
             ok(q.cmd('blockdev-del', {'node-name': name}), 'del ' + name)
-    finally:
-        p.terminate()
-        p.wait()
-        os.unlink(img)
 
 
 def latencies(sock, export, n=200):
@@ -125,14 +134,40 @@ def start_bitmap(st):
         return run_backup(q, 'bf', 'base', bitmap='b', **{'bitmap-mode': 'on-success'})
 
 
+def dirty_clusters(rnd):
+    """The clusters round `rnd` writes: 1 % of them, other ones each round."""
+    return random.Random(3 + rnd).sample(range(SIZE // CLUSTER), SIZE // CLUSTER // 100)
+
+
+def incremental_ceiling(shm, rnd, depth=16):
+    """What the target takes at best: seconds for a libnbd client to write
+    round `rnd`'s dirty clusters, in order, `depth` at a time, into a fresh
+    qemu-nbd target (the incremental's data and nothing else: no job, no
+    source reads, no QMP)."""
+    with qemu_nbd(shm, 'ceiling-%d' % rnd) as sock:
+        h = connect(sock, '')
+        buf = import_nbd().Buffer.from_bytearray(bytearray(b'\x77' * CLUSTER))
+        t0 = time.monotonic()
+        for c in sorted(dirty_clusters(rnd)):
+            while h.aio_in_flight() >= depth:
+                h.poll(-1)
+            h.aio_pwrite(buf, c * CLUSTER)
+        while h.aio_in_flight() > 0:
+            h.poll(-1)
+        took = time.monotonic() - t0
+        h.shutdown()
+        return took
+
+
 def incremental_trial(shm):
-    """A trial for alternate(): 1 % of the clusters written (other ones each
-    round, untimed), then the incremental backup of them to qemu-nbd, which
-    clears the bitmap for the next round."""
+    """A trial for alternate(): 1 % of the clusters written (untimed), then
+    the incremental backup of them to qemu-nbd, which clears the bitmap for
+    the next round; for the ceiling, incremental_ceiling()."""
     def trial(name, st, rnd):
+        if name == CEILING:
+            return incremental_ceiling(shm, rnd)
         h = connect(st['nbd'], 'src')
-        rng = random.Random(3 + rnd)
-        for c in rng.sample(range(SIZE // CLUSTER), SIZE // CLUSTER // 100):
+        for c in dirty_clusters(rnd):
             h.pwrite(b'\x77' * CLUSTER, c * CLUSTER)
         h.flush()
         h.shutdown()
@@ -183,7 +218,8 @@ def main():
                             with_ceiling(setups, full_trial('malloc'), st_src, 'allocator=malloc'), target=2))
             started = {name: start_bitmap(st) for name, st in setups.items()}
             # At least 5 rounds: a quick run's incremental takes milliseconds.
-            incs = alternate(setups, incremental_trial(shm), rounds=max(ROUNDS, 5))
+            incs = alternate(dict(setups, **{CEILING: None}), incremental_trial(shm), rounds=max(ROUNDS, 5))
+            inc_ceiling = statistics.median(incs.pop(CEILING))
             inc = {}
             for name, runs in incs.items():
                 inc[name] = statistics.median(runs)
@@ -194,8 +230,10 @@ def main():
                 check(inc[name] < started[name], '%s: incremental slower than full' % name)
             if 'qemu-storage-daemon' in inc:
                 print('  speed-up             %7.2fx (target >= 2x)' % (inc['qemu-storage-daemon'] / inc['blockd']))
+            print('  the target alone     median %.3f s (a libnbd client writing the same clusters into a fresh '
+                  'qemu-nbd, 16 at a time; blockd at %.0f %% of it)' % (inc_ceiling, 100 * inc_ceiling / inc['blockd']))
             row('incremental-backup', 'incremental backup, 1 % dirty, qemu-nbd', 'ms', False,
-                {n: 1e3 * v for n, v in inc.items()},
+                {n: 1e3 * v for n, v in inc.items()}, ceiling=1e3 * inc_ceiling, ceiling_name='qemu-nbd alone',
                 target='time <= 1/2 qsd', goal={'ratio': 2, 'vs': 'qemu-storage-daemon'}, group=ISSUE)
             lat = {}
             for name, st in setups.items():

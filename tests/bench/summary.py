@@ -73,6 +73,8 @@ def judge(r):
         return r_best, r_ceil, 'yes'
     # Out of reach: the ratio asked for would put blockd past the ceiling.
     c = r.get('ceiling')
+    if 'min' in goal and c is not None and len(conds) == 1 and c < goal['min']:
+        return r_best, r_ceil, 'no*'
     if 'ratio' in goal and 'ceiling_frac' not in goal and c and peer:
         need = peer * goal['ratio'] if r['higher_is_better'] else peer / goal['ratio']
         if (need > c) if r['higher_is_better'] else (need < c):
