@@ -103,6 +103,10 @@ typedef struct BlockDriver {
     /* Optional: the same for a read; buf is filled when done is called. */
     int (*pread_async)(void *opaque, void *buf, uint32_t count, uint64_t offset, uint32_t flags,
                        void (*done)(void *done_opaque, int r), void *done_opaque);
+    /* Optional, beside those: false when a read (write) would complete
+     * synchronously anyway (a filter whose child has no asynchronous
+     * path), so the node layer calls pread (pwrite) at once; absent: true. */
+    bool (*async_possible)(void *opaque, bool write);
 
     /* Optional zero-copy read: if the bytes [offset, offset+count) live in
      * a file descriptor, return 0 and set *fd and *fd_offset so the caller

@@ -101,11 +101,9 @@ static bool note_failure(const char *node, const char *op, int err)
     return first;
 }
 
-int io_log_leave(const char *node, const char *op, uint64_t offset, uint64_t len, int r)
+/* Logs a failed request (the first of its kind at once, repeats summed up). */
+static int log_failure(const char *node, const char *op, uint64_t offset, uint64_t len, int r, const char *why)
 {
-    if (--depth > 0)
-        return r;
-    g_autofree char *why = g_steal_pointer(&cause);
     if (r >= 0 || r == -ENOTSUP || r == -EOPNOTSUPP || r == -ECANCELED)
         return r;
     if (note_failure(node, op, -r)) {
@@ -115,6 +113,19 @@ int io_log_leave(const char *node, const char *op, uint64_t offset, uint64_t len
                   why ? " (" : "", why ? why : "", why ? ")" : "");
     }
     return r;
+}
+
+int io_log_leave(const char *node, const char *op, uint64_t offset, uint64_t len, int r)
+{
+    if (--depth > 0)
+        return r;
+    g_autofree char *why = g_steal_pointer(&cause);
+    return log_failure(node, op, offset, len, r, why);
+}
+
+int io_log_result(const char *node, const char *op, uint64_t offset, uint64_t len, int r)
+{
+    return log_failure(node, op, offset, len, r, NULL);
 }
 
 void io_log_flush(void)

@@ -19,6 +19,9 @@ void io_log_enter(void);
 /* Ends it and returns r; a negative r of the outermost call is logged
  * (except ENOTSUP and ECANCELED, which callers expect and handle). */
 int io_log_leave(const char *node, const char *op, uint64_t offset, uint64_t len, int r);
+/* Logs the result of a request that completed away from its call (deferred
+ * I/O, block/io-defer.h) as its outermost call would; returns r. */
+int io_log_result(const char *node, const char *op, uint64_t offset, uint64_t len, int r);
 /* True inside a node I/O call on this thread. */
 bool io_log_active(void);
 /* Notes why the current I/O call is failing (kept for its log line). */

@@ -757,6 +757,7 @@ int node_pwrite(BlockNode *node, const void *buf, uint32_t count, uint64_t offse
 typedef struct AsyncIo {
     const char *node_name;
     const char *what;   /* "read" or "write", for the I/O log */
+    bool log;           /* the outermost node of the request: its failure is logged */
     IoDefer *scope;
     uint64_t offset;
     uint32_t count;
@@ -764,15 +765,18 @@ typedef struct AsyncIo {
     void *opaque;
 } AsyncIo;
 
+/* Inside a driver's pread_async/pwrite_async on this thread: a node there
+ * (raw over nbd) starts its child's part of the same request. */
+static __thread unsigned async_nesting;
+
 static void async_io_done(void *opaque, int r)
 {
     AsyncIo *w = opaque;
-    /* A lost connection is the caller's to retry synchronously (node.h),
-     * which logs what still fails. */
-    if (r != -ENOTCONN) {
-        io_log_enter();
-        r = io_log_leave(w->node_name, w->what, w->offset, w->count, r);
-    }
+    /* Only the outermost node logs, as for synchronous calls; a lost
+     * connection is the caller's to retry synchronously (node.h), which
+     * logs what still fails. */
+    if (w->log && r != -ENOTCONN)
+        r = io_log_result(w->node_name, w->what, w->offset, w->count, r);
     /* The node may go once done returned. */
     w->done(w->opaque, r);
     io_defer_done(w->scope);
@@ -786,16 +790,31 @@ static bool async_io_start(BlockNode *node, IoDefer *scope, bool write, void *bu
 {
     assert_range(node, count, offset);
     g_assert(!write || !node->read_only);
+    const char *what = write ? "write" : "read";
     AsyncIo *w = g_new(AsyncIo, 1);
-    *w = (AsyncIo){ node->name, write ? "write" : "read", scope, offset, count, done, opaque };
+    *w = (AsyncIo){ node->name, what, async_nesting == 0, scope, offset, count, done, opaque };
     io_defer_add(scope);
+    /* What the driver does synchronously for its children is not logged
+     * there: this request's completion logs it once, as this node's. */
+    async_nesting++;
+    io_log_enter();
     int r = write ? node->drv->pwrite_async(node->opaque, buf, count, offset, flags, async_io_done, w)
                   : node->drv->pread_async(node->opaque, buf, count, offset, flags, async_io_done, w);
+    io_log_leave(node->name, what, offset, count, 0); /* w may be gone: done may have run */
+    async_nesting--;
     if (r == 0)
         return true;
     io_defer_done(scope);
     g_free(w);
     return false;
+}
+
+bool node_async_possible(BlockNode *node, bool write)
+{
+    const BlockDriver *drv = node->drv;
+    if (!(write ? drv->pwrite_async != NULL : drv->pread_async != NULL))
+        return false;
+    return !drv->async_possible || drv->async_possible(node->opaque, write);
 }
 
 void node_pwrite_async(BlockNode *node, const void *buf, uint32_t count, uint64_t offset, uint32_t flags,
@@ -805,7 +824,7 @@ void node_pwrite_async(BlockNode *node, const void *buf, uint32_t count, uint64_
     uint32_t f = flags;
     /* Hooks expect the data on the node when the after-write hooks run,
      * and emulated FUA needs a flush after the write. */
-    if (scope && count && node->drv->pwrite_async && g_atomic_int_get(&node->nhooks) == 0 &&
+    if (scope && count && node_async_possible(node, true) && g_atomic_int_get(&node->nhooks) == 0 &&
         !fua_needs_flush(node, &f) && async_io_start(node, scope, true, (void *)buf, count, offset, f, done, opaque))
         return;
     done(opaque, node_pwrite(node, buf, count, offset, flags));
@@ -815,7 +834,7 @@ void node_pread_async(BlockNode *node, void *buf, uint32_t count, uint64_t offse
                       void (*done)(void *opaque, int r), void *opaque)
 {
     IoDefer *scope = io_defer_current();
-    if (scope && count && node->drv->pread_async && async_io_start(node, scope, false, buf, count, offset, 0, done, opaque))
+    if (scope && count && node_async_possible(node, false) && async_io_start(node, scope, false, buf, count, offset, 0, done, opaque))
         return;
     done(opaque, node_pread(node, buf, count, offset));
 }

@@ -173,6 +173,9 @@ int node_pwrite(BlockNode *node, const void *buf, uint32_t count, uint64_t offse
  * node allows) is the way to retry it. */
 void node_pwrite_async(BlockNode *node, const void *buf, uint32_t count, uint64_t offset, uint32_t flags,
                        void (*done)(void *opaque, int r), void *opaque);
+/* True if a read (write) of the node may complete asynchronously in a
+ * deferral scope: its driver has an asynchronous path that is open. */
+bool node_async_possible(BlockNode *node, bool write);
 /* Like node_pread, the same way (when the driver can read asynchronously). */
 void node_pread_async(BlockNode *node, void *buf, uint32_t count, uint64_t offset,
                       void (*done)(void *opaque, int r), void *opaque);

@@ -520,18 +520,27 @@ static ExportAsync *export_async_new(Export *exp, void (*done)(void *opaque, int
     return a;
 }
 
+/* Both run at once (no allocation) on a node that has no asynchronous
+ * path, the usual case. */
 void export_pread_async(Export *exp, void *buf, uint32_t count, uint64_t offset,
                         void (*done)(void *opaque, int r), void *opaque)
 {
-    node_pread_async(io_begin(exp), buf, count, offset, export_async_done, export_async_new(exp, done, opaque));
+    BlockNode *node = io_begin(exp);
+    if (node_async_possible(node, false))
+        node_pread_async(node, buf, count, offset, export_async_done, export_async_new(exp, done, opaque));
+    else
+        done(opaque, io_end(exp, node_pread(node, buf, count, offset)));
 }
 
 void export_pwrite_async(Export *exp, const void *buf, uint32_t count, uint64_t offset, uint32_t flags,
                          void (*done)(void *opaque, int r), void *opaque)
 {
     g_assert(!exp->read_only);
-    node_pwrite_async(io_begin(exp), buf, count, offset, flags, export_async_done,
-                      export_async_new(exp, done, opaque));
+    BlockNode *node = io_begin(exp);
+    if (node_async_possible(node, true))
+        node_pwrite_async(node, buf, count, offset, flags, export_async_done, export_async_new(exp, done, opaque));
+    else
+        done(opaque, io_end(exp, node_pwrite(node, buf, count, offset, flags)));
 }
 
 int export_flush(Export *exp)

@@ -122,6 +122,33 @@ static int raw_pwrite(void *o, const void *buf, uint32_t count, uint64_t offset,
     return node_pwrite(s->child, buf, count, offset + s->offset, flags);
 }
 
+/* The same for a deferral scope's requests (block/io-defer.h): the child
+ * finishes them, asynchronously if it can (an nbd child); over a child that
+ * cannot (a file), the node layer calls raw_pread/raw_pwrite instead. */
+static bool raw_async_possible(void *o, bool write)
+{
+    return node_async_possible(((RawState *)o)->child, write);
+}
+
+static int raw_pread_async(void *o, void *buf, uint32_t count, uint64_t offset, uint32_t flags,
+                           void (*done)(void *opaque, int r), void *opaque)
+{
+    RawState *s = o;
+    node_debug_event(s->child, BLKDBG_READ_AIO);
+    node_pread_async(s->child, buf, count, offset + s->offset, done, opaque);
+    return 0;
+}
+
+static int raw_pwrite_async(void *o, const void *buf, uint32_t count, uint64_t offset, uint32_t flags,
+                            void (*done)(void *opaque, int r), void *opaque)
+{
+    RawState *s = o;
+    node_debug_event(s->child, BLKDBG_WRITE_AIO);
+    block_flush_gen_write(&s->flush_gen);
+    node_pwrite_async(s->child, buf, count, offset + s->offset, flags, done, opaque);
+    return 0;
+}
+
 /* The debug events QEMU raises on the way to the child (a blkdebug child
  * counts them): flush_to_disk only if something was written since. */
 static int raw_flush(void *o, uint32_t flags)
@@ -236,6 +263,9 @@ const BlockDriver block_driver_raw = {
     .block_size = raw_block_size,
     .pread = raw_pread,
     .pwrite = raw_pwrite,
+    .pread_async = raw_pread_async,
+    .pwrite_async = raw_pwrite_async,
+    .async_possible = raw_async_possible,
     .flush = raw_flush,
     .trim = raw_trim,
     .zero = raw_zero,

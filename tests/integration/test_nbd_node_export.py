@@ -17,12 +17,14 @@ of them is sent to the target and answered once all its replies are in
    request succeeds (those in flight when it died too) and the data is
    all there.
 
+Each runs with the nbd node exported itself and with a raw node over it.
 1 and 4 run against qemu-storage-daemon too, with the same checks.  2 and 3
 do not: qemu-storage-daemon 7.2 drops the client's connection when a read
 fails ("Disconnect client, due to: Failed to send reply: reading from file
 failed"), where blockd answers the request with its error."""
 import os
 import random
+import re
 import shutil
 import sys
 import time
@@ -33,6 +35,17 @@ from backup_lib import Daemon, Nbdkit, add_nbd_target, blockd_cmd, check, import
 nbd = import_nbd()
 SIZE = 16 << 20
 SIZES = (512, 4096, 4096, 8192, 16384, 65536, 1 << 20)   # up to 16 KiB: the batched path
+
+
+def add_proxy(q, sock, fmt, **extra):
+    """Node px on the target at `sock`: the nbd node itself, or (fmt 'raw')
+    a raw format node over it, as libvirt stacks them."""
+    if fmt == 'raw':
+        nbd_node = {'driver': 'nbd', 'server': {'type': 'unix', 'path': sock}}
+        nbd_node.update(extra)
+        ok(q.cmd('blockdev-add', {'driver': 'raw', 'node-name': 'px', 'file': nbd_node}), 'blockdev-add raw')
+    else:
+        add_nbd_target(q, 'px', sock, **extra)
 
 
 def export_node(q, d, node):
@@ -121,11 +134,11 @@ def read_back(h, size=SIZE):
     return b''.join(data for _, _, data in out)
 
 
-def data_case(name, cmd):
+def data_case(name, cmd, fmt):
     rng = random.Random(1)
     with Nbdkit('memory', str(SIZE)) as t, Daemon(cmd) as d:
         q = d.qmp()
-        add_nbd_target(q, 'px', t.sock)
+        add_proxy(q, t.sock, fmt)
         h = export_node(q, d, 'px')
         model = bytearray(SIZE)
         ops = random_writes(rng, 600)
@@ -178,14 +191,15 @@ def nbdkit_file(*args, filters=()):
     return t
 
 
-def error_case(name, cmd):
+def error_case(name, cmd, fmt):
     """nbdkit's error filter fails every read with EIO and every write with
     ENOSPC; flush still works.  The image is all data: qemu-storage-daemon
-    answers a read of a hole without reading."""
+    answers a read of a hole without reading.  The daemon's log names the
+    failures once each, as failures of node px (not of raw's child)."""
     with nbdkit_file('error-pread=EIO', 'error-pread-rate=1', 'error-pwrite=ENOSPC', 'error-pwrite-rate=1',
                      filters=['error']) as t, Daemon(cmd) as d:
         q = d.qmp()
-        add_nbd_target(q, 'px', t.sock)
+        add_proxy(q, t.sock, fmt)
         h = export_node(q, d, 'px')
         ops = []
         for i in range(64):
@@ -200,15 +214,25 @@ def error_case(name, cmd):
         h.shutdown()
         q.close()
         check(d.stop() == 0, '%s: daemon exit status' % name)
+        # The first failure of each kind in full, the others counted (at
+        # exit at the latest): 32 of each, none twice, all under px.
+        lines = [line for line in d.stderr_text().splitlines() if "node '" in line]
+        check(all("node 'px'" in line for line in lines), '%s: a failure logged under another node: %r' % (name, lines))
+        for op, text in (('read', 'Input/output error'), ('write', 'No space left on device')):
+            first = [x for x in lines if re.search(r"%s of \d+ bytes at offset \d+ failed: %s$" % (op, text), x)]
+            more = sum(int(m.group(1)) for m in (re.search(r"(\d+) more %s errors? \(%s\)" % (op, text), x)
+                                                 for x in lines) if m)
+            check(len(first) == 1 and 1 + more == 32, '%s: %d %s failures logged, want 32: %r'
+                  % (name, len(first) + more, op, lines))
 
 
-def killed_case(name, cmd, delay):
+def killed_case(name, cmd, fmt, delay):
     """The target (nbdkit file, so its data survives) dies under 16
     requests in flight; with reconnect-delay it comes back after 0.5 s."""
     t = nbdkit_file()
     with t, Daemon(cmd) as d:
         q = d.qmp()
-        add_nbd_target(q, 'px', t.sock, **({'reconnect-delay': 10} if delay else {}))
+        add_proxy(q, t.sock, fmt, **({'reconnect-delay': 10} if delay else {}))
         h = export_node(q, d, 'px')
         rng = random.Random(2)
         # Distinct offsets: no two requests of a window overlap.
@@ -269,9 +293,10 @@ daemons = [('blockd', blockd_cmd())]
 if shutil.which('qemu-storage-daemon'):
     daemons.append(('qemu-storage-daemon', qsd_cmd()))
 for name, cmd in daemons:
-    data_case(name, cmd)
-    if name == 'blockd':
-        error_case(name, cmd)
-        killed_case(name, cmd, delay=False)
-    killed_case(name, cmd, delay=True)
+    for fmt in ('nbd', 'raw'):
+        data_case(name, cmd, fmt)
+        if name == 'blockd':
+            error_case(name, cmd, fmt)
+            killed_case(name, cmd, fmt, delay=False)
+        killed_case(name, cmd, fmt, delay=True)
 print('ok')
