@@ -19,7 +19,8 @@
 #           by qemu-img create (64 KiB clusters, no preallocation), so the
 #           sequential write includes cluster allocation
 # Plus the machine's ceilings: a socketpair stream of 256 KiB writes, a
-# memcpy of 256 KiB chunks, dd into a tmpfs file, and for the 4 KiB random
+# memcpy of 256 KiB chunks, dd into a tmpfs file, a socket stream into a
+# new tmpfs file (socket-to-file.c), and for the 4 KiB random
 # rows blockd and nbdkit over a null backend (null-co, nbdkit null).  With BENCH_ROWS set, the
 # medians are also appended there as rows for run-all.sh's summary.
 # BENCH_QUICK=1 uses a 256 MiB disk and 1 s fio runs (a smoke test).
@@ -212,6 +213,7 @@ echo "run-bench: preparing a ${SIZE_MIB} MiB random source in $TMP" >&2
 head -c "$((SIZE_MIB * 1024 * 1024))" /dev/urandom >"$TMP/src.img"
 cc -O2 -o "$BIN/socketpair-limit" "$HERE/socketpair-limit.c"
 cc -O2 -o "$BIN/memcpy-rate" "$HERE/memcpy-rate.c"
+cc -O2 -o "$BIN/socket-to-file" "$HERE/socket-to-file.c"
 # The limit swings with the machine's load (3 100 to 11 000 MiB/s seen on
 # the same box), so it is sampled before, between and after the servers
 # and the median is printed.
@@ -232,11 +234,16 @@ echo "run-bench: servers with no backend (the random I/O rows' ceiling)" >&2
 bench_group blockd-null nbdkit-null
 # The kernel's ceiling for the sequential write: dd of the source into a
 # new file on the same tmpfs, 256 KiB writes, no NBD and no format.
-v=(); for ((i = 0; i < RUNS; i++)); do
+# And the sequential write file rows' ceiling: the source streamed through
+# a socketpair into a new file there by a second process (socket-to-file.c),
+# the least any server and client could do together, in alternation with it.
+v=(); s=(); for ((i = 0; i < RUNS; i++)); do
     rm -f "$TMP/dd.img"; mibps dd if="$TMP/src.img" of="$TMP/dd.img" bs=256K conv=fsync status=none; v+=("$LAST")
+    s+=("$("$BIN/socket-to-file" "$TMP/src.img" "$TMP/dd.img")")
 done
 rm -f "$TMP/dd.img"
 DD_CEILING=$(median "${v[@]}")
+S2F_CEILING=$(median "${s[@]}")
 sample_limit
 LIMIT=$(median "${LIMITS[@]}")
 MEMCPY_RATE=$(median "${MEMCPY[@]}")
@@ -258,11 +265,14 @@ table "qcow2 image in /dev/shm (issue 15's target: 1.3x qemu-nbd)" blockd-qcow2 
 table "no backend (null-co, nbdkit null): the random I/O rows' ceiling" blockd-null nbdkit-null
 awk -v c="$DD_CEILING" -v b="${RESULT[seq-write,blockd-qcow2]}" -v q="${RESULT[seq-write,qemu-nbd-qcow2]}" \
     'BEGIN { printf "ceiling: dd into a new tmpfs file %.0f MiB/s; qcow2 seq-write blockd %.0f%%, qemu-nbd %.0f%% of it\n", c, 100 * b / c, 100 * q / c }'
+awk -v c="$S2F_CEILING" -v runs="${s[*]}" -v b="${RESULT[seq-write,blockd-file]}" -v n="${RESULT[seq-write,nbdkit-file]}" \
+    'BEGIN { printf "ceiling: a socket stream into a new tmpfs file %.0f MiB/s (runs: %s); file seq-write blockd %.0f%%, nbdkit %.0f%% of it\n", c, runs, 100 * b / c, 100 * n / c }'
 
 # Rows for run-all.sh's summary (bench_rows.py describes the format).
 bench_row --info socketpair "$LIMIT" MiB/s "socketpair stream of 256 KiB writes, median of ${#LIMITS[@]}"
 bench_row --info memcpy "$MEMCPY_RATE" MiB/s "memcpy of 256 KiB chunks, one thread, median of ${#MEMCPY[@]}"
 bench_row --info "dd into tmpfs" "$DD_CEILING" MiB/s "dd bs=256K conv=fsync into a new tmpfs file"
+bench_row --info "socket into tmpfs" "$S2F_CEILING" MiB/s "a socketpair stream of the source written into a new tmpfs file"
 # The sequential read rows' ceiling, the lower of: the socketpair stream (every
 # byte crosses one) and the memcpy rate (every byte is copied out of a page
 # cache or buffer larger than the caches; the socketpair's own buffer stays
@@ -290,6 +300,12 @@ emit_rows() {
         # backend here, and every written byte is also read from the source
         # file and sent by the client: what the better of blockd and nbdkit
         # reach over a null backend bounds any server's backend.
+        # A file backend adds the file's own cost: the socket stream into a
+        # new file bounds the sequential writes into one, if lower.
+        seq-write,file | seq-write,qcow2)
+            read -r -a c <<<"$(lowest "$(highest "${RESULT[$w,blockd-null]}" "${RESULT[$w,nbdkit-null]}") null backend" \
+                                      "$S2F_CEILING socket into file")"
+            args+=(--ceiling "${c[0]}" "${c[*]:1}") ;;
         seq-write,* | rand*) args+=(--ceiling "$(highest "${RESULT[$w,blockd-null]}" "${RESULT[$w,nbdkit-null]}")" "null backend") ;;
         esac
         if [[ $suffix == qcow2 ]]; then

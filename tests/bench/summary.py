@@ -135,9 +135,9 @@ def main(path):
 
     widths = [max(len(ln[i]) for ln in lines + [head] if len(ln) > 1) for i in range(len(head))]
     print('blockd benchmark summary: medians of runs alternating blockd and its peers in this run.')
-    for name in ('socketpair', 'memcpy', 'dd into tmpfs'):
+    for name in ('socketpair', 'memcpy', 'dd into tmpfs', 'socket into tmpfs'):
         if name in infos:
-            print('  machine: %-14s %8s %s  (%s)' % (name, num(infos[name]['value']), infos[name]['unit'],
+            print('  machine: %-17s %8s %s  (%s)' % (name, num(infos[name]['value']), infos[name]['unit'],
                                                   infos[name]['note']))
     print('  qsd = qemu-storage-daemon.  "vs best": blockd / the best peer, > 1 means blockd is better; for\n'
           '  times ("lower") it is the peer\'s time / blockd\'s.  "vs ceil": blockd\'s share of the ceiling\'s\n'
