@@ -3,13 +3,15 @@
  *
  * A request thread of the NBD server answers a batch of requests only once
  * everything they set off has finished.  It opens a deferral scope on its
- * thread around executing the batch; a write whose result its issuer need
- * not have at once (a write-blocking mirror's write-through: the guest's
- * write succeeded either way, a failed copy only marks the region dirty)
- * may then be started with node_pwrite_async() and finished in a
- * completion on another thread, and the scope's owner waits for all of
- * them together before the replies go out: one wake-up per batch instead
- * of a thread sleeping on every such write.
+ * thread around executing the batch; a read or write whose result its
+ * issuer can take later (the batch's own requests on an nbd node, whose
+ * replies are built after the wait; a write-blocking mirror's
+ * write-through: the guest's write succeeded either way, a failed copy
+ * only marks the region dirty) may then be started with node_pread_async()
+ * or node_pwrite_async() and finished in a completion on another thread,
+ * and the scope's owner waits for all of them together before the replies
+ * go out: one wake-up per batch instead of a thread sleeping on every such
+ * request.
  *
  * Locking: the scope's mutex is a leaf; completions may run on a driver's
  * I/O thread (with its library's lock held) and must not block there. */

@@ -10,10 +10,11 @@
  * BLOCK_STATUS skip the hand-off: the receiving thread runs them itself,
  * several read-ahead ones as a batch with one send for their replies, and
  * spins briefly for the next request before sleeping (see rx_fill).  A
- * batch with writes runs in a deferral scope (block/io-defer.h): writes
- * that set off work finishing elsewhere (a write-blocking mirror's copy to
- * an nbd target) leave it pending, and the batch is answered once it is
- * done, by its thread after the next one took over receiving.
+ * batch of reads and writes runs in a deferral scope (block/io-defer.h):
+ * requests that finish elsewhere (on an nbd node, raw over one, or a
+ * write-blocking mirror's copy to an nbd target) leave it pending, and the
+ * batch is answered once it is done, by its thread after the next one took
+ * over receiving.
  *
  * READ always answers with one data chunk: asking base:allocation for holes
  * first can cost more than the read (SEEK_HOLE scans page by page on tmpfs),
@@ -717,8 +718,8 @@ static bool has_io(const Work *batch, unsigned n)
     return false;
 }
 
-/* Runs n requests; several send their replies together.  Writes of a
- * quick batch may defer their completion: with `held`, such a batch is
+/* Runs n requests; several send their replies together.  Reads and writes
+ * of a quick batch may defer their completion: with `held`, such a batch is
  * left there, its replies unsent (false; finish_deferred answers it),
  * otherwise this waits for them. */
 static bool run_batch(Tx *tx, Work *batch, unsigned n, Deferred *held)
