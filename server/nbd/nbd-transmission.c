@@ -385,6 +385,12 @@ static void do_block_status(Tx *tx, const NbdRequest *req)
     send_locked_iov(tx, iov, 2 * n);
 }
 
+/* The node flag for a request's FUA. */
+static uint32_t fua_flag(const NbdRequest *req)
+{
+    return (req->flags & NBD_CMD_FLAG_FUA) ? BLOCK_FLAG_FUA : 0;
+}
+
 /* An asynchronous request finished (maybe on a driver's thread). */
 static void work_done(void *opaque, int r)
 {
@@ -405,8 +411,7 @@ static void execute_async(Tx *tx, Work *w)
         w->buf = buffer_get(tx, len);
         export_pread_async(c->exp, w->buf->data, len, req->offset, work_done, w);
     } else {
-        uint32_t fua = (req->flags & NBD_CMD_FLAG_FUA) ? BLOCK_FLAG_FUA : 0;
-        export_pwrite_async(c->exp, w->buf->data, len, req->offset, fua, work_done, w);
+        export_pwrite_async(c->exp, w->buf->data, len, req->offset, fua_flag(req), work_done, w);
     }
 }
 
@@ -417,12 +422,10 @@ static void reply_async(Tx *tx, Work *w)
 {
     const NbdRequest *req = &w->req;
     NbdConn *c = tx->c;
-    if (w->result == -ENOTCONN) {
-        uint32_t fua = (req->flags & NBD_CMD_FLAG_FUA) ? BLOCK_FLAG_FUA : 0;
+    if (w->result == -ENOTCONN)
         w->result = req->type == NBD_CMD_READ
                         ? export_pread(c->exp, w->buf->data, (uint32_t)req->length, req->offset)
-                        : export_pwrite(c->exp, w->buf->data, (uint32_t)req->length, req->offset, fua);
-    }
+                        : export_pwrite(c->exp, w->buf->data, (uint32_t)req->length, req->offset, fua_flag(req));
     if (req->type != NBD_CMD_READ || w->result < 0) {
         reply_status(tx, req, w->result);
         return;
@@ -437,7 +440,7 @@ static void execute(Tx *tx, Work *w)
 {
     NbdConn *c = tx->c;
     const NbdRequest *req = &w->req;
-    uint32_t fua = (req->flags & NBD_CMD_FLAG_FUA) ? BLOCK_FLAG_FUA : 0;
+    uint32_t fua = fua_flag(req);
 
     if (w->error) {
         reply_error(tx, req, w->error, w->why);
